@@ -1,0 +1,54 @@
+# vkgrad developer targets. `make help` lists them.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PY := .venv/bin/python
+STAMP := .venv/.vkgrad-setup
+# Extra arguments: `make train ARGS="--epochs 2"`, `make test PYTEST_ARGS="-k conv -x"`.
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: help setup shaders test test-sync train bench clean distclean
+
+help:
+	@echo "make setup      Debian packages, .venv, patched Kompute, vkgrad (editable), shaders"
+	@echo "make train      train LeNet5 on MNIST on the best device (ARGS=... passes options)"
+	@echo "make test       the whole test suite (PYTEST_ARGS=... passes options)"
+	@echo "make test-sync  the Vulkan tests under the Khronos validation layer with"
+	@echo "                synchronisation validation; fails on any message from the layer"
+	@echo "make bench      run every benchmarks/*.py"
+	@echo "make clean      remove build outputs (keeps .venv); distclean removes .venv too"
+
+# The set-up runs again only when what it depends on changed; scripts/setup.sh writes the stamp.
+$(STAMP): scripts/setup.sh pyproject.toml third_party/kompute/kp-0.9.0-vkgrad.patch $(wildcard setup.py)
+	bash scripts/setup.sh
+
+setup: $(STAMP)
+
+shaders: setup
+	$(PY) tools/build_shaders.py
+
+test: setup shaders
+	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+
+# scripts/vk-validate.sh turns the layer on, sends every message of every VkInstance (child
+# processes included) to build/vk-validation/validation.log, and fails if there is any.
+# pytest's exit status 5 (no test selected) fails too.
+test-sync: setup shaders
+	bash scripts/vk-validate.sh $(PY) -m pytest -q -m vulkan tests $(PYTEST_ARGS)
+
+train: setup shaders
+	$(PY) examples/mnist_lenet5.py $(ARGS)
+
+bench: setup shaders
+	@shopt -s nullglob; files=(benchmarks/*.py); \
+	if [ $${#files[@]} -eq 0 ]; then echo "bench: no benchmarks/*.py"; exit 0; fi; \
+	for f in "$${files[@]}"; do echo "== $$f"; $(PY) "$$f" $(ARGS); done
+
+clean:
+	rm -rf build dist vkgrad/_spirv .pytest_cache .hypothesis *.egg-info
+	find . -path ./.venv -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf .venv
