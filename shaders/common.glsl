@@ -1,0 +1,96 @@
+// Shared by every vkgrad kernel: the memory model, dtype codes, packed loads and stores.
+//
+// All device tensors live in one arena buffer (binding 0) addressed in 32-bit words; binding 1
+// is the host-visible staging buffer used by transfers. A tensor operand is (start, dtype):
+// `start` counts elements of that dtype from the arena's first word, so narrow types are packed
+// (bf16 two to a word, uint8/bool four), low half / low byte first, as numpy lays them out on
+// little-endian hosts. DT_* values and op codes arrive as -D defines generated from vkgrad/kernels.py.
+#extension GL_EXT_control_flow_attributes : enable
+
+layout(std430, binding = 0) buffer Arena { uint arena[]; };
+layout(std430, binding = 1) buffer Staging { uint staging[]; };
+
+uint elems_per_word(uint dt) {
+    return dt == DT_BFLOAT16 ? 2u : ((dt == DT_UINT8 || dt == DT_BOOL) ? 4u : 1u);
+}
+
+// ---- bf16 <-> f32 -----------------------------------------------------------------------------
+float bf16_to_f32(uint bits16) { return uintBitsToFloat(bits16 << 16); }
+
+// Round to nearest even; NaN stays NaN (quiet bit set so truncation cannot make it an infinity).
+uint f32_to_bf16(float v) {
+    uint u = floatBitsToUint(v);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
+    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+
+// ---- raw element access ---------------------------------------------------------------------------
+uint load_bits(uint dt, uint start, int index) {
+    uint e = uint(int(start) + index);
+    if (dt == DT_BFLOAT16) return (arena[e >> 1] >> ((e & 1u) << 4)) & 0xffffu;
+    if (dt == DT_UINT8 || dt == DT_BOOL) return (arena[e >> 2] >> ((e & 3u) << 3)) & 0xffu;
+    return arena[e];
+}
+
+// An operand whose dtype is DT_IMM is a scalar carried in the push constants: `start` holds its
+// bits (a float in the float domain, an int otherwise) and the index is ignored.
+float load_f32(uint dt, uint start, int index) {
+    if (dt == DT_IMM) return uintBitsToFloat(start);
+    uint b = load_bits(dt, start, index);
+    if (dt == DT_FLOAT32) return uintBitsToFloat(b);
+    if (dt == DT_BFLOAT16) return bf16_to_f32(b);
+    if (dt == DT_INT32) return float(int(b));
+    return float(b);
+}
+
+int load_i32(uint dt, uint start, int index) {
+    if (dt == DT_IMM) return int(start);
+    uint b = load_bits(dt, start, index);
+    if (dt == DT_FLOAT32) return int(uintBitsToFloat(b));
+    if (dt == DT_BFLOAT16) return int(bf16_to_f32(b));
+    return int(b);
+}
+
+uint load_u32(uint dt, uint start, int index) { return uint(load_i32(dt, start, index)); }
+
+// Bits of `v` as an element of `dt`, not yet shifted into place within its word.
+uint f32_to_bits(uint dt, float v) {
+    if (dt == DT_FLOAT32) return floatBitsToUint(v);
+    if (dt == DT_BFLOAT16) return f32_to_bf16(v);
+    if (dt == DT_INT32) return uint(int(v));
+    if (dt == DT_BOOL) return v != 0.0 ? 1u : 0u;
+    if (dt == DT_UINT8) return uint(int(v)) & 0xffu;
+    return uint(v);
+}
+
+uint i32_to_bits(uint dt, int v) {
+    if (dt == DT_FLOAT32) return floatBitsToUint(float(v));
+    if (dt == DT_BFLOAT16) return f32_to_bf16(float(v));
+    if (dt == DT_BOOL) return v != 0 ? 1u : 0u;
+    if (dt == DT_UINT8) return uint(v) & 0xffu;
+    return uint(v);
+}
+
+uint u32_to_bits(uint dt, uint v) {
+    if (dt == DT_FLOAT32) return floatBitsToUint(float(v));
+    if (dt == DT_BFLOAT16) return f32_to_bf16(float(v));
+    if (dt == DT_BOOL) return v != 0u ? 1u : 0u;
+    if (dt == DT_UINT8) return v & 0xffu;
+    return v;
+}
+
+// Element `index` of a packed word: shift the element's bits into place.
+uint place_bits(uint dt, uint bits, uint index) {
+    uint width = 32u / elems_per_word(dt);
+    return width == 32u ? bits : (bits << ((index % elems_per_word(dt)) * width));
+}
+
+// ---- strided indexing -------------------------------------------------------------------------------
+// Element offset of row-major linear index `i` in a view with `ndim` dims of `shape`/`strides`.
+#define STRIDED_OFFSET(i, ndim, shape, strides, out) {                     \
+    uint rest_ = (i); int off_ = 0;                                        \
+    for (int d_ = int(ndim) - 1; d_ >= 0; --d_) {                          \
+        uint c_ = rest_ % shape[d_]; rest_ /= shape[d_];                   \
+        off_ += int(c_) * strides[d_];                                     \
+    }                                                                      \
+    out = off_; }

@@ -1,0 +1,131 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// Reductions (sum, prod, max, min, argmax, argmin, any, all) over any set of axes of a strided
+// view. Each output is reduced by GROUP threads (a power of two, at most 64, chosen per call);
+// a workgroup covers 256 / GROUP consecutive outputs and writes them as whole words, so packed
+// outputs (bf16, bool) never share a word between workgroups.
+// Variants: DOMAIN_FLOAT (f32 accumulation), DOMAIN_INT (int32).
+#include "common.glsl"
+
+#define WG 256
+layout(local_size_x = WG) in;
+
+#define MAXD 4
+layout(push_constant) uniform Params {
+    uint op; uint n_out; uint n_red;
+    uint out_start; uint out_dt; uint a_start; uint a_dt;
+    uint group; uint scale_bits;       // result multiplier (1/n for mean), float domain only
+    uint ndim_out; uint ndim_red;
+    uint out_shape[MAXD]; int out_strides[MAXD];
+    uint red_shape[MAXD]; int red_strides[MAXD];
+} p;
+
+#if defined(DOMAIN_FLOAT)
+#define T float
+#define LOAD load_f32
+#define TO_BITS f32_to_bits
+#define LOWEST uintBitsToFloat(0xff800000u)   // -inf
+#define HIGHEST uintBitsToFloat(0x7f800000u)  // +inf
+#else
+#define T int
+#define LOAD load_i32
+#define TO_BITS i32_to_bits
+const int LOWEST = -2147483647 - 1;
+const int HIGHEST = 2147483647;
+#endif
+
+shared T vals[WG];
+shared int idxs[WG];
+
+#if defined(DOMAIN_FLOAT)
+bool is_nan(T v) { return isnan(v); }
+#else
+bool is_nan(T v) { return false; }
+#endif
+
+// Does (v, i) win over (w, j) for argmax (or argmin when `smallest`)? NaN wins, then first index.
+bool wins(bool smallest, T v, int i, T w, int j) {
+    if (is_nan(v) || is_nan(w)) return is_nan(v) && (!is_nan(w) || i < j);
+    if (v == w) return i < j;
+    return smallest ? v < w : v > w;
+}
+
+T identity_of(uint op) {
+    switch (op) {
+    case OP_PROD: case OP_ALL: return T(1);
+    case OP_MAX: case OP_ARGMAX: return LOWEST;
+    case OP_MIN: case OP_ARGMIN: return HIGHEST;
+    }
+    return T(0);
+}
+
+void combine(uint op, inout T acc, inout int acc_i, T v, int i) {
+    switch (op) {
+    case OP_SUM: acc += v; break;
+    case OP_PROD: acc *= v; break;
+    case OP_MAX: acc = (is_nan(acc) || is_nan(v)) ? (is_nan(acc) ? acc : v) : max(acc, v); break;
+    case OP_MIN: acc = (is_nan(acc) || is_nan(v)) ? (is_nan(acc) ? acc : v) : min(acc, v); break;
+    case OP_ANY: acc = (acc != T(0) || v != T(0)) ? T(1) : T(0); break;
+    case OP_ALL: acc = (acc != T(0) && v != T(0)) ? T(1) : T(0); break;
+    case OP_ARGMAX: case OP_ARGMIN:
+        if (i >= 0 && (acc_i < 0 || wins(op == OP_ARGMIN, v, i, acc, acc_i))) { acc = v; acc_i = i; }
+        break;
+    }
+}
+
+void main() {
+    uint lid = gl_LocalInvocationID.x;
+    uint per_group = WG / p.group;
+    uint seg = lid / p.group, lane = lid % p.group;
+    uint n_groups = (p.n_out + per_group - 1u) / per_group;
+    bool arg = p.op == OP_ARGMAX || p.op == OP_ARGMIN;
+
+    for (uint g = gl_WorkGroupID.x; g < n_groups; g += gl_NumWorkGroups.x) {
+        uint o = g * per_group + seg;
+        T acc = identity_of(p.op);
+        int acc_i = -1;
+        if (o < p.n_out) {
+            int base;
+            STRIDED_OFFSET(o, p.ndim_out, p.out_shape, p.out_strides, base);
+            for (uint r = lane; r < p.n_red; r += p.group) {
+                int off;
+                STRIDED_OFFSET(r, p.ndim_red, p.red_shape, p.red_strides, off);
+                combine(p.op, acc, acc_i, LOAD(p.a_dt, p.a_start, base + off), int(r));
+            }
+        }
+        vals[lid] = acc;
+        idxs[lid] = acc_i;
+        barrier();
+        for (uint s = p.group / 2u; s > 0u; s >>= 1) {
+            if (lane < s) {
+                T v = vals[lid]; int vi = idxs[lid];
+                combine(p.op, v, vi, vals[lid + s], idxs[lid + s]);
+                vals[lid] = v; idxs[lid] = vi;
+            }
+            barrier();
+        }
+        uint per_word = elems_per_word(p.out_dt);
+        if (lid < per_group / per_word && g * per_group + lid * per_word < p.n_out) {
+            uint packed = 0u;
+            for (uint k = 0u; k < per_word; ++k) {
+                uint so = lid * per_word + k, out_i = g * per_group + so;
+                if (out_i >= p.n_out) break;
+                uint slot = so * p.group;
+                uint bits;
+                if (arg) {
+                    bits = uint(idxs[slot]);
+                } else {
+#if defined(DOMAIN_FLOAT)
+                    bits = TO_BITS(p.out_dt, vals[slot] * uintBitsToFloat(p.scale_bits));
+#else
+                    bits = TO_BITS(p.out_dt, vals[slot]);
+#endif
+                }
+                packed |= place_bits(p.out_dt, bits, out_i);
+            }
+            uint out_word = (p.out_start + g * per_group) / per_word + lid;
+            arena[out_word] = packed;
+        }
+        barrier();
+    }
+}

@@ -1,0 +1,52 @@
+"""The interface every backend implements, and the counters they keep.
+
+A backend owns device memory and runs kernels. Arrays are backend-specific objects with `.shape`
+and `.dtype` (numpy arrays on the host, `DeviceArray` views on Vulkan); nothing above this layer
+looks inside them except through these methods and the op implementations for that backend.
+"""
+from dataclasses import dataclass, fields
+
+
+@dataclass
+class Counters:
+    """Work a backend has done since the last reset (see `vkgrad.stats()`)."""
+    dispatches: int = 0              # kernels launched
+    submits: int = 0                 # command buffers submitted to a queue
+    pipelines_created: int = 0       # compute pipelines compiled
+    host_syncs: int = 0              # times the host waited for the device
+    device_bytes_allocated: int = 0  # memory allocated from the driver (not sub-allocations)
+
+    def reset(self):
+        for f in fields(self):
+            setattr(self, f.name, 0)
+
+
+class Backend:
+    """allocate, free, copy in/out, run a kernel, synchronise."""
+
+    kind = "abstract"
+
+    def __init__(self):
+        self.counters = Counters()
+
+    def empty(self, shape, dtype):
+        """Allocate an uninitialised contiguous array (freed when it is garbage-collected)."""
+        raise NotImplementedError
+
+    def from_numpy(self, array, dtype):
+        """Copy a numpy array in (the host backend may share its memory instead)."""
+        raise NotImplementedError
+
+    def to_numpy(self, array):
+        """Copy an array out to a numpy array, waiting for pending work that produces it."""
+        raise NotImplementedError
+
+    def run(self, op, *args, **params):
+        """Run an op's implementation for this backend."""
+        raise NotImplementedError
+
+    def synchronize(self):
+        """Wait until all queued work has finished."""
+
+    def memory_stats(self):
+        return {}

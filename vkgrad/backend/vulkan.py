@@ -1,0 +1,273 @@
+"""The Vulkan backend, through Kompute (`kp`, built with the patch in third_party/kompute).
+
+Memory model: one device-local *arena* buffer holds every tensor, sub-allocated by `ArenaPool`, and
+one host-visible *staging* buffer carries bytes in and out (Kompute cannot copy sub-ranges, so a
+small transfer kernel moves words between the two). Every kernel binds the same two buffers, so
+each kernel variant needs exactly one pipeline, created on first use; operands are addressed by
+element offsets in push constants. Dispatches are recorded into one command buffer and submitted
+when the host needs data (or the queue grows long), with a memory barrier between dispatches
+(from the patch) so that dependent kernels are ordered on real GPUs.
+"""
+import os
+import pathlib
+import struct
+import threading
+from math import prod
+
+import numpy as np
+
+from .. import kernels, layout
+from .base import Backend
+
+SPIRV_DIR = pathlib.Path(__file__).resolve().parent.parent / "_spirv"
+ALIGN_WORDS = 16                  # 64-byte sub-allocation granularity
+MAX_GROUPS = 65535                # Vulkan's guaranteed maxComputeWorkGroupCount[0]
+MAX_PENDING = 4096                # dispatches queued before a submit is forced
+MAX_BUFFER_BYTES = (1 << 32) - (1 << 16)  # Kompute sizes buffers with 32-bit integers
+
+
+def f32_bits(x):
+    """The bits of `x` as an IEEE float32, for a push constant."""
+    return struct.unpack("<I", struct.pack("<f", x))[0]
+
+
+class Block:
+    """A run of arena words owned by one or more views; back to the pool when collected."""
+    __slots__ = ("pool", "word", "words", "__weakref__")
+
+    def __init__(self, pool, word, words):
+        self.pool, self.word, self.words = pool, word, words
+
+    def __del__(self):
+        try:
+            self.pool.release(self)
+        except Exception:  # interpreter shutdown: the pool may already be gone
+            pass
+
+
+class ArenaPool:
+    """Sub-allocator over the arena: exact-size caches for reuse in steady loops, a bump pointer
+    for fresh space, and coalesced holes when the bump pointer runs out.
+
+    Reusing a block while earlier queued kernels still read it is safe: all work runs in one queue
+    with a full barrier between dispatches, so a later writer waits for every earlier reader.
+    """
+
+    def __init__(self, capacity_words):
+        self.capacity = capacity_words
+        self.top = 0                 # words below `top` have been handed out at some point
+        self.cached = {}             # size -> [word offsets] of freed blocks
+        self.holes = []              # [(word, size)] coalesced free space below top
+        self.in_use = 0
+        self.peak = 0
+        self.lock = threading.Lock()
+
+    def allocate(self, words):
+        words = max(ALIGN_WORDS, -(-words // ALIGN_WORDS) * ALIGN_WORDS)
+        with self.lock:
+            word = self._take(words)
+            if word is None:
+                self._coalesce()
+                word = self._take(words)
+            if word is None:
+                raise MemoryError(
+                    f"Vulkan arena exhausted: {words * 4} bytes requested, {self.in_use * 4} of "
+                    f"{self.capacity * 4} in use; set VKGRAD_ARENA_MB to a larger size")
+            self.in_use += words
+            self.peak = max(self.peak, self.in_use)
+        return Block(self, word, words)
+
+    def _take(self, words):
+        bucket = self.cached.get(words)
+        if bucket:
+            return bucket.pop()
+        if self.top + words <= self.capacity:
+            self.top += words
+            return self.top - words
+        for i, (word, size) in enumerate(self.holes):
+            if size >= words:
+                if size == words:
+                    del self.holes[i]
+                else:
+                    self.holes[i] = (word + words, size - words)
+                return word
+        return None
+
+    def _coalesce(self):
+        free = sorted(self.holes + [(w, s) for s, ws in self.cached.items() for w in ws])
+        self.cached = {}
+        merged = []
+        for word, size in free:
+            if merged and merged[-1][0] + merged[-1][1] == word:
+                merged[-1] = (merged[-1][0], merged[-1][1] + size)
+            else:
+                merged.append((word, size))
+        if merged and merged[-1][0] + merged[-1][1] == self.top:
+            self.top = merged.pop()[0]
+        self.holes = merged
+
+    def release(self, block):
+        with self.lock:
+            self.cached.setdefault(block.words, []).append(block.word)
+            self.in_use -= block.words
+
+
+class DeviceArray:
+    """A strided view of arena memory: a Block plus shape, strides and offset in elements."""
+    __slots__ = ("backend", "block", "shape", "strides", "offset", "dtype")
+
+    def __init__(self, backend, block, shape, strides, offset, dtype):
+        self.backend, self.block, self.dtype = backend, block, dtype
+        self.shape, self.strides, self.offset = tuple(shape), tuple(strides), offset
+
+    @property
+    def start(self):
+        """Index of this view's first element, in elements of its dtype from the arena's start."""
+        return self.block.word * self.dtype.per_word + self.offset
+
+    @property
+    def size(self):
+        return prod(self.shape)
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def is_contiguous(self):
+        return layout.is_contiguous(self.shape, self.strides)
+
+    def view(self, shape, strides, offset):
+        return DeviceArray(self.backend, self.block, shape, strides, offset, self.dtype)
+
+
+class VulkanBackend(Backend):
+    kind = "vulkan"
+
+    def __init__(self, manager, info):
+        super().__init__()
+        import kp
+        self._kp = kp
+        self.manager = manager
+        self.info = info
+        self._lock = threading.RLock()
+        arena_bytes = int(os.environ.get("VKGRAD_ARENA_MB", "1024")) << 20
+        arena_bytes = min(arena_bytes, info["max_storage_buffer_range"], MAX_BUFFER_BYTES)
+        staging_bytes = min(int(os.environ.get("VKGRAD_STAGING_MB", "32")) << 20, arena_bytes)
+        self._arena = manager.tensor_t(np.zeros(arena_bytes // 4, np.uint32),
+                                       tensor_type=kp.TensorTypes.storage)
+        self._staging = manager.tensor_t(np.zeros(staging_bytes // 4, np.uint32),
+                                         tensor_type=kp.TensorTypes.host)
+        self._staging_words = self._staging.data()  # the mapped memory itself, not a copy
+        self.counters.device_bytes_allocated += arena_bytes + staging_bytes
+        self.pool = ArenaPool(arena_bytes // 4)
+        self._staging_used = 0      # words of staging handed out since the last wait
+        self._algorithms = {}
+        self._sequence = manager.sequence()
+        self._pending = 0
+
+    # ---- memory ---------------------------------------------------------------------------------
+    def empty(self, shape, dtype):
+        shape = tuple(shape)
+        words = -(-prod(shape) // dtype.per_word)
+        return DeviceArray(self, self.pool.allocate(words), shape,
+                           layout.contiguous_strides(shape), 0, dtype)
+
+    def from_numpy(self, array, dtype):
+        host = np.ascontiguousarray(array, dtype=dtype.np_dtype)
+        out = self.empty(host.shape, dtype)
+        raw = host.reshape(-1).view(np.uint8)
+        with self._lock:
+            done = 0
+            while done < raw.size:
+                chunk_words = min(-(-(raw.size - done) // 4), self._staging_room())
+                chunk = raw[done:done + chunk_words * 4]
+                word = self._staging_alloc(chunk_words)
+                self._staging_words[word:word + chunk_words].view(np.uint8)[:chunk.size] = chunk
+                self._transfer(True, chunk_words, out.block.word + done // 4, word)
+                done += chunk.size
+        return out
+
+    def to_numpy(self, array):
+        from ..ops.elementwise import contiguous
+        if not array.is_contiguous():
+            array = contiguous(array)
+        dtype, n = array.dtype, array.size
+        first_word, skip = divmod(array.start, dtype.per_word)
+        total_words = -(-(skip + n) // dtype.per_word)
+        out = np.empty(total_words * 4, np.uint8)
+        with self._lock:
+            done = 0
+            while done < total_words:
+                chunk = min(total_words - done, self._staging_room())
+                word = self._staging_alloc(chunk)
+                self._transfer(False, chunk, first_word + done, word)
+                self._submit()
+                out[done * 4:(done + chunk) * 4] = self._staging_words[word:word + chunk].view(np.uint8)
+                done += chunk
+        return out.view(dtype.np_dtype)[skip:skip + n].reshape(array.shape)
+
+    def _staging_room(self):
+        room = self._staging_words.size - self._staging_used
+        if room < ALIGN_WORDS:
+            self._submit()  # staging space is reclaimed only once the device has consumed it
+            room = self._staging_words.size
+        return room
+
+    def _staging_alloc(self, words):
+        word = self._staging_used
+        self._staging_used += -(-words // ALIGN_WORDS) * ALIGN_WORDS
+        return word
+
+    def _transfer(self, to_arena, words, arena_word, staging_word):
+        self.launch("transfer", "", words, [int(to_arena), words, arena_word, staging_word])
+
+    def memory_stats(self):
+        return {"arena_bytes": self.pool.capacity * 4, "in_use_bytes": self.pool.in_use * 4,
+                "peak_bytes": self.pool.peak * 4}
+
+    # ---- kernels --------------------------------------------------------------------------------
+    def _algorithm(self, family, variant):
+        key = (family, variant)
+        algo = self._algorithms.get(key)
+        if algo is None:
+            path = SPIRV_DIR / kernels.spirv_name(family, variant)
+            if not path.exists():
+                raise RuntimeError(f"compiled shader {path} is missing: run `make shaders`")
+            algo = self.manager.algorithm(
+                [self._arena, self._staging], path.read_bytes(), (1, 1, 1),
+                np.zeros(0, np.uint32), np.zeros(kernels.PUSH_WORDS, np.uint32))
+            self._algorithms[key] = algo
+            self.counters.pipelines_created += 1
+        return algo
+
+    def launch(self, family, variant, threads, push):
+        """Queue one dispatch of `family`/`variant` covering `threads` invocations (kernels loop
+        over the rest when the grid is capped). `push` is a list of ints, at most PUSH_WORDS."""
+        groups = max(1, min(MAX_GROUPS, -(-threads // kernels.WORKGROUP)))
+        constants = np.zeros(kernels.PUSH_WORDS, np.int64)
+        constants[:len(push)] = push
+        with self._lock:
+            op = self._kp.OpAlgoDispatch(self._algorithm(family, variant),
+                                         constants.astype(np.uint32), (groups, 1, 1))
+            self._sequence.record(op)
+            self.counters.dispatches += 1
+            self._pending += 1
+            if self._pending >= MAX_PENDING:
+                self._submit()
+
+    def _submit(self):
+        """Submit everything queued and wait for it."""
+        with self._lock:
+            if self._pending:
+                self._sequence.eval()
+                self._sequence.clear()
+                self.counters.submits += 1
+                self.counters.host_syncs += 1
+                self._pending = 0
+            self._staging_used = 0
+
+    def synchronize(self):
+        self._submit()
+
+    def run(self, op, *args, **params):
+        return op.vulkan(self, *args, **params)

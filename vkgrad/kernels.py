@@ -1,0 +1,48 @@
+"""The device kernels: which GLSL families exist, their variants, and the codes shared with GLSL.
+
+This module is the single source of the numbers that Python and the shaders must agree on (dtype
+codes, op codes, push-constant sizes). `tools/build_shaders.py` turns them into `-D` defines, so a
+code is never written twice. It imports nothing from the rest of vkgrad.
+"""
+
+# Device dtype codes (DT_* in GLSL). DT_IMM marks a scalar operand carried in push constants.
+DTYPE_CODES = {"float32": 0, "bfloat16": 1, "int32": 2, "uint32": 3, "uint8": 4, "bool": 5, "imm": 6}
+
+# Op codes of elementwise.comp (one shared numbering, selected at run time by a push constant).
+ELEMENTWISE_OPS = [
+    "identity", "neg", "abs", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "reciprocal",
+    "square", "sin", "cos", "tanh", "sigmoid", "relu", "gelu", "softplus", "sign", "floor",
+    "ceil", "round", "isnan", "isinf", "isfinite", "logical_not",
+    "add", "sub", "mul", "div", "floordiv", "mod", "pow", "maximum", "minimum",
+    "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "bitand", "bitor", "bitxor",
+    "where", "clip",
+]
+
+# Op codes of reduce.comp.
+REDUCE_OPS = ["sum", "prod", "max", "min", "argmax", "argmin", "any", "all"]
+
+# Kernel families: file in shaders/ -> variant name -> extra defines. One pipeline per variant.
+FAMILIES = {
+    "elementwise": {"float": ["DOMAIN_FLOAT"], "int": ["DOMAIN_INT"], "uint": ["DOMAIN_UINT"]},
+    "reduce": {"float": ["DOMAIN_FLOAT"], "int": ["DOMAIN_INT"]},
+    "transfer": {"": []},
+}
+
+# Every kernel declares its push constants within this many 32-bit words (Vulkan guarantees 128 B).
+PUSH_WORDS = 32
+WORKGROUP = 256  # local_size_x of the one-dimensional kernels
+
+
+ELEMENTWISE_CODES = {name: i for i, name in enumerate(ELEMENTWISE_OPS)}
+REDUCE_CODES = {name: 100 + i for i, name in enumerate(REDUCE_OPS)}
+
+
+def defines():
+    """The -D defines every shader is compiled with."""
+    out = {f"DT_{name.upper()}": code for name, code in DTYPE_CODES.items()}
+    out.update({f"OP_{name.upper()}": code for name, code in {**ELEMENTWISE_CODES, **REDUCE_CODES}.items()})
+    return out
+
+
+def spirv_name(family, variant):
+    return f"{family}.{variant}.spv" if variant else f"{family}.spv"

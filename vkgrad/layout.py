@@ -1,0 +1,185 @@
+"""Shape and stride arithmetic for strided views (strides count elements, not bytes).
+
+The host backend lets numpy do this; the Vulkan backend's views use these functions, and every
+kernel launch coalesces its operands' dimensions here so that kernels see as few as possible.
+"""
+import operator
+from math import prod
+
+
+def contiguous_strides(shape):
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= n
+    return tuple(reversed(strides))
+
+
+def is_contiguous(shape, strides):
+    return all(n == 1 or s == c for n, s, c in zip(shape, strides, contiguous_strides(shape)))
+
+
+def normalize_shape(shape):
+    if isinstance(shape, int) or hasattr(shape, "__index__"):
+        shape = (shape,)
+    shape = tuple(operator.index(n) for n in shape)
+    if any(n < 0 for n in shape):
+        raise ValueError(f"negative dimension in shape {shape}")
+    return shape
+
+
+def normalize_axis(axis, ndim):
+    """A non-negative axis, or IndexError naming the axis and the number of dimensions."""
+    axis = operator.index(axis)
+    if not -ndim <= axis < ndim:
+        raise IndexError(f"axis {axis} is out of bounds for a tensor of dimension {ndim}")
+    return axis % ndim
+
+
+def normalize_axes(axis, ndim):
+    """A sorted tuple of distinct non-negative axes from None, an int or a tuple."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if not isinstance(axis, (tuple, list)) else tuple(axis)
+    axes = tuple(normalize_axis(a, ndim) for a in axes)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"repeated axis in {axis}")
+    return tuple(sorted(axes))
+
+
+def broadcast_shapes(*shapes):
+    """numpy's broadcast of several shapes, or ValueError naming them."""
+    ndim = max((len(s) for s in shapes), default=0)
+    out = []
+    for d in range(ndim):
+        sizes = {s[len(s) - ndim + d] for s in shapes if len(s) - ndim + d >= 0} - {1}
+        if len(sizes) > 1:
+            raise ValueError("shapes " + " and ".join(str(tuple(s)) for s in shapes)
+                             + " cannot be broadcast together")
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
+def broadcast_strides(shape, strides, target):
+    """Strides that read `shape`/`strides` as if broadcast to `target` (0 on repeated axes)."""
+    lead = len(target) - len(shape)
+    if lead < 0:
+        raise ValueError(f"cannot broadcast shape {tuple(shape)} to {tuple(target)}")
+    out = [0] * lead
+    for n, s, t in zip(shape, strides, target[lead:]):
+        if n == t:
+            out.append(s if n != 1 else 0)
+        elif n == 1:
+            out.append(0)
+        else:
+            raise ValueError(f"cannot broadcast shape {tuple(shape)} to {tuple(target)}")
+    return tuple(out)
+
+
+def reshape_strides(shape, strides, new_shape):
+    """Strides that view `shape`/`strides` as `new_shape` without copying, or None if impossible.
+
+    Walks both shapes in chunks whose sizes agree (as numpy's _attempt_nocopy_reshape does): each
+    chunk of old dims must be mutually contiguous to be re-split.
+    """
+    if prod(shape) == 0:
+        return contiguous_strides(new_shape)
+    old = [(n, s) for n, s in zip(shape, strides) if n != 1]
+    new_idx = [i for i, n in enumerate(new_shape) if n != 1]
+    out = [0] * len(new_shape)
+    oi = ni = 0
+    while oi < len(old) and ni < len(new_idx):
+        old_size, new_size = old[oi][0], new_shape[new_idx[ni]]
+        oj, nj = oi + 1, ni + 1
+        while old_size != new_size:
+            if new_size < old_size:
+                new_size *= new_shape[new_idx[nj]]
+                nj += 1
+            else:
+                old_size *= old[oj][0]
+                oj += 1
+        if any(old[k][1] != old[k + 1][0] * old[k + 1][1] for k in range(oi, oj - 1)):
+            return None
+        stride = old[oj - 1][1]
+        for k in range(nj - 1, ni - 1, -1):
+            out[new_idx[k]] = stride
+            stride *= new_shape[new_idx[k]]
+        oi, ni = oj, nj
+    return tuple(out)
+
+
+def resolve_reshape(size, new_shape):
+    """Fill in one -1 in `new_shape`, or ValueError naming the sizes."""
+    new_shape = tuple(operator.index(n) for n in new_shape)
+    unknown = [i for i, n in enumerate(new_shape) if n == -1]
+    if len(unknown) > 1:
+        raise ValueError("can only specify one unknown dimension (-1)")
+    known = prod(n for n in new_shape if n != -1)
+    if unknown:
+        if known == 0 or size % known:
+            raise ValueError(f"cannot reshape tensor of size {size} into shape {new_shape}")
+        new_shape = tuple(size // known if n == -1 else n for n in new_shape)
+    if prod(new_shape) != size or any(n < 0 for n in new_shape):
+        raise ValueError(f"cannot reshape tensor of size {size} into shape {new_shape}")
+    return new_shape
+
+
+def coalesce(shape, *stride_sets):
+    """Merge adjacent dims that every operand walks contiguously and drop size-1 dims.
+
+    Returns (shape, [strides, ...]) describing the same elements in the same row-major order.
+    """
+    dims = [(n, [s[d] for s in stride_sets]) for d, n in enumerate(shape) if n != 1]
+    if not dims:
+        return (1,), [(0,) for _ in stride_sets]
+    out = [dims[0]]
+    for n, strides in dims[1:]:
+        pn, pstrides = out[-1]
+        if all(ps == s * n for ps, s in zip(pstrides, strides)):
+            out[-1] = (pn * n, strides)
+        else:
+            out.append((n, strides))
+    return tuple(n for n, _ in out), [tuple(st[i] for _, st in out) for i in range(len(stride_sets))]
+
+
+def basic_index(shape, strides, offset, key):
+    """View arithmetic of basic indexing (ints, slices, None, Ellipsis).
+
+    Returns (shape, strides, offset), or raises IndexError naming the bad index and axis.
+    """
+    if not isinstance(key, tuple):
+        key = (key,)
+    n_real = sum(1 for k in key if k is not None and k is not Ellipsis)
+    if sum(1 for k in key if k is Ellipsis) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    if n_real > len(shape):
+        raise IndexError(f"too many indices for tensor: tensor is {len(shape)}-dimensional, "
+                         f"but {n_real} were indexed")
+    expanded = []
+    for k in key:
+        if k is Ellipsis:
+            expanded.extend([slice(None)] * (len(shape) - n_real))
+        else:
+            expanded.append(k)
+    expanded.extend([slice(None)] * (len(shape) - sum(1 for k in expanded if k is not None)))
+    out_shape, out_strides, axis = [], [], 0
+    for k in expanded:
+        if k is None:
+            out_shape.append(1)
+            out_strides.append(0)
+            continue
+        n, s = shape[axis], strides[axis]
+        if isinstance(k, slice):
+            start, stop, step = k.indices(n)
+            length = len(range(start, stop, step))
+            if length:
+                offset += start * s
+            out_shape.append(length)
+            out_strides.append(s * step)
+        else:
+            i = operator.index(k)
+            if not -n <= i < n:
+                raise IndexError(f"index {i} is out of bounds for axis {axis} with size {n}")
+            offset += (i % n) * s
+        axis += 1
+    return tuple(out_shape), tuple(out_strides), offset

@@ -1,0 +1,8 @@
+"""Every op, defined once: host (numpy) implementation, Vulkan kernel binding, backward rule.
+
+`registry.OPS` is the table that Tensor methods, both backends and tests/test_ops.py read.
+"""
+from . import elementwise, reduce  # noqa: F401  (importing registers the ops)
+from .registry import OPS, Op, apply
+
+__all__ = ["OPS", "Op", "apply"]

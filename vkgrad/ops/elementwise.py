@@ -1,0 +1,195 @@
+"""Elementwise ops: one table row per op (numpy function, result type rule, test domain).
+
+All of them run on the device through shaders/elementwise.comp, selected by op code, with
+operands that may be strided, broadcast, of any dtype, or Python scalars carried as immediates.
+Backward rules are attached by vkgrad/autograd.
+"""
+import numpy as np
+
+from .. import dtypes, kernels, layout
+from ..backend.vulkan import DeviceArray, f32_bits
+from .registry import Op
+
+MAXD = 5  # dims elementwise.comp's push constants describe (after coalescing)
+
+
+def _erf(x):
+    # Numerical Recipes' erfc fit (|error| < 1.2e-7), the same one the shader uses.
+    z = np.abs(x)
+    t = 1.0 / (1.0 + 0.5 * z)
+    poly = (-1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
+        -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (
+            -0.82215223 + t * 0.17087277)))))))))
+    r = t * np.exp(-z * z + poly)
+    return np.where(x >= 0, 1.0 - r, r - 1.0).astype(x.dtype)
+
+
+def _sigmoid(x):
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
+
+
+def _float_mod(a, b):
+    return np.mod(a, b)
+
+
+# name: (numpy function, result rule, arity, test domain)
+#   result rules: "same" keeps the promoted type; "float" turns integers into float32;
+#                 "bool" gives bool.
+#   test domains (tests/test_ops.py): "any", "positive", "unit" (|x| < 1), "nonzero"
+TABLE = {
+    "identity": (lambda a: a, "same", 1, "any"),
+    "neg": (np.negative, "same", 1, "any"),
+    "abs": (np.abs, "same", 1, "any"),
+    "exp": (np.exp, "float", 1, "any"),
+    "log": (np.log, "float", 1, "positive"),
+    "log1p": (np.log1p, "float", 1, "unit"),
+    "expm1": (np.expm1, "float", 1, "any"),
+    "sqrt": (np.sqrt, "float", 1, "positive"),
+    "rsqrt": (lambda a: 1 / np.sqrt(a), "float", 1, "positive"),
+    "reciprocal": (np.reciprocal, "float", 1, "nonzero"),
+    "square": (np.square, "same", 1, "any"),
+    "sin": (np.sin, "float", 1, "any"),
+    "cos": (np.cos, "float", 1, "any"),
+    "tanh": (np.tanh, "float", 1, "any"),
+    "sigmoid": (_sigmoid, "float", 1, "any"),
+    "relu": (lambda a: np.maximum(a, np.zeros((), a.dtype)), "same", 1, "any"),
+    "gelu": (lambda a: (0.5 * a * (1 + _erf(a * np.asarray(0.7071067811865476, a.dtype)))),
+             "float", 1, "any"),
+    "softplus": (lambda a: np.logaddexp(np.zeros((), a.dtype), a), "float", 1, "any"),
+    "sign": (np.sign, "same", 1, "any"),
+    "floor": (np.floor, "same", 1, "any"),
+    "ceil": (np.ceil, "same", 1, "any"),
+    "round": (np.round, "same", 1, "any"),
+    "isnan": (np.isnan, "bool", 1, "any"),
+    "isinf": (np.isinf, "bool", 1, "any"),
+    "isfinite": (np.isfinite, "bool", 1, "any"),
+    "logical_not": (np.logical_not, "bool", 1, "any"),
+    "add": (np.add, "same", 2, "any"),
+    "sub": (np.subtract, "same", 2, "any"),
+    "mul": (np.multiply, "same", 2, "any"),
+    "div": (np.true_divide, "float", 2, "nonzero"),
+    "floordiv": (np.floor_divide, "same", 2, "nonzero"),
+    "mod": (_float_mod, "same", 2, "nonzero"),
+    "pow": (np.power, "same", 2, "positive"),
+    "maximum": (np.maximum, "same", 2, "any"),
+    "minimum": (np.minimum, "same", 2, "any"),
+    "eq": (np.equal, "bool", 2, "any"),
+    "ne": (np.not_equal, "bool", 2, "any"),
+    "lt": (np.less, "bool", 2, "any"),
+    "le": (np.less_equal, "bool", 2, "any"),
+    "gt": (np.greater, "bool", 2, "any"),
+    "ge": (np.greater_equal, "bool", 2, "any"),
+    "logical_and": (np.logical_and, "bool", 2, "any"),
+    "logical_or": (np.logical_or, "bool", 2, "any"),
+    "bitand": (np.bitwise_and, "same", 2, "int"),
+    "bitor": (np.bitwise_or, "same", 2, "int"),
+    "bitxor": (np.bitwise_xor, "same", 2, "int"),
+    "where": (np.where, "same", 3, "any"),
+    "clip": (np.clip, "same", 3, "any"),
+}
+
+
+def compute_domain(dtype):
+    """The shader variant that computes in `dtype`'s kind."""
+    if dtype.is_floating:
+        return "float"
+    return "uint" if dtype.kind == "u" else "int"
+
+
+def _immediate(value, domain):
+    if domain == "float":
+        return f32_bits(float(value))
+    return int(value) & 0xFFFFFFFF
+
+
+def launch(backend, name, out_dtype, out_shape, operands, domain):
+    """Queue elementwise.comp computing op `name` over `operands` (DeviceArrays or scalars)."""
+    out = backend.empty(out_shape, out_dtype)
+    if out.size == 0:
+        return out
+    _launch_into(backend, kernels.ELEMENTWISE_CODES[name], out, operands, domain)
+    return out
+
+
+def _launch_into(backend, code, out, operands, domain):
+    arrays = [o for o in operands if isinstance(o, DeviceArray)]
+    strides = [layout.broadcast_strides(a.shape, a.strides, out.shape) for a in arrays]
+    shape, (out_strides, *strides) = layout.coalesce(out.shape, out.strides, *strides)
+    if len(shape) > MAXD:
+        # Too many dims survive coalescing: split the leading one (whole words per slice only).
+        if (out.strides[0] % out.dtype.per_word) or out.start % out.dtype.per_word:
+            raise NotImplementedError(f"{len(shape)}-d packed elementwise output")
+        for i in range(out.shape[0]):
+            sub = [o if not isinstance(o, DeviceArray) else _index0(o, out.shape, i)
+                   for o in operands]
+            _launch_into(backend, code, out.view(out.shape[1:], out.strides[1:],
+                                                 out.offset + i * out.strides[0]), sub, domain)
+        return
+    refs, stride_lists, it = [], [], iter(strides)
+    for o in list(operands) + [0] * (3 - len(operands)):
+        if isinstance(o, DeviceArray):
+            refs += [o.start, o.dtype.code]
+            stride_lists.append(next(it))
+        else:
+            refs += [_immediate(o, domain), kernels.DTYPE_CODES["imm"]]
+            stride_lists.append((0,) * len(shape))
+    pad = [0] * (MAXD - len(shape))
+    push = [code, out.size, len(shape), out.start, out.dtype.code, *refs, *shape, *pad]
+    for s in stride_lists:
+        push += [*s, *pad]
+    backend.launch("elementwise", domain, -(-out.size // out.dtype.per_word), push)
+
+
+def _index0(a, out_shape, i):
+    lead = len(out_shape) - a.ndim
+    if lead > 0:
+        return a  # broadcast along the split axis: the same view serves every slice
+    if a.shape[0] == 1:
+        return a.view(a.shape[1:], a.strides[1:], a.offset)
+    return a.view(a.shape[1:], a.strides[1:], a.offset + i * a.strides[0])
+
+
+def _make(name, fn, result, arity, domain):
+    def host(*args, compute, out_dtype):
+        arrays = [np.asarray(a, dtype=compute.np_dtype) for a in args]
+        with np.errstate(all="ignore"):
+            r = fn(*arrays)
+        return np.asarray(r).astype(out_dtype.np_dtype, copy=False)
+
+    def vulkan(backend, *args, compute, out_dtype):
+        shape = layout.broadcast_shapes(*[a.shape for a in args if isinstance(a, DeviceArray)])
+        return launch(backend, name, out_dtype, shape, args, compute_domain(compute))
+
+    return Op(name, host, vulkan, test={"family": "elementwise", "arity": arity,
+                                        "result": result, "domain": domain, "numpy": fn})
+
+
+for _name, (_fn, _result, _arity, _domain) in TABLE.items():
+    _make(_name, _fn, _result, _arity, _domain)
+
+
+def result_dtypes(name, operands):
+    """(compute dtype, output dtype) of op `name` on tensors and Python scalars, numpy-style."""
+    from ..tensor import Tensor
+    result = TABLE[name][1]
+    tensor_dtypes = [o.dtype for o in operands if isinstance(o, Tensor)]
+    if name == "where":  # the condition does not take part in promotion
+        tensor_dtypes = [o.dtype for o in operands[1:] if isinstance(o, Tensor)]
+    compute = tensor_dtypes[0] if tensor_dtypes else dtypes.float32
+    for d in tensor_dtypes[1:]:
+        compute = dtypes.result_type(compute, d)
+    for o in operands[1 if name == "where" else 0:]:
+        if not isinstance(o, Tensor):
+            compute = dtypes.scalar_result_type(compute, o)
+    if name in ("bitand", "bitor", "bitxor") and compute.is_floating:
+        raise TypeError(f"{name} is only defined for integer and bool tensors, not {compute.name}")
+    if result == "float" and not compute.is_floating:
+        compute = dtypes.float32
+    return compute, (dtypes.bool_ if result == "bool" else compute)
+
+
+def contiguous(array):
+    """A contiguous copy of a DeviceArray (views are otherwise read in place by every kernel)."""
+    return launch(array.backend, "identity", array.dtype, array.shape, [array],
+                  compute_domain(array.dtype))

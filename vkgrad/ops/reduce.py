@@ -1,0 +1,109 @@
+"""Reductions over axes: sum, prod, max, min, argmax, argmin, any, all (and mean via a scale).
+
+The device runs shaders/reduce.comp, which reads strided views in place. Floating reductions
+accumulate in float32 on both backends, so bf16 sums do not lose precision as they grow.
+"""
+from math import prod
+
+import numpy as np
+
+from .. import dtypes, kernels, layout
+from ..backend.vulkan import f32_bits
+from .registry import Op
+
+MAXD = 4        # kept dims and reduced dims reduce.comp describes, each (after coalescing)
+MAX_GROUP = 64  # threads cooperating on one output
+
+
+def result_dtype(name, dtype):
+    if name in ("argmax", "argmin"):
+        return dtypes.int32
+    if name in ("any", "all"):
+        return dtypes.bool_
+    if name in ("sum", "prod", "mean") and not dtype.is_floating:
+        return dtypes.float32 if name == "mean" else (
+            dtypes.uint32 if dtype.kind == "u" else dtypes.int32)
+    return dtype
+
+
+_NUMPY = {"sum": np.sum, "prod": np.prod, "max": np.max, "min": np.min, "any": np.any,
+          "all": np.all, "mean": np.mean}
+
+
+def _host(name):
+    def host(a, axes, keepdims):
+        out_dtype = result_dtype(name, dtypes.dtype(a.dtype))
+        if name in ("argmax", "argmin"):
+            return _host_arg(name, a, axes, keepdims)
+        if a.size == 0 and name in ("max", "min") and any(a.shape[d] == 0 for d in axes):
+            raise ValueError(f"zero-size reduction with {name}, which has no identity")
+        acc = a
+        if name in ("sum", "prod", "mean"):  # accumulate narrow floats and ints as the device does
+            acc = a.astype(np.float32 if dtypes.dtype(a.dtype).is_floating and a.dtype.itemsize < 4
+                           else out_dtype.np_dtype, copy=False)
+        with np.errstate(all="ignore"):
+            r = _NUMPY[name](acc, axis=axes, keepdims=keepdims)
+        return np.asarray(r).astype(out_dtype.np_dtype, copy=False)
+    return host
+
+
+def _host_arg(name, a, axes, keepdims):
+    # numpy's argmax takes one axis: move the reduced axes last and flatten them.
+    kept = [d for d in range(a.ndim) if d not in axes]
+    if any(a.shape[d] == 0 for d in axes):
+        raise ValueError(f"attempt to get {name} of an empty sequence")
+    moved = np.transpose(a, kept + list(axes)).reshape([a.shape[d] for d in kept] + [-1])
+    r = (np.argmax if name == "argmax" else np.argmin)(moved, axis=-1).astype(np.int32)
+    if keepdims:
+        r = r.reshape([1 if d in axes else a.shape[d] for d in range(a.ndim)])
+    return np.asarray(r)
+
+
+def _vulkan(name):
+    def vulkan(backend, a, axes, keepdims):
+        out_dtype = result_dtype(name, a.dtype)
+        kept = [d for d in range(a.ndim) if d not in axes]
+        out_shape = tuple(a.shape[d] for d in kept)
+        n_red = prod(a.shape[d] for d in axes)
+        if n_red == 0 and name in ("max", "min", "argmax", "argmin") and prod(out_shape):
+            raise ValueError(f"zero-size reduction with {name}, which has no identity")
+        out = backend.empty(out_shape, out_dtype)
+        if out.size:
+            _launch(backend, name, a, kept, list(axes), out, 1.0 / max(n_red, 1)
+                    if name == "mean" else 1.0)
+        if keepdims:
+            shape = tuple(1 if d in axes else a.shape[d] for d in range(a.ndim))
+            out = out.view(shape, layout.contiguous_strides(shape), 0)
+        return out
+    return vulkan
+
+
+def _launch(backend, name, a, kept, axes, out, scale):
+    out_shape, (out_strides,) = layout.coalesce([a.shape[d] for d in kept],
+                                                [a.strides[d] for d in kept])
+    red_shape, (red_strides,) = layout.coalesce([a.shape[d] for d in axes],
+                                                [a.strides[d] for d in axes])
+    if len(out_shape) > MAXD or len(red_shape) > MAXD:
+        # Move the reduced axes last and copy: both sides then coalesce to one dimension.
+        from .elementwise import contiguous
+        moved = contiguous(a.view([a.shape[d] for d in kept + axes],
+                                  [a.strides[d] for d in kept + axes], a.offset))
+        k = len(kept)
+        return _launch(backend, name, moved, list(range(k)), list(range(k, moved.ndim)), out, scale)
+    n_red = prod(red_shape) if axes else 1
+    group = 1
+    while group < min(n_red, MAX_GROUP):
+        group *= 2
+    per_group = kernels.WORKGROUP // group
+    n_out = out.size
+    code = kernels.REDUCE_CODES["sum" if name == "mean" else name]
+    pad_o, pad_r = [0] * (MAXD - len(out_shape)), [0] * (MAXD - len(red_shape))
+    push = [code, n_out, n_red, out.start, out.dtype.code, a.start, a.dtype.code, group,
+            f32_bits(scale), len(out_shape), len(red_shape),
+            *out_shape, *pad_o, *out_strides, *pad_o, *red_shape, *pad_r, *red_strides, *pad_r]
+    domain = "float" if a.dtype.is_floating else "int"
+    backend.launch("reduce", domain, -(-n_out // per_group) * kernels.WORKGROUP, push)
+
+
+for _name in ("sum", "prod", "max", "min", "argmax", "argmin", "any", "all", "mean"):
+    Op(_name, _host(_name), _vulkan(_name), test={"family": "reduce"})

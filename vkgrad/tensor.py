@@ -1,0 +1,275 @@
+"""Tensor: an ndarray-like array on the host (numpy) or a Vulkan device.
+
+>>> import vkgrad as vk
+>>> x = vk.tensor([[1.0, 2.0], [3.0, 4.0]], device="vulkan")
+>>> (x * 2 + 1).sum(axis=0).numpy()
+array([ 8., 14.], dtype=float32)
+>>> x.astype(vk.bfloat16).dtype
+vkgrad.bfloat16
+"""
+from math import prod
+
+import numpy as np
+
+from . import dtypes, layout
+from .device import HOST, device as as_device
+from .ops import OPS, apply
+from .ops.elementwise import TABLE as ELEMENTWISE, result_dtypes
+
+
+class Tensor:
+    """An n-dimensional array of one dtype on one device. Build one with `vkgrad.tensor`."""
+
+    __slots__ = ("_data", "device", "__weakref__")
+    __array_priority__ = 1000  # numpy defers `ndarray op Tensor` to Tensor's reflected methods
+
+    @classmethod
+    def _wrap(cls, data, device):
+        t = object.__new__(cls)
+        if device.kind == "host" and not isinstance(data, np.ndarray):
+            data = np.asarray(data)
+        t._data, t.device = data, device
+        return t
+
+    # ---- basic properties ----------------------------------------------------------------------
+    @property
+    def shape(self):
+        return tuple(self._data.shape)
+
+    @property
+    def dtype(self):
+        d = self._data.dtype
+        return d if isinstance(d, dtypes.DType) else dtypes.dtype(d)
+
+    @property
+    def ndim(self):
+        return len(self._data.shape)
+
+    @property
+    def size(self):
+        return prod(self._data.shape)
+
+    def __len__(self):
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __iter__(self):
+        if not self.shape:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.shape[0]))
+
+    # ---- conversion -----------------------------------------------------------------------------
+    def numpy(self):
+        """The values as a numpy array (bf16 as ml_dtypes.bfloat16). Host tensors share memory."""
+        return self.device.backend.to_numpy(self._data)
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.numpy()
+        if copy is False and (self.device.kind != "host"
+                              or (dtype is not None and np.dtype(dtype) != a.dtype)):
+            raise ValueError("a copy is needed to make a numpy array from this tensor")
+        if dtype is not None:
+            a = a.astype(dtype, copy=bool(copy))
+        elif copy and self.device.kind == "host":
+            a = a.copy()
+        return a
+
+    def item(self):
+        if self.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, not shape {self.shape}")
+        return self.numpy().reshape(()).item()
+
+    def tolist(self):
+        a = self.numpy()
+        return (a.astype(np.float32) if self.dtype is dtypes.bfloat16 else a).tolist()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __bool__(self):
+        return bool(self.item())
+
+    def __index__(self):
+        if self.dtype.is_floating or self.dtype.kind == "b":
+            raise TypeError(f"only integer tensors can be used as an index, not {self.dtype.name}")
+        return int(self.item())
+
+    def astype(self, dtype):
+        """A copy converted to `dtype` (floats to ints truncate; to bf16 rounds to nearest even)."""
+        dtype = dtypes.dtype(dtype)
+        compute = dtype if dtype.is_floating else self.dtype
+        return elementwise("identity", self, out=(compute, dtype))
+
+    def to(self, device=None, dtype=None):
+        """This tensor on `device` (and/or cast to `dtype`); itself when nothing changes."""
+        t = self
+        if dtype is not None and dtypes.dtype(dtype) is not t.dtype:
+            t = t.astype(dtype)
+        target = as_device(device) if device is not None else t.device
+        if target == t.device:
+            return t
+        host = t.numpy() if t.device.kind != "host" else t._data
+        return from_numpy(host, device=target, dtype=t.dtype)
+
+    def __repr__(self):
+        values = np.array2string(self.numpy(), separator=", ", prefix="tensor(")
+        return f"tensor({values}, dtype={self.dtype.name}, device={self.device})"
+
+    # ---- arithmetic: the Python operators map onto elementwise ops ------------------------------
+    def __add__(self, other): return elementwise("add", self, other)
+    def __radd__(self, other): return elementwise("add", other, self)
+    def __sub__(self, other): return elementwise("sub", self, other)
+    def __rsub__(self, other): return elementwise("sub", other, self)
+    def __mul__(self, other): return elementwise("mul", self, other)
+    def __rmul__(self, other): return elementwise("mul", other, self)
+    def __truediv__(self, other): return elementwise("div", self, other)
+    def __rtruediv__(self, other): return elementwise("div", other, self)
+    def __floordiv__(self, other): return elementwise("floordiv", self, other)
+    def __rfloordiv__(self, other): return elementwise("floordiv", other, self)
+    def __mod__(self, other): return elementwise("mod", self, other)
+    def __rmod__(self, other): return elementwise("mod", other, self)
+    def __pow__(self, other): return elementwise("pow", self, other)
+    def __rpow__(self, other): return elementwise("pow", other, self)
+    def __neg__(self): return elementwise("neg", self)
+    def __pos__(self): return self
+    def __abs__(self): return elementwise("abs", self)
+    def __invert__(self):
+        if self.dtype.kind != "b":
+            raise TypeError(f"~ is only defined for bool tensors here, not {self.dtype.name}")
+        return elementwise("logical_not", self)
+    def __and__(self, other): return elementwise("bitand", self, other)
+    def __rand__(self, other): return elementwise("bitand", other, self)
+    def __or__(self, other): return elementwise("bitor", self, other)
+    def __ror__(self, other): return elementwise("bitor", other, self)
+    def __xor__(self, other): return elementwise("bitxor", self, other)
+    def __rxor__(self, other): return elementwise("bitxor", other, self)
+    def __eq__(self, other): return elementwise("eq", self, other)
+    def __ne__(self, other): return elementwise("ne", self, other)
+    def __lt__(self, other): return elementwise("lt", self, other)
+    def __le__(self, other): return elementwise("le", self, other)
+    def __gt__(self, other): return elementwise("gt", self, other)
+    def __ge__(self, other): return elementwise("ge", self, other)
+    __hash__ = object.__hash__
+
+    # ---- reductions -----------------------------------------------------------------------------
+    def _reduce(self, name, axis=None, keepdims=False):
+        axes = layout.normalize_axes(axis, self.ndim)
+        return apply(OPS[name], self, axes=axes, keepdims=keepdims)
+
+    def sum(self, axis=None, keepdims=False):
+        """Sum over `axis` (None: all; int or tuple; negative counts from the end)."""
+        return self._reduce("sum", axis, keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return self._reduce("mean", axis, keepdims)
+
+    def prod(self, axis=None, keepdims=False):
+        return self._reduce("prod", axis, keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return self._reduce("max", axis, keepdims)
+
+    def min(self, axis=None, keepdims=False):
+        return self._reduce("min", axis, keepdims)
+
+    def argmax(self, axis=None, keepdims=False):
+        return self._reduce("argmax", axis, keepdims)
+
+    def argmin(self, axis=None, keepdims=False):
+        return self._reduce("argmin", axis, keepdims)
+
+    def any(self, axis=None, keepdims=False):
+        return self._reduce("any", axis, keepdims)
+
+    def all(self, axis=None, keepdims=False):
+        return self._reduce("all", axis, keepdims)
+
+
+def _attach_unary_methods():
+    # Every one-operand elementwise op is also a method: t.exp(), t.sigmoid(), ...
+    for name, (_fn, _result, arity, _domain) in ELEMENTWISE.items():
+        if arity == 1 and name != "identity":
+            setattr(Tensor, name, lambda self, _n=name: elementwise(_n, self))
+
+
+_attach_unary_methods()
+
+
+def elementwise(name, *operands, out=None):
+    """Run elementwise op `name` on tensors and Python scalars with numpy promotion."""
+    tensors = [o for o in operands if isinstance(o, Tensor)]
+    if not tensors:
+        raise TypeError(f"{name} needs at least one tensor operand")
+    for o in operands:
+        if not isinstance(o, (Tensor, int, float, bool, np.number, np.bool_)):
+            raise TypeError(f"{name}: unsupported operand of type {type(o).__name__}; "
+                            "wrap arrays with vkgrad.tensor(...)")
+    if len(tensors) > 1:
+        layout.broadcast_shapes(*[t.shape for t in tensors])  # the same error on every backend
+    compute, out_dtype = out if out is not None else result_dtypes(name, operands)
+    _check_device_dtype(tensors[0].device, out_dtype)
+    return apply(OPS[name], *operands, compute=compute, out_dtype=out_dtype)
+
+
+def _check_device_dtype(device, dtype):
+    if device.kind != "host" and not dtype.on_device:
+        raise TypeError(f"{dtype.name} is not supported on {device} (it is host-only); "
+                        "use float32 or bfloat16")
+
+
+# ---- creation ----------------------------------------------------------------------------------
+def from_numpy(array, device=None, dtype=None):
+    """A tensor holding `array`'s values; on the host it shares memory when no cast is needed."""
+    device = as_device(device)
+    dtype = dtypes.dtype(dtype if dtype is not None else array.dtype)
+    _check_device_dtype(device, dtype)
+    return Tensor._wrap(device.backend.from_numpy(array, dtype), device)
+
+
+def tensor(data, dtype=None, device=None):
+    """A tensor from nested lists, scalars, numpy arrays or another Tensor (values are copied
+    to the device; host tensors share numpy's memory where numpy would).
+
+    Python floats give float32 and ints give int32 unless `dtype` says otherwise.
+    """
+    if isinstance(data, Tensor):
+        return data.to(device if device is not None else data.device, dtype)
+    if isinstance(data, np.ndarray):
+        array = data
+    else:
+        array = np.asarray(data)
+        if dtype is None:
+            if array.dtype == np.float64:
+                array = array.astype(np.float32)
+            elif array.dtype == np.int64:
+                array = array.astype(np.int32)
+    if array.dtype == object:
+        raise TypeError("tensor() needs numbers, nested lists of numbers or arrays")
+    return from_numpy(array, device=device, dtype=dtype)
+
+
+def full(shape, fill_value, dtype=None, device=None):
+    shape = layout.normalize_shape(shape)
+    if dtype is None:
+        dtype = dtypes.scalar_result_type(dtypes.bool_, fill_value)
+    dtype = dtypes.dtype(dtype)
+    device = as_device(device)
+    _check_device_dtype(device, dtype)
+    if device.kind == "host":
+        return Tensor._wrap(np.full(shape, fill_value, dtype.np_dtype), device)
+    from .ops.elementwise import launch, compute_domain
+    compute = dtype if dtype.is_floating or not isinstance(fill_value, float) else dtypes.float32
+    return Tensor._wrap(launch(device.backend, "identity", dtype, shape, [fill_value],
+                               compute_domain(compute)), device)
+
+
+def zeros(shape, dtype=dtypes.float32, device=None):
+    return full(shape, 0, dtype, device)
+
+
+def ones(shape, dtype=dtypes.float32, device=None):
+    return full(shape, 1, dtype, device)
