@@ -189,6 +189,102 @@ class Tensor:
         return self._reduce("all", axis, keepdims)
 
 
+    # ---- shape and views (no copies: strided views on both backends) ----------------------------
+    def reshape(self, *shape):
+        """A view with `shape` (one entry may be -1); copies only when strides cannot express it."""
+        shape = shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape
+        shape = layout.resolve_reshape(self.size, shape)
+        return self if shape == self.shape else apply(OPS["reshape"], self, shape=shape)
+
+    def transpose(self, *axes):
+        """Axes reversed, or permuted as given (numpy's transpose)."""
+        axes = axes[0] if len(axes) == 1 and not isinstance(axes[0], int) else axes
+        if not axes:
+            axes = tuple(reversed(range(self.ndim)))
+        axes = tuple(layout.normalize_axis(a, self.ndim) for a in axes)
+        if sorted(axes) != list(range(self.ndim)):
+            raise ValueError(f"axes {axes} are not a permutation of {self.ndim} dimensions")
+        return apply(OPS["permute"], self, axes=axes)
+
+    permute = transpose
+
+    @property
+    def T(self):
+        return self.transpose()
+
+    def swapaxes(self, axis1, axis2):
+        axes = list(range(self.ndim))
+        a1, a2 = layout.normalize_axis(axis1, self.ndim), layout.normalize_axis(axis2, self.ndim)
+        axes[a1], axes[a2] = axes[a2], axes[a1]
+        return self.transpose(axes)
+
+    def moveaxis(self, source, destination):
+        src = layout.normalize_axis(source, self.ndim)
+        dst = layout.normalize_axis(destination, self.ndim)
+        axes = [a for a in range(self.ndim) if a != src]
+        axes.insert(dst, src)
+        return self.transpose(axes)
+
+    def expand_dims(self, axis):
+        axes = layout.normalize_axes(axis, self.ndim + (len(axis) if isinstance(axis, (tuple, list)) else 1))
+        shape = list(self.shape)
+        for a in axes:
+            shape.insert(a, 1)
+        return self.reshape(shape)
+
+    def squeeze(self, axis=None):
+        if axis is None:
+            return self.reshape([n for n in self.shape if n != 1])
+        axes = layout.normalize_axes(axis, self.ndim)
+        for a in axes:
+            if self.shape[a] != 1:
+                raise ValueError(f"cannot squeeze axis {a} of size {self.shape[a]} (shape {self.shape})")
+        return self.reshape([n for i, n in enumerate(self.shape) if i not in axes])
+
+    def broadcast_to(self, shape):
+        shape = layout.normalize_shape(shape)
+        layout.broadcast_strides(self.shape, (0,) * self.ndim, shape)  # the error names both shapes
+        return self if shape == self.shape else apply(OPS["broadcast_to"], self, shape=shape)
+
+    def flatten(self):
+        return self.contiguous().reshape(-1)
+
+    def ravel(self):
+        return self.reshape(-1)
+
+    def contiguous(self):
+        """This tensor with row-major contiguous memory (itself if it already is)."""
+        return apply(OPS["contiguous"], self)
+
+    def __getitem__(self, key):
+        if _is_basic_index(key):
+            return apply(OPS["getitem"], self, key=key)
+        return _ADVANCED["getitem"](self, key)
+
+    def __setitem__(self, key, value):
+        _ADVANCED["setitem"](self, key, value)
+
+
+# Indexing with tensors, lists or masks lives with the gather/scatter ops (vkgrad/ops/indexing.py),
+# which register themselves here.
+_ADVANCED = {}
+
+
+def _is_basic_index(key):
+    keys = key if isinstance(key, tuple) else (key,)
+    return all(k is None or k is Ellipsis or isinstance(k, slice)
+               or (isinstance(k, (int, np.integer)) and not isinstance(k, bool)) for k in keys)
+
+
+def tensor_method(*names):
+    """Decorator: also make a function available as Tensor methods `names` (op modules use it)."""
+    def register(fn):
+        for name in names:
+            setattr(Tensor, name, fn)
+        return fn
+    return register
+
+
 def _attach_unary_methods():
     # Every one-operand elementwise op is also a method: t.exp(), t.sigmoid(), ...
     for name, (_fn, _result, arity, _domain) in ELEMENTWISE.items():

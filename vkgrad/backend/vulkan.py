@@ -173,7 +173,7 @@ class VulkanBackend(Backend):
                            layout.contiguous_strides(shape), 0, dtype)
 
     def from_numpy(self, array, dtype):
-        host = np.ascontiguousarray(array, dtype=dtype.np_dtype)
+        host = np.asarray(array, dtype=dtype.np_dtype, order="C")
         out = self.empty(host.shape, dtype)
         raw = host.reshape(-1).view(np.uint8)
         with self._lock:

@@ -2,7 +2,7 @@
 
 `registry.OPS` is the table that Tensor methods, both backends and tests/test_ops.py read.
 """
-from . import elementwise, reduce  # noqa: F401  (importing registers the ops)
+from . import elementwise, reduce, views  # noqa: F401  (importing registers the ops)
 from .registry import OPS, Op, apply
 
 __all__ = ["OPS", "Op", "apply"]

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import dtypes, kernels, layout
 from ..backend.vulkan import DeviceArray, f32_bits
-from .registry import Op
+from .registry import Op, OpTest
 
 MAXD = 5  # dims elementwise.comp's push constants describe (after coalescing)
 
@@ -161,8 +161,57 @@ def _make(name, fn, result, arity, domain):
         shape = layout.broadcast_shapes(*[a.shape for a in args if isinstance(a, DeviceArray)])
         return launch(backend, name, out_dtype, shape, args, compute_domain(compute))
 
-    return Op(name, host, vulkan, test={"family": "elementwise", "arity": arity,
-                                        "result": result, "domain": domain, "numpy": fn})
+    def call(*operands):
+        from ..tensor import elementwise
+        return elementwise(name, *operands)
+
+    def reference(*arrays):
+        with np.errstate(all="ignore"):
+            return fn(*arrays)
+
+    tests = [] if name == "identity" else [OpTest(
+        call, reference, lambda rng: _cases(rng, arity, domain, name),
+        dtypes=("int32",) if domain == "int" else ("float32", "bfloat16"),
+        grad=result != "bool" and domain != "int")]
+    return Op(name, host, vulkan, tests=tests)
+
+
+_SHAPES_1 = [(), (1,), (7,), (3, 257), (0, 4), (2, 3, 5), (300, 301)]
+_SHAPES_2 = [((), ()), ((7,), ()), ((), (6,)), ((3, 1, 5), (4, 5)), ((0, 3), (1, 3)),
+             ((2, 3, 4), (2, 3, 4)), ((513,), (513,))]
+
+
+def _sample(rng, shape, domain):
+    return np.asarray(_draw(rng, shape, domain))
+
+
+def _draw(rng, shape, domain):
+    if domain == "positive":
+        return rng.uniform(0.2, 3.0, shape)
+    if domain == "unit":
+        return rng.uniform(-0.9, 0.9, shape)
+    if domain == "nonzero":
+        return rng.choice([-1.0, 1.0], shape) * rng.uniform(0.5, 3.0, shape)
+    if domain == "int":
+        return rng.integers(-100, 100, shape).astype(np.int32)
+    return rng.standard_normal(shape) * 2
+
+
+def _cases(rng, arity, domain, name):
+    if arity == 1:
+        return [([_sample(rng, s, domain)], {}) for s in _SHAPES_1]
+    if arity == 2:
+        second = "any" if name == "pow" else domain
+        cases = [([_sample(rng, a, domain), _sample(rng, b, second)], {}) for a, b in _SHAPES_2]
+        scalar = 3 if domain == "int" else (1.5 if name != "pow" else 2.0)
+        return cases + [([_sample(rng, (4, 9), domain), scalar], {}),
+                        ([scalar, _sample(rng, (5,), domain)], {})]
+    if name == "where":
+        return [([rng.random(s) > 0.5, _sample(rng, s, domain), _sample(rng, s[-1:], domain)], {})
+                for s in [(), (9,), (3, 257), (0, 2)]] + [([rng.random((4, 3)) > 0.5, -1.0,
+                                                           _sample(rng, (4, 3), domain)], {})]
+    return [([_sample(rng, (6, 7), domain), -0.5, 0.75], {}),
+            ([_sample(rng, (300,), domain), _sample(rng, (300,), domain) - 1, 1.0], {})]
 
 
 for _name, (_fn, _result, _arity, _domain) in TABLE.items():

@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import dtypes, kernels, layout
 from ..backend.vulkan import f32_bits
-from .registry import Op
+from .registry import Op, OpTest
 
 MAXD = 4        # kept dims and reduced dims reduce.comp describes, each (after coalescing)
 MAX_GROUP = 64  # threads cooperating on one output
@@ -69,8 +69,8 @@ def _vulkan(name):
             raise ValueError(f"zero-size reduction with {name}, which has no identity")
         out = backend.empty(out_shape, out_dtype)
         if out.size:
-            _launch(backend, name, a, kept, list(axes), out, 1.0 / max(n_red, 1)
-                    if name == "mean" else 1.0)
+            mean_scale = 1.0 / n_red if n_red else float("nan")  # numpy: mean of nothing is NaN
+            _launch(backend, name, a, kept, list(axes), out, mean_scale if name == "mean" else 1.0)
         if keepdims:
             shape = tuple(1 if d in axes else a.shape[d] for d in range(a.ndim))
             out = out.view(shape, layout.contiguous_strides(shape), 0)
@@ -105,5 +105,48 @@ def _launch(backend, name, a, kept, axes, out, scale):
     backend.launch("reduce", domain, -(-n_out // per_group) * kernels.WORKGROUP, push)
 
 
+_REDUCE_SHAPES = [((), None), ((1000,), None), ((3, 4, 5), 0), ((3, 4, 5), -1), ((3, 4, 5), (0, 2)),
+                  ((257, 3), 0), ((5, 70), 1), ((2, 3, 4, 5), (1, 3))]
+
+
+def _reduce_cases(name):
+    def cases(rng):
+        out = []
+        for shape, axis in _REDUCE_SHAPES:
+            if name in ("any", "all"):
+                x = rng.random(shape) > (0.1 if name == "all" else 0.9)
+            elif name == "prod":
+                x = rng.uniform(0.7, 1.3, shape)
+            else:
+                x = rng.standard_normal(shape)
+            out.append(([x], {"axis": axis, "keepdims": False}))
+        out.append(([rng.standard_normal((4, 6))], {"axis": 1, "keepdims": True}))
+        if name not in ("max", "min", "argmax", "argmin"):
+            out.append(([rng.standard_normal((0, 3))], {"axis": 0, "keepdims": False}))
+        return out
+    return cases
+
+
+def _reduction_length(inputs, params):
+    x = np.asarray(inputs[0])
+    axes = layout.normalize_axes(params["axis"], x.ndim)
+    return prod(x.shape[d] for d in axes)
+
+
+def _reference(name):
+    def reference(x, axis, keepdims):
+        if name in ("argmax", "argmin"):
+            return _host_arg(name, x, layout.normalize_axes(axis, x.ndim), keepdims)
+        return _NUMPY[name](x, axis=axis, keepdims=keepdims)
+    return reference
+
+
+def _call(name):
+    return lambda x, axis, keepdims: getattr(x, name)(axis=axis, keepdims=keepdims)
+
+
 for _name in ("sum", "prod", "max", "min", "argmax", "argmin", "any", "all", "mean"):
-    Op(_name, _host(_name), _vulkan(_name), test={"family": "reduce"})
+    Op(_name, _host(_name), _vulkan(_name), tests=[OpTest(
+        _call(_name), _reference(_name), _reduce_cases(_name),
+        dtypes=("bool",) if _name in ("any", "all") else ("float32", "bfloat16"),
+        reduction_length=_reduction_length, grad=_name in ("sum", "prod", "max", "min", "mean"))])

@@ -4,7 +4,7 @@ An `Op` bundles, side by side:
   host(*arrays, **params)            numpy implementation
   vulkan(backend, *arrays, **params) Vulkan implementation (kernel launches)
   vjp(ctx, grad)                     backward rule in Tensor ops (filled in by autograd)
-  sample(rng) / reference(...)       how tests/test_ops.py exercises it against numpy/torch
+  tests                              OpTests: how tests/test_ops.py checks it
 """
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -13,12 +13,33 @@ OPS = {}
 
 
 @dataclass
+class OpTest:
+    """How tests/test_ops.py checks an op, on every device and dtype, against numpy or torch.
+
+    call(*tensors, **params)      the public API under test (e.g. lambda a, b: a @ b)
+    reference(*arrays, **params)  the expected result from float64 copies of the (dtype-rounded)
+                                  inputs; integer/bool inputs are passed as they are
+    cases(rng)                    [(inputs: [np.ndarray | scalar], params: dict), ...]: random
+                                  data, never all zeros, awkward shapes (0-d, odd, empty, broadcast)
+    dtypes                        dtypes the floating inputs are cast to
+    reduction_length(inputs, params) -> int: terms summed per output (scales the tolerance)
+    grad                          whether autograd's tests differentiate it (floating outputs)
+    """
+    call: Callable
+    reference: Callable
+    cases: Callable
+    dtypes: tuple = ("float32", "bfloat16")
+    reduction_length: Optional[Callable] = None
+    grad: bool = True
+
+
+@dataclass
 class Op:
     name: str
     host: Callable
     vulkan: Callable
     vjp: Optional[Callable] = None
-    test: dict = field(default_factory=dict)   # op-family-specific test description
+    tests: list = field(default_factory=list)  # OpTest entries: adding an op adds its tests
 
     def __post_init__(self):
         if self.name in OPS:
