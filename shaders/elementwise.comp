@@ -7,12 +7,13 @@
 
 layout(local_size_x = 256) in;
 
-#define MAXD 5
+#define MAXD 4
 layout(push_constant) uniform Params {
     uint op; uint n; uint ndim;
     uint out_start; uint out_dt;
     uint a_start; uint a_dt; uint b_start; uint b_dt; uint c_start; uint c_dt;
     uint shape[MAXD];
+    int out_strides[MAXD];  // used for unpacked outputs; packed outputs are contiguous
     int a_strides[MAXD]; int b_strides[MAXD]; int c_strides[MAXD];
 } p;
 
@@ -172,10 +173,11 @@ void main() {
             uint i = w * per_word + k;
             if (i >= p.n) break;
             uint rest = i;
-            int ao = 0, bo = 0, co = 0;
+            int oo = 0, ao = 0, bo = 0, co = 0;
             for (int d = int(p.ndim) - 1; d >= 0; --d) {
                 int coord = int(rest % p.shape[d]);
                 rest /= p.shape[d];
+                oo += coord * p.out_strides[d];
                 ao += coord * p.a_strides[d];
                 bo += coord * p.b_strides[d];
                 co += coord * p.c_strides[d];
@@ -188,8 +190,12 @@ void main() {
                                                LOAD(p.b_dt, p.b_start, bo),
                                                LOAD(p.c_dt, p.c_start, co)));
             }
-            packed |= place_bits(p.out_dt, bits, i);
+            if (per_word == 1u) {
+                arena[int(p.out_start) + oo] = bits;  // strided output: in-place writes into views
+            } else {
+                packed |= place_bits(p.out_dt, bits, i);
+            }
         }
-        arena[p.out_start / per_word + w] = packed;
+        if (per_word > 1u) arena[p.out_start / per_word + w] = packed;
     }
 }

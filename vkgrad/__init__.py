@@ -9,8 +9,9 @@
 from .device import Device, VulkanUnavailable, default_device, device, devices, set_default_device
 from .dtypes import DType, bfloat16, bool_, dtype, float32, float64, int32, result_type, uint8, uint32
 from .stats import memory_stats, reset_stats, stats, synchronize
-from .tensor import Tensor, from_numpy, full, ones, tensor, zeros
+from .tensor import FUNCTIONS, Tensor, clip, from_numpy, full, ones, tensor, where, zeros
 
 bool = bool_  # noqa: A001  numpy spells it vkgrad.bool too
+globals().update({k: v for k, v in FUNCTIONS.items() if k not in ("clip", "where")})
 
 __version__ = "0.1.0"

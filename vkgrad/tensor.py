@@ -189,6 +189,46 @@ class Tensor:
         return self._reduce("all", axis, keepdims)
 
 
+    def var(self, axis=None, ddof=0, keepdims=False):
+        """Variance: mean((x - mean(x))**2) * n / (n - ddof), computed in float32 at least."""
+        x = self if self.dtype in (dtypes.float32, dtypes.float64) else self.astype(dtypes.float32)
+        n = prod(self.shape[a] for a in layout.normalize_axes(axis, self.ndim))
+        d = x - x.mean(axis=axis, keepdims=True)
+        v = (d * d).sum(axis=axis, keepdims=keepdims) / max(n - ddof, 0)
+        return v if not self.dtype.is_floating else v.astype(self.dtype)
+
+    def std(self, axis=None, ddof=0, keepdims=False):
+        """Standard deviation: sqrt(var(x, ddof))."""
+        return self.var(axis=axis, ddof=ddof, keepdims=keepdims).sqrt()
+
+    def logsumexp(self, axis=None, keepdims=False):
+        """log(sum(exp(x))) over `axis`, shifted by the maximum so that it cannot overflow."""
+        m = self.max(axis=axis, keepdims=True)
+        m = where(m.isfinite(), m, 0.0)
+        r = (self - m).exp().sum(axis=axis, keepdims=True).log() + m
+        return r if keepdims else r.squeeze(axis if axis is not None else None)
+
+    # ---- in-place arithmetic (tensors that do not require grad) --------------------------------
+    def _assign(self, value):
+        """Write `value` (a Tensor broadcastable to self) into this tensor's memory."""
+        if value.dtype.is_floating and not self.dtype.is_floating:
+            raise TypeError(f"cannot write {value.dtype.name} results into a {self.dtype.name} "
+                            "tensor in place")
+        if self.device.kind == "host":
+            np.copyto(self._data, value._data, casting="unsafe")
+        elif self.dtype.per_word == 1 or (self._data.is_contiguous()
+                                           and self._data.start % self.dtype.per_word == 0):
+            from .ops.elementwise import assign
+            assign(self._data, value._data)
+        else:
+            self[...] = value
+        return self
+
+    def __iadd__(self, other): return self._assign(self + other)
+    def __isub__(self, other): return self._assign(self - other)
+    def __imul__(self, other): return self._assign(self * other)
+    def __itruediv__(self, other): return self._assign(self / other)
+
     # ---- shape and views (no copies: strided views on both backends) ----------------------------
     def reshape(self, *shape):
         """A view with `shape` (one entry may be -1); copies only when strides cannot express it."""
@@ -369,3 +409,42 @@ def zeros(shape, dtype=dtypes.float32, device=None):
 
 def ones(shape, dtype=dtypes.float32, device=None):
     return full(shape, 1, dtype, device)
+
+
+# ---- numpy-style functions: vkgrad.exp(x), vkgrad.maximum(a, b), vkgrad.where(c, a, b), ... ----
+_NUMPY_NAMES = {"sub": "subtract", "mul": "multiply", "div": "divide", "floordiv": "floor_divide",
+                "mod": "remainder", "pow": "power", "neg": "negative", "eq": "equal",
+                "ne": "not_equal", "lt": "less", "le": "less_equal", "gt": "greater",
+                "ge": "greater_equal", "bitand": "bitwise_and", "bitor": "bitwise_or",
+                "bitxor": "bitwise_xor"}
+
+
+def _function(name):
+    def fn(*operands):
+        return elementwise(name, *operands)
+    fn.__name__ = _NUMPY_NAMES.get(name, name)
+    fn.__doc__ = f"Elementwise {fn.__name__} with numpy broadcasting and promotion."
+    return fn
+
+
+FUNCTIONS = {_NUMPY_NAMES.get(n, n): _function(n) for n in ELEMENTWISE if n != "identity"}
+FUNCTIONS["mod"] = FUNCTIONS["remainder"]
+tensor_method("clip")(lambda self, a_min=None, a_max=None: clip(self, a_min, a_max))
+
+
+def clip(a, a_min=None, a_max=None):
+    """Limit values to [a_min, a_max] (either may be None); NaN stays NaN."""
+    if a_min is None and a_max is None:
+        raise ValueError("clip needs a_min or a_max")
+    if a_min is None:
+        return elementwise("minimum", a, a_max)
+    if a_max is None:
+        return elementwise("maximum", a, a_min)
+    return elementwise("clip", a, a_min, a_max)
+
+
+def where(condition, x, y):
+    """Elements of x where condition is true, else of y (all three broadcast together)."""
+    if isinstance(condition, Tensor) and condition.dtype is not dtypes.bool_:
+        condition = condition != 0
+    return elementwise("where", condition, x, y)

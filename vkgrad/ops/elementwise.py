@@ -10,7 +10,7 @@ from .. import dtypes, kernels, layout
 from ..backend.vulkan import DeviceArray, f32_bits
 from .registry import Op, OpTest
 
-MAXD = 5  # dims elementwise.comp's push constants describe (after coalescing)
+MAXD = 4  # dims elementwise.comp's push constants describe (after coalescing)
 
 
 def _erf(x):
@@ -135,7 +135,8 @@ def _launch_into(backend, code, out, operands, domain):
             refs += [_immediate(o, domain), kernels.DTYPE_CODES["imm"]]
             stride_lists.append((0,) * len(shape))
     pad = [0] * (MAXD - len(shape))
-    push = [code, out.size, len(shape), out.start, out.dtype.code, *refs, *shape, *pad]
+    push = [code, out.size, len(shape), out.start, out.dtype.code, *refs, *shape, *pad,
+            *out_strides, *pad]
     for s in stride_lists:
         push += [*s, *pad]
     backend.launch("elementwise", domain, -(-out.size // out.dtype.per_word), push)
@@ -236,6 +237,15 @@ def result_dtypes(name, operands):
     if result == "float" and not compute.is_floating:
         compute = dtypes.float32
     return compute, (dtypes.bool_ if result == "bool" else compute)
+
+
+def assign(out, value):
+    """Write DeviceArray `value` (broadcast, converted) into the view `out` in place. Packed
+    outputs must be contiguous and word-aligned (one invocation owns each word)."""
+    compute = value.dtype if value.dtype.is_floating or not out.dtype.is_floating else out.dtype
+    if out.size:
+        _launch_into(out.backend, kernels.ELEMENTWISE_CODES["identity"], out, [value],
+                     compute_domain(compute))
 
 
 def contiguous(array):
