@@ -19,7 +19,7 @@ PYTHON=${PYTHON:-python3}
 VENV=$ROOT/.venv
 VPY=$VENV/bin/python
 STAMP=$VENV/.vkgrad-setup
-CACHE=${VKGRAD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vkgrad}
+CACHE=${VKGRAD_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/vkgrad}
 
 KP_VERSION=0.9.0
 KP_SDIST_SHA256=98e583dc6e9731ff6d7a3e3317817e4d93f7b2945929619e29a56325db279949
@@ -36,7 +36,8 @@ TMPDIRS=()
 trap 'rm -rf "${TMPDIRS[@]}"' EXIT
 newtmp() { NEWTMP=$(mktemp -d); TMPDIRS+=("$NEWTMP"); }  # sets NEWTMP, removed at exit
 
-log() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
+if [ -t 1 ]; then log() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
+else log() { printf 'setup: %s\n' "$*"; }; fi
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
 # Hash of everything the set-up depends on; kept in the stamp file, which Make also uses.
