@@ -29,10 +29,6 @@ def _sigmoid(x):
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
 
 
-def _float_mod(a, b):
-    return np.mod(a, b)
-
-
 # name: (numpy function, result rule, arity, test domain)
 #   result rules: "same" keeps the promoted type; "float" turns integers into float32;
 #                 "bool" gives bool.
@@ -70,7 +66,7 @@ TABLE = {
     "mul": (np.multiply, "same", 2, "any"),
     "div": (np.true_divide, "float", 2, "nonzero"),
     "floordiv": (np.floor_divide, "same", 2, "nonzero"),
-    "mod": (_float_mod, "same", 2, "nonzero"),
+    "mod": (np.mod, "same", 2, "nonzero"),
     "pow": (np.power, "same", 2, "positive"),
     "maximum": (np.maximum, "same", 2, "any"),
     "minimum": (np.minimum, "same", 2, "any"),
