@@ -9,6 +9,9 @@
 from .device import Device, VulkanUnavailable, default_device, device, devices, set_default_device
 from .dtypes import DType, bfloat16, bool_, dtype, float32, float64, int32, result_type, uint8, uint32
 from .stats import memory_stats, reset_stats, stats, synchronize
+from .creation import arange, empty, empty_like, eye, full_like, linspace, ones_like, zeros_like
+from .random import (Generator, default_generator, get_rng_state, manual_seed, normal, rand,
+                     randint, randn, set_rng_state, uniform)
 from .tensor import FUNCTIONS, Tensor, clip, from_numpy, full, ones, tensor, where, zeros
 
 bool = bool_  # noqa: A001  numpy spells it vkgrad.bool too

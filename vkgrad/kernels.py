@@ -21,11 +21,15 @@ ELEMENTWISE_OPS = [
 # Op codes of reduce.comp.
 REDUCE_OPS = ["sum", "prod", "max", "min", "argmax", "argmin", "any", "all"]
 
+# Op codes of random.comp (random draws and the index patterns of arange, linspace, eye).
+RANDOM_OPS = ["uniform", "normal", "randint", "arange_float", "arange_int", "eye"]
+
 # Kernel families: file in shaders/ -> variant name -> extra defines. One pipeline per variant.
 FAMILIES = {
     "elementwise": {"float": ["DOMAIN_FLOAT"], "int": ["DOMAIN_INT"], "uint": ["DOMAIN_UINT"]},
     "reduce": {"float": ["DOMAIN_FLOAT"], "int": ["DOMAIN_INT"]},
     "transfer": {"": []},
+    "random": {"": []},
 }
 
 # Every kernel declares its push constants within this many 32-bit words (Vulkan guarantees 128 B).
@@ -35,12 +39,13 @@ WORKGROUP = 256  # local_size_x of the one-dimensional kernels
 
 ELEMENTWISE_CODES = {name: i for i, name in enumerate(ELEMENTWISE_OPS)}
 REDUCE_CODES = {name: 100 + i for i, name in enumerate(REDUCE_OPS)}
+RANDOM_CODES = {name: 200 + i for i, name in enumerate(RANDOM_OPS)}
 
 
 def defines():
     """The -D defines every shader is compiled with."""
     out = {f"DT_{name.upper()}": code for name, code in DTYPE_CODES.items()}
-    out.update({f"OP_{name.upper()}": code for name, code in {**ELEMENTWISE_CODES, **REDUCE_CODES}.items()})
+    out.update({f"OP_{name.upper()}": code for name, code in {**ELEMENTWISE_CODES, **REDUCE_CODES, **RANDOM_CODES}.items()})
     return out
 
 
