@@ -13,6 +13,7 @@ from .creation import arange, empty, empty_like, eye, full_like, linspace, ones_
 from .random import (Generator, default_generator, get_rng_state, manual_seed, normal, rand,
                      randint, randn, set_rng_state, uniform)
 from .tensor import FUNCTIONS, Tensor, clip, from_numpy, full, ones, tensor, where, zeros
+from .ops.linalg import dot, einsum, matmul, outer  # after .tensor: it adds Tensor methods
 
 bool = bool_  # noqa: A001  numpy spells it vkgrad.bool too
 globals().update({k: v for k, v in FUNCTIONS.items() if k not in ("clip", "where")})

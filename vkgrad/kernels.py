@@ -30,6 +30,7 @@ FAMILIES = {
     "reduce": {"float": ["DOMAIN_FLOAT"], "int": ["DOMAIN_INT"]},
     "transfer": {"": []},
     "random": {"": []},
+    "matmul": {"": []},
 }
 
 # Every kernel declares its push constants within this many 32-bit words (Vulkan guarantees 128 B).

@@ -1,0 +1,128 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// Batched C[b] = A[b] @ B[b]: A is M x K, B is K x N, C is a fresh row-major (batch, M, N) array.
+// A and B are read through arbitrary element strides (a transposed or broadcast view needs no
+// copy; broadcast batch dims have stride 0) and any dtype; products accumulate in f32 and are
+// converted once to the output dtype (integers too: exact while partial sums stay below 2^24).
+//
+// Each 256-thread workgroup computes one BM x BN output tile; each thread a TM x TN micro-tile of
+// registers (adjacent columns, so packed outputs are written as whole words where possible).
+// K advances in BK-deep slices staged through shared memory. Each k step reads (TM + TN) / 4
+// vec4s from shared memory for TM * TN multiply-adds; on lavapipe those reads (and the barriers)
+// cost far more than the arithmetic, so the micro-tile is as large as GPU registers allow.
+#include "common.glsl"
+
+#define TM 8                 // rows per thread (a multiple of 4)
+#define TN 8                 // columns per thread (a multiple of 4)
+#define BM (16 * TM)         // = TILE in vkgrad/ops/linalg.py
+#define BN (16 * TN)
+#define BK 16
+layout(local_size_x = 256) in;
+
+#define MAXB 3               // batch dims (after coalescing; padded with size 1, stride 0)
+layout(push_constant) uniform Params {
+    uint out_start; uint out_dt; uint a_start; uint a_dt; uint b_start; uint b_dt;
+    uint M; uint N; uint K;
+    int a_sm; int a_sk; int b_sk; int b_sn;
+    uint batch[MAXB]; int a_sb[MAXB]; int b_sb[MAXB];
+} p;
+
+// Staged slices: 4 consecutive rows of A (columns of B) per vec4, so the inner loop reads vec4s.
+shared vec4 As[BK][BM / 4];
+shared vec4 Bs[BK][BN / 4];
+
+// Write columns col..col+3 of one output row, starting at element e. Words wholly inside the four
+// are stored plainly; a word shared with a neighbour's columns (odd N with bf16, edges) is
+// updated bit-field by bit-field with atomics, so no neighbouring write is lost.
+void store4(uint e, uint col, vec4 v) {
+    uint dt = p.out_dt, per = elems_per_word(dt);
+    if (e % per == 0u && col + 4u <= p.N) {
+        for (uint w = 0u; w < 4u; w += per) {
+            uint word = 0u;
+            for (uint q = 0u; q < per; ++q) word |= place_bits(dt, f32_to_bits(dt, v[w + q]), q);
+            arena[(e + w) / per] = word;
+        }
+        return;
+    }
+    [[unroll]] for (uint c = 0u; c < 4u; ++c) {
+        if (col + c >= p.N) break;
+        uint bits = f32_to_bits(dt, v[c]);
+        if (per == 1u) {
+            arena[e + c] = bits;
+        } else {
+            uint width = 32u / per, mask = ((1u << width) - 1u) << (((e + c) % per) * width);
+            atomicAnd(arena[(e + c) / per], ~mask);
+            atomicOr(arena[(e + c) / per], place_bits(dt, bits, e + c));
+        }
+    }
+}
+
+void main() {
+    uint t = gl_LocalInvocationID.x;
+    uint tx = t % 16u, ty = t / 16u;
+    uint tiles_m = (p.M + BM - 1u) / BM, tiles_n = (p.N + BN - 1u) / BN;
+    uint n_batch = p.batch[0] * p.batch[1] * p.batch[2];
+    uint n_tiles = tiles_m * tiles_n * n_batch;
+
+    for (uint tile = gl_WorkGroupID.x; tile < n_tiles; tile += gl_NumWorkGroups.x) {
+        uint bi = tile / (tiles_m * tiles_n), r = tile % (tiles_m * tiles_n);
+        uint m0 = (r / tiles_n) * BM, n0 = (r % tiles_n) * BN;
+        int a_base = 0, b_base = 0;
+        for (int d = MAXB - 1, rest = int(bi); d >= 0; --d) {  // batch index -> operand offsets
+            int c = rest % int(p.batch[d]);
+            rest /= int(p.batch[d]);
+            a_base += c * p.a_sb[d];
+            b_base += c * p.b_sb[d];
+        }
+
+        vec4 acc[TM][TN / 4];
+        [[unroll]] for (uint i = 0u; i < TM; ++i)
+            [[unroll]] for (uint j = 0u; j < TN / 4u; ++j) acc[i][j] = vec4(0.0);
+
+        for (uint k0 = 0u; k0 < p.K; k0 += BK) {
+            // Stage A[m0:m0+BM, k0:k0+BK] and B[k0:k0+BK, n0:n0+BN], zero outside the matrices.
+            for (uint l = t; l < BK * BM / 4u; l += 256u) {
+                uint k = l % BK, mq = l / BK, gk = k0 + k;
+                vec4 v = vec4(0.0);
+                [[unroll]] for (uint q = 0u; q < 4u; ++q) {
+                    uint gm = m0 + mq * 4u + q;
+                    if (gm < p.M && gk < p.K)
+                        v[q] = load_f32(p.a_dt, p.a_start,
+                                        a_base + int(gm) * p.a_sm + int(gk) * p.a_sk);
+                }
+                As[k][mq] = v;
+            }
+            for (uint l = t; l < BK * BN / 4u; l += 256u) {
+                uint nq = l % (BN / 4u), k = l / (BN / 4u), gk = k0 + k;
+                vec4 v = vec4(0.0);
+                [[unroll]] for (uint q = 0u; q < 4u; ++q) {
+                    uint gn = n0 + nq * 4u + q;
+                    if (gn < p.N && gk < p.K)
+                        v[q] = load_f32(p.b_dt, p.b_start,
+                                        b_base + int(gk) * p.b_sk + int(gn) * p.b_sn);
+                }
+                Bs[k][nq] = v;
+            }
+            barrier();
+            for (uint k = 0u; k < BK; ++k) {  // forced unrolling made lavapipe slower
+                vec4 a[TM / 4], b[TN / 4];
+                [[unroll]] for (uint i = 0u; i < TM / 4u; ++i) a[i] = As[k][ty * (TM / 4u) + i];
+                [[unroll]] for (uint j = 0u; j < TN / 4u; ++j) b[j] = Bs[k][tx * (TN / 4u) + j];
+                [[unroll]] for (uint i = 0u; i < TM; ++i)
+                    [[unroll]] for (uint j = 0u; j < TN / 4u; ++j)
+                        acc[i][j] += a[i / 4u][i % 4u] * b[j];
+            }
+            barrier();
+        }
+
+        uint out_base = p.out_start + bi * p.M * p.N;
+        [[unroll]] for (uint i = 0u; i < TM; ++i) {
+            uint gm = m0 + ty * TM + i;
+            if (gm >= p.M) break;
+            [[unroll]] for (uint j = 0u; j < TN / 4u; ++j) {
+                uint col = n0 + tx * TN + j * 4u;
+                if (col < p.N) store4(out_base + gm * p.N + col, col, acc[i][j]);
+            }
+        }
+    }
+}
