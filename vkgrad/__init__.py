@@ -14,6 +14,8 @@ from .random import (Generator, default_generator, get_rng_state, manual_seed, n
                      randint, randn, set_rng_state, uniform)
 from .tensor import FUNCTIONS, Tensor, clip, from_numpy, full, ones, tensor, where, zeros
 from .ops.linalg import dot, einsum, matmul, outer  # after .tensor: it adds Tensor methods
+from .ops.indexing import add_at, one_hot, take, take_along_axis  # after .tensor, as linalg
+from .ops.movement import concatenate, cumsum, flip, pad, repeat, roll, split, stack, tile
 
 bool = bool_  # noqa: A001  numpy spells it vkgrad.bool too
 globals().update({k: v for k, v in FUNCTIONS.items() if k not in ("clip", "where")})

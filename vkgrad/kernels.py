@@ -24,11 +24,19 @@ REDUCE_OPS = ["sum", "prod", "max", "min", "argmax", "argmin", "any", "all"]
 # Op codes of random.comp (random draws and the index patterns of arange, linspace, eye).
 RANDOM_OPS = ["uniform", "normal", "randint", "arange_float", "arange_int", "eye"]
 
+# Run-time modes of gather.comp (strided copies with an index) and scan.comp (prefix sums),
+# passed to GLSL as defines of their single variants.
+GATHER_CODES = {"MODE_WORDS": 0, "MODE_STORE": 1, "MODE_ADD": 2,
+                "INDEX_NONE": 0, "INDEX_SRC": 1, "INDEX_DST": 2, "INDEX_VALUE": 3}
+SCAN_CODES = {"SCAN_CHUNKS": 0, "SCAN_SUMS": 1, "SCAN_WRITE": 2, "SCAN_COMPACT": 3}
+
 # Kernel families: file in shaders/ -> variant name -> extra defines. One pipeline per variant.
 FAMILIES = {
     "elementwise": {"float": ["DOMAIN_FLOAT"], "int": ["DOMAIN_INT"], "uint": ["DOMAIN_UINT"]},
     "reduce": {"float": ["DOMAIN_FLOAT"], "int": ["DOMAIN_INT"]},
     "transfer": {"": []},
+    "gather": {"": [f"{k}={v}" for k, v in GATHER_CODES.items()]},
+    "scan": {"": [f"{k}={v}" for k, v in SCAN_CODES.items()]},
     "random": {"": []},
     "matmul": {"": []},
 }

@@ -1,0 +1,692 @@
+"""Indexing beyond views: integer arrays and boolean masks in keys, take, take_along_axis,
+one_hot, and writes through any key (x[key] = v, add_at).
+
+>>> import vkgrad as vk
+>>> x = vk.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], device="vulkan")
+>>> x[[1, 0], 1:].numpy()                 # rows 1 and 0, columns 1 and 2
+array([[5., 6.],
+       [2., 3.]], dtype=float32)
+>>> x[x > 2.5].numpy()
+array([3., 4., 5., 6.], dtype=float32)
+>>> x[:, [0, 2]] = 0.0                    # in place, values broadcast
+>>> vk.one_hot(vk.tensor([2, 0]), 3).numpy()
+array([[0., 0., 1.],
+       [1., 0., 0.]], dtype=float32)
+
+Keys follow numpy's rules: index arrays (tensors, lists, numpy arrays of ints) broadcast together;
+a boolean mask stands for the integer arrays of its true positions; integers count as index arrays
+when arrays are present; the broadcast dims replace the indexed dims where the indexed entries are
+adjacent in the key, and go first otherwise.
+
+Device side: a read is one dispatch of shaders/gather.comp over the result's shape, reading a
+basic-index view of the tensor (slices, ints, None) plus one index term: the element offsets that
+the key's index arrays address, summed (on the host for host data; on the device, by gather.comp's
+INDEX_VALUE mode, for index tensors there). A write is the same dispatch the other way round.
+A mask on the device becomes offsets through shaders/scan.comp, and its count of true entries is
+read back to the host, since the result's shape depends on it.
+
+Index checks: indices that are host data (lists, numpy arrays, host tensors) are checked on the
+host, and one out of range raises IndexError naming the index, the axis and its size. Index
+tensors on a Vulkan device are not read back: there negative indices wrap and indices out of range
+are clamped into the axis (no error; memory outside the tensor is never touched).
+
+Repeated indices: x[idx] = v writes one of the values for a repeated index (numpy: the last);
+add_at adds them all.
+"""
+import operator
+from math import prod
+
+import numpy as np
+
+from .. import dtypes, kernels, layout
+from ..backend.vulkan import DeviceArray
+from ..tensor import _ADVANCED, Tensor, _check_device_dtype, tensor, tensor_method, zeros
+from .elementwise import contiguous
+from .elementwise import launch as elementwise_launch
+from .registry import OPS, Op, OpTest, apply
+
+MAXD = 5  # dims that gather.comp and scan.comp describe (after coalescing)
+_G = kernels.GATHER_CODES
+_S = kernels.SCAN_CODES
+_ITEMSIZE = {d.code: d.itemsize for d in dtypes.ALL if d.on_device}
+
+
+# ---- kernel launchers (movement.py uses them too) -----------------------------------------------
+def scalar_bits(value, dtype):
+    """The bits of Python scalar `value` converted to `dtype` (numpy's cast), for gather.comp."""
+    with np.errstate(all="ignore"):
+        a = np.asarray(value).astype(dtype.np_dtype)
+    return int(a.view({1: np.uint8, 2: np.uint16, 4: np.uint32}[dtype.itemsize]))
+
+
+def strided_copy(shape, dst, dst_strides, src, src_strides=None, index=None, add=False,
+                 fresh=False):
+    """Queue gather.comp over the domain `shape`: element c does
+    dst[sum c*dst_strides] = src[sum c*src_strides] (or += when `add`), converting to dst's dtype.
+
+    dst, src: DeviceArrays whose `.start` is the base element (their own shape and strides are
+    ignored); src may instead be a Python scalar. index = (array, strides, n, scale, side) adds
+    fix(array[sum c*strides]) * scale to the side's offset ("src", "dst") or to the int32 value
+    ("value"); n > 0 wraps negative entries and clamps them into [0, n). `fresh`: dst is a whole
+    new allocation, so a partial last word belongs to it alone.
+    """
+    n = prod(shape)
+    if n == 0:
+        return
+    ndim = len(shape)
+    imm = not isinstance(src, DeviceArray)
+    if imm:
+        src_strides = (0,) * ndim
+    array, idx_strides, idx_n, scale, side = index or (None, (0,) * ndim, 0, 0, "none")
+    shape, strides = layout.coalesce(shape, dst_strides, src_strides, idx_strides)
+    starts = [dst.start, scalar_bits(src, dst.dtype) if imm else src.start,
+              array.start if array is not None else 0]
+    codes = [dst.dtype.code, kernels.DTYPE_CODES["imm"] if imm else src.dtype.code,
+             array.dtype.code if array is not None else 0]
+    mode = "MODE_ADD" if add else "MODE_STORE"
+    per = dst.dtype.per_word
+    if not add and (per == 1 or (side != "dst" and layout.is_contiguous(shape, strides[0])
+                                 and dst.start % per == 0 and (n % per == 0 or fresh))):
+        mode = "MODE_WORDS"  # plain stores: each invocation owns whole words of dst
+    push = [_G[mode], 0, 0, _G["INDEX_" + side.upper()], 0, codes[0], 0, codes[1], 0, codes[2],
+            idx_n, scale]
+    _launch_copy(dst.backend, shape, strides, starts, push)
+
+
+def _launch_copy(backend, shape, strides, starts, push):
+    if len(shape) > MAXD:  # too many dims survive coalescing: one dispatch per leading index
+        if push[0] == _G["MODE_WORDS"] and _ITEMSIZE[push[5]] < 4:
+            push = [_G["MODE_STORE"], *push[1:]]  # slices of a packed dst may share words
+        for i in range(shape[0]):
+            _launch_copy(backend, shape[1:], [s[1:] for s in strides],
+                         [b + i * s[0] for b, s in zip(starts, strides)], push)
+        return
+    n = prod(shape)
+    push = list(push)
+    push[1], push[2], push[4], push[6], push[8] = n, len(shape), *starts
+    pad = [0] * (MAXD - len(shape))
+    push += [*shape, *pad]
+    for s in strides:
+        push += [*s, *pad]
+    per = 4 // _ITEMSIZE[push[5]]
+    backend.launch("gather", "", -(-n // per) if push[0] == _G["MODE_WORDS"] else n, push)
+
+
+def _scan_launch(backend, phase, threads, **f):
+    pad = [0] * (MAXD - len(f["shape"]))
+    push = [_S[phase], f["is_float"], f["len"], f["rows"], f["chunk"], f["nchunks"],
+            len(f["shape"]), f["src"].start, f["src"].dtype.code, f["src_step"],
+            f["dst_start"], f["dst_step"], f["sums_start"], *f["shape"], *pad,
+            *f["src_strides"], *pad, *f["dst_strides"], *pad]
+    backend.launch("scan", "", threads, push)
+
+
+def _chunking(length, rows):
+    """(chunk, nchunks): enough chunks for about 16K invocations, each of >= 32 elements."""
+    nchunks = max(1, min(-(-length // 32), -(-16384 // max(rows, 1))))
+    chunk = -(-length // nchunks)
+    return chunk, -(-length // chunk)
+
+
+def scan_rows(src, dst, axis):
+    """Queue the inclusive prefix sums of `src` along `axis` into `dst` (same shape, a 32-bit
+    dtype: float32 accumulates floats, int32/uint32 integers)."""
+    backend, length = src.backend, src.shape[axis]
+    rows_dims = [d for d in range(src.ndim) if d != axis]
+    shape, (src_strides, dst_strides) = layout.coalesce(
+        [src.shape[d] for d in rows_dims], [src.strides[d] for d in rows_dims],
+        [dst.strides[d] for d in rows_dims])
+    if len(shape) > MAXD:
+        return scan_rows(contiguous(src), dst, axis)
+    rows = prod(shape)
+    if rows * length == 0:
+        return
+    chunk, nchunks = _chunking(length, rows)
+    sums = backend.empty((rows * (nchunks + 1),), dst.dtype) if nchunks > 1 else None
+    fields = dict(is_float=int(dst.dtype.is_floating), len=length, rows=rows, chunk=chunk,
+                  nchunks=nchunks, src=src, src_step=src.strides[axis], dst_start=dst.start,
+                  dst_step=dst.strides[axis], sums_start=sums.start if sums else 0, shape=shape,
+                  src_strides=src_strides, dst_strides=dst_strides)
+    if sums is not None:
+        _scan_launch(backend, "SCAN_CHUNKS", rows * nchunks, **fields)
+        _scan_launch(backend, "SCAN_SUMS", rows, **fields)
+    _scan_launch(backend, "SCAN_WRITE", rows * nchunks, **fields)
+
+
+def _mask_offsets(mask, strides):
+    """int32 DeviceArray of sum(coord * strides) over the true entries of the bool DeviceArray
+    `mask`, in row-major order. Reads the number of true entries back to the host."""
+    backend = mask.backend
+    if not mask.is_contiguous():
+        mask = contiguous(mask)
+    n = mask.size
+    if n == 0:
+        return backend.empty((0,), dtypes.int32)
+    chunk, nchunks = _chunking(n, 1)
+    sums = backend.empty((nchunks + 1,), dtypes.int32)
+    shape, (_, view_strides) = layout.coalesce(mask.shape, layout.contiguous_strides(mask.shape),
+                                               strides)
+    if len(shape) > MAXD:
+        raise NotImplementedError(f"a boolean index of shape {mask.shape} over dims with strides "
+                                  f"{tuple(strides)} ({len(shape)} dims after merging, at most {MAXD})")
+    fields = dict(is_float=0, len=n, rows=1, chunk=chunk, nchunks=nchunks, src=mask, src_step=1,
+                  dst_start=0, dst_step=0, sums_start=sums.start, shape=(), src_strides=(),
+                  dst_strides=())
+    _scan_launch(backend, "SCAN_CHUNKS", nchunks, **fields)
+    _scan_launch(backend, "SCAN_SUMS", 1, **fields)
+    count = int(backend.to_numpy(sums.view((), (), nchunks)))
+    out = backend.empty((count,), dtypes.int32)
+    if count:
+        fields.update(dst_start=out.start, shape=shape, src_strides=(0,) * len(shape),
+                      dst_strides=view_strides)
+        _scan_launch(backend, "SCAN_COMPACT", nchunks, **fields)
+    return out
+
+
+# ---- keys: checked once for every device, then planned per backend ------------------------------
+class _Ref:
+    """An index tensor on a Vulkan device in a key template: operand `j` of the op."""
+    __slots__ = ("j", "shape", "dtype")
+
+    def __init__(self, j, shape, dtype):
+        self.j, self.shape, self.dtype = j, shape, dtype
+
+    def __repr__(self):
+        return f"<index tensor {self.j} {self.shape} {self.dtype.name}>"
+
+
+def _is_array(entry):
+    return isinstance(entry, (np.ndarray, _Ref))
+
+
+def _is_mask(entry):
+    return (isinstance(entry, np.ndarray) and entry.dtype == np.bool_
+            or isinstance(entry, _Ref) and entry.dtype is dtypes.bool_)
+
+
+def _dims(entry):
+    """How many dims of the indexed tensor a key entry consumes."""
+    if entry is None or entry is Ellipsis:
+        return 0
+    return len(entry.shape) if _is_mask(entry) else 1
+
+
+def _prepare(t, key):
+    """(template, operands): `key` with host-data index arrays as numpy arrays and index tensors
+    on t's (Vulkan) device as _Refs to `operands`, checked against t's shape."""
+    keys = key if isinstance(key, tuple) else (key,)
+    template, operands = [], []
+    for k in keys:
+        if k is None or k is Ellipsis or isinstance(k, slice):
+            template.append(k)
+        elif isinstance(k, (bool, np.bool_)):
+            template.append(np.asarray(k))
+        elif isinstance(k, (int, np.integer)):
+            template.append(operator.index(k))
+        elif isinstance(k, Tensor) and (k.device.kind != "host" or t.device.kind == "host"):
+            _check_index_dtype(k.dtype)
+            if k.device.kind == "host":
+                template.append(k.numpy())
+            else:
+                operands.append(k)
+                template.append(_Ref(len(operands) - 1, k.shape, k.dtype))
+        else:
+            a = k.numpy() if isinstance(k, Tensor) else np.asarray(k)
+            if a.size == 0 and a.dtype.kind == "f":
+                a = a.astype(np.intp)  # [] is an empty integer index, as in numpy
+            _check_index_dtype(a.dtype)
+            template.append(a)
+    template = tuple(template)
+    _check(template, t.shape)
+    return template, operands
+
+
+def _check_index_dtype(dtype):
+    kind = dtype.kind if isinstance(dtype, (np.dtype, dtypes.DType)) else "O"
+    if kind not in "iub":
+        raise IndexError("only integers, slices (`:`), ellipsis (`...`), None and integer or "
+                         f"boolean arrays are valid indices, not an array of "
+                         f"{getattr(dtype, 'name', dtype)}")
+
+
+def _expand(template, shape):
+    """[(entry, axis, pos)]: the key with its Ellipsis (or the missing trailing dims) as full
+    slices; `axis` is the first dim of `shape` that the entry indexes, `pos` its place in the key
+    (an Ellipsis keeps its place even when it stands for no dims: numpy's index arrays on either
+    side of it are not adjacent)."""
+    used = sum(_dims(e) for e in template)
+    if sum(1 for e in template if e is Ellipsis) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    if used > len(shape):
+        raise IndexError(f"too many indices for tensor: tensor is {len(shape)}-dimensional, "
+                         f"but {used} were indexed")
+    fill = [slice(None)] * (len(shape) - used)
+    if not any(e is Ellipsis for e in template):
+        template = (*template, Ellipsis)
+    out, axis = [], 0
+    for pos, e in enumerate(template):
+        for entry in (fill if e is Ellipsis else [e]):
+            out.append((entry, axis, pos))
+            axis += _dims(entry)
+    return out
+
+
+def _check(template, shape):
+    """IndexError for anything numpy would refuse, on every device alike (index values only
+    where they are host data)."""
+    shapes = []
+    for e, axis, _ in _expand(template, shape):
+        if isinstance(e, int):
+            n = shape[axis]
+            if not -n <= e < n:
+                raise IndexError(f"index {e} is out of bounds for axis {axis} with size {n}")
+        elif _is_mask(e):
+            for d, m in enumerate(e.shape):
+                if m != shape[axis + d]:
+                    raise IndexError(f"boolean index did not match indexed tensor along axis "
+                                     f"{axis + d}; size of axis is {shape[axis + d]} but size of "
+                                     f"corresponding boolean axis is {m}")
+            if isinstance(e, np.ndarray):
+                shapes.append((int(e.sum()),))
+        elif _is_array(e):
+            n = shape[axis]
+            if isinstance(e, np.ndarray):
+                bad = e[(e < -n) | (e >= n)]
+                if bad.size:
+                    raise IndexError(f"index {bad.flat[0]} is out of bounds for axis {axis} "
+                                     f"with size {n}")
+            elif n == 0 and prod(e.shape):  # device indices are clamped, but not into nothing
+                raise IndexError(f"cannot index axis {axis} of size 0 with a nonempty index "
+                                 "tensor")
+            shapes.append(tuple(e.shape))
+    _broadcast(shapes)
+
+
+def _broadcast(shapes):
+    try:
+        return layout.broadcast_shapes(*shapes)
+    except ValueError:
+        raise IndexError("shape mismatch: indexing arrays could not be broadcast together with "
+                         "shapes " + " ".join(str(tuple(s)) for s in shapes)) from None
+
+
+def _host_key(template, operands):
+    return tuple(operands[e.j] if isinstance(e, _Ref) else e for e in template)
+
+
+def _plan(a, operands, template):
+    """Where a[key] lives in the DeviceArray `a`: (shape, view, view_strides, index), where
+    element c of `shape` is view.start + sum c*view_strides + the index term (the `index` tuple
+    of strided_copy, side left for the caller, or None)."""
+    backend = a.backend
+    offset, basic, adv_positions, terms = a.offset, [], [], []
+    has_arrays = any(_is_array(e) for e in template)
+    for e, axis, pos in _expand(template, a.shape):
+        if e is None:
+            basic.append((1, 0))
+        elif isinstance(e, slice):
+            n, s = a.shape[axis], a.strides[axis]
+            start, stop, step = e.indices(n)
+            length = len(range(start, stop, step))
+            offset += start * s if length else 0
+            basic.append((length, s * step))
+        elif isinstance(e, int):
+            offset += (e % a.shape[axis]) * a.strides[axis]
+            if has_arrays:  # numpy counts integers as index arrays when arrays are present
+                adv_positions.append((pos, len(basic)))
+        else:
+            adv_positions.append((pos, len(basic)))
+            terms.append(_term(e, operands, a.shape, a.strides, axis))
+    index, b_shape = _combine(backend, terms)
+    consecutive = all(p2 == p1 + 1 for (p1, _), (p2, _) in zip(adv_positions, adv_positions[1:]))
+    at = adv_positions[0][1] if adv_positions and consecutive else 0
+    shapes = [n for n, _ in basic]
+    strides = [s for _, s in basic]
+    nb = len(b_shape)
+    shape = (*shapes[:at], *b_shape, *shapes[at:])
+    view_strides = (*strides[:at], *(0,) * nb, *strides[at:])
+    if index is not None:
+        array, idx_strides, n, scale = index
+        full = (0,) * at + tuple(idx_strides) + (0,) * (len(shapes) - at)
+        index = (array, full, n, scale)
+    return shape, a.view((), (), offset), view_strides, index
+
+
+def _term(e, operands, shape, strides, axis):
+    """One index array's contribution to the element offset: ("host", int64 offsets) for host
+    data, or ("device", DeviceArray, n, scale) for offsets fix(array) * scale."""
+    if _is_mask(e):
+        dim_strides = strides[axis:axis + len(e.shape)]
+        if isinstance(e, np.ndarray):
+            offsets = np.zeros(int(e.sum()), np.int64)  # a 0-d mask selects one position or none
+            for c, s in zip(np.nonzero(e) if e.ndim else (), dim_strides):
+                offsets += c * s
+            return ("host", offsets)
+        return ("device", _mask_offsets(operands[e.j], dim_strides), 0, 1)
+    n, s = shape[axis], strides[axis]
+    if isinstance(e, np.ndarray):
+        return ("host", (e.astype(np.int64) % n) * s)
+    return ("device", operands[e.j], n, s)
+
+
+def _combine(backend, terms):
+    """The summed offsets of all index terms as (array, strides over their broadcast shape, n,
+    scale), and that shape; (None, ()) without terms."""
+    if not terms:
+        return None, ()
+    b_shape = _broadcast([t[1].shape for t in terms])
+    host = [t[1] for t in terms if t[0] == "host"]
+    device = [t[1:] for t in terms if t[0] == "device"]
+    if host:
+        total = sum(host[1:], host[0])
+        device.append((backend.from_numpy(total, dtypes.int32), 0, 1))
+    if len(device) == 1:
+        array, n, scale = device[0]
+        return (array, layout.broadcast_strides(array.shape, array.strides, b_shape), n, scale), \
+            b_shape
+    out = backend.empty(b_shape, dtypes.int32)
+    contiguous_strides = layout.contiguous_strides(b_shape)
+    for i, (array, n, scale) in enumerate(device):
+        strides = layout.broadcast_strides(array.shape, array.strides, b_shape)
+        strided_copy(b_shape, out, contiguous_strides, out if i else 0, contiguous_strides,
+                     index=(array, strides, n, scale, "value"), fresh=True)
+    return (out, contiguous_strides, 0, 1), b_shape
+
+
+# ---- ops -----------------------------------------------------------------------------------------
+def _index_host(a, *operands, key):
+    return np.asarray(a[_host_key(key, operands)])
+
+
+def _index_vulkan(backend, a, *operands, key):
+    shape, view, view_strides, index = _plan(a, operands, key)
+    out = backend.empty(shape, a.dtype)
+    strided_copy(shape, out, layout.contiguous_strides(shape), view, view_strides,
+                 index=index and (*index, "src"), fresh=True)
+    return out
+
+
+def _write_host(a, value, *operands, key, add):
+    key = _host_key(key, operands)
+    if add:
+        np.add.at(a, key, value)
+    else:
+        a[key] = value
+    return a
+
+
+def _write_vulkan(backend, a, value, *operands, key, add):
+    shape, view, view_strides, index = _plan(a, operands, key)
+    strides = None
+    if isinstance(value, DeviceArray):
+        if value.block is a.block:  # the value overlaps the target: read a copy
+            value = contiguous(value)
+        strides = _value_strides(value, shape)
+    strided_copy(shape, view, view_strides, value, strides, index=index and (*index, "dst"),
+                 add=add)
+    return a
+
+
+def _value_strides(value, shape):
+    """Strides that read `value` broadcast to `shape`, leading 1-dims dropped as numpy does."""
+    drop = 0
+    while value.ndim - drop > len(shape) and value.shape[drop] == 1:
+        drop += 1
+    try:
+        return layout.broadcast_strides(value.shape[drop:], value.strides[drop:], shape)
+    except ValueError:
+        raise ValueError(f"could not broadcast a value of shape {value.shape} into the indexed "
+                         f"shape {tuple(shape)}") from None
+
+
+def _take_along_axis_host(a, indices, axis):
+    return np.take_along_axis(a, indices.astype(np.intp), axis)
+
+
+def _take_along_axis_vulkan(backend, a, indices, axis):
+    shape = tuple(indices.shape[d] if d == axis else layout.broadcast_shapes(
+        (a.shape[d],), (indices.shape[d],))[0] for d in range(a.ndim))
+    a_shape = tuple(1 if d == axis else n for d, n in enumerate(a.shape))
+    src_strides = layout.broadcast_strides(a_shape, a.strides, shape)
+    idx_strides = layout.broadcast_strides(indices.shape, indices.strides, shape)
+    out = backend.empty(shape, a.dtype)
+    strided_copy(shape, out, layout.contiguous_strides(shape), a, src_strides,
+                 index=(indices, idx_strides, a.shape[axis], a.strides[axis], "src"), fresh=True)
+    return out
+
+
+def _one_hot_host(labels, num_classes, dtype):
+    return (labels[..., None] == np.arange(num_classes)).astype(dtype.np_dtype)
+
+
+def _one_hot_vulkan(backend, labels, num_classes, dtype):
+    column = labels.view((*labels.shape, 1), (*labels.strides, 0), labels.offset)
+    classes = backend.from_numpy(np.arange(num_classes, dtype=np.int32), dtypes.int32)
+    return elementwise_launch(backend, "eq", dtype, (*labels.shape, num_classes),
+                              [column, classes], "int")
+
+
+# ---- public API ----------------------------------------------------------------------------------
+def _getitem(t, key):
+    template, operands = _prepare(t, key)
+    return apply(OPS["index"], t, *operands, key=template)
+
+
+def _setitem(t, key, value, add=False):
+    template, operands = _prepare(t, key)
+    if not isinstance(value, (Tensor, int, float, bool, np.number, np.bool_)):
+        value = Tensor._wrap(t.device.backend.from_numpy(np.asarray(value), t.dtype), t.device)
+    elif isinstance(value, Tensor) and value.device != t.device:
+        raise ValueError(f"cannot write a tensor on {value.device} into one on {t.device}; "
+                         "move it with .to(device) first")
+    apply(OPS["setitem"], t, value, *operands, key=template, add=add)
+
+
+_ADVANCED["getitem"] = _getitem
+_ADVANCED["setitem"] = _setitem
+
+
+def add_at(t, key, values):
+    """t[key] += values in place, with every repeated index adding its share (numpy's
+    np.add.at), where `t[key] += values` would add once per distinct index.
+
+    >>> x = vk.zeros(3); vk.add_at(x, [0, 0, 2], 1.0); x.tolist()
+    [2.0, 0.0, 1.0]
+    """
+    _setitem(t, key, values, add=True)
+
+
+@tensor_method("take")
+def take(a, indices, axis=None):
+    """Elements of `a` at `indices` along `axis` (None: of the flattened `a`), numpy's np.take:
+    the same as a[:, ..., indices] with `indices` in position `axis`."""
+    if axis is None:
+        return a.reshape(-1)[indices]
+    axis = layout.normalize_axis(axis, a.ndim)
+    return a[(slice(None),) * axis + (indices,)]
+
+
+def take_along_axis(a, indices, axis):
+    """out[i..., j, k...] = a[i..., indices[i..., j, k...], k...] (numpy's take_along_axis):
+    picks along `axis` with an index array of a's ndim, the other dims broadcast.
+
+    >>> vk.take_along_axis(x, x.argmax(axis=1, keepdims=True), axis=1)   # the row maxima
+    """
+    if axis is None:
+        a, axis = a.reshape(-1), 0
+    axis = layout.normalize_axis(axis, a.ndim)
+    n = a.shape[axis]
+    if not isinstance(indices, Tensor) or (indices.device.kind == "host"
+                                           and a.device.kind != "host"):
+        host = indices.numpy() if isinstance(indices, Tensor) else np.asarray(indices)
+        _check_index_dtype(host.dtype)
+        bad = host[(host < -n) | (host >= n)]
+        if bad.size:
+            raise IndexError(f"index {bad.flat[0]} is out of bounds for axis {axis} with size {n}")
+        indices = Tensor._wrap(a.device.backend.from_numpy(host, dtypes.dtype(host.dtype)),
+                               a.device)
+    _check_index_dtype(indices.dtype)
+    if indices.dtype.kind == "b":
+        raise IndexError(f"take_along_axis needs integer indices, not {indices.dtype.name}")
+    if indices.ndim != a.ndim:
+        raise ValueError(f"take_along_axis: indices of shape {indices.shape} need as many dims "
+                         f"as the tensor of shape {a.shape}")
+    if n == 0 and indices.size:
+        raise IndexError(f"cannot take from axis {axis} of size 0 with nonempty indices")
+    other = [(n, m) for d, (n, m) in enumerate(zip(a.shape, indices.shape)) if d != axis]
+    if any(n != m and 1 not in (n, m) for n, m in other):
+        raise ValueError(f"take_along_axis: shapes {a.shape} and {indices.shape} do not "
+                         f"broadcast outside axis {axis}")
+    return apply(OPS["take_along_axis"], a, indices, axis=axis)
+
+
+def one_hot(labels, num_classes, dtype=dtypes.float32):
+    """out[..., k] = 1 where labels[...] == k else 0, of shape labels.shape + (num_classes,).
+
+    Labels must lie in [0, num_classes): host labels are checked (ValueError); on a Vulkan
+    device a label outside gives a row of zeros.
+    """
+    dtype = dtypes.dtype(dtype)
+    if not isinstance(labels, Tensor):
+        labels = tensor(labels)
+    if labels.dtype.is_floating or labels.dtype.kind == "b":
+        raise TypeError(f"one_hot needs integer labels, not {labels.dtype.name}")
+    num_classes = operator.index(num_classes)
+    if num_classes < 0:
+        raise ValueError(f"one_hot: num_classes must be >= 0, not {num_classes}")
+    if labels.device.kind == "host" and labels.size:
+        values = labels.numpy()
+        if values.min() < 0 or values.max() >= num_classes:
+            raise ValueError(f"one_hot: labels must lie in [0, {num_classes}), found "
+                             f"{values.min() if values.min() < 0 else values.max()}")
+    _check_device_dtype(labels.device, dtype)
+    return apply(OPS["one_hot"], labels, num_classes=num_classes, dtype=dtype)
+
+
+# ---- the op table and its tests ------------------------------------------------------------------
+def _cases_index(rng):
+    x = rng.standard_normal
+    return [
+        ([x((5, 6)), np.array([4, 0, -1, 2])], {"key": lambda i: i}),
+        ([x((5, 6, 7)), np.array([[1, 3], [0, 0]]), np.array([6, -7])],
+         {"key": lambda i, j: (i, slice(1, 5, 2), j)}),                 # not adjacent: dims first
+        ([x((4, 5, 3)), np.array([2, 0, 4])], {"key": lambda i: (slice(None, None, -1), i)}),
+        ([x((3, 4, 5)), np.array([[1], [2]]), np.array([0, 4, 3])],
+         {"key": lambda i, j: (Ellipsis, i, j)}),
+        ([x((6, 5)), rng.random((6, 5)) > 0.5], {"key": lambda m: m}),
+        ([x((4, 7, 3)), rng.random(7) > 0.3], {"key": lambda m: (slice(1, 3), m)}),
+        ([x((2, 300)), rng.random((2, 300)) > 0.5], {"key": lambda m: m}),  # several chunks
+        ([x((4, 3)), np.zeros(4, bool)], {"key": lambda m: m}),           # nothing selected
+        ([x(()), np.array(True)], {"key": lambda m: m}),                  # 0-d
+        ([x((0, 3)), np.zeros((0,), np.int32)], {"key": lambda i: i}),    # empty
+        ([x((3, 5)), np.array(2)], {"key": lambda i: (i, slice(None))}),  # 0-d index
+        ([x((7, 3)), np.array([6, 1])], {"key": lambda i: (i, 2)}),
+    ]
+
+
+def _cases_host_keys(rng):
+    x = rng.standard_normal
+    return [([x((5, 6))], {"key": ([1, -2, 1], slice(None, None, 2))}),
+            ([x((3, 4, 5))], {"key": (0, slice(None), [1, 3])}),
+            ([x((3, 4, 5))], {"key": (None, [[0], [2]], 1, [0, 4, 1])}),
+            ([x((6, 3))], {"key": np.array([True, False, True, True, False, True])}),
+            ([x((4, 5))], {"key": (np.ones((4, 5), bool) & (rng.random((4, 5)) > 0.5),)}),
+            ([x((4, 5))], {"key": (slice(None), [])})]
+
+
+def _call_key(a, *indices, key):
+    return a[key(*indices)]
+
+
+def _reference_key(a, *indices, key):
+    return a[key(*[i.astype(np.intp) if i.dtype.kind != "b" else i for i in indices])]
+
+
+def _write_call(add):
+    def call(a, v, *indices, key):
+        b = zeros(a.shape, a.dtype, a.device)
+        b[...] = a
+        k = key(*indices) if callable(key) else key
+        (add_at(b, k, v) if add else b.__setitem__(k, v))
+        return b
+    return call
+
+
+def _write_reference(add):
+    def reference(a, v, *indices, key):
+        b = a.copy()
+        k = key(*[i.astype(np.intp) if i.dtype.kind != "b" else i for i in indices]) \
+            if callable(key) else key
+        (np.add.at(b, k, v) if add else b.__setitem__(k, v))
+        return b
+    return reference
+
+
+def _cases_write(rng):
+    x = rng.standard_normal
+    return [
+        ([x((5, 6)), x((3, 6)), np.array([4, 0, 2])], {"key": lambda i: i}),
+        ([x((5, 7)), x(()), np.array([[1, 3], [4, 0]])], {"key": lambda i: (slice(None), i)}),
+        ([x((9, 5)), 2.5, rng.random(9) > 0.4], {"key": lambda m: m}),
+        ([x((9,)), x((4,))], {"key": slice(1, 9, 2)}),
+        ([x((3, 8)), x((8,))], {"key": (1,)}),
+        ([x((4, 5, 3)), x((5, 1))], {"key": (slice(None, None, -2), Ellipsis)}),
+        ([x((6, 4)), -1.0, np.array([[0], [5]]), np.array([3, 1, 0])], {"key": lambda i, j: (i, j)}),
+        ([x((3, 301)), x((301,))], {"key": (2,)}),
+        ([x(()), 7.0], {"key": ()}),
+    ]
+
+
+def _cases_add_at(rng):
+    x = rng.standard_normal
+    return [([x((5, 3)), x((6, 3)), np.array([4, 0, 4, 2, 0, 4])], {"key": lambda i: i}),
+            ([x((7,)), 1.5, np.array([1, 1, 1, 6])], {"key": lambda i: i}),
+            ([x((4, 5)), x((4, 2)), np.array([3, 3])], {"key": lambda i: (slice(None), i)}),
+            ([x((5,)), x((3,))], {"key": slice(0, 5, 2)})]
+
+
+def _cases_take(rng):
+    x = rng.standard_normal
+    return [([x((5, 6)), np.array([[0, 5], [-1, 3]])], {"axis": 1}),
+            ([x((4, 3)), np.array([11, 0, -12])], {"axis": None}),
+            ([x((7,)), np.array(3)], {"axis": 0}),
+            ([x((3, 0)), np.array([1, 2])], {"axis": 0})]
+
+
+def _cases_take_along_axis(rng):
+    x = rng.standard_normal
+    return [([x((5, 6)), rng.integers(-6, 6, (5, 3))], {"axis": 1}),
+            ([x((4, 3, 5)), rng.integers(0, 4, (2, 1, 5))], {"axis": 0}),
+            ([x((3, 300)), rng.integers(0, 300, (3, 257))], {"axis": -1}),
+            ([x((6,)), rng.integers(0, 6, (9,))], {"axis": None}),
+            ([x((2, 3)), np.zeros((2, 0), np.int32)], {"axis": 1})]
+
+
+def _cases_one_hot(rng):
+    return [([rng.integers(0, 5, (7,))], {"num_classes": 5}),
+            ([rng.integers(0, 3, (2, 4))], {"num_classes": 3}),
+            ([np.array(2)], {"num_classes": 4}),
+            ([rng.integers(0, 300, (3,))], {"num_classes": 300}),
+            ([np.zeros((0,), np.int32)], {"num_classes": 2})]
+
+
+_ALL_DTYPES = ("float32", "bfloat16", "int32", "bool")
+
+Op("index", _index_host, _index_vulkan, tests=[
+    OpTest(_call_key, _reference_key, _cases_index, dtypes=_ALL_DTYPES),
+    OpTest(lambda a, key: a[key], lambda a, key: a[key], _cases_host_keys),
+    OpTest(lambda a, i, axis: take(a, i, axis), lambda a, i, axis: np.take(a, i, axis),
+           _cases_take, dtypes=_ALL_DTYPES),
+])
+Op("setitem", _write_host, _write_vulkan, tests=[
+    OpTest(_write_call(False), _write_reference(False), _cases_write, dtypes=_ALL_DTYPES,
+           grad=False),
+    OpTest(_write_call(True), _write_reference(True), _cases_add_at, grad=False),
+])
+Op("take_along_axis", _take_along_axis_host, _take_along_axis_vulkan, tests=[
+    OpTest(take_along_axis, lambda a, i, axis: np.take_along_axis(a, i.astype(np.intp), axis),
+           _cases_take_along_axis, dtypes=_ALL_DTYPES)])
+Op("one_hot", _one_hot_host, _one_hot_vulkan, tests=[
+    OpTest(one_hot, lambda labels, num_classes: np.eye(num_classes)[labels.astype(np.intp)]
+           if num_classes else np.zeros((*labels.shape, 0)), _cases_one_hot, dtypes=("int32",),
+           grad=False)])

@@ -1,0 +1,406 @@
+"""Moving data around: concatenate, stack, split, pad, flip, roll, tile, repeat, cumsum.
+
+>>> import vkgrad as vk
+>>> a = vk.tensor([[1, 2], [3, 4]], device="vulkan")
+>>> vk.concatenate([a, a], axis=1).tolist()
+[[1, 2, 1, 2], [3, 4, 3, 4]]
+>>> vk.pad(a, 1).shape
+(4, 4)
+>>> a.cumsum(axis=0).tolist()
+[[1, 2], [4, 6]]
+
+Semantics are numpy's. flip and split return views (no copy: flip negates strides, split slices)
+and stack concatenates views with a new axis. The others write one new tensor through
+shaders/gather.comp (strided copies: one dispatch per input of concatenate, per piece of roll, one
+for tile or repeat, two for pad) or shaders/scan.comp (cumsum). Integer cumsum wraps at 32 bits
+(int32, or uint32 for unsigned inputs, where numpy would use 64 bits); floating cumsum accumulates
+in float32 and rounds once to the input's dtype, on both backends.
+"""
+import itertools
+import operator
+from math import prod
+
+import numpy as np
+
+from .. import dtypes, layout
+from ..tensor import Tensor, _check_device_dtype, tensor, tensor_method
+from .elementwise import launch as elementwise_launch
+from .indexing import scan_rows, strided_copy, take
+from .reduce import result_dtype as reduce_dtype
+from .registry import OPS, Op, OpTest, apply
+
+
+# ---- ops: numpy on the host, strided copies on Vulkan ---------------------------------------
+def _concatenate_host(*arrays, axis, dtype):
+    return np.concatenate([a.astype(dtype.np_dtype, copy=False) for a in arrays], axis=axis)
+
+
+def _concatenate_vulkan(backend, *arrays, axis, dtype):
+    shape = list(arrays[0].shape)
+    shape[axis] = sum(a.shape[axis] for a in arrays)
+    out = backend.empty(shape, dtype)
+    at = 0
+    for a in arrays:
+        strided_copy(a.shape, out.view((), (), at * out.strides[axis]), out.strides, a, a.strides)
+        at += a.shape[axis]
+    return out
+
+
+def _pad_host(a, widths, value):
+    return np.pad(a, np.asarray(widths, np.intp).reshape(a.ndim, 2),
+                  constant_values=np.asarray(value).astype(a.dtype))
+
+
+def _pad_vulkan(backend, a, widths, value):
+    shape = tuple(n + lo + hi for n, (lo, hi) in zip(a.shape, widths))
+    out = backend.empty(shape, a.dtype)
+    strided_copy(shape, out, out.strides, value, fresh=True)
+    inside = sum(lo * s for (lo, _), s in zip(widths, out.strides))
+    strided_copy(a.shape, out.view((), (), inside), out.strides, a, a.strides)
+    return out
+
+
+def _flip_vulkan(backend, a, axes):
+    strides, offset = list(a.strides), a.offset
+    for d in axes:
+        if a.shape[d]:
+            offset += (a.shape[d] - 1) * strides[d]
+        strides[d] = -strides[d]
+    return a.view(a.shape, strides, offset)
+
+
+def _roll_vulkan(backend, a, shifts):
+    """shifts: {axis: shift in [0, n)}. Each shifted axis splits into two runs, so the result is
+    2**len(shifts) pieces, each one strided copy."""
+    out = backend.empty(a.shape, a.dtype)
+    runs = [[(0, 0, n)] if not shifts.get(d) else [(0, shifts[d], n - shifts[d]),
+                                                   (n - shifts[d], 0, shifts[d])]
+            for d, n in enumerate(a.shape)]
+    for piece in itertools.product(*runs):
+        src = a.offset + sum(lo * s for (lo, _, _), s in zip(piece, a.strides))
+        dst = sum(to * s for (_, to, _), s in zip(piece, out.strides))
+        strided_copy([n for _, _, n in piece], out.view((), (), dst), out.strides,
+                     a.view((), (), src), a.strides)
+    return out
+
+
+def _tile_vulkan(backend, a, reps):
+    # out viewed as (r0, n0, r1, n1, ...) reads a with stride 0 along each repetition dim.
+    lead = len(reps) - a.ndim
+    shape = (1,) * lead + a.shape
+    strides = (0,) * lead + a.strides
+    out = backend.empty([r * n for r, n in zip(reps, shape)], a.dtype)
+    domain = [x for r, n in zip(reps, shape) for x in (r, n)]
+    src = [x for s in strides for x in (0, s)]
+    strided_copy(domain, out, layout.contiguous_strides(domain), a, src, fresh=True)
+    return out
+
+
+def _repeat_vulkan(backend, a, repeats, axis):
+    # out viewed as (..., n, repeats, ...) reads a with stride 0 along the repetition dim.
+    domain = [*a.shape[:axis + 1], repeats, *a.shape[axis + 1:]]
+    src = [*a.strides[:axis + 1], 0, *a.strides[axis + 1:]]
+    out = backend.empty([n * repeats if d == axis else n for d, n in enumerate(a.shape)],
+                        a.dtype)
+    strided_copy(domain, out, layout.contiguous_strides(domain), a, src, fresh=True)
+    return out
+
+
+def _cumsum_dtypes(dtype):
+    """(accumulator, result): floats accumulate in float32; integers and bools in 32 bits."""
+    result = reduce_dtype("sum", dtype)
+    return (dtypes.float32 if dtype.is_floating and dtype.itemsize <= 4 else result), result
+
+
+def _cumsum_host(a, axis):
+    acc, result = _cumsum_dtypes(dtypes.dtype(a.dtype))
+    return np.cumsum(a.astype(acc.np_dtype), axis=axis).astype(result.np_dtype)
+
+
+def _cumsum_vulkan(backend, a, axis):
+    acc, result = _cumsum_dtypes(a.dtype)
+    out = backend.empty(a.shape, acc)
+    scan_rows(a, out, axis)
+    if result is not acc:
+        out = elementwise_launch(backend, "identity", result, a.shape, [out], "float")
+    return out
+
+
+# ---- public API ----------------------------------------------------------------------------------
+def _tensors(items, what):
+    items = list(items)
+    if not items:
+        raise ValueError(f"need at least one tensor to {what}")
+    device = next((t.device for t in items if isinstance(t, Tensor)), None)
+    return [t if isinstance(t, Tensor) else tensor(t, device=device) for t in items]
+
+
+def concatenate(tensors, axis=0):
+    """Join tensors along an existing axis (numpy's rules; dtypes promote).
+
+    >>> vk.concatenate([vk.ones((2, 3)), vk.zeros((1, 3))]).shape
+    (3, 3)
+    """
+    tensors = _tensors(tensors, "concatenate")
+    first = tensors[0]
+    if first.ndim == 0:
+        raise ValueError("zero-dimensional tensors cannot be concatenated")
+    axis = layout.normalize_axis(axis, first.ndim)
+    dtype = first.dtype
+    for i, t in enumerate(tensors[1:], 1):
+        if t.ndim != first.ndim:
+            raise ValueError(f"concatenate: tensor 0 has {first.ndim} dims (shape {first.shape}) "
+                             f"but tensor {i} has {t.ndim} (shape {t.shape})")
+        for d in range(first.ndim):
+            if d != axis and t.shape[d] != first.shape[d]:
+                raise ValueError(f"concatenate along axis {axis}: tensor 0 has shape "
+                                 f"{first.shape} but tensor {i} has shape {t.shape} (dim {d} "
+                                 "differs)")
+        dtype = dtypes.result_type(dtype, t.dtype)
+    _check_device_dtype(first.device, dtype)
+    return apply(OPS["concatenate"], *tensors, axis=axis, dtype=dtype)
+
+
+def stack(tensors, axis=0):
+    """Join tensors of one shape along a new axis.
+
+    >>> vk.stack([vk.ones(3), vk.zeros(3)], axis=1).shape
+    (3, 2)
+    """
+    tensors = _tensors(tensors, "stack")
+    for i, t in enumerate(tensors[1:], 1):
+        if t.shape != tensors[0].shape:
+            raise ValueError(f"stack needs tensors of one shape: tensor 0 has shape "
+                             f"{tensors[0].shape} but tensor {i} has shape {t.shape}")
+    axis = layout.normalize_axis(axis, tensors[0].ndim + 1)
+    return concatenate([t.expand_dims(axis) for t in tensors], axis)
+
+
+def split(t, indices_or_sections, axis=0):
+    """Views of `t` cut along `axis`: into N equal parts (an int), or at the given indices.
+
+    >>> [p.shape for p in vk.split(vk.ones(10), [3, 5])]
+    [(3,), (2,), (5,)]
+    """
+    axis = layout.normalize_axis(axis, t.ndim)
+    n = t.shape[axis]
+    if isinstance(indices_or_sections, (int, np.integer)):
+        sections = operator.index(indices_or_sections)
+        if sections <= 0 or n % sections:
+            raise ValueError(f"split: {n} elements along axis {axis} do not divide into "
+                             f"{sections} equal sections")
+        cuts = [n // sections * i for i in range(1, sections)]
+    else:
+        cuts = [operator.index(i) for i in indices_or_sections]
+    bounds = [None, *cuts, None]
+    lead = (slice(None),) * axis
+    return [t[(*lead, slice(lo, hi))] for lo, hi in zip(bounds, bounds[1:])]
+
+
+def pad(t, pad_width, mode="constant", constant_values=0):
+    """`t` surrounded by `constant_values`: pad_width is numpy's (an int, (before, after), or one
+    (before, after) pair per axis). Only mode="constant" with a scalar value is supported.
+
+    >>> vk.pad(vk.ones((2, 2)), ((1, 0), (0, 2))).shape
+    (3, 4)
+    """
+    if t.ndim == 0:
+        raise ValueError("pad: a 0-d tensor has no axes to pad")
+    if mode != "constant":
+        raise ValueError(f"pad: only mode='constant' is supported, not {mode!r}")
+    if not isinstance(constant_values, (int, float, bool, np.number, np.bool_)):
+        raise TypeError("pad: constant_values must be a scalar here, not "
+                        f"{type(constant_values).__name__}")
+    widths = np.asarray(pad_width)
+    if widths.size and widths.dtype.kind not in "iu":
+        raise TypeError(f"pad: pad_width must hold integers, not {widths.dtype}")
+    try:
+        widths = np.broadcast_to(widths, (t.ndim, 2))
+    except ValueError:
+        raise ValueError(f"pad: pad_width of shape {widths.shape} does not fit a tensor of "
+                         f"shape {t.shape}: give an int, (before, after), or {t.ndim} such "
+                         "pairs") from None
+    if (widths < 0).any():
+        raise ValueError(f"pad: negative pad widths {widths.tolist()}")
+    widths = tuple((int(lo), int(hi)) for lo, hi in widths)
+    return apply(OPS["pad"], t, widths=widths, value=constant_values)
+
+
+def flip(t, axis=None):
+    """A view of `t` with the order of elements reversed along `axis` (None: every axis)."""
+    return apply(OPS["flip"], t, axes=layout.normalize_axes(axis, t.ndim))
+
+
+def roll(t, shift, axis=None):
+    """Elements shifted by `shift` along `axis`, those that fall off one end coming back at the
+    other (numpy's np.roll; shift and axis may be tuples; axis None rolls the flattened tensor).
+
+    >>> vk.roll(vk.tensor([1, 2, 3, 4]), 1).tolist()
+    [4, 1, 2, 3]
+    """
+    if axis is None:
+        return roll(t.reshape(-1), shift, 0).reshape(t.shape)
+    try:
+        pairs = np.broadcast(np.asarray(shift), np.asarray(axis))
+    except ValueError:
+        raise ValueError(f"roll: shift {shift} and axis {axis} do not match") from None
+    shifts = {}
+    for s, a in pairs:
+        a = layout.normalize_axis(a, t.ndim)
+        shifts[a] = shifts.get(a, 0) + int(s)
+    shifts = {a: s % t.shape[a] for a, s in shifts.items() if t.shape[a]}
+    return apply(OPS["roll"], t, shifts={a: s for a, s in shifts.items() if s})
+
+
+def tile(t, reps):
+    """`t` repeated reps[d] times along each dim d (numpy's np.tile: reps and t.shape are padded
+    with leading 1s to the same length).
+
+    >>> vk.tile(vk.tensor([1, 2]), (2, 2)).tolist()
+    [[1, 2, 1, 2], [1, 2, 1, 2]]
+    """
+    reps = (reps,) if isinstance(reps, (int, np.integer)) else tuple(reps)
+    reps = tuple(operator.index(r) for r in reps)
+    if any(r < 0 for r in reps):
+        raise ValueError(f"tile: negative repetitions {reps}")
+    reps = (1,) * (t.ndim - len(reps)) + reps
+    return apply(OPS["tile"], t, reps=reps)
+
+
+@tensor_method("repeat")
+def repeat(t, repeats, axis=None):
+    """Each element repeated along `axis` (None: of the flattened tensor): `repeats` times, or
+    repeats[i] times for element i (numpy's np.repeat).
+
+    >>> vk.repeat(vk.tensor([1, 2]), 2).tolist()
+    [1, 1, 2, 2]
+    >>> vk.repeat(vk.tensor([1, 2]), [1, 3]).tolist()
+    [1, 2, 2, 2]
+
+    Per-element repeats are host data (a tensor on a device is read back): the result's shape
+    depends on them.
+    """
+    if axis is None:
+        t, axis = t.reshape(-1), 0
+    axis = layout.normalize_axis(axis, t.ndim)
+    counts = np.asarray(repeats.numpy() if isinstance(repeats, Tensor) else repeats)
+    if counts.dtype.kind not in "iu" or counts.ndim > 1:
+        raise TypeError(f"repeat: repeats must be an int or a 1-d sequence of ints, not {repeats!r}")
+    if (counts < 0).any():
+        raise ValueError(f"repeat: negative repeats {counts.tolist()}")
+    if counts.size == 1:
+        return apply(OPS["repeat"], t, repeats=int(counts.reshape(())), axis=axis)
+    if counts.size != t.shape[axis]:
+        raise ValueError(f"repeat: {counts.size} repeats for {t.shape[axis]} elements along "
+                         f"axis {axis} of shape {t.shape}")
+    return take(t, np.repeat(np.arange(t.shape[axis]), counts), axis)
+
+
+@tensor_method("cumsum")
+def cumsum(t, axis=None):
+    """Running sums along `axis` (None: of the flattened tensor): out[..., j] = sum(t[..., :j+1]).
+
+    >>> vk.tensor([1.0, 2.0, 3.0]).cumsum().tolist()
+    [1.0, 3.0, 6.0]
+    """
+    if axis is None:
+        t, axis = t.reshape(-1), 0
+    return apply(OPS["cumsum"], t, axis=layout.normalize_axis(axis, t.ndim))
+
+
+# ---- the op table and its tests ------------------------------------------------------------------
+_ALL_DTYPES = ("float32", "bfloat16", "int32", "bool")
+
+
+def _cases_concatenate(rng):
+    x = rng.standard_normal
+    return [([x((2, 3)), x((1, 3)), x((4, 3))], {"axis": 0}),
+            ([x((3, 5, 2)), x((3, 1, 2)), x((3, 7, 2))], {"axis": 1}),
+            ([x((3, 5)), x((3, 0)), x((3, 2))], {"axis": -1}),       # odd pieces of packed words
+            ([x((7,)), x((300,))], {"axis": 0}),
+            ([x((0, 4)), x((0, 4))], {"axis": 0})]
+
+
+def _cases_stack(rng):
+    x = rng.standard_normal
+    return [([x((2, 3)), x((2, 3)), x((2, 3))], {"axis": 0}),
+            ([x((5,)), x((5,))], {"axis": 1}),
+            ([x(()), x(())], {"axis": 0}),
+            ([x((3, 0))], {"axis": -1})]
+
+
+def _cases_pad(rng):
+    x = rng.standard_normal
+    return [([x((3, 4))], {"pad_width": 1, "constant_values": 0}),
+            ([x((2, 3, 5))], {"pad_width": ((0, 1), (2, 0), (1, 3)), "constant_values": -1.5}),
+            ([x((7,))], {"pad_width": (3, 0), "constant_values": 2}),
+            ([x((0, 2))], {"pad_width": ((1, 1), (0, 1)), "constant_values": 1}),
+            ([x((17, 31))], {"pad_width": ((5, 300), (1, 2)), "constant_values": 0.5})]
+
+
+def _cases_flip(rng):
+    x = rng.standard_normal
+    return [([x((3, 4))], {"axis": None}), ([x((2, 3, 5))], {"axis": (0, 2)}),
+            ([x((9,))], {"axis": 0}), ([x(())], {"axis": None}), ([x((0, 3))], {"axis": 0})]
+
+
+def _cases_roll(rng):
+    x = rng.standard_normal
+    return [([x((3, 4))], {"shift": 1, "axis": None}),
+            ([x((5, 6, 7))], {"shift": (2, -3), "axis": (0, 2)}),
+            ([x((9,))], {"shift": 13, "axis": 0}),
+            ([x((4, 3))], {"shift": (1, 2), "axis": 1}),             # both on axis 1: 3 = 0
+            ([x((2, 301))], {"shift": -100, "axis": -1}),
+            ([x(())], {"shift": 5, "axis": None}),
+            ([x((0, 3))], {"shift": 1, "axis": 0})]
+
+
+def _cases_tile(rng):
+    x = rng.standard_normal
+    return [([x((2, 3))], {"reps": (2, 3)}), ([x((3,))], {"reps": (2, 1, 3)}),
+            ([x((2, 3, 4))], {"reps": 2}), ([x(())], {"reps": 3}), ([x((3, 5))], {"reps": (0, 2)}),
+            ([x((2, 1, 3, 2))], {"reps": (2, 2, 2, 2)})]                # 8 dims before merging
+
+
+def _cases_repeat(rng):
+    x = rng.standard_normal
+    return [([x((2, 3))], {"repeats": 2, "axis": None}), ([x((2, 3))], {"repeats": 3, "axis": 1}),
+            ([x((4, 3))], {"repeats": [1, 0, 3, 2], "axis": 0}), ([x(())], {"repeats": 4,
+                                                                          "axis": None}),
+            ([x((5, 7))], {"repeats": 0, "axis": 0}), ([x((3, 101))], {"repeats": 3, "axis": -1})]
+
+
+def _cases_cumsum(rng):
+    x = rng.standard_normal
+    return [([x((5, 6))], {"axis": 1}), ([x((5, 6))], {"axis": 0}), ([x((2, 3, 4))], {"axis": None}),
+            ([x((3, 1000))], {"axis": 1}), ([x((2000,))], {"axis": 0}), ([x(())], {"axis": None}),
+            ([x((0, 3))], {"axis": 0}), ([x((70, 3, 2))], {"axis": 0})]
+
+
+def _cumsum_length(inputs, params):
+    x = inputs[0]
+    return x.size if params["axis"] is None else x.shape[params["axis"]]
+
+
+Op("concatenate", _concatenate_host, _concatenate_vulkan, tests=[
+    OpTest(lambda *ts, axis: concatenate(ts, axis), lambda *xs, axis: np.concatenate(xs, axis),
+           _cases_concatenate, dtypes=_ALL_DTYPES),
+    OpTest(lambda *ts, axis: stack(ts, axis), lambda *xs, axis: np.stack(xs, axis), _cases_stack,
+           dtypes=_ALL_DTYPES)])
+Op("pad", _pad_host, _pad_vulkan, tests=[OpTest(
+    pad, lambda x, pad_width, constant_values: np.pad(
+        x, pad_width, constant_values=np.asarray(constant_values).astype(x.dtype)),
+    _cases_pad, dtypes=_ALL_DTYPES)])
+Op("flip", lambda a, axes: np.flip(a, axes), _flip_vulkan, tests=[OpTest(
+    flip, lambda x, axis: np.flip(x, axis), _cases_flip, dtypes=_ALL_DTYPES)])
+Op("roll", lambda a, shifts: np.roll(a, tuple(shifts.values()), tuple(shifts)) if shifts
+   else a.copy(), _roll_vulkan, tests=[OpTest(
+       roll, lambda x, shift, axis: np.roll(x, shift, axis), _cases_roll, dtypes=_ALL_DTYPES)])
+Op("tile", lambda a, reps: np.tile(a, reps), _tile_vulkan, tests=[OpTest(
+    tile, lambda x, reps: np.tile(x, reps), _cases_tile, dtypes=_ALL_DTYPES)])
+Op("repeat", lambda a, repeats, axis: np.repeat(a, repeats, axis), _repeat_vulkan, tests=[OpTest(
+    repeat, lambda x, repeats, axis: np.repeat(x, repeats, axis), _cases_repeat,
+    dtypes=_ALL_DTYPES)])
+Op("cumsum", _cumsum_host, _cumsum_vulkan, tests=[OpTest(
+    cumsum, lambda x, axis: np.cumsum(x, axis), _cases_cumsum,
+    dtypes=("float32", "bfloat16", "int32", "bool"), reduction_length=_cumsum_length)])
