@@ -60,7 +60,8 @@ void offsets(uint i, out int dst_off, out int src_off, out int ix) {
 
 // The source element as bits of dst's dtype, not yet shifted into place.
 uint value_bits(int src_off, int ix) {
-    if (p.side == INDEX_VALUE) return i32_to_bits(p.dst_dt, load_i32(p.src_dt, p.src_start, src_off) + ix);
+    if (p.side == INDEX_VALUE)
+        return i32_to_bits(p.dst_dt, load_i32(p.src_dt, p.src_start, src_off) + ix);
     if (p.src_dt == DT_IMM) return p.src_start;
     if (p.src_dt == p.dst_dt) return load_bits(p.src_dt, p.src_start, src_off);  // NaN payloads too
     if (is_float(p.src_dt) || is_float(p.dst_dt))

@@ -69,7 +69,8 @@ void main() {
         coords_offsets(r, src_base, dst_base);
         if (p.phase == SCAN_CHUNKS) {
             uint acc = 0u;
-            for (uint j = lo; j < hi; ++j) acc = add_acc(acc, load_acc(src_base + int(j) * p.src_step));
+            for (uint j = lo; j < hi; ++j)
+                acc = add_acc(acc, load_acc(src_base + int(j) * p.src_step));
             arena[p.sums_start + r * stride + k] = acc;
         } else if (p.phase == SCAN_WRITE) {
             uint acc = p.nchunks > 1u ? arena[p.sums_start + r * stride + k] : 0u;

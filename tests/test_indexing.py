@@ -180,8 +180,10 @@ def test_setitem_basic_keys_write_in_place(device, dtype, rng):
     alias = t[1:]  # a view: writes through t must show in it
     cases = [((1, slice(2, 7)), 1), ((slice(None, None, -2), slice(1, None, 3)),
                                       sample(rng, (3, 3), dtype)),
-             ((Ellipsis, 4), sample(rng, (5,), dtype)), ((slice(1, 4),), sample(rng, (1, 9), dtype)),
-             ((-1,), sample(rng, (1, 1, 9), dtype)), ((slice(3, 3),), 0), ((), sample(rng, (9,), dtype))]
+             ((Ellipsis, 4), sample(rng, (5,), dtype)),
+             ((slice(1, 4),), sample(rng, (1, 9), dtype)),
+             ((-1,), sample(rng, (1, 1, 9), dtype)), ((slice(3, 3),), 0),
+             ((), sample(rng, (9,), dtype))]
     for key, value in cases:
         x[key] = value
         t[key] = vk.tensor(value, device=device) if isinstance(value, np.ndarray) else value
@@ -317,7 +319,8 @@ def keys(draw):
     ellipsis = draw(st.booleans())
     back = draw(st.integers(0, len(shape) - front)) if ellipsis else 0
     key, mask = [], False
-    for axis in [*range(front), *([None] if ellipsis else []), *range(len(shape) - back, len(shape))]:
+    axes = [*range(front), *([None] if ellipsis else []), *range(len(shape) - back, len(shape))]
+    for axis in axes:
         if axis is None:
             key.append(Ellipsis)
             continue

@@ -168,7 +168,8 @@ def _mask_offsets(mask, strides):
                                                strides)
     if len(shape) > MAXD:
         raise NotImplementedError(f"a boolean index of shape {mask.shape} over dims with strides "
-                                  f"{tuple(strides)} ({len(shape)} dims after merging, at most {MAXD})")
+                                  f"{tuple(strides)} ({len(shape)} dims after merging, at most "
+                                  f"{MAXD})")
     fields = dict(is_float=0, len=n, rows=1, chunk=chunk, nchunks=nchunks, src=mask, src_step=1,
                   dst_start=0, dst_step=0, sums_start=sums.start, shape=(), src_strides=(),
                   dst_strides=())
@@ -631,7 +632,8 @@ def _cases_write(rng):
         ([x((9,)), x((4,))], {"key": slice(1, 9, 2)}),
         ([x((3, 8)), x((8,))], {"key": (1,)}),
         ([x((4, 5, 3)), x((5, 1))], {"key": (slice(None, None, -2), Ellipsis)}),
-        ([x((6, 4)), -1.0, np.array([[0], [5]]), np.array([3, 1, 0])], {"key": lambda i, j: (i, j)}),
+        ([x((6, 4)), -1.0, np.array([[0], [5]]), np.array([3, 1, 0])],
+         {"key": lambda i, j: (i, j)}),
         ([x((3, 301)), x((301,))], {"key": (2,)}),
         ([x(()), 7.0], {"key": ()}),
     ]

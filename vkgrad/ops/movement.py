@@ -18,7 +18,6 @@ in float32 and rounds once to the input's dtype, on both backends.
 """
 import itertools
 import operator
-from math import prod
 
 import numpy as np
 
@@ -285,7 +284,8 @@ def repeat(t, repeats, axis=None):
     axis = layout.normalize_axis(axis, t.ndim)
     counts = np.asarray(repeats.numpy() if isinstance(repeats, Tensor) else repeats)
     if counts.dtype.kind not in "iu" or counts.ndim > 1:
-        raise TypeError(f"repeat: repeats must be an int or a 1-d sequence of ints, not {repeats!r}")
+        raise TypeError(f"repeat: repeats must be an int or a 1-d sequence of ints, not "
+                        f"{repeats!r}")
     if (counts < 0).any():
         raise ValueError(f"repeat: negative repeats {counts.tolist()}")
     if counts.size == 1:
@@ -372,7 +372,8 @@ def _cases_repeat(rng):
 
 def _cases_cumsum(rng):
     x = rng.standard_normal
-    return [([x((5, 6))], {"axis": 1}), ([x((5, 6))], {"axis": 0}), ([x((2, 3, 4))], {"axis": None}),
+    return [([x((5, 6))], {"axis": 1}), ([x((5, 6))], {"axis": 0}),
+            ([x((2, 3, 4))], {"axis": None}),
             ([x((3, 1000))], {"axis": 1}), ([x((2000,))], {"axis": 0}), ([x(())], {"axis": None}),
             ([x((0, 3))], {"axis": 0}), ([x((70, 3, 2))], {"axis": 0})]
 
