@@ -160,3 +160,22 @@ def test_promotion_matches_numpy_conventions(da, db, scalar):
         assert got is (vk.int32 if da == "bool" else vk.dtype(da))
     else:
         assert got is (vk.dtype(da) if vk.dtype(da).is_floating else vk.float32)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_long_reductions_take_two_passes(device, rng, dtype):
+    """Rows longer than one pass handles (lavapipe ends shader loops after 65535 iterations)."""
+    a = rng.standard_normal((2, 300_001)).astype(vk.dtype(dtype).np_dtype)
+    a[1, 7] = np.nan
+    t = vk.tensor(a, device=device)
+    ref = a.astype(np.float64)
+    np.testing.assert_allclose(t[0].sum().item(), ref[0].sum(), rtol=1e-3 if dtype == "float32"
+                               else 2e-2, atol=0.5)
+    np.testing.assert_allclose(t.mean(axis=1, keepdims=True).numpy().astype(np.float64),
+                               ref.mean(axis=1, keepdims=True), rtol=2e-2, atol=1e-4)
+    np.testing.assert_array_equal(t.max(axis=1).numpy().astype(np.float32),
+                                  a.max(axis=1).astype(np.float32))
+    np.testing.assert_array_equal(t.argmax(axis=1).numpy(), a.argmax(axis=1))
+    np.testing.assert_array_equal(t.argmin(axis=-1).numpy(), a.argmin(axis=-1))
+    np.testing.assert_array_equal((t > 4).any(axis=1).numpy(), (a > 4).any(axis=1))
+    np.testing.assert_array_equal((t < 10).all(axis=1).numpy(), (a < 10).all(axis=1))

@@ -186,6 +186,7 @@ def _backend(dev):
                 manager = _managers.get(dev.index) or kp.Manager(dev.index)
                 _managers[dev.index] = manager
                 backend = _backends[dev] = VulkanBackend(manager, dev._properties)
+                backend.device = dev
     return backend
 
 

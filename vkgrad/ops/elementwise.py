@@ -152,7 +152,8 @@ def _make(name, fn, result, arity, domain):
         arrays = [np.asarray(a, dtype=compute.np_dtype) for a in args]
         with np.errstate(all="ignore"):
             r = fn(*arrays)
-        return np.asarray(r).astype(out_dtype.np_dtype, copy=False)
+        # identity is astype: always a copy, as on the device
+        return np.asarray(r).astype(out_dtype.np_dtype, copy=name == "identity")
 
     def vulkan(backend, *args, compute, out_dtype):
         shape = layout.broadcast_shapes(*[a.shape for a in args if isinstance(a, DeviceArray)])

@@ -13,6 +13,7 @@ from .registry import Op, OpTest
 
 MAXD = 4        # kept dims and reduced dims reduce.comp describes, each (after coalescing)
 MAX_GROUP = 64  # threads cooperating on one output
+ITERATIONS_PER_THREAD = 4096  # longer reductions go in two passes (see _two_pass)
 
 
 def result_dtype(name, dtype):
@@ -67,6 +68,8 @@ def _vulkan(name):
         n_red = prod(a.shape[d] for d in axes)
         if n_red == 0 and name in ("max", "min", "argmax", "argmin") and prod(out_shape):
             raise ValueError(f"zero-size reduction with {name}, which has no identity")
+        if n_red > MAX_GROUP * ITERATIONS_PER_THREAD:
+            return _two_pass(name, a, axes, keepdims, n_red)
         out = backend.empty(out_shape, out_dtype)
         if out.size:
             mean_scale = 1.0 / n_red if n_red else float("nan")  # numpy: mean of nothing is NaN
@@ -76,6 +79,37 @@ def _vulkan(name):
             out = out.view(shape, layout.contiguous_strides(shape), 0)
         return out
     return vulkan
+
+
+def _two_pass(name, a, axes, keepdims, n_red):
+    """Long reductions in two passes over (rows, ~sqrt(n) chunks): a thread's loop stays short
+    (lavapipe stops shader loops after 65535 iterations) and partial sums stay accurate."""
+    from ..creation import arange
+    from ..tensor import Tensor, full, where
+    t = Tensor._wrap(a, a.backend.device)
+    kept = [d for d in range(a.ndim) if d not in axes]
+    out_shape = [1 if d in axes else a.shape[d] for d in range(a.ndim)] if keepdims else \
+        [a.shape[d] for d in kept]
+    x = t.transpose(kept + list(axes)).reshape(-1, n_red)
+    if name in ("argmax", "argmin"):
+        m = getattr(x, name[3:])(axis=1, keepdims=True)
+        hit = where(m.isnan(), x.isnan(), x == m)  # numpy: the first NaN, else the first extreme
+        index = arange(n_red, dtype=dtypes.int32, device=t.device)
+        return where(hit, index, n_red).min(axis=1).reshape(out_shape)._data
+    acc = dtypes.float32 if a.dtype.is_floating else dtypes.int32
+    if name in ("any", "all"):
+        acc = dtypes.bool_
+    identity = {"prod": 1, "max": float("-inf") if acc.is_floating else -2**31,
+                "min": float("inf") if acc.is_floating else 2**31 - 1, "all": True}.get(name, 0)
+    chunk = int(n_red ** 0.5) + 1
+    chunks = -(-n_red // chunk)
+    padded = full((x.shape[0], chunks * chunk), identity, dtype=acc, device=t.device)
+    padded[:, :n_red] = x
+    inner = "sum" if name == "mean" else name
+    r = getattr(getattr(padded.reshape(-1, chunks, chunk), inner)(axis=2), inner)(axis=1)
+    if name == "mean":
+        r = r / n_red
+    return r.astype(result_dtype(name, a.dtype)).reshape(out_shape)._data
 
 
 def _launch(backend, name, a, kept, axes, out, scale):
