@@ -12,10 +12,10 @@
 // cost far more than the arithmetic, so the micro-tile is as large as GPU registers allow.
 #include "common.glsl"
 
-#define TM 8                 // rows per thread (a multiple of 4)
-#define TN 8                 // columns per thread (a multiple of 4)
-#define BM (16 * TM)         // = TILE in vkgrad/ops/linalg.py
-#define BN (16 * TN)
+#define BM MATMUL_TILE       // from vkgrad/kernels.py, which linalg.py sizes the grid by
+#define BN MATMUL_TILE
+#define TM (BM / 16)         // rows per thread (a multiple of 4)
+#define TN (BN / 16)         // columns per thread (a multiple of 4)
 #define BK 16
 layout(local_size_x = 256) in;
 

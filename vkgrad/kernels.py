@@ -44,6 +44,7 @@ FAMILIES = {
 # Every kernel declares its push constants within this many 32-bit words (Vulkan guarantees 128 B).
 PUSH_WORDS = 32
 WORKGROUP = 256  # local_size_x of the one-dimensional kernels
+MATMUL_TILE = 128  # output rows and columns per matmul.comp workgroup (16 threads x 8 each)
 
 
 ELEMENTWISE_CODES = {name: i for i, name in enumerate(ELEMENTWISE_OPS)}
@@ -54,7 +55,9 @@ RANDOM_CODES = {name: 200 + i for i, name in enumerate(RANDOM_OPS)}
 def defines():
     """The -D defines every shader is compiled with."""
     out = {f"DT_{name.upper()}": code for name, code in DTYPE_CODES.items()}
-    out.update({f"OP_{name.upper()}": code for name, code in {**ELEMENTWISE_CODES, **REDUCE_CODES, **RANDOM_CODES}.items()})
+    codes = {**ELEMENTWISE_CODES, **REDUCE_CODES, **RANDOM_CODES}
+    out.update({f"OP_{name.upper()}": code for name, code in codes.items()})
+    out["MATMUL_TILE"] = MATMUL_TILE
     return out
 
 

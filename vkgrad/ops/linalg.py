@@ -24,7 +24,6 @@ from ..tensor import Tensor, tensor_method
 from .registry import Op, OpTest, apply
 
 MAXB = 3    # batch dims matmul.comp describes (after coalescing); more are looped on the host
-TILE = 128  # output rows and columns per workgroup (BM = BN in shaders/matmul.comp)
 
 
 # ---- the op ------------------------------------------------------------------------------------
@@ -68,7 +67,7 @@ def _launch(backend, out, a, b):
     push = [out.start, out.dtype.code, a.start, a.dtype.code, b.start, b.dtype.code, m, n, k,
             a.strides[-2], a.strides[-1], b.strides[-2], b.strides[-1],
             *[1] * pad, *batch, *[0] * pad, *a_sb, *[0] * pad, *b_sb]
-    tiles = -(-m // TILE) * -(-n // TILE) * prod(batch)
+    tiles = -(-m // kernels.MATMUL_TILE) * -(-n // kernels.MATMUL_TILE) * prod(batch)
     backend.launch("matmul", "", tiles * kernels.WORKGROUP, push)
 
 
