@@ -124,7 +124,7 @@ def plot(results, path):
                     marker="o", label=series, linestyle="--" if "torch" in series else "-")
         ax.set(title=name, xlabel="N (NxN float32)", ylabel="ms", xscale="log", yscale="log")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+        ax.legend(fontsize=6)  # panels differ: matmul adds numpy
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
