@@ -15,6 +15,7 @@ from . import dtypes, layout
 from .device import HOST, device as as_device
 from .ops import OPS, apply
 from .ops.elementwise import TABLE as ELEMENTWISE, result_dtypes
+from .ops.reduce import REDUCTIONS
 
 
 class Tensor:
@@ -155,39 +156,10 @@ class Tensor:
     def __ge__(self, other): return elementwise("ge", self, other)
     __hash__ = object.__hash__
 
-    # ---- reductions -----------------------------------------------------------------------------
+    # ---- reductions: sum, mean, prod, max, min, argmax, argmin, any, all (attached below) -----
     def _reduce(self, name, axis=None, keepdims=False):
         axes = layout.normalize_axes(axis, self.ndim)
         return apply(OPS[name], self, axes=axes, keepdims=keepdims)
-
-    def sum(self, axis=None, keepdims=False):
-        """Sum over `axis` (None: all; int or tuple; negative counts from the end)."""
-        return self._reduce("sum", axis, keepdims)
-
-    def mean(self, axis=None, keepdims=False):
-        return self._reduce("mean", axis, keepdims)
-
-    def prod(self, axis=None, keepdims=False):
-        return self._reduce("prod", axis, keepdims)
-
-    def max(self, axis=None, keepdims=False):
-        return self._reduce("max", axis, keepdims)
-
-    def min(self, axis=None, keepdims=False):
-        return self._reduce("min", axis, keepdims)
-
-    def argmax(self, axis=None, keepdims=False):
-        return self._reduce("argmax", axis, keepdims)
-
-    def argmin(self, axis=None, keepdims=False):
-        return self._reduce("argmin", axis, keepdims)
-
-    def any(self, axis=None, keepdims=False):
-        return self._reduce("any", axis, keepdims)
-
-    def all(self, axis=None, keepdims=False):
-        return self._reduce("all", axis, keepdims)
-
 
     def var(self, axis=None, ddof=0, keepdims=False):
         """Variance: mean((x - mean(x))**2) * n / (n - ddof), computed in float32 at least."""
@@ -323,6 +295,20 @@ def tensor_method(*names):
             setattr(Tensor, name, fn)
         return fn
     return register
+
+
+def _attach_reduction_methods():
+    # t.sum(axis=None, keepdims=False) and its siblings, one per reduction op.
+    for name in REDUCTIONS:
+        def method(self, axis=None, keepdims=False, _n=name):
+            return self._reduce(_n, axis, keepdims)
+        method.__name__ = name
+        method.__doc__ = (f"{name} over `axis` (None: all axes; an int or a tuple; negative "
+                          "counts from the end), keeping reduced axes as size 1 if `keepdims`.")
+        setattr(Tensor, name, method)
+
+
+_attach_reduction_methods()
 
 
 def _attach_unary_methods():

@@ -179,7 +179,9 @@ def _call(name):
     return lambda x, axis, keepdims: getattr(x, name)(axis=axis, keepdims=keepdims)
 
 
-for _name in ("sum", "prod", "max", "min", "argmax", "argmin", "any", "all", "mean"):
+REDUCTIONS = ("sum", "mean", "prod", "max", "min", "argmax", "argmin", "any", "all")
+
+for _name in REDUCTIONS:
     Op(_name, _host(_name), _vulkan(_name), tests=[OpTest(
         _call(_name), _reference(_name), _reduce_cases(_name),
         dtypes=("bool",) if _name in ("any", "all") else ("float32", "bfloat16"),
