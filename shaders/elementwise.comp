@@ -128,6 +128,7 @@ T apply(uint op, T a, T b, T c) {
     case OP_SIGMOID: return a >= 0.0 ? 1.0 / (1.0 + exp(-a)) : exp(a) / (1.0 + exp(a));
     case OP_RELU: return isnan(a) ? a : max(a, 0.0);
     case OP_GELU: return 0.5 * a * (1.0 + erf_approx(a * 0.70710678118654752));
+    case OP_ERF: return erf_approx(a);
     case OP_SOFTPLUS: return max(a, 0.0) + log(1.0 + exp(-abs(a)));
     case OP_SIGN: return isnan(a) ? a : sign(a);
     case OP_FLOOR: return floor(a);

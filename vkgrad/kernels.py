@@ -11,7 +11,7 @@ DTYPE_CODES = {"float32": 0, "bfloat16": 1, "int32": 2, "uint32": 3, "uint8": 4,
 # Op codes of elementwise.comp (one shared numbering, selected at run time by a push constant).
 ELEMENTWISE_OPS = [
     "identity", "neg", "abs", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "reciprocal",
-    "square", "sin", "cos", "tanh", "sigmoid", "relu", "gelu", "softplus", "sign", "floor",
+    "square", "sin", "cos", "tanh", "sigmoid", "relu", "gelu", "erf", "softplus", "sign", "floor",
     "ceil", "round", "isnan", "isinf", "isfinite", "logical_not",
     "add", "sub", "mul", "div", "floordiv", "mod", "pow", "maximum", "minimum",
     "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "bitand", "bitor", "bitxor",

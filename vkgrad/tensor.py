@@ -12,6 +12,9 @@ from math import prod
 import numpy as np
 
 from . import dtypes, layout
+import weakref
+
+from .autograd import check_inplace
 from .device import HOST, device as as_device
 from .ops import OPS, apply
 from .ops.elementwise import TABLE as ELEMENTWISE, result_dtypes
@@ -21,7 +24,10 @@ from .ops.reduce import REDUCTIONS
 class Tensor:
     """An n-dimensional array of one dtype on one device. Build one with `vkgrad.tensor`."""
 
-    __slots__ = ("_data", "device", "__weakref__")
+    # _grad_node: the autograd node that made this tensor (an AccumulateGrad for a leaf that
+    # requires grad, once used); _out_index: which of that node's outputs it is.
+    __slots__ = ("_data", "device", "grad", "_requires_grad", "_grad_node", "_out_index",
+                 "__weakref__")
     __array_priority__ = 1000  # numpy defers `ndarray op Tensor` to Tensor's reflected methods
 
     @classmethod
@@ -30,6 +36,7 @@ class Tensor:
         if device.kind == "host" and not isinstance(data, np.ndarray):
             data = np.asarray(data)
         t._data, t.device = data, device
+        t.grad, t._requires_grad, t._grad_node, t._out_index = None, False, None, 0
         return t
 
     # ---- basic properties ----------------------------------------------------------------------
@@ -118,7 +125,60 @@ class Tensor:
 
     def __repr__(self):
         values = np.array2string(self.numpy(), separator=", ", prefix="tensor(")
-        return f"tensor({values}, dtype={self.dtype.name}, device={self.device})"
+        grad = f", grad_fn={self.grad_fn!r}" if self.grad_fn is not None else (
+            ", requires_grad=True" if self._requires_grad else "")
+        return f"tensor({values}, dtype={self.dtype.name}, device={self.device}{grad})"
+
+    # ---- autograd (vkgrad/autograd.py) -----------------------------------------------------------
+    @property
+    def requires_grad(self):
+        """Whether gradients flow to this tensor (set on leaves; results of ops inherit it)."""
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, flag):
+        self.requires_grad_(flag)
+
+    def requires_grad_(self, flag=True):
+        """Make this leaf require grad (in place); returns self."""
+        if self._grad_node is not None and not self.is_leaf:
+            raise RuntimeError("requires_grad can only be changed on leaf tensors; use "
+                               "detach() to get a leaf from this result")
+        if flag and not self.dtype.is_floating:
+            raise TypeError(f"only floating tensors can require grad, not {self.dtype.name}")
+        self._requires_grad = bool(flag)
+        if not flag:
+            self._grad_node = None
+        return self
+
+    @property
+    def is_leaf(self):
+        """True unless this tensor is the result of a recorded op."""
+        return self._grad_node is None or self._grad_node.is_leaf
+
+    @property
+    def grad_fn(self):
+        """The node that computed this tensor (None for leaves)."""
+        return None if self.is_leaf else self._grad_node
+
+    def retain_grad(self):
+        """Keep the gradient of this non-leaf in `.grad` during backward."""
+        if self.is_leaf:
+            return
+        node = self._grad_node
+        node.retained = node.retained or {}
+        node.retained[self._out_index] = weakref.ref(self)
+
+    def detach(self):
+        """The same memory, cut from the graph (no grad)."""
+        return Tensor._wrap(self._data, self.device)
+
+    def backward(self, grad=None, retain_graph=None, create_graph=False):
+        """Add d(self)/d(leaf), weighted by `grad` (implied 1 for a one-element tensor), into
+        every leaf's `.grad`. The graph is freed afterwards unless retain_graph=True;
+        create_graph=True records the backward pass too, for higher-order gradients."""
+        from . import autograd
+        autograd.backward(self, grad, retain_graph, create_graph)
 
     # ---- arithmetic: the Python operators map onto elementwise ops ------------------------------
     def __add__(self, other): return elementwise("add", self, other)
@@ -183,6 +243,7 @@ class Tensor:
     # ---- in-place arithmetic (tensors that do not require grad) --------------------------------
     def _assign(self, value):
         """Write `value` (a Tensor broadcastable to self) into this tensor's memory."""
+        check_inplace(self, value)
         if value.dtype.is_floating and not self.dtype.is_floating:
             raise TypeError(f"cannot write {value.dtype.name} results into a {self.dtype.name} "
                             "tensor in place")
@@ -344,22 +405,24 @@ def _check_device_dtype(device, dtype):
 
 
 # ---- creation ----------------------------------------------------------------------------------
-def from_numpy(array, device=None, dtype=None):
+def from_numpy(array, device=None, dtype=None, requires_grad=False):
     """A tensor holding `array`'s values; on the host it shares memory when no cast is needed."""
     device = as_device(device)
     dtype = dtypes.dtype(dtype if dtype is not None else array.dtype)
     _check_device_dtype(device, dtype)
-    return Tensor._wrap(device.backend.from_numpy(array, dtype), device)
+    return Tensor._wrap(device.backend.from_numpy(array, dtype), device).requires_grad_(
+        requires_grad)
 
 
-def tensor(data, dtype=None, device=None):
+def tensor(data, dtype=None, device=None, requires_grad=False):
     """A tensor from nested lists, scalars, numpy arrays or another Tensor (values are copied
     to the device; host tensors share numpy's memory where numpy would).
 
     Python floats give float32 and ints give int32 unless `dtype` says otherwise.
     """
     if isinstance(data, Tensor):
-        return data.to(device if device is not None else data.device, dtype)
+        t = data.to(device if device is not None else data.device, dtype)
+        return (t.detach() if t is data else t).requires_grad_(requires_grad)
     if isinstance(data, np.ndarray):
         array = data
     else:
@@ -371,10 +434,10 @@ def tensor(data, dtype=None, device=None):
                 array = array.astype(np.int32)
     if array.dtype == object:
         raise TypeError("tensor() needs numbers, nested lists of numbers or arrays")
-    return from_numpy(array, device=device, dtype=dtype)
+    return from_numpy(array, device=device, dtype=dtype, requires_grad=requires_grad)
 
 
-def full(shape, fill_value, dtype=None, device=None):
+def full(shape, fill_value, dtype=None, device=None, requires_grad=False):
     shape = layout.normalize_shape(shape)
     if dtype is None:
         dtype = dtypes.scalar_result_type(dtypes.bool_, fill_value)
@@ -382,19 +445,22 @@ def full(shape, fill_value, dtype=None, device=None):
     device = as_device(device)
     _check_device_dtype(device, dtype)
     if device.kind == "host":
-        return Tensor._wrap(np.full(shape, fill_value, dtype.np_dtype), device)
-    from .ops.elementwise import launch, compute_domain
-    compute = dtype if dtype.is_floating or not isinstance(fill_value, float) else dtypes.float32
-    return Tensor._wrap(launch(device.backend, "identity", dtype, shape, [fill_value],
-                               compute_domain(compute)), device)
+        data = np.full(shape, fill_value, dtype.np_dtype)
+    else:
+        from .ops.elementwise import launch, compute_domain
+        compute = dtype if dtype.is_floating or not isinstance(fill_value, float) \
+            else dtypes.float32
+        data = launch(device.backend, "identity", dtype, shape, [fill_value],
+                      compute_domain(compute))
+    return Tensor._wrap(data, device).requires_grad_(requires_grad)
 
 
-def zeros(shape, dtype=dtypes.float32, device=None):
-    return full(shape, 0, dtype, device)
+def zeros(shape, dtype=dtypes.float32, device=None, requires_grad=False):
+    return full(shape, 0, dtype, device, requires_grad)
 
 
-def ones(shape, dtype=dtypes.float32, device=None):
-    return full(shape, 1, dtype, device)
+def ones(shape, dtype=dtypes.float32, device=None, requires_grad=False):
+    return full(shape, 1, dtype, device, requires_grad)
 
 
 # ---- numpy-style functions: vkgrad.exp(x), vkgrad.maximum(a, b), vkgrad.where(c, a, b), ... ----

@@ -52,6 +52,7 @@ TABLE = {
     "relu": (lambda a: np.maximum(a, np.zeros((), a.dtype)), "same", 1, "any"),
     "gelu": (lambda a: (0.5 * a * (1 + _erf(a * np.asarray(0.7071067811865476, a.dtype)))),
              "float", 1, "any"),
+    "erf": (_erf, "float", 1, "any"),
     "softplus": (lambda a: np.logaddexp(np.zeros((), a.dtype), a), "float", 1, "any"),
     "sign": (np.sign, "same", 1, "any"),
     "floor": (np.floor, "same", 1, "any"),
@@ -83,6 +84,115 @@ TABLE = {
     "bitxor": (np.bitwise_xor, "same", 2, "int"),
     "where": (np.where, "same", 3, "any"),
     "clip": (np.clip, "same", 3, "any"),
+}
+
+
+# ---- backward rules: name -> (rule(ctx, g) -> one gradient per operand, what it saves) ---------
+# ctx.inputs are the operands (Tensors or Python scalars), ctx.output the result; `_each` runs
+# only the rules of operands that need a gradient. Written in Tensor ops, so they differentiate.
+def _where(c, a, b):
+    from ..tensor import where
+    return where(c, a, b)
+
+
+def _zeros_like(g):
+    from ..tensor import full
+    return full(g.shape, 0, g.dtype, g.device)
+
+
+def _each(ctx, *rules):
+    return tuple(rule() if need else None for rule, need in zip(rules, ctx.needs_input_grad))
+
+
+_INV_SQRT2 = 0.7071067811865476
+_INV_SQRT_2PI = 0.3989422804014327
+_TWO_OVER_SQRT_PI = 1.1283791670955126
+
+
+def _unary(rule, saves=("inputs",)):
+    # rule(g, x, out) for a one-operand op
+    return (lambda ctx, g: (rule(g, ctx.inputs[0], ctx.output if "output" in saves else None),),
+            saves)
+
+
+def _is_tensor(value):
+    from ..tensor import Tensor
+    return isinstance(value, Tensor)
+
+
+def _pow_dx(ctx, g):
+    x, y = ctx.inputs  # d(x^y)/dx = y x^(y-1), taken as 0 where y == 0 (as torch does)
+    if _is_tensor(y):
+        return _where(y == 0, 0.0, g * y * x ** (y - 1))
+    return g * y * x ** (y - 1) if y != 0 else _zeros_like(g)
+
+
+def _pow_dy(ctx, g):
+    x, y = ctx.inputs  # d(x^y)/dy = x^y log x, taken as 0 where x == 0 and y >= 0 (as torch does)
+    if _is_tensor(x):
+        return _where((x == 0) & (y >= 0), 0.0, g * ctx.output * x.log())
+    return g * ctx.output * float(np.log(x))
+
+
+def _extreme_weight(x, y, greater):
+    # maximum/minimum: the gradient goes to the winner, half to each on a tie
+    win = (x > y) if greater else (x < y)
+    return _where(win, 1.0, _where(x == y, 0.5, 0.0))
+
+
+def _clip_rules(ctx, g):
+    # clip(x, lo, hi) = min(max(x, lo), hi): hi wins over lo when lo > hi, as in numpy and torch
+    x, lo, hi = ctx.inputs
+    return (lambda: _where((x >= lo) & (x <= hi), g, 0.0),
+            lambda: _where((x < lo) & (lo <= hi), g, 0.0),
+            lambda: _where((x > hi) | (lo > hi), g, 0.0))
+
+
+VJPS = {
+    "identity": _unary(lambda g, x, out: g, ()),
+    "neg": _unary(lambda g, x, out: -g, ()),
+    "abs": _unary(lambda g, x, out: g * x.sign()),
+    "exp": _unary(lambda g, x, out: g * out, ("output",)),
+    "log": _unary(lambda g, x, out: g / x),
+    "log1p": _unary(lambda g, x, out: g / (x + 1)),
+    "expm1": _unary(lambda g, x, out: g * (out + 1), ("output",)),
+    "sqrt": _unary(lambda g, x, out: g / (out * 2), ("output",)),
+    "rsqrt": _unary(lambda g, x, out: g * -0.5 * out * out * out, ("output",)),
+    "reciprocal": _unary(lambda g, x, out: -g * out * out, ("output",)),
+    "square": _unary(lambda g, x, out: g * x * 2),
+    "sin": _unary(lambda g, x, out: g * x.cos()),
+    "cos": _unary(lambda g, x, out: -g * x.sin()),
+    "tanh": _unary(lambda g, x, out: g * (1 - out * out), ("output",)),
+    "sigmoid": _unary(lambda g, x, out: g * out * (1 - out), ("output",)),
+    "relu": _unary(lambda g, x, out: _where(out > 0, g, 0.0), ("output",)),
+    "gelu": _unary(lambda g, x, out: g * (((x * _INV_SQRT2).erf() + 1) * 0.5
+                                          + x * (x * x * -0.5).exp() * _INV_SQRT_2PI)),
+    "erf": _unary(lambda g, x, out: g * (x * x * -1).exp() * _TWO_OVER_SQRT_PI),
+    "softplus": _unary(lambda g, x, out: g * x.sigmoid()),
+    # piecewise constant: zero gradient, as torch
+    **{name: _unary(lambda g, x, out: _zeros_like(g), ()) for name in
+       ("sign", "floor", "ceil", "round")},
+    "add": (lambda ctx, g: _each(ctx, lambda: g, lambda: g), ()),
+    "sub": (lambda ctx, g: _each(ctx, lambda: g, lambda: -g), ()),
+    "mul": (lambda ctx, g: _each(ctx, lambda: g * ctx.inputs[1], lambda: g * ctx.inputs[0]),
+            ("inputs",)),
+    "div": (lambda ctx, g: _each(ctx, lambda: g / ctx.inputs[1],
+                                 lambda: -g * ctx.inputs[0] / (ctx.inputs[1] * ctx.inputs[1])),
+            ("inputs",)),
+    "floordiv": (lambda ctx, g: _each(ctx, lambda: _zeros_like(g), lambda: _zeros_like(g)), ()),
+    "mod": (lambda ctx, g: _each(ctx, lambda: g, lambda: -g * (ctx.inputs[0] // ctx.inputs[1])),
+            ("inputs",)),
+    "pow": (lambda ctx, g: _each(ctx, lambda: _pow_dx(ctx, g), lambda: _pow_dy(ctx, g)),
+            ("inputs", "output")),
+    "maximum": (lambda ctx, g: _each(
+        ctx, lambda: g * _extreme_weight(*ctx.inputs, True),
+        lambda: g * (1 - _extreme_weight(*ctx.inputs, True))), ("inputs",)),
+    "minimum": (lambda ctx, g: _each(
+        ctx, lambda: g * _extreme_weight(*ctx.inputs, False),
+        lambda: g * (1 - _extreme_weight(*ctx.inputs, False))), ("inputs",)),
+    "where": (lambda ctx, g: _each(ctx, lambda: None, lambda: _where(ctx.inputs[0], g, 0.0),
+                                   lambda: _where(ctx.inputs[0], 0.0, g)), ("inputs",)),
+    "clip": (lambda ctx, g: _each(ctx, *_clip_rules(ctx, g)), ("inputs",)),
 }
 
 
@@ -171,7 +281,8 @@ def _make(name, fn, result, arity, domain):
         call, reference, lambda rng: _cases(rng, arity, domain, name),
         dtypes=("int32",) if domain == "int" else ("float32", "bfloat16"),
         grad=result != "bool" and domain != "int")]
-    return Op(name, host, vulkan, tests=tests)
+    vjp, saves = VJPS.get(name, (None, ()))
+    return Op(name, host, vulkan, vjp=vjp, saves=saves, tests=tests)
 
 
 _SHAPES_1 = [(), (1,), (7,), (3, 257), (0, 4), (2, 3, 5), (300, 301)]

@@ -39,6 +39,7 @@ from math import prod
 import numpy as np
 
 from .. import dtypes, kernels, layout
+from ..autograd import check_inplace
 from ..backend.vulkan import DeviceArray
 from ..tensor import _ADVANCED, Tensor, _check_device_dtype, tensor, tensor_method, zeros
 from .elementwise import contiguous
@@ -440,6 +441,18 @@ def _value_strides(value, shape):
                          f"shape {tuple(shape)}") from None
 
 
+def _index_add_host(a, values, *operands, key):
+    wide = np.float32 if a.dtype.kind == "V" or a.dtype.itemsize < 4 and a.dtype.kind == "f" \
+        else a.dtype  # accumulate bf16 in float32
+    out = a.astype(wide, copy=True)
+    np.add.at(out, _host_key(key, operands), np.asarray(values).astype(wide))
+    return out.astype(a.dtype, copy=False)
+
+
+def _index_add_vulkan(backend, a, values, *operands, key):
+    return _write_vulkan(backend, contiguous(a), values, *operands, key=key, add=True)
+
+
 def _take_along_axis_host(a, indices, axis):
     return np.take_along_axis(a, indices.astype(np.intp), axis)
 
@@ -474,6 +487,7 @@ def _getitem(t, key):
 
 
 def _setitem(t, key, value, add=False):
+    check_inplace(t, value)
     template, operands = _prepare(t, key)
     if not isinstance(value, (Tensor, int, float, bool, np.number, np.bool_)):
         value = Tensor._wrap(t.device.backend.from_numpy(np.asarray(value), t.dtype), t.device)
@@ -485,6 +499,34 @@ def _setitem(t, key, value, add=False):
 
 _ADVANCED["getitem"] = _getitem
 _ADVANCED["setitem"] = _setitem
+
+
+def index_add(t, key, values):
+    """A copy of `t` with `values` added at `t[key]`, every repeated index adding its share: the
+    out-of-place, differentiable `add_at` (the backward of indexing)."""
+    template, operands = _prepare(t, key)
+    if not isinstance(values, (Tensor, int, float, bool, np.number, np.bool_)):
+        values = Tensor._wrap(t.device.backend.from_numpy(np.asarray(values), t.dtype), t.device)
+    return apply(OPS["index_add"], t, values, *operands, key=template)
+
+
+def _along_axis_key(indices, shape, axis):
+    """The advanced-indexing key that picks what take_along_axis(x, indices, axis) picks from an
+    x of `shape`: `indices` on `axis`, broadcast aranges (or 0 for size-1 dims) elsewhere."""
+    from ..creation import arange
+    out = list(layout.broadcast_shapes([n for d, n in enumerate(shape) if d != axis],
+                                  [n for d, n in enumerate(indices.shape) if d != axis]))
+    out.insert(axis, indices.shape[axis])
+    key = []
+    for d, n in enumerate(shape):
+        if d == axis:
+            key.append(indices)
+            continue
+        column = [1] * len(shape)
+        column[d] = out[d]
+        key.append(zeros(column, dtypes.int32, indices.device) if n == 1 else
+                   arange(n, dtype=dtypes.int32, device=indices.device).reshape(column))
+    return tuple(key)
 
 
 def add_at(t, key, values):
@@ -674,7 +716,26 @@ def _cases_one_hot(rng):
 
 _ALL_DTYPES = ("float32", "bfloat16", "int32", "bool")
 
-Op("index", _index_host, _index_vulkan, tests=[
+# ---- backward rules: indexing's adjoint adds the gradient back at the picked places -------------
+def _index_vjp(ctx, g):
+    a_shape, operands = ctx.shapes[0], ctx.inputs[1:]
+    zero = zeros(a_shape, g.dtype, g.device)
+    return (apply(OPS["index_add"], zero, g, *operands, key=ctx.params["key"]),
+            *[None] * len(operands))
+
+
+def _index_add_vjp(ctx, g):
+    operands = ctx.inputs[2:]
+    return (g, apply(OPS["index"], g, *operands, key=ctx.params["key"]) if ctx.needs_input_grad[1]
+            else None, *[None] * len(operands))
+
+
+def _take_along_axis_vjp(ctx, g):
+    shape, indices, axis = ctx.shapes[0], ctx.inputs[1], ctx.params["axis"]
+    return index_add(zeros(shape, g.dtype, g.device), _along_axis_key(indices, shape, axis), g), None
+
+
+Op("index", _index_host, _index_vulkan, vjp=_index_vjp, tests=[
     OpTest(_call_key, _reference_key, _cases_index, dtypes=_ALL_DTYPES),
     OpTest(lambda a, key: a[key], lambda a, key: a[key], _cases_host_keys),
     OpTest(lambda a, i, axis: take(a, i, axis), lambda a, i, axis: np.take(a, i, axis),
@@ -685,7 +746,11 @@ Op("setitem", _write_host, _write_vulkan, tests=[
            grad=False),
     OpTest(_write_call(True), _write_reference(True), _cases_add_at, grad=False),
 ])
-Op("take_along_axis", _take_along_axis_host, _take_along_axis_vulkan, tests=[
+Op("index_add", _index_add_host, _index_add_vulkan, vjp=_index_add_vjp, tests=[
+    OpTest(lambda a, v, *i, key: index_add(a, key(*i) if callable(key) else key, v),
+           _write_reference(True), _cases_add_at)])
+Op("take_along_axis", _take_along_axis_host, _take_along_axis_vulkan, vjp=_take_along_axis_vjp,
+   tests=[
     OpTest(take_along_axis, lambda a, i, axis: np.take_along_axis(a, i.astype(np.intp), axis),
            _cases_take_along_axis, dtypes=_ALL_DTYPES)])
 Op("one_hot", _one_hot_host, _one_hot_vulkan, tests=[

@@ -262,7 +262,25 @@ def _swap(x):
     return x.swapaxes(-1, -2)
 
 
-MATMUL = Op("matmul", _matmul_host, _matmul_vulkan, tests=[
+def _matmul_vjp(ctx, g):
+    """dA = G B^T and dB = A^T G over the broadcast batch; 1-D operands act as a row (A) or a
+    column (B) whose added dim is dropped again. Autograd sums the batch dims away."""
+    a, b = ctx.inputs
+    a2 = a if a.ndim > 1 else a.reshape(1, -1)
+    b2 = b if b.ndim > 1 else b.reshape(-1, 1)
+    batch = layout.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+    g2 = g.reshape((*batch, a2.shape[-2], b2.shape[-1]))
+    da = db = None
+    if ctx.needs_input_grad[0]:
+        da = matmul(g2, _swap(b2))
+        da = da if a.ndim > 1 else da.reshape((*batch, a.shape[0]))
+    if ctx.needs_input_grad[1]:
+        db = matmul(_swap(a2), g2)
+        db = db if b.ndim > 1 else db.reshape((*batch, b.shape[0]))
+    return da, db
+
+
+MATMUL = Op("matmul", _matmul_host, _matmul_vulkan, vjp=_matmul_vjp, tests=[
     OpTest(lambda a, b: a @ b, np.matmul, _pairs(
         ((1, 1), (1, 1)), ((7, 5), (5, 3)), ((65, 33), (33, 70)), ((129, 17), (17, 131)),
         ((2, 3, 4), (4, 5)), ((3, 4, 5), (3, 5, 2)), ((3, 1, 4, 5), (2, 5, 6)),

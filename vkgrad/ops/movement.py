@@ -383,25 +383,66 @@ def _cumsum_length(inputs, params):
     return x.size if params["axis"] is None else x.shape[params["axis"]]
 
 
-Op("concatenate", _concatenate_host, _concatenate_vulkan, tests=[
+# ---- backward rules -------------------------------------------------------------------------------
+def _concatenate_vjp(ctx, g):
+    axis, lead, start, grads = ctx.params["axis"], (slice(None),) * ctx.params["axis"], 0, []
+    for shape, need in zip(ctx.shapes, ctx.needs_input_grad):
+        grads.append(g[(*lead, slice(start, start + shape[axis]))] if need else None)
+        start += shape[axis]
+    return tuple(grads)
+
+
+def _pad_vjp(ctx, g):
+    return (g[tuple(slice(lo, lo + n) for (lo, _), n in zip(ctx.params["widths"],
+                                                           ctx.shapes[0]))],)
+
+
+def _roll_vjp(ctx, g):
+    shape = ctx.shapes[0]
+    return (apply(OPS["roll"], g, shifts={a: -s % shape[a] for a, s in ctx.params["shifts"].items()}),)
+
+
+def _tile_vjp(ctx, g):
+    # out[(r, i) along each dim] = x[i]: view the gradient as (reps_d, n_d) pairs, sum the reps
+    reps = ctx.params["reps"]
+    shape = (1,) * (len(reps) - len(ctx.shapes[0])) + ctx.shapes[0]
+    pairs = g.reshape([m for r, n in zip(reps, shape) for m in (r, n)])
+    return (pairs.sum(axis=tuple(range(0, 2 * len(reps), 2))).reshape(ctx.shapes[0]),)
+
+
+def _repeat_vjp(ctx, g):
+    # out[(i, r) along axis] = x[i]: view the gradient as (n, repeats) there, sum the repeats
+    shape, axis, r = ctx.shapes[0], ctx.params["axis"], ctx.params["repeats"]
+    return (g.reshape((*shape[:axis], shape[axis], r, *shape[axis + 1:])).sum(axis=axis + 1),)
+
+
+def _cumsum_vjp(ctx, g):
+    # d(out_j)/d(x_i) = 1 for j >= i: the reversed running sum of the gradient
+    axes = (ctx.params["axis"],)
+    return (flip(cumsum(flip(g, axes), axes[0]), axes),)
+
+
+Op("concatenate", _concatenate_host, _concatenate_vulkan, vjp=_concatenate_vjp, saves=(), tests=[
     OpTest(lambda *ts, axis: concatenate(ts, axis), lambda *xs, axis: np.concatenate(xs, axis),
            _cases_concatenate, dtypes=_ALL_DTYPES),
     OpTest(lambda *ts, axis: stack(ts, axis), lambda *xs, axis: np.stack(xs, axis), _cases_stack,
            dtypes=_ALL_DTYPES)])
-Op("pad", _pad_host, _pad_vulkan, tests=[OpTest(
+Op("pad", _pad_host, _pad_vulkan, vjp=_pad_vjp, saves=(), tests=[OpTest(
     pad, lambda x, pad_width, constant_values: np.pad(
         x, pad_width, constant_values=np.asarray(constant_values).astype(x.dtype)),
     _cases_pad, dtypes=_ALL_DTYPES)])
-Op("flip", lambda a, axes: np.flip(a, axes), _flip_vulkan, tests=[OpTest(
+Op("flip", lambda a, axes: np.flip(a, axes), _flip_vulkan, saves=(),
+   vjp=lambda ctx, g: (flip(g, ctx.params["axes"]),), tests=[OpTest(
     flip, lambda x, axis: np.flip(x, axis), _cases_flip, dtypes=_ALL_DTYPES)])
 Op("roll", lambda a, shifts: np.roll(a, tuple(shifts.values()), tuple(shifts)) if shifts
-   else a.copy(), _roll_vulkan, tests=[OpTest(
+   else a.copy(), _roll_vulkan, vjp=_roll_vjp, saves=(), tests=[OpTest(
        roll, lambda x, shift, axis: np.roll(x, shift, axis), _cases_roll, dtypes=_ALL_DTYPES)])
-Op("tile", lambda a, reps: np.tile(a, reps), _tile_vulkan, tests=[OpTest(
+Op("tile", lambda a, reps: np.tile(a, reps), _tile_vulkan, vjp=_tile_vjp, saves=(), tests=[OpTest(
     tile, lambda x, reps: np.tile(x, reps), _cases_tile, dtypes=_ALL_DTYPES)])
-Op("repeat", lambda a, repeats, axis: np.repeat(a, repeats, axis), _repeat_vulkan, tests=[OpTest(
+Op("repeat", lambda a, repeats, axis: np.repeat(a, repeats, axis), _repeat_vulkan,
+   vjp=_repeat_vjp, saves=(), tests=[OpTest(
     repeat, lambda x, repeats, axis: np.repeat(x, repeats, axis), _cases_repeat,
     dtypes=_ALL_DTYPES)])
-Op("cumsum", _cumsum_host, _cumsum_vulkan, tests=[OpTest(
+Op("cumsum", _cumsum_host, _cumsum_vulkan, vjp=_cumsum_vjp, saves=(), tests=[OpTest(
     cumsum, lambda x, axis: np.cumsum(x, axis), _cases_cumsum,
     dtypes=("float32", "bfloat16", "int32", "bool"), reduction_length=_cumsum_length)])

@@ -179,10 +179,47 @@ def _call(name):
     return lambda x, axis, keepdims: getattr(x, name)(axis=axis, keepdims=keepdims)
 
 
+# ---- backward rules ------------------------------------------------------------------------------
+def _kept(ctx, t):
+    """A reduced result (gradient or output) with its reduced axes back as size 1."""
+    if ctx.params["keepdims"]:
+        return t
+    shape = ctx.shapes[0]
+    return t.reshape([1 if d in ctx.params["axes"] else n for d, n in enumerate(shape)])
+
+
+def _sum_vjp(ctx, g):
+    return (_kept(ctx, g).broadcast_to(ctx.shapes[0]),)
+
+
+def _mean_vjp(ctx, g):
+    n = prod(ctx.shapes[0][d] for d in ctx.params["axes"])
+    return ((_kept(ctx, g) / n).broadcast_to(ctx.shapes[0]),)
+
+
+def _prod_vjp(ctx, g):
+    # d(prod x)/dx_i = prod(x) / x_i: exact while no element is zero
+    return (_kept(ctx, g) * _kept(ctx, ctx.output) / ctx.inputs[0],)
+
+
+def _extreme_vjp(ctx, g):
+    # the gradient goes to the elements equal to the extreme, shared evenly among ties (torch's
+    # amax/amin)
+    from ..tensor import where
+    x, axes = ctx.inputs[0], ctx.params["axes"]
+    hit = x == _kept(ctx, ctx.output)
+    share = _kept(ctx, g) / hit.sum(axis=axes, keepdims=True)
+    return (where(hit, share, 0.0),)
+
+
+VJPS = {"sum": (_sum_vjp, ()), "mean": (_mean_vjp, ()), "prod": (_prod_vjp, ("inputs", "output")),
+        "max": (_extreme_vjp, ("inputs", "output")), "min": (_extreme_vjp, ("inputs", "output"))}
+
 REDUCTIONS = ("sum", "mean", "prod", "max", "min", "argmax", "argmin", "any", "all")
 
 for _name in REDUCTIONS:
-    Op(_name, _host(_name), _vulkan(_name), tests=[OpTest(
+    _vjp, _saves = VJPS.get(_name, (None, ()))
+    Op(_name, _host(_name), _vulkan(_name), vjp=_vjp, saves=_saves, tests=[OpTest(
         _call(_name), _reference(_name), _reduce_cases(_name),
         dtypes=("bool",) if _name in ("any", "all") else ("float32", "bfloat16"),
         reduction_length=_reduction_length, grad=_name in ("sum", "prod", "max", "min", "mean"))])

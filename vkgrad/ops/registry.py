@@ -3,11 +3,15 @@
 An `Op` bundles, side by side:
   host(*arrays, **params)            numpy implementation
   vulkan(backend, *arrays, **params) Vulkan implementation (kernel launches)
-  vjp(ctx, grad)                     backward rule in Tensor ops (filled in by autograd)
-  tests                              OpTests: how tests/test_ops.py checks it
+  vjp(ctx, grad) -> grads            backward rule in Tensor ops, one gradient (or None) per
+                                     operand; ctx.inputs, ctx.output, ctx.params (vkgrad.autograd)
+  saves                              what vjp reads: "inputs" and/or "output" (the rest is freed)
+  tests                              OpTests: how tests/test_ops.py and test_autograd.py check it
 """
 from dataclasses import dataclass, field
 from typing import Callable, Optional
+
+from ..autograd import is_grad_enabled, record
 
 OPS = {}
 
@@ -39,6 +43,7 @@ class Op:
     host: Callable
     vulkan: Callable
     vjp: Optional[Callable] = None
+    saves: tuple = ("inputs",)
     tests: list = field(default_factory=list)  # OpTest entries: adding an op adds its tests
 
     def __post_init__(self):
@@ -49,7 +54,8 @@ class Op:
 
 def apply(op, *operands, **params):
     """Run `op` on the backend its tensor operands live on (other operands, such as Python
-    scalars, pass through) and wrap the result as a Tensor."""
+    scalars, pass through) and wrap the result as a Tensor, recording it for autograd when an
+    operand requires grad."""
     from ..tensor import Tensor
     tensors = [t for t in operands if isinstance(t, Tensor)]
     device = tensors[0].device
@@ -59,4 +65,7 @@ def apply(op, *operands, **params):
                              + ", ".join(str(t.device) for t in tensors)
                              + "; move them with .to(device) first")
     args = [t._data if isinstance(t, Tensor) else t for t in operands]
-    return Tensor._wrap(device.backend.run(op, *args, **params), device)
+    out = Tensor._wrap(device.backend.run(op, *args, **params), device)
+    if op.vjp is not None and any(t._requires_grad for t in tensors) and is_grad_enabled():
+        record(op, operands, params, out)
+    return out
