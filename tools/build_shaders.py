@@ -36,7 +36,6 @@ def main(argv=None):
         sys.exit("glslangValidator not found: install it with `apt-get install glslang-tools` "
                  "(or run `make setup`)")
     kernels = load_kernel_table()
-    defines = [f"-D{k}={v}" for k, v in kernels.defines().items()]
     args.out.mkdir(parents=True, exist_ok=True)
     shared_mtime = max([p.stat().st_mtime for p in SHADERS.glob("*.glsl")]
                        + [(ROOT / "vkgrad" / "kernels.py").stat().st_mtime])
@@ -48,9 +47,8 @@ def main(argv=None):
         for variant, extra in variants.items():
             target = args.out / kernels.spirv_name(family, variant)
             if args.force or not target.exists() or target.stat().st_mtime < newest_input:
-                cmd = [compiler, "-V", "--target-env", "vulkan1.1", f"-I{SHADERS}", *defines,
-                       *[f"-D{d}" for d in extra], "-o", str(target), str(source)]
-                jobs.append((target.name, cmd))
+                jobs.append((target.name, kernels.glslang_command(compiler, source, target,
+                                                                   SHADERS, extra)))
 
     def run(job):
         name, cmd = job

@@ -10,6 +10,7 @@ from . import autograd
 from .autograd import enable_grad, grad, is_grad_enabled, no_grad, set_grad_enabled
 from .device import Device, VulkanUnavailable, default_device, device, devices, set_default_device
 from .dtypes import DType, bfloat16, bool_, dtype, float32, float64, int32, result_type, uint8, uint32
+from .kernel import Kernel
 from .stats import memory_stats, reset_stats, stats, synchronize
 from .creation import arange, empty, empty_like, eye, full_like, linspace, ones_like, zeros_like
 from .random import (Generator, default_generator, get_rng_state, manual_seed, normal, rand,

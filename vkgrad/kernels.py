@@ -63,3 +63,11 @@ def defines():
 
 def spirv_name(family, variant):
     return f"{family}.{variant}.spv" if variant else f"{family}.spv"
+
+
+def glslang_command(compiler, source, target, include_dir, extra_defines=()):
+    """The glslangValidator command line that compiles `source` to SPIR-V `target` with the
+    shared headers in `include_dir`, every define above and `extra_defines` ("NAME=value")."""
+    return [compiler, "-V", "--target-env", "vulkan1.1", f"-I{include_dir}",
+            *[f"-D{k}={v}" for k, v in defines().items()], *[f"-D{d}" for d in extra_defines],
+            "-o", str(target), str(source)]

@@ -14,7 +14,7 @@ import numpy as np
 from . import dtypes, layout
 import weakref
 
-from .autograd import check_inplace
+from .autograd import check_inplace, is_grad_enabled
 from .device import HOST, device as as_device
 from .ops import OPS, apply
 from .ops.elementwise import TABLE as ELEMENTWISE, result_dtypes
@@ -257,10 +257,23 @@ class Tensor:
             self[...] = value
         return self
 
-    def __iadd__(self, other): return self._assign(self + other)
-    def __isub__(self, other): return self._assign(self - other)
-    def __imul__(self, other): return self._assign(self * other)
-    def __itruediv__(self, other): return self._assign(self / other)
+    def _inplace(self, name, other):
+        """`self op= other`: written into self's memory, except while autograd records it
+        (self or other requires grad): then the result is a new tensor that the name is rebound
+        to, so the graph stays correct (other references to the old tensor do not change)."""
+        result = elementwise(name, self, other)
+        if is_grad_enabled() and (self._requires_grad or isinstance(other, Tensor)
+                                  and other._requires_grad):
+            if self._requires_grad and self.is_leaf:
+                raise RuntimeError("a leaf tensor that requires grad cannot be updated in place "
+                                   "while grad is recorded; update it under vkgrad.no_grad()")
+            return result
+        return self._assign(result)
+
+    def __iadd__(self, other): return self._inplace("add", other)
+    def __isub__(self, other): return self._inplace("sub", other)
+    def __imul__(self, other): return self._inplace("mul", other)
+    def __itruediv__(self, other): return self._inplace("div", other)
 
     # ---- shape and views (no copies: strided views on both backends) ----------------------------
     def reshape(self, *shape):

@@ -162,6 +162,7 @@ class VulkanBackend(Backend):
         self.pool = ArenaPool(arena_bytes // 4)
         self._staging_used = 0      # words of staging handed out since the last wait
         self._algorithms = {}
+        self._user_spirv = {}       # (family, variant) -> SPIR-V of kernels registered at run time
         self._sequence = manager.sequence()
         self._pending = 0
 
@@ -226,15 +227,22 @@ class VulkanBackend(Backend):
                 "peak_bytes": self.pool.peak * 4}
 
     # ---- kernels --------------------------------------------------------------------------------
+    def register_kernel(self, family, spirv):
+        """Make SPIR-V compiled at run time (vkgrad.Kernel) launchable as `family`."""
+        self._user_spirv[(family, "")] = spirv
+
     def _algorithm(self, family, variant):
         key = (family, variant)
         algo = self._algorithms.get(key)
         if algo is None:
-            path = SPIRV_DIR / kernels.spirv_name(family, variant)
-            if not path.exists():
-                raise RuntimeError(f"compiled shader {path} is missing: run `make shaders`")
+            spirv = self._user_spirv.get(key)
+            if spirv is None:
+                path = SPIRV_DIR / kernels.spirv_name(family, variant)
+                if not path.exists():
+                    raise RuntimeError(f"compiled shader {path} is missing: run `make shaders`")
+                spirv = path.read_bytes()
             algo = self.manager.algorithm(
-                [self._arena, self._staging], path.read_bytes(), (1, 1, 1),
+                [self._arena, self._staging], spirv, (1, 1, 1),
                 np.zeros(0, np.uint32), np.zeros(kernels.PUSH_WORDS, np.uint32))
             self._algorithms[key] = algo
             self.counters.pipelines_created += 1

@@ -1,0 +1,106 @@
+"""Your own GLSL compute kernels, run on any Vulkan device beside vkgrad's.
+
+>>> SCALE = vk.Kernel("scale", '''
+... #version 450
+... #extension GL_GOOGLE_include_directive : require
+... #include "common.glsl"
+... layout(local_size_x = 256) in;
+... layout(push_constant) uniform Params { uint n; uint x; uint out_; float factor; } p;
+... void main() {
+...     uint i = gl_GlobalInvocationID.x;
+...     if (i < p.n) arena[p.out_ + i] = floatBitsToUint(uintBitsToFloat(arena[p.x + i]) * p.factor);
+... }''')
+>>> x = vk.tensor([1.0, 2.0], device="vulkan"); out = vk.empty(2, device="vulkan")
+>>> SCALE.launch(2, x.size, x, out, 3.0); out.tolist()
+[3.0, 6.0]
+
+The shader sees every tensor in one storage buffer, `arena` (uint words, binding 0, from
+common.glsl, which also has load/store helpers for every dtype: load_f32(dt, start, i),
+f32_to_bits, place_bits, ...). Arguments become push constants, one 32-bit word each, in order:
+a tensor gives the index of its first element in the arena (counted in elements of its dtype:
+for float32, int32 and uint32 that is a word index), a dtype its DT_* code (for the helpers),
+a float its float32 bits, an int itself.
+Tensors must be contiguous. The DT_* dtype codes and OP_* codes are predefined. Kernels are
+compiled with glslangValidator once per source (cached in ~/.cache/vkgrad/kernels) and get one
+pipeline per device, like vkgrad's own. examples/custom_op.py makes one into a differentiable op.
+"""
+import hashlib
+import os
+import pathlib
+import shutil
+import subprocess
+
+from . import kernels
+from .backend.vulkan import f32_bits
+from .dtypes import DType
+
+SHADERS = pathlib.Path(__file__).resolve().parent.parent / "shaders"
+CACHE = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / \
+    "vkgrad" / "kernels"
+
+
+class Kernel:
+    """A compute shader from GLSL source; `launch(threads, *args)` queues it on the args' device."""
+
+    def __init__(self, name, source):
+        self.name, self.source = name, source
+        self.family = f"user:{name}:{hashlib.sha256(source.encode()).hexdigest()[:16]}"
+        self._spirv = None
+
+    def spirv(self):
+        """The compiled SPIR-V (compiled on first use, then read from the cache)."""
+        if self._spirv is None:
+            self._spirv = _compile(self.name, self.source)
+        return self._spirv
+
+    def launch(self, threads, *args):
+        """Queue one dispatch of at least `threads` invocations (workgroups of the shader's
+        local size, assumed 256 along x), with `args` as push constants."""
+        from .tensor import Tensor
+        tensors = [a for a in args if isinstance(a, Tensor)]
+        if not tensors:
+            raise ValueError(f"kernel {self.name}: needs at least one tensor argument")
+        device = tensors[0].device
+        if device.kind != "vulkan" or any(t.device != device for t in tensors):
+            raise ValueError(f"kernel {self.name}: every tensor must be on one Vulkan device, got "
+                             + ", ".join(str(t.device) for t in tensors))
+        push = []
+        for i, a in enumerate(args):
+            if isinstance(a, Tensor):
+                if not a._data.is_contiguous():
+                    raise ValueError(f"kernel {self.name}: argument {i} (shape {a.shape}) is not "
+                                     "contiguous; pass t.contiguous()")
+                push.append(a._data.start)
+            elif isinstance(a, DType):
+                push.append(a.code)
+            elif isinstance(a, float):
+                push.append(f32_bits(a))
+            elif isinstance(a, int) and not isinstance(a, bool):
+                push.append(a & 0xFFFFFFFF)
+            else:
+                raise TypeError(f"kernel {self.name}: argument {i} must be a Tensor, dtype, float or "
+                                f"int, not {type(a).__name__}")
+        if len(push) > kernels.PUSH_WORDS:
+            raise ValueError(f"kernel {self.name}: {len(push)} arguments, at most "
+                             f"{kernels.PUSH_WORDS} fit in push constants")
+        device.backend.register_kernel(self.family, self.spirv())
+        device.backend.launch(self.family, "", threads, push)
+
+
+def _compile(name, source):
+    digest = hashlib.sha256((source + repr(sorted(kernels.defines().items()))).encode()).hexdigest()
+    target = CACHE / f"{name}-{digest[:24]}.spv"
+    if not target.exists():
+        compiler = shutil.which("glslangValidator")
+        if compiler is None:
+            raise RuntimeError("glslangValidator not found: install glslang-tools (make setup)")
+        CACHE.mkdir(parents=True, exist_ok=True)
+        src = target.with_suffix(".comp")
+        src.write_text(source)
+        partial = target.with_suffix(".spv.tmp")
+        result = subprocess.run(kernels.glslang_command(compiler, src, partial, SHADERS),
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ValueError(f"kernel {name} does not compile:\n{result.stdout}{result.stderr}")
+        os.replace(partial, target)  # never leave a half-written .spv in the cache
+    return target.read_bytes()
