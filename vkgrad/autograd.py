@@ -126,7 +126,7 @@ class OpContext:
     def output(self):
         from .tensor import Tensor
         out = Tensor._wrap(self._output, self._device)
-        out._requires_grad, out._grad_node = True, self._node
+        out._requires_grad, out._grad_node = True, self._node()
         return out
 
 
@@ -147,7 +147,7 @@ def record(op, operands, params, out):
     ctx.shapes = tuple(i and i[0] for i in inputs)
     ctx.needs_input_grad = tuple(p is not None for p in parents)
     node = Node(op.name, op.vjp, ctx, parents, inputs, ((out.shape, out.dtype, out.device),))
-    ctx._node = node
+    ctx._node = weakref.ref(node)  # not the node itself: node -> ctx -> node would be a cycle
     out._requires_grad, out._grad_node = True, node
     return out
 
@@ -399,7 +399,7 @@ class Function:
                    for o in outputs]  # an input returned as is becomes a new tensor
         differentiable = [o for o in outputs if isinstance(o, Tensor) and o.dtype.is_floating]
 
-        node = Node(cls.__name__, _function_vjp(cls), ctx,
+        node = Node(cls.__name__, _function_vjp(cls, len(args)), ctx,
                     tuple(edge(a) if isinstance(a, Tensor) else None for a in args),
                     tuple((a.shape, a.dtype) if isinstance(a, Tensor) else None for a in args),
                     tuple((o.shape, o.dtype, o.device) for o in differentiable))
@@ -408,8 +408,11 @@ class Function:
         return outputs[0] if single else type(result)(outputs)
 
 
-def _function_vjp(cls):
+def _function_vjp(cls, n_inputs):
     def vjp(ctx, *grads):
         g = cls.backward(ctx, *grads)
-        return tuple(g) if isinstance(g, (tuple, list)) else (g,)
+        g = tuple(g) if isinstance(g, (tuple, list)) else (g,)
+        if len(g) > n_inputs and all(extra is None for extra in g[n_inputs:]):
+            g = g[:n_inputs]  # Nones for defaulted arguments that were not passed
+        return g
     return vjp
