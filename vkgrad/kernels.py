@@ -29,6 +29,9 @@ RANDOM_OPS = ["uniform", "normal", "randint", "arange_float", "arange_int", "eye
 GATHER_CODES = {"MODE_WORDS": 0, "MODE_STORE": 1, "MODE_ADD": 2,
                 "INDEX_NONE": 0, "INDEX_SRC": 1, "INDEX_DST": 2, "INDEX_VALUE": 3}
 SCAN_CODES = {"SCAN_CHUNKS": 0, "SCAN_SUMS": 1, "SCAN_WRITE": 2, "SCAN_COMPACT": 3}
+# Run-time modes of conv.comp (im2col, col2im, pooling forward and backward).
+CONV_CODES = {"MODE_IM2COL": 0, "MODE_COL2IM": 1, "MODE_MAXPOOL": 2, "MODE_MAXPOOL_BACK": 3,
+              "MODE_AVGPOOL": 4, "MODE_AVGPOOL_BACK": 5}
 
 # Kernel families: file in shaders/ -> variant name -> extra defines. One pipeline per variant.
 FAMILIES = {
@@ -39,6 +42,7 @@ FAMILIES = {
     "scan": {"": [f"{k}={v}" for k, v in SCAN_CODES.items()]},
     "random": {"": []},
     "matmul": {"": []},
+    "conv": {"": [f"{k}={v}" for k, v in CONV_CODES.items()]},
 }
 
 # Every kernel declares its push constants within this many 32-bit words (Vulkan guarantees 128 B).

@@ -1,0 +1,623 @@
+"""Convolution and pooling over NCHW tensors (PyTorch's layouts and semantics), differentiable.
+
+>>> import vkgrad as vk
+>>> from vkgrad.ops.conv import conv2d, max_pool2d
+>>> x = vk.randn((8, 3, 32, 32), device="vulkan")
+>>> w = vk.randn((16, 3, 5, 5), device="vulkan")     # (out, in / groups, kH, kW)
+>>> max_pool2d(conv2d(x, w, padding=2).relu(), 2).shape
+(8, 16, 16, 16)
+
+conv2d is im2col (`unfold`) followed by one batched matmul, composed in Tensor ops so that
+autograd differentiates it (to any order):
+    cols[n, (c, i, j), (oh, ow)] = x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]   (0 in padding)
+    out[n, (g, o), (oh, ow)]    = sum_k W[(g, o), k] cols[n, (g, k), (oh, ow)]
+with k = (c, i, j) over the channels of group g. The columns are laid out (N, C*kH*kW, OH*OW),
+so the product of W viewed as (G, O/G, K) with the columns viewed as (N, G, K, L) is the NCHW
+output itself, with no copy on either side. The backward of im2col is col2im (`fold`), which
+sums the columns back into the input's shape; each is the other's backward.
+
+Pooling ops come in forward/backward pairs that are each other's backward too (max pooling's is
+`b` at the argmax of `a`, whose backward sends gradients back to those argmax positions).
+
+Device: shaders/conv.comp, one pipeline whose run-time modes do im2col, col2im and the pooling
+passes. Every backward pass is a gather (one invocation per input pixel sums what reaches it from
+the windows that contain it): deterministic, no atomics. bf16 sums accumulate in float32 and round
+once, on the host as on the device.
+"""
+from math import prod
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from .. import kernels
+from .registry import Op, OpTest, apply
+
+_CODES = kernels.CONV_CODES
+
+
+# ---- geometry ---------------------------------------------------------------------------------
+def _out_len(n, k, s, p, d):
+    return (n + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def _out_hw(size, kernel, stride, padding, dilation):
+    return tuple(_out_len(*v) for v in zip(size, kernel, stride, padding, dilation))
+
+
+def _compute(a):
+    """The numpy type a host op sums in: float32 for bf16, the array's own type otherwise."""
+    return np.dtype(np.float32) if a.dtype.itemsize < 4 else a.dtype
+
+
+def _padded(a, padding, fill):
+    ph, pw = padding
+    if not ph and not pw:
+        return a
+    n, c, h, w = a.shape
+    out = np.full((n, c, h + 2 * ph, w + 2 * pw), fill, a.dtype)
+    out[:, :, ph:ph + h, pw:pw + w] = a
+    return out
+
+
+def _taps(kernel, stride, dilation, out_hw):
+    """Per kernel tap (i, j): the slices of the padded input that it reads for all windows."""
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
+    return [((i, j), (..., slice(i * dh, i * dh + (oh - 1) * sh + 1, sh),
+                      slice(j * dw, j * dw + (ow - 1) * sw + 1, sw)))
+            for i in range(kh) for j in range(kw)]
+
+
+def _cropped(padded, size, padding):
+    (h, w), (ph, pw) = size, padding
+    return padded[:, :, ph:ph + h, pw:pw + w]
+
+
+# ---- host implementations ---------------------------------------------------------------------
+def _im2col_host(x, kernel, stride, padding, dilation):
+    n, c = x.shape[:2]
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    oh, ow = _out_hw(x.shape[2:], kernel, stride, padding, dilation)
+    xp = _padded(x, padding, 0)
+    s = xp.strides
+    windows = as_strided(xp, (n, c, kh, kw, oh, ow),
+                         (s[0], s[1], s[2] * dh, s[3] * dw, s[2] * sh, s[3] * sw), writeable=False)
+    return np.ascontiguousarray(windows).reshape(n, c * kh * kw, oh * ow)
+
+
+def _col2im_host(cols, size, kernel, stride, padding, dilation):
+    n, (kh, kw) = cols.shape[0], kernel
+    c = cols.shape[1] // (kh * kw)
+    out_hw = _out_hw(size, kernel, stride, padding, dilation)
+    taps = cols.astype(_compute(cols), copy=False).reshape(n, c, kh, kw, *out_hw)
+    xp = np.zeros((n, c, size[0] + 2 * padding[0], size[1] + 2 * padding[1]), taps.dtype)
+    for (i, j), window in _taps(kernel, stride, dilation, out_hw):
+        xp[window] += taps[:, :, i, j]
+    return _cropped(xp, size, padding).astype(cols.dtype)
+
+
+def _window_argmax_host(x, kernel, stride, padding, dilation):
+    """(tap index of each window's maximum, that maximum): taps scanned in row-major order, the
+    first maximum winning, a NaN over any number, the padding never (as the device does)."""
+    out_hw = _out_hw(x.shape[2:], kernel, stride, padding, dilation)
+    xp = _padded(x.astype(_compute(x), copy=False), padding, -np.inf)
+    best = np.full(x.shape[:2] + out_hw, -np.inf, xp.dtype)
+    arg = np.full(best.shape, -1, np.int32)
+    for q, ((i, j), window) in enumerate(_taps(kernel, stride, dilation, out_hw)):
+        v = xp[window]
+        win = ~(v <= best)          # v > best, or a NaN on either side ...
+        win &= best == best         # ... but a NaN already found stays
+        first = arg < 0             # the first real element wins over an empty window
+        if any(padding):
+            h = np.arange(out_hw[0]) * stride[0] + i * dilation[0] - padding[0]
+            w = np.arange(out_hw[1]) * stride[1] + j * dilation[1] - padding[1]
+            first &= ((h >= 0) & (h < x.shape[2]))[:, None] & ((w >= 0) & (w < x.shape[3]))
+        win |= first
+        np.copyto(best, v, where=win)
+        np.copyto(arg, q, where=win)
+    return arg, best
+
+
+def _max_pool_host(x, v, kernel, stride, padding, dilation):
+    arg, best = _window_argmax_host(x, kernel, stride, padding, dilation)
+    if v is x:  # the plain forward: the maxima themselves
+        return best.astype(x.dtype)
+    out = np.zeros(best.shape, v.dtype)
+    vp = _padded(v, padding, 0)
+    for q, (_, window) in enumerate(_taps(kernel, stride, dilation, best.shape[2:])):
+        np.copyto(out, vp[window], where=arg == q)
+    return out
+
+
+def _max_pool_back_host(x, g, size, kernel, stride, padding, dilation):
+    arg, _ = _window_argmax_host(x, kernel, stride, padding, dilation)
+    gc = g.astype(_compute(g), copy=False)
+    xp = np.zeros(x.shape[:2] + tuple(n + 2 * p for n, p in zip(size, padding)), gc.dtype)
+    for q, (_, window) in enumerate(_taps(kernel, stride, dilation, g.shape[2:])):
+        xp[window] += np.where(arg == q, gc, 0)
+    return _cropped(xp, size, padding).astype(g.dtype)
+
+
+def _avg_divisor(size, out_hw, kernel, stride, padding, include_pad):
+    """Per window, the count avg pooling divides by: kH*kW, or only the taps inside the input."""
+    if include_pad:
+        return kernel[0] * kernel[1]
+    counts = []
+    for n, o, k, s, p in zip(size, out_hw, kernel, stride, padding):
+        lo = np.arange(o) * s - p
+        counts.append(np.minimum(lo + k, n) - np.maximum(lo, 0))
+    return np.outer(*counts)
+
+
+def _avg_pool_host(x, kernel, stride, padding, include_pad):
+    out_hw = _out_hw(x.shape[2:], kernel, stride, padding, (1, 1))
+    xp = _padded(x.astype(_compute(x), copy=False), padding, 0)
+    acc = np.zeros(x.shape[:2] + out_hw, xp.dtype)
+    for _, window in _taps(kernel, stride, (1, 1), out_hw):
+        acc += xp[window]
+    acc /= _avg_divisor(x.shape[2:], out_hw, kernel, stride, padding, include_pad)
+    return acc.astype(x.dtype)
+
+
+def _avg_pool_back_host(g, size, kernel, stride, padding, include_pad):
+    out_hw = g.shape[2:]
+    share = g.astype(_compute(g)) / _avg_divisor(size, out_hw, kernel, stride, padding,
+                                                 include_pad)
+    xp = np.zeros(g.shape[:2] + tuple(n + 2 * p for n, p in zip(size, padding)), share.dtype)
+    for _, window in _taps(kernel, stride, (1, 1), out_hw):
+        xp[window] += share
+    return _cropped(xp, size, padding).astype(g.dtype)
+
+
+# ---- Vulkan: shaders/conv.comp ----------------------------------------------------------------
+def _launch(mode, out_shape, dtype, a, b, channels, size, out_hw, kernel, stride, padding,
+            dilation=(1, 1), include_pad=False):
+    backend = a.backend
+    out = backend.empty(out_shape, dtype)
+    if out.size == 0:
+        return out
+    b_ref = [b.start, b.dtype.code] if b is not None else [0, 0]
+    b_strides = list(b.strides) if b is not None else [0] * 4
+    a_strides = list(a.strides) + [0] * (4 - a.ndim)
+    push = [_CODES[mode], out.size, out.start, out.dtype.code, a.start, a.dtype.code, *b_ref,
+            channels, *size, *out_hw, *kernel, *stride, *padding, *dilation, int(include_pad),
+            *a_strides, *b_strides]
+    backend.launch("conv", "", -(-out.size // dtype.per_word), push)
+    return out
+
+
+def _im2col_vulkan(backend, x, kernel, stride, padding, dilation):
+    n, c = x.shape[:2]
+    out_hw = _out_hw(x.shape[2:], kernel, stride, padding, dilation)
+    return _launch("MODE_IM2COL", (n, c * prod(kernel), prod(out_hw)), x.dtype, x, None, c,
+                   x.shape[2:], out_hw, kernel, stride, padding, dilation)
+
+
+def _col2im_vulkan(backend, cols, size, kernel, stride, padding, dilation):
+    n, c = cols.shape[0], cols.shape[1] // prod(kernel)
+    return _launch("MODE_COL2IM", (n, c, *size), cols.dtype, cols, None, c, size,
+                   _out_hw(size, kernel, stride, padding, dilation), kernel, stride, padding,
+                   dilation)
+
+
+def _max_pool_vulkan(backend, x, v, kernel, stride, padding, dilation):
+    out_hw = _out_hw(x.shape[2:], kernel, stride, padding, dilation)
+    return _launch("MODE_MAXPOOL", x.shape[:2] + out_hw, v.dtype, x, v, x.shape[1], x.shape[2:],
+                   out_hw, kernel, stride, padding, dilation)
+
+
+def _max_pool_back_vulkan(backend, x, g, size, kernel, stride, padding, dilation):
+    return _launch("MODE_MAXPOOL_BACK", x.shape, g.dtype, x, g, x.shape[1], size, g.shape[2:],
+                   kernel, stride, padding, dilation)
+
+
+def _avg_pool_vulkan(backend, x, kernel, stride, padding, include_pad):
+    out_hw = _out_hw(x.shape[2:], kernel, stride, padding, (1, 1))
+    return _launch("MODE_AVGPOOL", x.shape[:2] + out_hw, x.dtype, x, None, x.shape[1],
+                   x.shape[2:], out_hw, kernel, stride, padding, include_pad=include_pad)
+
+
+def _avg_pool_back_vulkan(backend, g, size, kernel, stride, padding, include_pad):
+    return _launch("MODE_AVGPOOL_BACK", (*g.shape[:2], *size), g.dtype, g, None, g.shape[1],
+                   size, g.shape[2:], kernel, stride, padding, include_pad=include_pad)
+
+
+# ---- backward rules: each op of a pair is the other's backward --------------------------------
+def _without_size(params):
+    return {k: v for k, v in params.items() if k != "size"}
+
+
+def _im2col_vjp(ctx, g):
+    return (apply(COL2IM, g, size=ctx.shapes[0][2:], **ctx.params),)
+
+
+def _col2im_vjp(ctx, g):
+    return (apply(IM2COL, g, **_without_size(ctx.params)),)
+
+
+def _max_pool_vjp(ctx, g):
+    # d/dx of "v at the argmax of x" is zero almost everywhere; v's gradient goes to the argmax
+    x = ctx.inputs[0]
+    return None, apply(MAX_POOL_BACKWARD, x, g, size=x.shape[2:], **ctx.params)
+
+
+def _max_pool_back_vjp(ctx, g):
+    return None, apply(MAX_POOL, ctx.inputs[0], g, **_without_size(ctx.params))
+
+
+def _avg_pool_vjp(ctx, g):
+    return (apply(AVG_POOL_BACKWARD, g, size=ctx.shapes[0][2:], **ctx.params),)
+
+
+def _avg_pool_back_vjp(ctx, g):
+    return (apply(AVG_POOL, g, **_without_size(ctx.params)),)
+
+
+# ---- argument checks ----------------------------------------------------------------------------
+def _check_tensor(name, what, t):
+    from ..tensor import Tensor
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name}: {what} must be a tensor, not {type(t).__name__}; wrap arrays "
+                        "with vkgrad.tensor(...)")
+
+
+def _tuple(name, arg, value, dims, minimum):
+    """`value` (an int or a sequence of `dims` ints) as a tuple, each at least `minimum`."""
+    v = (value,) * dims if isinstance(value, (int, np.integer)) else tuple(value) \
+        if isinstance(value, (tuple, list)) else None
+    if v is None or len(v) != dims or not all(
+            isinstance(e, (int, np.integer)) and not isinstance(e, bool) for e in v):
+        raise ValueError(f"{name}: {arg} must be an int or {dims} ints, got {value!r}")
+    if any(e < minimum for e in v):
+        raise ValueError(f"{name}: {arg} must be {'positive' if minimum else 'non-negative'}, "
+                         f"got {value!r}")
+    return tuple(int(e) for e in v)
+
+
+def _batched(name, x, dims):
+    """`x` with a batch dim (PyTorch also takes one unbatched sample), and how to undo it."""
+    _check_tensor(name, "input", x)
+    if x.ndim == dims + 2:
+        return x, lambda out: out
+    if x.ndim == dims + 1:
+        return x.reshape(1, *x.shape), lambda out: out.reshape(out.shape[1:])
+    layout = "(N, C, L)" if dims == 1 else "(N, C, H, W)"
+    raise ValueError(f"{name}: expected a {dims + 2}-D input {layout} or a {dims + 1}-D one "
+                     f"without the batch dim, got shape {x.shape}")
+
+
+def _check_window(name, shape, kernel, stride, padding, dilation):
+    out_hw = _out_hw(shape[2:], kernel, stride, padding, dilation)
+    if min(out_hw) < 1:
+        raise ValueError(f"{name}: the kernel {kernel} (dilation {dilation}) is larger than the "
+                         f"padded input: input shape {shape}, padding {padding}")
+    return out_hw
+
+
+def _pool_args(name, shape, kernel_size, stride=None, padding=0, dilation=1):
+    kernel = _tuple(name, "kernel_size", kernel_size, 2, 1)
+    stride = kernel if stride is None else _tuple(name, "stride", stride, 2, 1)
+    padding = _tuple(name, "padding", padding, 2, 0)
+    dilation = _tuple(name, "dilation", dilation, 2, 1)
+    if any(p > k // 2 for p, k in zip(padding, kernel)):
+        raise ValueError(f"{name}: padding {padding} must be at most half the kernel size "
+                         f"{kernel}")
+    _check_window(name, shape, kernel, stride, padding, dilation)
+    return kernel, stride, padding, dilation
+
+
+# ---- public functions ---------------------------------------------------------------------------
+def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
+    """im2col, as torch.nn.functional.unfold: (N, C, H, W) -> (N, C*kH*kW, OH*OW) with
+    out[n, (c, i, j), (oh, ow)] = x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw] (0 in the
+    padding), OH = (H + 2*ph - dh*(kH - 1) - 1) // sh + 1 and likewise OW.
+
+    >>> unfold(vk.ones((1, 2, 4, 4)), 3).shape
+    (1, 18, 4)
+    """
+    x, unbatch = _batched("unfold", input, 2)
+    geometry = dict(kernel=_tuple("unfold", "kernel_size", kernel_size, 2, 1),
+                    stride=_tuple("unfold", "stride", stride, 2, 1),
+                    padding=_tuple("unfold", "padding", padding, 2, 0),
+                    dilation=_tuple("unfold", "dilation", dilation, 2, 1))
+    _check_window("unfold", x.shape, *geometry.values())
+    return unbatch(apply(IM2COL, x, **geometry))
+
+
+def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
+    """col2im, as torch.nn.functional.fold: the adjoint of unfold, (N, C*kH*kW, L) ->
+    (N, C, H, W) with (H, W) = output_size; every column entry is added to the input pixel that
+    unfold read it from (pixels read by several windows receive several terms)."""
+    _check_tensor("fold", "input", input)
+    size = _tuple("fold", "output_size", output_size, 2, 1)
+    geometry = dict(kernel=_tuple("fold", "kernel_size", kernel_size, 2, 1),
+                    stride=_tuple("fold", "stride", stride, 2, 1),
+                    padding=_tuple("fold", "padding", padding, 2, 0),
+                    dilation=_tuple("fold", "dilation", dilation, 2, 1))
+    kk = prod(geometry["kernel"])
+    out_hw = _check_window("fold", (1, 1, *size), *geometry.values())
+    if input.ndim not in (2, 3) or input.shape[-2] % kk or input.shape[-1] != prod(out_hw):
+        raise ValueError(f"fold: input shape {input.shape} is not (N, C*{kk}, {prod(out_hw)}) "
+                         f"or (C*{kk}, {prod(out_hw)}) for output_size {size}, kernel "
+                         f"{geometry['kernel']}")
+    cols = input if input.ndim == 3 else input.reshape(1, *input.shape)
+    out = apply(COL2IM, cols, size=size, **geometry)
+    return out if input.ndim == 3 else out.reshape(out.shape[1:])
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution (cross-correlation), as torch.nn.functional.conv2d:
+
+        out[n, o, y, x] = bias[o] + sum_{c, i, j} weight[o, c, i, j]
+                          * input[n, g*C/G + c, y*sh - ph + i*dh, x*sw - pw + j*dw]
+
+    for output channel o of group g = o // (O/G); input (N, C, H, W) (or (C, H, W)), weight
+    (O, C/G, kH, kW), bias (O,) or None; zero padding. stride, padding and dilation are ints or
+    pairs. Output (N, O, OH, OW), OH = (H + 2*ph - dh*(kH - 1) - 1) // sh + 1.
+    """
+    x, unbatch = _batched("conv2d", input, 2)
+    _check_tensor("conv2d", "weight", weight)
+    if weight.ndim != 4:
+        raise ValueError(f"conv2d: expected a 4-D weight (out_channels, in_channels / groups, kH, "
+                         f"kW), got shape {weight.shape}")
+    stride = _tuple("conv2d", "stride", stride, 2, 1)
+    padding = _tuple("conv2d", "padding", padding, 2, 0)
+    dilation = _tuple("conv2d", "dilation", dilation, 2, 1)
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"conv2d: groups must be a positive int, got {groups!r}")
+    n, c = x.shape[:2]
+    o, cg, kh, kw = weight.shape
+    if c % groups or o % groups:
+        raise ValueError(f"conv2d: groups={groups} must divide both in_channels and "
+                         f"out_channels: input shape {x.shape}, weight shape {weight.shape}")
+    if c != cg * groups:
+        raise ValueError(f"conv2d: input shape {x.shape} has {c} channels but weight shape "
+                         f"{weight.shape} with groups={groups} expects {cg * groups}")
+    if bias is not None:
+        _check_tensor("conv2d", "bias", bias)
+        if bias.shape != (o,):
+            raise ValueError(f"conv2d: bias shape {bias.shape} does not match weight shape "
+                             f"{weight.shape}: expected ({o},)")
+    oh, ow = _check_window("conv2d", x.shape, (kh, kw), stride, padding, dilation)
+    from .linalg import matmul
+    if (kh, kw, *stride, *padding) == (1, 1, 1, 1, 0, 0):
+        cols = x.reshape(n, c, oh * ow)  # a 1x1 convolution reads the input as it is
+    else:
+        cols = apply(IM2COL, x, kernel=(kh, kw), stride=stride, padding=padding,
+                     dilation=dilation)
+    k = cg * kh * kw
+    out = matmul(weight.reshape(groups, o // groups, k), cols.reshape(n, groups, k, oh * ow))
+    out = out.reshape(n, o, oh, ow)
+    if bias is not None:
+        out = out + bias.reshape(1, o, 1, 1)
+    return unbatch(out)
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """1-D convolution, as torch.nn.functional.conv1d: input (N, C, L) (or (C, L)), weight
+    (O, C/G, k), bias (O,) or None; out[n, o, t] = bias[o] + sum_{c, i} weight[o, c, i]
+    * input[n, g*C/G + c, t*s - p + i*d]. Computed as conv2d with a height of 1."""
+    x, unbatch = _batched("conv1d", input, 1)
+    _check_tensor("conv1d", "weight", weight)
+    if weight.ndim != 3:
+        raise ValueError(f"conv1d: expected a 3-D weight (out_channels, in_channels / groups, "
+                         f"k), got shape {weight.shape}")
+    (s,), (p,), (d,) = (_tuple("conv1d", arg, value, 1, minimum) for arg, value, minimum in
+                        (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)))
+    out = conv2d(x.reshape(x.shape[0], x.shape[1], 1, x.shape[2]),
+                 weight.reshape(weight.shape[0], weight.shape[1], 1, weight.shape[2]),
+                 bias, (1, s), (0, p), (1, d), groups)
+    return unbatch(out.reshape(out.shape[0], out.shape[1], out.shape[3]))
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1):
+    """Max pooling, as torch.nn.functional.max_pool2d: out[n, c, y, x] = max over i < kH,
+    j < kW of input[n, c, y*sh - ph + i*dh, x*sw - pw + j*dw], the padding counting as -inf
+    (it must be at most half the kernel). stride defaults to kernel_size. The gradient goes to
+    the first maximum of each window (a NaN counts as the maximum)."""
+    x, unbatch = _batched("max_pool2d", input, 2)
+    kernel, stride, padding, dilation = _pool_args("max_pool2d", x.shape, kernel_size, stride,
+                                                   padding, dilation)
+    return unbatch(apply(MAX_POOL, x, x, kernel=kernel, stride=stride, padding=padding,
+                         dilation=dilation))
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, count_include_pad=True):
+    """Average pooling, as torch.nn.functional.avg_pool2d: out[n, c, y, x] = sum over the window
+    of input (zero padding) / (kH*kW if count_include_pad else the taps inside the input).
+    stride defaults to kernel_size; padding must be at most half the kernel."""
+    x, unbatch = _batched("avg_pool2d", input, 2)
+    kernel, stride, padding, _ = _pool_args("avg_pool2d", x.shape, kernel_size, stride, padding)
+    return unbatch(apply(AVG_POOL, x, kernel=kernel, stride=stride, padding=padding,
+                         include_pad=bool(count_include_pad)))
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """Average pooling to a fixed output size, as torch.nn.functional.adaptive_avg_pool2d:
+    output row y averages input rows floor(y*H/OH) to ceil((y+1)*H/OH) - 1, and likewise for
+    columns. output_size is an int or a pair (None keeps that input size).
+
+    Sizes that divide evenly are plain avg_pool2d; otherwise the bins are separable, so the
+    result is Ah @ x @ Aw^T with Ah[y, h] = 1 / (rows in bin y) for the rows of bin y."""
+    x, unbatch = _batched("adaptive_avg_pool2d", input, 2)
+    pair = output_size
+    if output_size is None or isinstance(output_size, (tuple, list)) and len(output_size) == 2:
+        pair = tuple(n if s is None else s for s, n in zip(
+            (output_size,) * 2 if output_size is None else output_size, x.shape[2:]))
+    oh, ow = _tuple("adaptive_avg_pool2d", "output_size", pair, 2, 1)
+    h, w = x.shape[2:]
+    if h % oh == 0 and w % ow == 0:
+        return unbatch(avg_pool2d(x, (h // oh, w // ow)))
+    from ..tensor import tensor
+    from .linalg import matmul
+    acc = np.float32 if x.dtype.itemsize < 4 else x.dtype.np_dtype
+    ah = tensor(_bins(h, oh), dtype=acc, device=x.device)
+    aw = tensor(_bins(w, ow).T, dtype=acc, device=x.device)
+    out = matmul(matmul(ah, x), aw)
+    return unbatch(out if out.dtype is x.dtype else out.astype(x.dtype))
+
+
+def _bins(n, m):
+    """(m, n) averaging matrix of adaptive pooling's m bins over n positions."""
+    a = np.zeros((m, n))
+    for i in range(m):
+        lo, hi = i * n // m, -(-(i + 1) * n // m)
+        a[i, lo:hi] = 1.0 / (hi - lo)
+    return a
+
+
+# ---- the ops and their tests (tests/test_ops.py, tests/test_autograd_ops.py) --------------------
+def _torch(fn):
+    """A reference that runs torch.nn.functional.`fn` on float64 copies (imported lazily:
+    torch is a test dependency only)."""
+    def reference(*arrays, **params):
+        import torch
+        tensors = [torch.from_numpy(np.asarray(a, np.float64)) for a in arrays]
+        return getattr(torch.nn.functional, fn)(*tensors, **params).numpy()
+    return reference
+
+
+def _conv_cases(rng):
+    r = rng.standard_normal
+    return [
+        ([r((2, 3, 7, 6)), r((4, 3, 3, 2)), r(4)], {}),
+        ([r((1, 1, 9, 8)), r((2, 1, 3, 3)), r(2)], {"stride": 2, "padding": 1}),
+        ([r((2, 4, 6, 7)), r((6, 2, 2, 3))], {"groups": 2, "dilation": (2, 1),
+                                              "padding": (1, 2)}),
+        ([r((3, 5, 4, 4)), r((3, 5, 1, 1)), r(3)], {}),
+        ([r((2, 6, 5, 5)), r((6, 1, 3, 3)), r(6)], {"groups": 6, "stride": (1, 2),
+                                                    "padding": 1}),
+        ([r((0, 2, 4, 4)), r((3, 2, 3, 3)), r(3)], {}),
+    ]
+
+
+def _conv1d_cases(rng):
+    r = rng.standard_normal
+    return [([r((2, 3, 11)), r((4, 3, 3)), r(4)], {"stride": 2, "padding": 1}),
+            ([r((1, 2, 9)), r((2, 1, 4))], {"groups": 2, "dilation": 2})]
+
+
+def _conv_length(inputs, params):
+    w = inputs[1]
+    return prod(w.shape[1:]) + (len(inputs) > 2)
+
+
+def _unfold_cases(rng):
+    r = rng.standard_normal
+    return [([r((2, 3, 7, 5))], {"kernel_size": (3, 2)}),
+            ([r((1, 1, 6, 9))], {"kernel_size": 3, "stride": 2, "padding": 1}),
+            ([r((2, 2, 9, 8))], {"kernel_size": (2, 3), "stride": (2, 1), "padding": (1, 0),
+                                 "dilation": (2, 1)}),
+            ([r((3, 2, 5, 5))], {"kernel_size": 5}),
+            ([r((0, 2, 4, 4))], {"kernel_size": 3})]
+
+
+def _fold_cases(rng):
+    r = rng.standard_normal
+    return [([r((2, 3 * 6, 5 * 4))], {"output_size": (7, 5), "kernel_size": (3, 2)}),
+            ([r((1, 9, 15))], {"output_size": (6, 9), "kernel_size": 3, "stride": 2,
+                               "padding": 1}),
+            ([r((2, 2 * 6, 5 * 6))], {"output_size": (9, 8), "kernel_size": (2, 3),
+                                      "stride": (2, 1), "padding": (1, 0), "dilation": (2, 1)})]
+
+
+_MAX_POOLS = [((2, 3, 7, 6), {"kernel_size": 2}),
+              ((1, 2, 9, 8), {"kernel_size": 3, "stride": 2, "padding": 1}),
+              ((2, 1, 5, 7), {"kernel_size": (2, 3), "stride": 1}),
+              ((1, 2, 8, 9), {"kernel_size": 3, "stride": (2, 1), "padding": 1, "dilation": 2})]
+_AVG_POOLS = [((2, 3, 7, 6), {"kernel_size": 2}),
+              ((1, 2, 9, 8), {"kernel_size": 3, "stride": 2, "padding": 1}),
+              ((1, 2, 9, 8), {"kernel_size": 3, "stride": 2, "padding": 1,
+                              "count_include_pad": False}),
+              ((2, 1, 5, 7), {"kernel_size": (2, 3), "stride": 1, "padding": (1, 0),
+                              "count_include_pad": False})]
+
+
+def _pool_cases(pools):
+    return lambda rng: [([rng.standard_normal(shape)], params) for shape, params in pools]
+
+
+def _pool_call_args(name, shape, params):
+    """The pooling op's parameters for the public arguments `params` on an input of `shape`."""
+    window = {k: v for k, v in params.items() if k != "count_include_pad"}
+    kernel, stride, padding, dilation = _pool_args(name, shape, **window)
+    if name == "max_pool2d":
+        return dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation)
+    return dict(kernel=kernel, stride=stride, padding=padding,
+                include_pad=params.get("count_include_pad", True))
+
+
+def _max_pool_backward_call(x, g, **params):
+    return apply(MAX_POOL_BACKWARD, x, g, size=x.shape[2:],
+                 **_pool_call_args("max_pool2d", x.shape, params))
+
+
+def _avg_pool_backward_call(x, g, **params):
+    # x only gives the input's shape: the average pool's backward reads g alone
+    return apply(AVG_POOL_BACKWARD, g, size=x.shape[2:],
+                 **_pool_call_args("avg_pool2d", x.shape, params))
+
+
+def _pool_backward_cases(name, pools):
+    """(input, upstream gradient) pairs for a pooling backward op."""
+    def cases(rng):
+        out = []
+        for shape, params in pools:
+            geometry = _pool_call_args(name, shape, params)
+            out_hw = _out_hw(shape[2:], geometry["kernel"], geometry["stride"],
+                             geometry["padding"], geometry.get("dilation", (1, 1)))
+            out.append(([rng.standard_normal(shape), rng.standard_normal(shape[:2] + out_hw)],
+                        params))
+        return out
+    return cases
+
+
+def _torch_pool_backward(fn):
+    def reference(x, g, **params):
+        import torch
+        xt = torch.from_numpy(np.asarray(x, np.float64)).requires_grad_()
+        getattr(torch.nn.functional, fn)(xt, **params).backward(torch.from_numpy(g))
+        return xt.grad.numpy()
+    return reference
+
+
+def _adaptive_cases(rng):
+    r = rng.standard_normal
+    return [([r((2, 3, 7, 9))], {"output_size": (3, 4)}),
+            ([r((1, 2, 6, 6))], {"output_size": (2, 3)}),
+            ([r((1, 1, 5, 5))], {"output_size": 1}),
+            ([r((1, 2, 3, 3))], {"output_size": (5, None)})]
+
+
+def _bin_length(inputs, params):
+    (h, w), size = inputs[0].shape[2:], params["output_size"]
+    oh, ow = (size, size) if isinstance(size, int) else (size[0], size[1] or w)
+    return (-(-h // oh) + 1) * (-(-w // ow) + 1)
+
+
+def _window_length(inputs, params):
+    return prod(_tuple("", "", params["kernel_size"], 2, 1))
+
+
+IM2COL = Op("im2col", _im2col_host, _im2col_vulkan, vjp=_im2col_vjp, saves=(), tests=[
+    OpTest(unfold, _torch("unfold"), _unfold_cases),
+    OpTest(conv2d, _torch("conv2d"), _conv_cases, reduction_length=_conv_length),
+    OpTest(conv1d, _torch("conv1d"), _conv1d_cases, reduction_length=_conv_length)])
+COL2IM = Op("col2im", _col2im_host, _col2im_vulkan, vjp=_col2im_vjp, saves=(), tests=[
+    OpTest(fold, _torch("fold"), _fold_cases, reduction_length=_window_length)])
+MAX_POOL = Op("max_pool2d", _max_pool_host, _max_pool_vulkan, vjp=_max_pool_vjp, tests=[
+    OpTest(max_pool2d, _torch("max_pool2d"), _pool_cases(_MAX_POOLS))])
+MAX_POOL_BACKWARD = Op(
+    "max_pool2d_backward", _max_pool_back_host, _max_pool_back_vulkan, vjp=_max_pool_back_vjp,
+    tests=[OpTest(_max_pool_backward_call, _torch_pool_backward("max_pool2d"),
+                  _pool_backward_cases("max_pool2d", _MAX_POOLS),
+                  reduction_length=_window_length)])
+AVG_POOL = Op("avg_pool2d", _avg_pool_host, _avg_pool_vulkan, vjp=_avg_pool_vjp, saves=(), tests=[
+    OpTest(avg_pool2d, _torch("avg_pool2d"), _pool_cases(_AVG_POOLS),
+           reduction_length=_window_length),
+    OpTest(adaptive_avg_pool2d, _torch("adaptive_avg_pool2d"), _adaptive_cases,
+           reduction_length=_bin_length)])
+AVG_POOL_BACKWARD = Op(
+    "avg_pool2d_backward", _avg_pool_back_host, _avg_pool_back_vulkan, vjp=_avg_pool_back_vjp,
+    saves=(), tests=[OpTest(_avg_pool_backward_call, _torch_pool_backward("avg_pool2d"),
+                            _pool_backward_cases("avg_pool2d", _AVG_POOLS),
+                            reduction_length=_window_length)])
