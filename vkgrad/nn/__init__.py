@@ -1,2 +1,3 @@
 """Neural-network building blocks in PyTorch's shape: modules, layers, losses and functions."""
 from .parameter import Parameter
+from . import functional, init

@@ -1,0 +1,356 @@
+"""Stateless neural-network functions and losses, in PyTorch's shape (`import vkgrad.nn.functional
+as F`). Every one is built from Tensor ops, so it runs on the host and on Vulkan, in float32 and
+bfloat16, and is differentiable (twice, where the math is) through autograd.
+
+>>> import vkgrad as vk
+>>> import vkgrad.nn.functional as F
+>>> logits = vk.randn(8, 10, device="vulkan", requires_grad=True)
+>>> labels = vk.randint(0, 10, (8,), device="vulkan")
+>>> loss = F.cross_entropy(logits, labels, label_smoothing=0.1)
+>>> loss.backward()
+
+bf16 inputs: softmax, log_softmax, the normalisations and the class losses compute in float32
+and round the result to bf16 (as PyTorch's CPU kernels do); sums accumulate in float32 always.
+"""
+import operator
+from math import pi, sqrt
+
+from .. import dtypes
+from ..autograd import no_grad
+from ..creation import arange
+from ..ops.indexing import take, take_along_axis
+from ..random import rand
+from ..tensor import Tensor, tensor, where
+
+__all__ = [
+    "linear", "relu", "gelu", "silu", "sigmoid", "tanh", "softmax", "log_softmax", "dropout",
+    "batch_norm", "layer_norm", "embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss",
+    "binary_cross_entropy_with_logits", "multi_margin_loss",
+]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _widen(x):
+    """x in float32 if it is bf16: exponentials and statistics are computed in float32."""
+    return x.astype(dtypes.float32) if x.dtype is dtypes.bfloat16 else x
+
+
+def _narrow(y, dtype):
+    return y if y.dtype is dtype else y.astype(dtype)
+
+
+def _axis(axis, dim):
+    return axis if dim is None else dim
+
+
+def _check_reduction(reduction, fn):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{fn}: reduction must be one of {_REDUCTIONS}, not {reduction!r}")
+
+
+def _reduce(loss, reduction):
+    if reduction == "mean":
+        return loss.mean()
+    return loss.sum() if reduction == "sum" else loss
+
+
+def _check_tensor(x, name, fn):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{fn}: {name} must be a Tensor, not {type(x).__name__}")
+
+
+# ---- layers ---------------------------------------------------------------------------------------
+def linear(x, weight, bias=None):
+    """y = x @ weight.T + bias, with weight of shape [out_features, in_features] (PyTorch's
+    layout) and x of shape [..., in_features]."""
+    _check_tensor(x, "input", "linear")
+    if x.ndim == 0 or x.shape[-1] != weight.shape[-1]:
+        raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape "
+                         f"{weight.shape} (last dims must agree: [..., in] against [out, in])")
+    y = x @ weight.T
+    return y if bias is None else y + bias
+
+
+# ---- activations ------------------------------------------------------------------------------------
+def relu(x):
+    """max(x, 0)."""
+    return x.relu()
+
+
+def gelu(x, approximate="none"):
+    """x * Phi(x), Phi the standard normal CDF: 0.5 x (1 + erf(x / sqrt 2)); approximate="tanh"
+    gives 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))), as PyTorch."""
+    if approximate == "none":
+        return x.gelu()
+    if approximate == "tanh":
+        return x * 0.5 * (1 + ((x + x * x * x * 0.044715) * sqrt(2 / pi)).tanh())
+    raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
+
+
+def silu(x):
+    """x * sigmoid(x) (also called swish)."""
+    return x * x.sigmoid()
+
+
+def sigmoid(x):
+    """1 / (1 + exp(-x))."""
+    return x.sigmoid()
+
+
+def tanh(x):
+    """tanh(x)."""
+    return x.tanh()
+
+
+def softmax(x, axis=-1, *, dim=None):
+    """exp(x_i - m) / sum_j exp(x_j - m) along `axis` (`dim` is PyTorch's name for it), with m the
+    maximum along the axis so that exp cannot overflow. Built from primitives, so it is
+    differentiable twice (m is a constant to autograd: the result does not depend on it)."""
+    axis = _axis(axis, dim)
+    z = _widen(x)
+    e = (z - z.max(axis=axis, keepdims=True).detach()).exp()
+    return _narrow(e / e.sum(axis=axis, keepdims=True), x.dtype)
+
+
+def log_softmax(x, axis=-1, *, dim=None):
+    """x_i - m - log(sum_j exp(x_j - m)) along `axis` (`dim` too): log(softmax(x)) without its
+    underflow (m, the maximum along the axis, is a constant to autograd)."""
+    axis = _axis(axis, dim)
+    z = _widen(x)
+    z = z - z.max(axis=axis, keepdims=True).detach()
+    return _narrow(z - z.exp().sum(axis=axis, keepdims=True).log(), x.dtype)
+
+
+def dropout(x, p=0.5, training=True, generator=None):
+    """Zero each element with probability p and scale the rest by 1 / (1 - p), so the mean is
+    unchanged; x itself when not training or p == 0. The mask comes from vkgrad's seeded
+    generator (`generator`, or the default one): vk.manual_seed makes it reproducible, and the
+    host and Vulkan draw the same mask."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability must be in [0, 1], not {p}")
+    if not training or p == 0:
+        return x
+    keep = rand(x.shape, device=x.device, generator=generator) >= p
+    return where(keep, x * (1 / (1 - p) if p < 1 else 0.0), 0.0)
+
+
+# ---- normalisation -----------------------------------------------------------------------------------
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias per channel (axis 1 of x [N, C, ...]).
+
+    training: mean and (biased) var of the batch over every axis but 1; running_mean and
+    running_var (if given) are updated in place, outside the graph, as
+    running = (1 - momentum) * running + momentum * batch, with the unbiased variance
+    var * n / (n - 1) (n values per channel), as PyTorch. Otherwise the running statistics
+    normalise.
+    """
+    _check_tensor(x, "input", "batch_norm")
+    if x.ndim < 2:
+        raise ValueError(f"batch_norm needs an input [N, C, ...], got shape {x.shape}")
+    c = x.shape[1]
+    shape = (1, c) + (1,) * (x.ndim - 2)
+    n = x.size // c if c else 0
+    z = _widen(x)
+    if training:
+        if n <= 1:
+            raise ValueError(f"batch_norm: expected more than 1 value per channel when training, "
+                             f"got input of shape {x.shape}")
+        axes = (0,) + tuple(range(2, x.ndim))
+        mean = z.mean(axis=axes, keepdims=True)
+        d = z - mean
+        var = (d * d).mean(axis=axes, keepdims=True)
+        if running_mean is not None:
+            with no_grad():
+                running_mean[...] = running_mean * (1 - momentum) + mean.reshape(c) * momentum
+        if running_var is not None:
+            with no_grad():
+                running_var[...] = (running_var * (1 - momentum)
+                                    + var.reshape(c) * (momentum * n / (n - 1)))
+        y = d * (var + eps).rsqrt()
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError("batch_norm: running_mean and running_var are needed when not "
+                             "training")
+        y = (z - running_mean.reshape(shape)) * (running_var.reshape(shape) + eps).rsqrt()
+    if weight is not None:
+        y = y * weight.reshape(shape)
+    if bias is not None:
+        y = y + bias.reshape(shape)
+    return _narrow(y, x.dtype)
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias, mean and (biased) var over the last
+    len(normalized_shape) axes, which must equal normalized_shape."""
+    _check_tensor(x, "input", "layer_norm")
+    normalized_shape = ((operator.index(normalized_shape),) if not isinstance(
+        normalized_shape, (tuple, list)) else tuple(normalized_shape))
+    k = len(normalized_shape)
+    if k == 0 or x.shape[x.ndim - k:] != normalized_shape or x.ndim < k:
+        raise ValueError(f"layer_norm: input of shape {x.shape} does not end in normalized_shape "
+                         f"{normalized_shape}")
+    axes = tuple(range(x.ndim - k, x.ndim))
+    z = _widen(x)
+    d = z - z.mean(axis=axes, keepdims=True)
+    y = d * ((d * d).mean(axis=axes, keepdims=True) + eps).rsqrt()
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return _narrow(y, x.dtype)
+
+
+def embedding(indices, weight, padding_idx=None):
+    """weight[indices]: rows of the [num_embeddings, dim] table, of shape indices.shape + (dim,).
+    Rows looked up at `padding_idx` get no gradient."""
+    if not isinstance(indices, Tensor):
+        indices = tensor(indices, device=weight.device)
+    if indices.dtype.is_floating or indices.dtype.kind == "b":
+        raise TypeError(f"embedding needs integer indices, not {indices.dtype.name}")
+    indices = indices.to(weight.device)
+    out = weight[indices]
+    if padding_idx is not None:
+        padding_idx = padding_idx % weight.shape[0]  # -1 is the last row, as PyTorch
+        out = where((indices != padding_idx).expand_dims(-1), out, out.detach())
+    return out
+
+
+# ---- losses ------------------------------------------------------------------------------------------
+def _class_targets(input, target, ignore_index, fn):
+    """`target` as integer labels on input's device, checked against input [N, C, d...] (or [C]).
+    Returns (labels, class axis, number of classes)."""
+    _check_tensor(input, "input", fn)
+    if not isinstance(target, Tensor):
+        target = tensor(target)
+    if target.dtype.is_floating or target.dtype.kind == "b":
+        raise TypeError(f"{fn}: targets must be integer class labels, not {target.dtype.name}")
+    axis = 1 if input.ndim > 1 else 0
+    expected = input.shape[:axis] + input.shape[axis + 1:]
+    if input.ndim == 0 or target.shape != expected:
+        raise ValueError(f"{fn}: input of shape {input.shape} needs targets of shape {expected}, "
+                         f"got {target.shape}")
+    c = input.shape[axis]
+    if target.device.kind == "host" and target.size:
+        labels = target.numpy()
+        bad = labels[(labels < 0) | (labels >= c)]
+        if ignore_index is not None:
+            bad = bad[bad != ignore_index]
+        if bad.size:
+            raise IndexError(f"{fn}: target {bad.flat[0]} is out of bounds for {c} classes")
+    return target.to(input.device), axis, c
+
+
+def _class_loss(logp, target, weight, ignore_index, reduction, label_smoothing, axis, c):
+    """The per-element loss (1 - s) * -w[t] logp[t] + s / C * -sum_c w[c] logp[c] (s the label
+    smoothing), zero where t == ignore_index, reduced; "mean" divides by sum(w[t]) over the
+    elements not ignored, as PyTorch."""
+    valid = target != ignore_index
+    safe = where(valid, target, 0)
+    picked = take_along_axis(logp, safe.expand_dims(axis), axis).squeeze(axis)
+    w = where(valid, 1.0, 0.0) if weight is None else where(valid, take(weight, safe), 0.0)
+    loss = -picked * w
+    if label_smoothing:
+        wc = 1.0 if weight is None else weight.reshape((c,) + (1,) * (logp.ndim - axis - 1))
+        smooth = where(valid, -(logp * wc).sum(axis=axis), 0.0)
+        loss = loss * (1 - label_smoothing) + smooth * (label_smoothing / c)
+    if reduction == "mean":
+        return loss.sum() / w.sum()
+    return loss.sum() if reduction == "sum" else loss
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """Negative log likelihood of integer labels: loss_i = -weight[t_i] * input[i, t_i], where
+    input holds log-probabilities [N, C] or [N, C, d...] (or [C]) and target labels [N, d...];
+    elements labelled ignore_index count nowhere. "mean" divides by the sum of weight[t_i] over
+    the elements not ignored (their number, without weights)."""
+    _check_reduction(reduction, "nll_loss")
+    target, axis, c = _class_targets(input, target, ignore_index, "nll_loss")
+    z = _widen(input)
+    return _narrow(_class_loss(z, target, weight, ignore_index, reduction, 0.0, axis, c),
+                   input.dtype)
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0):
+    """Cross entropy of logits `input` [N, C] or [N, C, d...] (or [C]) against `target`.
+
+    Integer labels [N, d...]: loss_i = (1 - s) * -w[t] logp[t] + s / C * -sum_c w[c] logp[c],
+    logp = log_softmax(input) along the class axis 1, s = label_smoothing, w the class weights
+    (1 if None); elements labelled ignore_index count nowhere, and "mean" divides by the sum of
+    w[t] over the rest (PyTorch's rule).
+    Class probabilities (a floating target shaped like input): loss_i = -sum_c w[c] q[c] logp[c]
+    with q = (1 - s) * target + s / C; "mean" divides by the number of elements N * d...
+    """
+    _check_reduction(reduction, "cross_entropy")
+    _check_tensor(input, "input", "cross_entropy")
+    if not 0 <= label_smoothing <= 1:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], not "
+                         f"{label_smoothing}")
+    axis = 1 if input.ndim > 1 else 0
+    if isinstance(target, Tensor) and target.dtype.is_floating:
+        if target.shape != input.shape:
+            raise ValueError(f"cross_entropy: probability targets of shape {target.shape} must "
+                             f"match the input's shape {input.shape}")
+        c = input.shape[axis]
+        logp = log_softmax(_widen(input), axis)
+        q = _widen(target) * (1 - label_smoothing) + label_smoothing / c
+        if weight is not None:
+            q = q * weight.reshape((c,) + (1,) * (input.ndim - axis - 1))
+        loss = -(logp * q).sum(axis=axis)
+        return _narrow(_reduce(loss, reduction), input.dtype)
+    target, axis, c = _class_targets(input, target, ignore_index, "cross_entropy")
+    logp = log_softmax(_widen(input), axis)
+    return _narrow(_class_loss(logp, target, weight, ignore_index, reduction, label_smoothing,
+                               axis, c), input.dtype)
+
+
+def mse_loss(input, target, reduction="mean"):
+    """(input - target)^2, reduced ("mean": over every element)."""
+    _check_reduction(reduction, "mse_loss")
+    d = input - target
+    return _reduce(d * d, reduction)
+
+
+def l1_loss(input, target, reduction="mean"):
+    """|input - target|, reduced ("mean": over every element)."""
+    _check_reduction(reduction, "l1_loss")
+    return _reduce((input - target).abs(), reduction)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean",
+                                     pos_weight=None):
+    """-w [p y log sigmoid(x) + (1 - y) log(1 - sigmoid(x))] for logits x and targets y in [0, 1],
+    computed as w [(1 - y) x + (1 + (p - 1) y) softplus(-x)], which cannot overflow
+    (p = pos_weight, broadcast along the last axis, 1 if None; w = weight, 1 if None)."""
+    _check_reduction(reduction, "binary_cross_entropy_with_logits")
+    _check_tensor(input, "input", "binary_cross_entropy_with_logits")
+    if isinstance(target, Tensor) and target.shape != input.shape:
+        raise ValueError(f"binary_cross_entropy_with_logits: target of shape {target.shape} must "
+                         f"match the input's shape {input.shape}")
+    scale = 1.0 if pos_weight is None else (pos_weight - 1) * target + 1
+    loss = (1 - target) * input + scale * (-input).softplus()
+    if weight is not None:
+        loss = loss * weight
+    return _narrow(_reduce(loss, reduction), input.dtype)
+
+
+def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="mean"):
+    """Multi-class hinge loss of scores x [N, C] (or [C]) and labels y [N] (or []):
+    loss_n = sum_{i != y} w[y] max(0, margin - x[y] + x[i])^p / C, p = 1 or 2 (PyTorch's
+    definition; w = weight, 1 if None)."""
+    _check_reduction(reduction, "multi_margin_loss")
+    if p not in (1, 2):
+        raise ValueError(f"multi_margin_loss: p must be 1 or 2, not {p}")
+    if input.ndim > 2:
+        raise ValueError(f"multi_margin_loss needs scores [N, C] or [C], got shape {input.shape}")
+    target, axis, c = _class_targets(input, target, None, "multi_margin_loss")
+    label = target.expand_dims(axis)
+    z = (input - take_along_axis(input, label, axis) + margin).relu()
+    if p == 2:
+        z = z * z
+    if weight is not None:
+        z = z * take(weight, label)
+    z = where(label == arange(c, dtype=dtypes.int32, device=input.device), 0.0, z)
+    return _narrow(_reduce(z.sum(axis=axis) / c, reduction), input.dtype)
