@@ -1,0 +1,273 @@
+"""Convolution and pooling (vkgrad/ops/conv.py) against torch.nn.functional: forward and the
+gradients of every input, on every device, f32 and bf16, over awkward shapes; a LeNet-like chain;
+second-order gradients; argmax ties; errors."""
+import numpy as np
+import pytest
+import torch
+
+import vkgrad as vk
+from vkgrad.ops.conv import (adaptive_avg_pool2d, avg_pool2d, conv1d, conv2d, fold, max_pool2d,
+                             unfold)
+
+F = torch.nn.functional
+DTYPES = ("float32", "bfloat16")
+TORCH_DTYPE = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def _close(got, expected, dtype, what):
+    """Within 2e-2 (bf16) or 1e-4 (f32) of the expected values' scale."""
+    expected = expected.detach().double().numpy()
+    scale = max(1.0, float(np.abs(expected[np.isfinite(expected)]).max(initial=0.0)))
+    tol = 2e-2 if dtype == "bfloat16" else 1e-4
+    np.testing.assert_allclose(got.numpy().astype(np.float64), expected, rtol=tol,
+                               atol=tol * scale, err_msg=what)
+
+
+def _inputs(rng, shapes, dtype):
+    """Random arrays of `shapes`, rounded to `dtype` (None entries stay None)."""
+    return [None if s is None else rng.standard_normal(s).astype(vk.dtype(dtype).np_dtype)
+            for s in shapes]
+
+
+def check(vk_fn, torch_fn, arrays, device, dtype, what, upstream_rng, grad_norm_tol=None):
+    """vk_fn(*tensors) against torch_fn(*tensors) in float64 on the same (rounded) inputs: the
+    output, and the gradient of sum(g * out) for every input (elementwise, or by the norm of the
+    difference relative to the norm of torch's gradient when `grad_norm_tol` is given)."""
+    tensors = [None if a is None else vk.tensor(a, device=device, requires_grad=True)
+               for a in arrays]
+    refs = [None if a is None else torch.from_numpy(a.astype(np.float64)).requires_grad_()
+            for a in arrays]
+    out = vk_fn(*tensors)
+    ref = torch_fn(*refs)
+    assert out.shape == tuple(ref.shape) and out.dtype is vk.dtype(dtype), what
+    assert out.device == device
+    _close(out, ref, dtype, f"{what}: forward")
+    g = upstream_rng.standard_normal(out.shape).astype(vk.dtype(dtype).np_dtype)
+    used = [t for t in tensors if t is not None]
+    grads = vk.grad(out, used, vk.tensor(g, device=device))
+    ref_grads = torch.autograd.grad(ref, [r for r in refs if r is not None],
+                                    torch.from_numpy(g.astype(np.float64)))
+    for i, (d, r) in enumerate(zip(grads, ref_grads)):
+        assert d.shape == tuple(r.shape) and d.dtype is vk.dtype(dtype)
+        if grad_norm_tol is None:
+            _close(d, r, dtype, f"{what}: gradient of input {i}")
+        else:
+            r = r.numpy()
+            error = np.linalg.norm(d.numpy().astype(np.float64) - r) / np.linalg.norm(r)
+            assert error < grad_norm_tol, f"{what}: gradient of input {i}: relative error {error}"
+
+
+# ---- conv2d / conv1d ------------------------------------------------------------------------------
+CONV2D = [  # (input shape, weight shape, bias?, kwargs)
+    ((2, 3, 9, 7), (5, 3, 3, 2), True, {}),                                   # odd, non-square
+    ((2, 2, 10, 11), (4, 2, 3, 5), True, {"stride": 2, "padding": (1, 2)}),
+    ((1, 3, 11, 9), (2, 3, 3, 3), False, {"dilation": (2, 3), "padding": 2}),
+    ((2, 6, 7, 8), (9, 2, 3, 3), True, {"groups": 3, "stride": (2, 1)}),
+    ((1, 4, 6, 6), (4, 1, 3, 3), False, {"groups": 4, "padding": 1}),         # depthwise
+    ((3, 1, 8, 8), (6, 1, 5, 5), True, {"padding": 2}),                       # in_channels 1
+    ((2, 5, 4, 3), (7, 5, 1, 1), True, {}),                                   # 1x1
+    ((3, 6, 6), (2, 3, 3, 3), True, {"stride": 2}),                            # unbatched
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape,w_shape,bias,kwargs", CONV2D,
+                         ids=[f"{x}-{w}-{k}" for x, w, _, k in CONV2D])
+def test_conv2d_against_torch(device, dtype, x_shape, w_shape, bias, kwargs, rng):
+    arrays = _inputs(rng, [x_shape, w_shape, (w_shape[0],) if bias else None], dtype)
+    check(lambda x, w, b: conv2d(x, w, b, **kwargs), lambda x, w, b: F.conv2d(x, w, b, **kwargs),
+          arrays, device, dtype, f"conv2d {x_shape} {w_shape} {kwargs}", rng)
+
+
+CONV1D = [((2, 3, 17), (4, 3, 5), True, {"stride": 2, "padding": 2}),
+          ((1, 4, 9), (4, 2, 3), False, {"groups": 2, "dilation": 2}),
+          ((3, 10), (2, 3, 4), True, {})]                                     # unbatched
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape,w_shape,bias,kwargs", CONV1D,
+                         ids=[f"{x}-{w}-{k}" for x, w, _, k in CONV1D])
+def test_conv1d_against_torch(device, dtype, x_shape, w_shape, bias, kwargs, rng):
+    arrays = _inputs(rng, [x_shape, w_shape, (w_shape[0],) if bias else None], dtype)
+    check(lambda x, w, b: conv1d(x, w, b, **kwargs), lambda x, w, b: F.conv1d(x, w, b, **kwargs),
+          arrays, device, dtype, f"conv1d {x_shape} {w_shape} {kwargs}", rng)
+
+
+def test_unfold_and_fold_against_torch(device, rng):
+    kwargs = {"kernel_size": (3, 2), "stride": (2, 1), "padding": 1, "dilation": (1, 2)}
+    (x,) = _inputs(rng, [(2, 3, 8, 7)], "float32")
+    check(lambda t: unfold(t, **kwargs), lambda t: F.unfold(t, **kwargs), [x], device,
+          "float32", "unfold", rng)
+    cols = F.unfold(torch.from_numpy(x), **kwargs)
+    (c,) = _inputs(rng, [tuple(cols.shape)], "float32")
+    check(lambda t: fold(t, (8, 7), **kwargs), lambda t: F.fold(t, (8, 7), **kwargs), [c],
+          device, "float32", "fold", rng)
+
+
+# ---- pooling --------------------------------------------------------------------------------------
+MAX_POOLS = [((2, 3, 9, 7), {"kernel_size": 3, "stride": 2, "padding": 1}),  # overlapping, padded
+             ((1, 2, 8, 8), {"kernel_size": 2}),
+             ((2, 1, 7, 10), {"kernel_size": (3, 2), "stride": (1, 2), "padding": (1, 0)}),
+             ((1, 2, 9, 9), {"kernel_size": 3, "stride": 1, "dilation": 2}),
+             ((3, 6, 6), {"kernel_size": 2, "stride": 1})]                     # unbatched
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,kwargs", MAX_POOLS, ids=[f"{s}-{k}" for s, k in MAX_POOLS])
+def test_max_pool2d_against_torch(device, dtype, shape, kwargs, rng):
+    check(lambda x: max_pool2d(x, **kwargs), lambda x: F.max_pool2d(x, **kwargs),
+          _inputs(rng, [shape], dtype), device, dtype, f"max_pool2d {shape} {kwargs}", rng)
+
+
+AVG_POOLS = [((2, 3, 9, 7), {"kernel_size": 3, "stride": 2, "padding": 1}),
+             ((2, 3, 9, 7), {"kernel_size": 3, "stride": 2, "padding": 1,
+                             "count_include_pad": False}),
+             ((1, 2, 8, 8), {"kernel_size": 2}),
+             ((2, 1, 7, 10), {"kernel_size": (3, 2), "stride": 1, "padding": (1, 1),
+                              "count_include_pad": False})]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,kwargs", AVG_POOLS, ids=[f"{s}-{k}" for s, k in AVG_POOLS])
+def test_avg_pool2d_against_torch(device, dtype, shape, kwargs, rng):
+    check(lambda x: avg_pool2d(x, **kwargs), lambda x: F.avg_pool2d(x, **kwargs),
+          _inputs(rng, [shape], dtype), device, dtype, f"avg_pool2d {shape} {kwargs}", rng)
+
+
+ADAPTIVE = [((2, 3, 9, 7), (4, 3)), ((1, 2, 8, 8), 2), ((2, 2, 5, 7), (7, 3)),
+            ((1, 3, 6, 5), 1), ((2, 7, 7), (3, None))]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,size", ADAPTIVE, ids=[f"{s}-{o}" for s, o in ADAPTIVE])
+def test_adaptive_avg_pool2d_against_torch(device, dtype, shape, size, rng):
+    check(lambda x: adaptive_avg_pool2d(x, size), lambda x: F.adaptive_avg_pool2d(x, size),
+          _inputs(rng, [shape], dtype), device, dtype, f"adaptive_avg_pool2d {shape} {size}",
+          rng)
+
+
+def test_max_pool2d_ties_go_to_the_first_maximum(device):
+    # Every window holds equal values: torch sends each window's gradient to its first element.
+    x = np.repeat(np.repeat(np.arange(6.0).reshape(1, 1, 2, 3), 3, axis=2), 3, axis=3)
+    x = x.astype(np.float32)
+    kwargs = {"kernel_size": 3, "stride": 2, "padding": 1}
+    check(lambda t: max_pool2d(t, **kwargs), lambda t: F.max_pool2d(t, **kwargs), [x], device,
+          "float32", "max_pool2d ties", np.random.default_rng(0))
+
+
+def test_max_pool2d_windows_of_minus_infinity(device):
+    # The maximum of real -inf values is one of them (the first), never the padding.
+    x = np.full((1, 1, 4, 5), -np.inf, np.float32)
+    x[0, 0, 3, 4] = 1.0
+    kwargs = {"kernel_size": 3, "stride": 2, "padding": 1}
+    check(lambda t: max_pool2d(t, **kwargs), lambda t: F.max_pool2d(t, **kwargs), [x], device,
+          "float32", "max_pool2d -inf", np.random.default_rng(1))
+
+
+# ---- a LeNet-like chain ----------------------------------------------------------------------------
+def _lenet(conv, max_pool, avg_pool, x, w1, b1, w2, b2, w3, b3, relu):
+    h = max_pool(relu(conv(x, w1, b1, padding=2)), 2)
+    h = avg_pool(relu(conv(h, w2, b2)), 2)
+    return conv(h, w3, b3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lenet_like_chain_against_torch(device, dtype, rng):
+    shapes = [(3, 1, 28, 28), (6, 1, 5, 5), (6,), (16, 6, 5, 5), (16,), (10, 16, 5, 5), (10,)]
+    arrays = _inputs(rng, shapes, dtype)
+    for a in arrays[1:]:
+        a *= 0.3  # keeps the activations of order one
+    # In bf16, rounded activations tie in max-pool windows and flip ReLUs, which sends some
+    # gradients elsewhere than float64 does: torch's own bf16 chain is off by 5-6% in norm.
+    check(lambda *t: _lenet(conv2d, max_pool2d, avg_pool2d, *t, relu=lambda h: h.relu()),
+          lambda *t: _lenet(F.conv2d, F.max_pool2d, F.avg_pool2d, *t, relu=F.relu),
+          arrays, device, dtype, "LeNet-like chain", rng,
+          grad_norm_tol=0.1 if dtype == "bfloat16" else None)
+
+
+# ---- second order ------------------------------------------------------------------------------------
+def test_conv2d_second_order_against_torch(device, rng):
+    """Gradients of a function of the first gradients (x, w and b of a strided, padded conv)."""
+    x, w, b, g, u, v = _inputs(rng, [(2, 3, 7, 6), (4, 3, 3, 2), (4,), (2, 4, 4, 4),
+                                     (2, 3, 7, 6), (4, 3, 3, 2)], "float32")
+    kwargs = {"stride": 2, "padding": 1}
+
+    def second(lib, conv, tensors):
+        xt, wt, bt, gt, ut, vt = tensors
+        gx, gw = lib.grad(conv(xt, wt, bt, **kwargs), [xt, wt], gt, create_graph=True)
+        s = (gx * ut).sum() + (gw * gw * vt).sum()
+        return lib.grad(s, [xt, wt, bt], allow_unused=True) if lib is vk else \
+            torch.autograd.grad(s, [xt, wt, bt], allow_unused=True)
+
+    arrays = [x, w, b, g, u, v]
+    got = second(vk, conv2d, [vk.tensor(a, device=device, requires_grad=i < 3)
+                              for i, a in enumerate(arrays)])
+    expected = second(torch.autograd, F.conv2d, [
+        torch.from_numpy(a.astype(np.float64)).requires_grad_(i < 3)
+        for i, a in enumerate(arrays)])
+    for name, d, e in zip("xwb", got, expected):
+        if e is None:  # b does not reach the first gradients
+            assert d is None
+        else:
+            _close(d, e, "float32", f"second-order gradient of {name}")
+
+
+def test_pooling_second_order_against_torch(device, rng):
+    (x, u) = _inputs(rng, [(2, 2, 7, 7), (2, 2, 7, 7)], "float32")
+    for name in ("max_pool2d", "avg_pool2d"):
+        kwargs = {"kernel_size": 3, "stride": 2, "padding": 1}
+
+        def second(tensors, pool, grad):
+            xt, ut = tensors
+            y = pool(xt, **kwargs)
+            (gx,) = grad((y * y).sum(), [xt], create_graph=True)
+            return grad((gx * ut).sum(), [xt])
+
+        xt = vk.tensor(x, device=device, requires_grad=True)
+        (got,) = second([xt, vk.tensor(u, device=device)], globals()[name], vk.grad)
+        xr = torch.from_numpy(x.astype(np.float64)).requires_grad_()
+        (expected,) = second([xr, torch.from_numpy(u.astype(np.float64))], getattr(F, name),
+                             torch.autograd.grad)
+        _close(got, expected, "float32", f"second-order gradient of {name}")
+
+
+# ---- errors --------------------------------------------------------------------------------------
+def _t(*shape):
+    return vk.ones(shape)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: conv2d(_t(4, 5), _t(2, 1, 3, 3)), r"conv2d: expected a 4-D input .*\(4, 5\)"),
+    (lambda: conv2d(_t(1, 4, 5, 5), _t(2, 3, 3)), r"4-D weight .*\(2, 3, 3\)"),
+    (lambda: conv2d(_t(1, 4, 5, 5), _t(2, 3, 3, 3)),
+     r"\(1, 4, 5, 5\) has 4 channels but weight shape \(2, 3, 3, 3\) with groups=1 expects 3"),
+    (lambda: conv2d(_t(1, 4, 5, 5), _t(3, 2, 3, 3), groups=2), r"groups=2 must divide"),
+    (lambda: conv2d(_t(1, 3, 5, 5), _t(3, 1, 3, 3), groups=2), r"groups=2 must divide"),
+    (lambda: conv2d(_t(1, 1, 3, 3), _t(1, 1, 5, 5)),
+     r"kernel \(5, 5\) .* larger than the padded input: input shape \(1, 1, 3, 3\)"),
+    (lambda: conv2d(_t(1, 1, 5, 5), _t(1, 1, 3, 3), dilation=3), r"larger than the padded"),
+    (lambda: conv2d(_t(1, 1, 5, 5), _t(1, 1, 3, 3), stride=0), r"stride must be positive"),
+    (lambda: conv2d(_t(1, 1, 5, 5), _t(1, 1, 3, 3), dilation=(1, -1)),
+     r"dilation must be positive"),
+    (lambda: conv2d(_t(1, 1, 5, 5), _t(1, 1, 3, 3), padding=-1), r"padding must be non-negative"),
+    (lambda: conv2d(_t(1, 1, 5, 5), _t(1, 1, 3, 3), padding=(1, 2, 3)), r"padding must be an int"),
+    (lambda: conv2d(_t(1, 1, 5, 5), _t(2, 1, 3, 3), _t(3)), r"bias shape \(3,\) .* \(2,\)"),
+    (lambda: conv2d(_t(1, 1, 5, 5), _t(1, 1, 3, 3), groups=0), r"groups must be a positive"),
+    (lambda: conv1d(_t(1, 2, 5, 5), _t(1, 2, 3)), r"conv1d: expected a 3-D input .*\(N, C, L\)"),
+    (lambda: conv1d(_t(1, 2, 5), _t(1, 2, 3, 3)), r"conv1d: expected a 3-D weight"),
+    (lambda: max_pool2d(_t(1, 1, 5, 5), 2, padding=2), r"padding \(2, 2\) must be at most half"),
+    (lambda: max_pool2d(_t(1, 1, 2, 2), 3), r"max_pool2d: the kernel \(3, 3\)"),
+    (lambda: avg_pool2d(_t(5, 5), 2), r"avg_pool2d: expected a 4-D input"),
+    (lambda: adaptive_avg_pool2d(_t(1, 1, 5, 5), 0), r"output_size must be positive"),
+    (lambda: fold(_t(1, 7, 4), (3, 3), 2), r"fold: input shape \(1, 7, 4\)"),
+])
+def test_errors_name_the_shapes(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_non_tensor_operands_are_a_type_error():
+    with pytest.raises(TypeError, match="conv2d: weight must be a tensor"):
+        conv2d(_t(1, 1, 5, 5), np.ones((1, 1, 3, 3)))
+    with pytest.raises(TypeError, match="max_pool2d: input must be a tensor"):
+        max_pool2d(np.ones((1, 1, 4, 4)), 2)
