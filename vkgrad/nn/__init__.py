@@ -1,3 +1,20 @@
-"""Neural-network building blocks in PyTorch's shape: modules, layers, losses and functions."""
+"""Neural-network building blocks in PyTorch's shape: modules, layers, losses and functions.
+
+>>> import vkgrad as vk
+>>> from vkgrad import nn
+>>> import vkgrad.nn.functional as F
+>>> model = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10)).to("vulkan")
+>>> loss = F.cross_entropy(model(x), labels)
+>>> loss.backward()
+"""
 from .parameter import Parameter
 from . import functional, init
+from .module import Module, ModuleDict, ModuleList, Sequential
+from .activation import GELU, LogSoftmax, ReLU, SiLU, Sigmoid, Softmax, Tanh
+from .conv import Conv1d, Conv2d
+from .dropout import Dropout
+from .linear import Flatten, Identity, Linear
+from .loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, MultiMarginLoss, NLLLoss
+from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
+from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from .sparse import Embedding

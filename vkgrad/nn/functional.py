@@ -9,6 +9,9 @@ bfloat16, and is differentiable (twice, where the math is) through autograd.
 >>> loss = F.cross_entropy(logits, labels, label_smoothing=0.1)
 >>> loss.backward()
 
+Convolution and pooling (conv1d, conv2d, max_pool2d, avg_pool2d, adaptive_avg_pool2d, unfold,
+fold) are the ops of vkgrad/ops/conv.py, re-exported here.
+
 bf16 inputs: softmax, log_softmax, the normalisations and the class losses compute in float32
 and round the result to bf16 (as PyTorch's CPU kernels do); sums accumulate in float32 always.
 """
@@ -18,11 +21,14 @@ from math import pi, sqrt
 from .. import dtypes
 from ..autograd import no_grad
 from ..creation import arange
+from ..ops.conv import (adaptive_avg_pool2d, avg_pool2d, conv1d, conv2d, fold, max_pool2d,
+                        unfold)
 from ..ops.indexing import take, take_along_axis
 from ..random import rand
 from ..tensor import Tensor, tensor, where
 
 __all__ = [
+    "conv1d", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "unfold", "fold",
     "linear", "relu", "gelu", "silu", "sigmoid", "tanh", "softmax", "log_softmax", "dropout",
     "batch_norm", "layer_norm", "embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss",
     "binary_cross_entropy_with_logits", "multi_margin_loss",

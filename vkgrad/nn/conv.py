@@ -1,0 +1,111 @@
+"""Conv1d and Conv2d, on the convolution ops of vkgrad/ops/conv.py.
+
+>>> conv = nn.Conv2d(1, 6, 5, device="vulkan")   # weight [6, 1, 5, 5], bias [6]
+>>> conv(vk.randn(8, 1, 28, 28, device="vulkan")).shape
+(8, 6, 24, 24)
+"""
+import operator
+
+from ..creation import empty
+from ..ops.movement import pad
+from . import functional as F
+from .linear import reset_weight_and_bias
+from .module import Module
+from .parameter import Parameter
+
+__all__ = ["Conv1d", "Conv2d"]
+
+
+def _tuple(value, n, name):
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
+    if len(values) != n:
+        raise ValueError(f"{name} needs {n} values, got {value!r}")
+    return tuple(operator.index(v) for v in values)
+
+
+class _ConvNd(Module):
+    """Cross-correlation of an input [N, C_in, *spatial] with weight [C_out, C_in / groups,
+    *kernel_size], plus bias [C_out]:
+    out[n, o, p] = bias[o] + sum_{c, k} weight[o, c, k] * x[n, g(o) * C_in / groups + c,
+                                                         p * stride + k * dilation - padding].
+    padding may also be "valid" (none) or "same" (output as large as the input; stride 1;
+    an odd total padding puts the extra element after, as PyTorch). Weight and bias are
+    initialised to U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = C_in / groups * prod(kernel).
+    """
+    _n = 0
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, device=None, dtype=None):
+        super().__init__()
+        n = self._n
+        if groups <= 0 or in_channels % groups or out_channels % groups:
+            raise ValueError(f"{type(self).__name__}: in_channels ({in_channels}) and "
+                             f"out_channels ({out_channels}) must be divisible by groups "
+                             f"({groups})")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = _tuple(kernel_size, n, "kernel_size")
+        self.stride = _tuple(stride, n, "stride")
+        self.dilation = _tuple(dilation, n, "dilation")
+        if isinstance(padding, str):
+            if padding not in ("valid", "same"):
+                raise ValueError(f"{type(self).__name__}: padding must be 'valid', 'same' or "
+                                 f"numbers, not {padding!r}")
+            if padding == "same" and any(s != 1 for s in self.stride):
+                raise ValueError(f"{type(self).__name__}: padding='same' needs stride 1")
+            self.padding = padding
+        else:
+            self.padding = _tuple(padding, n, "padding")
+        self.weight = Parameter(empty((out_channels, in_channels // groups, *self.kernel_size),
+                                      dtype or "float32", device))
+        self.register_parameter("bias", Parameter(empty((out_channels,), dtype or "float32",
+                                                        device)) if bias else None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        reset_weight_and_bias(self.weight, self.bias)
+
+    def _padded(self, x):
+        """x with any padding the op cannot express (uneven "same") applied, and the padding
+        left for the op."""
+        if self.padding == "valid":
+            return x, (0,) * self._n
+        if self.padding != "same":
+            return x, self.padding
+        totals = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
+        if all(t % 2 == 0 for t in totals):
+            return x, tuple(t // 2 for t in totals)
+        widths = [(0, 0), (0, 0)] + [(t // 2, t - t // 2) for t in totals]
+        return pad(x, widths), (0,) * self._n
+
+    def extra_repr(self):
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding != (0,) * self._n:
+            s += f", padding={self.padding}"
+        if self.dilation != (1,) * self._n:
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class Conv1d(_ConvNd):
+    """1-d convolution of [N, C_in, L] inputs (see _ConvNd for the math)."""
+    _n = 1
+
+    def forward(self, x):
+        x, padding = self._padded(x)
+        return F.conv1d(x, self.weight, self.bias, self.stride[0], padding[0], self.dilation[0],
+                        self.groups)
+
+
+class Conv2d(_ConvNd):
+    """2-d convolution of [N, C_in, H, W] inputs (see _ConvNd for the math)."""
+    _n = 2
+
+    def forward(self, x):
+        x, padding = self._padded(x)
+        return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation,
+                        self.groups)
