@@ -21,6 +21,7 @@ from .ops.indexing import add_at, one_hot, take, take_along_axis  # after .tenso
 from .ops.movement import concatenate, cumsum, flip, pad, repeat, roll, split, stack, tile
 from .serialization import load, save
 from . import nn  # noqa: E402  (built on everything above)
+from . import datasets  # noqa: E402
 
 bool = bool_  # noqa: A001  numpy spells it vkgrad.bool too
 globals().update({k: v for k, v in FUNCTIONS.items() if k not in ("clip", "where")})
