@@ -13,7 +13,7 @@ import vkgrad.nn.functional as F
 FLOATS = ("float32", "bfloat16")
 
 
-# ---- helpers (test_nn_layers.py uses them too) ----------------------------------------------------
+# ---- helpers (test_nn_layers.py uses them too) ---------------------------------------------------
 def rounded(a, dtype):
     """`a` as float32 holding values representable in `dtype` (what both libraries compute on)."""
     a = np.asarray(a, np.float32)
@@ -156,7 +156,7 @@ def test_dropout_identity_in_eval_and_edge_probabilities(device, rng):
             F.dropout(x, p)
 
 
-# ---- normalisation and embedding -------------------------------------------------------------------
+# ---- normalisation and embedding -----------------------------------------------------------------
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("shape", [(5, 3), (2, 3, 7), (1, 3, 4, 5)], ids=str)
 def test_batch_norm(device, dtype, shape, rng):
@@ -218,7 +218,7 @@ def test_embedding(device, dtype, rng):
         F.embedding(vk.tensor([1.0], device=device), w)
 
 
-# ---- losses ---------------------------------------------------------------------------------------
+# ---- losses --------------------------------------------------------------------------------------
 def _labels(rng, shape, classes, ignore=False):
     labels = rng.integers(0, classes, shape).astype(np.int32)
     if ignore:

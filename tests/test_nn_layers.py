@@ -119,7 +119,7 @@ def test_pooling(device, dtype, make, make_ref, shape, rng):
     check_layer(make(), make_ref(), rng.standard_normal(shape), device, dtype, rng)
 
 
-# ---- normalisation --------------------------------------------------------------------------------
+# ---- normalisation -------------------------------------------------------------------------------
 BATCH_NORMS = [
     (lambda **o: nn.BatchNorm1d(3, **o), lambda **o: tnn.BatchNorm1d(3, **o), (5, 3)),
     (lambda **o: nn.BatchNorm1d(3, **o), lambda **o: tnn.BatchNorm1d(3, **o), (2, 3, 4)),
@@ -184,7 +184,7 @@ def test_layer_norm(device, dtype, rng):
                     atol=1e-4)
 
 
-# ---- embedding, dropout, activations, containers of them ------------------------------------------
+# ---- embedding, dropout, activations, containers of them -----------------------------------------
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_embedding(device, dtype, rng):
     for padding_idx in (None, 2):
@@ -271,7 +271,7 @@ def test_loss_modules(device, dtype, rng):
         nn.MSELoss(reduction="max")
 
 
-# ---- default initialisation ------------------------------------------------------------------------
+# ---- default initialisation ----------------------------------------------------------------------
 def test_default_initialisation_follows_torch_and_is_seeded(device):
     vk.manual_seed(0)
     fc = nn.Linear(50, 200, device=device)

@@ -51,7 +51,7 @@ def values(module):
     return {k: v.numpy().copy() for k, v in module.state_dict().items()}
 
 
-# ---- registration and traversal ---------------------------------------------------------------------
+# ---- registration and traversal ------------------------------------------------------------------
 class Custom(nn.Module):
     def __init__(self):
         super().__init__()
@@ -201,7 +201,7 @@ def test_non_strict_load_reports_and_loads_the_rest():
         m.load_state_dict(state, strict=False)
 
 
-# ---- to(), modes, gradients --------------------------------------------------------------------------
+# ---- to(), modes, gradients ----------------------------------------------------------------------
 def test_to_moves_parameters_buffers_and_grads_in_place(vulkan):
     m = Block()
     m.layers[0](vk.ones((2, 3))).sum().backward()
@@ -261,7 +261,7 @@ def test_repr_matches_torch():
         "  (2): MaxPool2d(kernel_size=2, stride=2, padding=0, dilation=1)\n")
 
 
-# ---- containers -------------------------------------------------------------------------------------
+# ---- containers ----------------------------------------------------------------------------------
 def test_sequential():
     a, b, c = nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)
     s = nn.Sequential(a, b, c)
@@ -305,7 +305,7 @@ def test_module_list_and_dict():
     assert list(heads.keys()) == ["y"]
 
 
-# ---- a whole model against torch --------------------------------------------------------------------
+# ---- a whole model against torch -----------------------------------------------------------------
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_lenet_matches_torch(device, dtype, rng):
     torch.manual_seed(4)

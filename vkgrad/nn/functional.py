@@ -66,7 +66,7 @@ def _check_tensor(x, name, fn):
         raise TypeError(f"{fn}: {name} must be a Tensor, not {type(x).__name__}")
 
 
-# ---- layers ---------------------------------------------------------------------------------------
+# ---- layers --------------------------------------------------------------------------------------
 def linear(x, weight, bias=None):
     """y = x @ weight.T + bias, with weight of shape [out_features, in_features] (PyTorch's
     layout) and x of shape [..., in_features]."""
@@ -78,7 +78,7 @@ def linear(x, weight, bias=None):
     return y if bias is None else y + bias
 
 
-# ---- activations ------------------------------------------------------------------------------------
+# ---- activations ---------------------------------------------------------------------------------
 def relu(x):
     """max(x, 0)."""
     return x.relu()
@@ -141,7 +141,7 @@ def dropout(x, p=0.5, training=True, generator=None):
     return where(keep, x * (1 / (1 - p) if p < 1 else 0.0), 0.0)
 
 
-# ---- normalisation -----------------------------------------------------------------------------------
+# ---- normalisation -------------------------------------------------------------------------------
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5):
     """y = (x - mean) / sqrt(var + eps) * weight + bias per channel (axis 1 of x [N, C, ...]).
@@ -223,7 +223,7 @@ def embedding(indices, weight, padding_idx=None):
     return out
 
 
-# ---- losses ------------------------------------------------------------------------------------------
+# ---- losses --------------------------------------------------------------------------------------
 def _class_targets(input, target, ignore_index, fn):
     """`target` as integer labels on input's device, checked against input [N, C, d...] (or [C]).
     Returns (labels, class axis, number of classes)."""

@@ -19,10 +19,11 @@ __all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm"]
 
 class _BatchNorm(Module):
     """Normalises each channel (axis 1) to zero mean and unit variance, then scales by weight
-    and shifts by bias (if affine; bias=False drops the shift). In training mode (or without track_running_stats) the batch
-    statistics normalise and the running ones are updated: running = (1 - momentum) * running
-    + momentum * batch (unbiased variance); momentum=None gives the plain average over all
-    batches seen. In eval mode the running statistics normalise."""
+    and shifts by bias (if affine; bias=False drops the shift). In training mode (or without
+    track_running_stats) the batch statistics normalise, and the running ones are updated as
+    running = (1 - momentum) * running + momentum * batch (unbiased variance); momentum=None
+    gives the plain average over all batches seen. In eval mode the running statistics
+    normalise."""
     _dims = ()
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
