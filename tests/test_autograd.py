@@ -357,3 +357,18 @@ def test_independent_graphs_in_threads(device):
     for ga, ta, gb, tb in results.values():
         np.testing.assert_allclose(ga, ta, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(gb, tb, rtol=1e-4, atol=1e-6)
+
+
+def test_deepcopy(device):
+    import copy
+    w = vk.nn.Parameter(vk.tensor([1.0, 2.0], device=device))
+    w.grad = vk.tensor([0.5, 0.5], device=device)
+    c = copy.deepcopy(w)
+    assert type(c) is vk.nn.Parameter and c.requires_grad and c.device == device
+    with vk.no_grad():
+        w += 1
+        w.grad += 1
+    _close(c, [1.0, 2.0])      # its own memory
+    _close(c.grad, [0.5, 0.5])
+    with pytest.raises(RuntimeError, match="leaf"):
+        copy.deepcopy(w * 2)

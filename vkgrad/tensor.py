@@ -173,6 +173,20 @@ class Tensor:
         """The same memory, cut from the graph (no grad)."""
         return Tensor._wrap(self._data, self.device)
 
+    def __deepcopy__(self, memo):
+        """A copy with its own memory on the same device (copy.deepcopy(model) copies weights);
+        a Parameter stays a Parameter, requires_grad and .grad are copied too."""
+        if not self.is_leaf:
+            raise RuntimeError("only leaf tensors can be deep-copied; detach() the result first")
+        from .autograd import no_grad
+        with no_grad():
+            data = self.astype(self.dtype)
+        result = data if type(self) is Tensor else type(self)(data, False)
+        memo[id(self)] = result.requires_grad_(self._requires_grad)
+        if self.grad is not None:
+            result.grad = self.grad.__deepcopy__(memo)
+        return result
+
     def backward(self, grad=None, retain_graph=None, create_graph=False):
         """Add d(self)/d(leaf), weighted by `grad` (implied 1 for a one-element tensor), into
         every leaf's `.grad`. The graph is freed afterwards unless retain_graph=True;
