@@ -22,6 +22,7 @@ from .ops.movement import concatenate, cumsum, flip, pad, repeat, roll, split, s
 from .serialization import load, save
 from . import nn  # noqa: E402  (built on everything above)
 from . import datasets  # noqa: E402
+from . import optim  # noqa: E402
 
 bool = bool_  # noqa: A001  numpy spells it vkgrad.bool too
 globals().update({k: v for k, v in FUNCTIONS.items() if k not in ("clip", "where")})

@@ -32,6 +32,10 @@ SCAN_CODES = {"SCAN_CHUNKS": 0, "SCAN_SUMS": 1, "SCAN_WRITE": 2, "SCAN_COMPACT":
 # Run-time modes of conv.comp (im2col, col2im, pooling forward and backward).
 CONV_CODES = {"MODE_IM2COL": 0, "MODE_COL2IM": 1, "MODE_MAXPOOL": 2, "MODE_MAXPOOL_BACK": 3,
               "MODE_AVGPOOL": 4, "MODE_AVGPOOL_BACK": 5}
+# Update rules of optim.comp (one per optimizer, chosen by a push constant) and its flag bits.
+OPTIM_RULES = ["sgd", "adam", "rmsprop"]
+OPTIM_FLAGS = {"MAXIMIZE": 1, "NESTEROV": 2, "MOMENTUM": 4, "AMSGRAD": 8, "CENTERED": 16,
+               "FRESH": 32, "MASTER": 64, "FRESH_MASTER": 128}
 
 # Kernel families: file in shaders/ -> variant name -> extra defines. One pipeline per variant.
 FAMILIES = {
@@ -43,6 +47,8 @@ FAMILIES = {
     "random": {"": []},
     "matmul": {"": []},
     "conv": {"": [f"{k}={v}" for k, v in CONV_CODES.items()]},
+    "optim": {"": [f"RULE_{r.upper()}={i}" for i, r in enumerate(OPTIM_RULES)]
+              + [f"FLAG_{k}={v}" for k, v in OPTIM_FLAGS.items()]},
 }
 
 # Every kernel declares its push constants within this many 32-bit words (Vulkan guarantees 128 B).

@@ -1,0 +1,220 @@
+"""Fused optimizer updates: one step of SGD, Adam(W) or RMSprop applied to one parameter in place.
+
+`update(rule, param, grad, buffers, master, flags, **hyper)` runs where the parameter lives:
+  host    numpy, vectorised, in place on the parameter's array and the state arrays
+  Vulkan  ONE dispatch of shaders/optim.comp, which reads the parameter (any float dtype, any
+          strides), its gradient and the state buffers and writes them back; nothing is read back
+          to the host, and hyper-parameters travel as float bits in push constants, so changing
+          the learning rate or the step count never creates a pipeline.
+The optimizer classes in vkgrad.optim own the state and compute the step-dependent scalars (Adam's
+bias corrections) on the host as Python floats. The formulas are PyTorch's (per element, f32):
+
+  SGD      g += wd p;  b = g (first step) or momentum b + (1 - dampening) g;
+           g = g + momentum b (nesterov) or b;  p -= lr g
+  Adam     p *= 1 - lr wd (AdamW: decay_factor);  g += wd p (Adam);  m += (1 - beta1)(g - m);
+           v = beta2 v + (1 - beta2) g^2;  v = max(v_max, v) (amsgrad);
+           p -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps),  bc_k = 1 - beta_k^step
+  RMSprop  g += wd p;  s = alpha s + (1 - alpha) g^2;  a = alpha a + (1 - alpha) g (centered);
+           d = sqrt(s - a^2 (centered)) + eps;  b = momentum b + g / d, p -= lr b (momentum)
+           or p -= lr g / d
+(g is negated first when maximizing.) State buffers are float32 arrays shaped like the parameter
+whatever its dtype (float64 for float64 host parameters): bf16 moments would lose the small
+increments Adam relies on. With FRESH they hold
+nothing yet and are read as zeros (SGD's buffer starts at g). A bf16 parameter is computed in f32
+and rounded once; with MASTER its f32 copy (`master`, filled from the parameter when
+FRESH_MASTER) is what is updated, and the parameter receives the rounded copy.
+"""
+import numpy as np
+
+from .. import dtypes, kernels, layout
+from ..backend.vulkan import f32_bits
+from .registry import Op, OpTest
+
+MAXD = 4  # dims optim.comp's push constants describe (after coalescing)
+
+# rule -> names of optim.comp's hyper-parameter slots h[0], h[1], ... (unnamed slots are 0)
+HYPER = {
+    "sgd": ("lr", "weight_decay", "momentum", "one_minus_dampening"),
+    "adam": ("step_size", "weight_decay", "decay_factor", "one_minus_beta1", "beta2",
+             "one_minus_beta2", "eps", "bias_correction2_sqrt"),
+    "rmsprop": ("lr", "weight_decay", "alpha", "one_minus_alpha", "eps", "momentum"),
+}
+HYPER_SLOTS = 8
+
+
+def state_dtype(param_dtype):
+    """The dtype of the state buffers of a parameter: float32, or float64 for float64 ones."""
+    return param_dtype if param_dtype is dtypes.float64 else dtypes.float32
+
+
+def check_gradient(param, grad):
+    """Raise unless `grad` can update `param` (same shape and device, floating)."""
+    if grad.shape != param.shape or grad.device != param.device:
+        raise ValueError(f"gradient of shape {grad.shape} on {grad.device} for a parameter of "
+                         f"shape {param.shape} on {param.device}")
+    if not grad.dtype.is_floating:
+        raise TypeError(f"gradients must be floating, not {grad.dtype.name}")
+
+
+def update(rule, param, grad, buffers, master=None, flags=(), **hyper):
+    """Apply one step of `rule` to `param` (a Tensor) in place, on its device.
+
+    grad: a Tensor that passes check_gradient (any float dtype, any strides);
+    buffers: the rule's three state slots (contiguous Tensors of state_dtype shaped like param,
+    or None where the configuration needs none); master: float32 Tensor or None;
+    flags: names from kernels.OPTIM_FLAGS; hyper: the rule's HYPER values as Python floats.
+    """
+    arrays = [None if t is None else t._data for t in (*buffers, master)]
+    param.device.backend.run(OPS_UPDATE, param._data, grad._data, *arrays, rule=rule,
+                             flags=frozenset(flags), hyper=hyper)
+
+
+# ---- host: numpy in place ---------------------------------------------------------------------
+def _sgd(w, g, buffers, flags, lr, weight_decay, momentum, one_minus_dampening):
+    if weight_decay != 0:
+        g = g + weight_decay * w
+    if "MOMENTUM" in flags:
+        b = buffers[0]
+        if "FRESH" in flags:
+            b[...] = g
+        else:
+            b *= momentum
+            b += one_minus_dampening * g
+        g = g + momentum * b if "NESTEROV" in flags else b
+    w -= lr * g
+
+
+def _adam(w, g, buffers, flags, step_size, weight_decay, decay_factor, one_minus_beta1, beta2,
+          one_minus_beta2, eps, bias_correction2_sqrt):
+    m, v, v_max = buffers
+    w *= decay_factor
+    if weight_decay != 0:
+        g = g + weight_decay * w
+    m += one_minus_beta1 * (g - m)
+    v *= beta2
+    v += one_minus_beta2 * g * g
+    if "AMSGRAD" in flags:
+        np.maximum(v_max, v, out=v_max)
+        v = v_max
+    w -= step_size * (m / (np.sqrt(v) / bias_correction2_sqrt + eps))
+
+
+def _rmsprop(w, g, buffers, flags, lr, weight_decay, alpha, one_minus_alpha, eps, momentum):
+    square_avg, b, grad_avg = buffers
+    if weight_decay != 0:
+        g = g + weight_decay * w
+    square_avg *= alpha
+    square_avg += one_minus_alpha * g * g
+    if "CENTERED" in flags:
+        grad_avg += one_minus_alpha * (g - grad_avg)
+        avg = np.sqrt(square_avg - grad_avg * grad_avg) + eps
+    else:
+        avg = np.sqrt(square_avg) + eps
+    if "MOMENTUM" in flags:
+        b *= momentum
+        b += g / avg
+        w -= lr * b
+    else:
+        w -= lr * (g / avg)
+
+
+_HOST_RULES = {"sgd": _sgd, "adam": _adam, "rmsprop": _rmsprop}
+
+
+def _host(param, grad, b0, b1, b2, master, rule, flags, hyper):
+    compute = state_dtype(dtypes.dtype(param.dtype)).np_dtype
+    if "MASTER" in flags:
+        if "FRESH_MASTER" in flags:
+            master[...] = param
+        w = master
+    else:
+        w = param if param.dtype == compute else param.astype(compute)
+    buffers = (b0, b1, b2)
+    if "FRESH" in flags and rule != "sgd":  # SGD's buffer starts at the gradient instead
+        for b in buffers:
+            if b is not None:
+                b.fill(0)
+    g = grad.astype(compute, copy=False)
+    if "MAXIMIZE" in flags:
+        g = -g
+    with np.errstate(all="ignore"):
+        _HOST_RULES[rule](w, g, buffers, flags, **{k: compute.type(v) for k, v in hyper.items()})
+    if w is not param:
+        np.copyto(param, w, casting="unsafe")  # rounds to nearest even into bf16
+    return param
+
+
+# ---- Vulkan: one optim.comp dispatch ----------------------------------------------------------
+def _vulkan(backend, param, grad, b0, b1, b2, master, rule, flags, hyper):
+    if param.size == 0:
+        return param
+    shape, (p_strides, g_strides) = layout.coalesce(param.shape, param.strides, grad.strides)
+    if len(shape) > MAXD:
+        # Too many dims survive coalescing: one dispatch per leading index.
+        for i in range(param.shape[0]):
+            _vulkan(backend, *[None if a is None else _index0(a, i)
+                               for a in (param, grad, b0, b1, b2, master)],
+                    rule=rule, flags=flags, hyper=hyper)
+        return param
+    pad = [0] * (MAXD - len(shape))
+    values = [hyper.get(name, 0.0) for name in HYPER[rule]]
+    values += [0.0] * (HYPER_SLOTS - len(values))
+    push = [kernels.OPTIM_RULES.index(rule), sum(kernels.OPTIM_FLAGS[f] for f in flags),
+            param.size, len(shape), param.start, param.dtype.code, grad.start, grad.dtype.code,
+            *[0 if a is None else a.start for a in (b0, b1, b2, master)],
+            *[f32_bits(v) for v in values], *shape, *pad, *p_strides, *pad, *g_strides, *pad]
+    backend.launch("optim", "", param.size, push)
+    return param
+
+
+def _index0(a, i):
+    return a.view(a.shape[1:], a.strides[1:], a.offset + i * a.strides[0])
+
+
+# ---- tests: a few steps of each optimizer against torch.optim in float64 ----------------------
+_SHAPES = [(), (7,), (3, 257), (0, 4), (2, 3, 5), (513,)]
+
+
+def _test_call(optimizer, configs):
+    def call(param, grad, options, steps):
+        from .. import nn, optim
+        # A contiguous host tensor shares the test's input array: update a copy of it. Strided
+        # inputs are views of private copies already, and stay strided parameters.
+        contiguous = param.contiguous()._data is param._data
+        p = nn.Parameter(param.astype(param.dtype) if contiguous else param)
+        opt = getattr(optim, optimizer)([p], **options)
+        for k in range(steps):
+            p.grad = grad if k % 2 == 0 else grad * -0.5
+            opt.step()
+        return p
+
+    def reference(param, grad, options, steps):
+        import torch
+        p = torch.tensor(param, dtype=torch.float64, requires_grad=True)
+        options = {k: v for k, v in options.items() if k != "master_weights"}
+        opt = getattr(torch.optim, optimizer)([p], **options)
+        g = torch.tensor(grad, dtype=torch.float64)
+        for k in range(steps):
+            p.grad = g if k % 2 == 0 else g * -0.5
+            opt.step()
+        return p.detach().numpy()
+
+    def cases(rng):
+        return [([rng.standard_normal(shape) * 2, rng.standard_normal(shape)],
+                 {"options": configs[i % len(configs)], "steps": 3})
+                for i, shape in enumerate(_SHAPES)]
+
+    return OpTest(call, reference, cases, grad=False)
+
+
+OPS_UPDATE = Op("optimizer_update", _host, _vulkan, saves=(), tests=[
+    _test_call("SGD", [dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+                       dict(lr=0.1, momentum=0.9, dampening=0.3, maximize=True,
+                            master_weights=True),
+                       dict(lr=0.05)]),
+    _test_call("Adam", [dict(lr=0.01, amsgrad=True, weight_decay=0.1),
+                        dict(lr=0.02, betas=(0.3, 0.8), master_weights=True, maximize=True)]),
+    _test_call("AdamW", [dict(lr=0.01, weight_decay=0.1), dict(lr=0.01, amsgrad=True)]),
+    _test_call("RMSprop", [dict(lr=0.01, centered=True, momentum=0.5, weight_decay=0.1),
+                           dict(lr=0.01, alpha=0.9, master_weights=True)]),
+])
