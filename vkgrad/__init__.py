@@ -8,7 +8,8 @@
 """
 from . import autograd
 from .autograd import enable_grad, grad, is_grad_enabled, no_grad, set_grad_enabled
-from .device import Device, VulkanUnavailable, default_device, device, devices, set_default_device
+from .device import (Device, VulkanUnavailable, best_device, default_device, device, devices,
+                     set_default_device)
 from .dtypes import DType, bfloat16, bool_, dtype, float32, float64, int32, result_type, uint8, uint32
 from .kernel import Kernel
 from .stats import memory_stats, reset_stats, stats, synchronize
@@ -22,6 +23,7 @@ from .ops.movement import concatenate, cumsum, flip, pad, repeat, roll, split, s
 from .serialization import load, save
 from . import nn  # noqa: E402  (built on everything above)
 from . import datasets  # noqa: E402
+from . import models  # noqa: E402
 from . import optim  # noqa: E402
 
 bool = bool_  # noqa: A001  numpy spells it vkgrad.bool too

@@ -170,6 +170,14 @@ def default_device():
     return _default
 
 
+def best_device():
+    """The fastest place to train: the best Vulkan GPU (discrete, then integrated, then virtual)
+    if there is one, else the host. A CPU Vulkan driver (lavapipe) is never chosen: numpy on the
+    same cores is faster; ask for it by name ("vulkan") to test with it."""
+    gpus = [d for d in _probe_vulkan() if _PREFERENCE[d.info()["device_type"]] <= 2]
+    return device("vulkan") if gpus else HOST
+
+
 def set_default_device(spec):
     global _default
     _default = device(spec)

@@ -8,7 +8,7 @@
 >>> loss.backward()
 """
 from .parameter import Parameter
-from . import functional, init
+from . import functional, init, utils
 from .module import Module, ModuleDict, ModuleList, Sequential
 from .activation import GELU, LogSoftmax, ReLU, SiLU, Sigmoid, Softmax, Tanh
 from .conv import Conv1d, Conv2d
