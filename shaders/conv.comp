@@ -2,20 +2,21 @@
 #extension GL_GOOGLE_include_directive : require
 // Convolution and pooling passes over NCHW tensors, selected by the `mode` push constant:
 //
-//   MODE_IM2COL         out[n, (c, i, j), (oh, ow)] = x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]
+//   MODE_IM2COL         out[(c, i, j), (oh, ow, n)] = a[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]
 //                       (0 in the padding): the columns a convolution multiplies by its weights
-//   MODE_COL2IM         out[n, c, h, w] = sum of the column entries that read x[n, c, h, w]
+//   MODE_COL2IM         out[n, c, h, w] = sum of the column entries of a that read pixel (h, w)
 //   MODE_MAXPOOL        out[n, c, oh, ow] = b at the position of the window's maximum of a
 //   MODE_MAXPOOL_BACK   out[n, c, h, w] = sum of b[n, c, oh, ow] over the windows whose maximum
 //                       of a lies at (h, w)
 //   MODE_AVGPOOL        out[n, c, oh, ow] = sum of the window of a / divisor
 //   MODE_AVGPOOL_BACK   out[n, c, h, w] = sum over the windows holding (h, w) of a / divisor
 //
-// Every backward pass is a gather: one invocation per input pixel visits the (at most kh * kw)
-// windows that contain it, so no two invocations write the same element and sums are
-// deterministic. Invocations own whole output words (bf16 outputs are written two elements at
-// a time); every operand is read through its element strides; sums accumulate in f32.
-// Max windows skip the padding (it acts as -inf); the first maximum wins, a NaN over any number.
+// Every backward pass is a gather: each input pixel visits the windows that contain it, so no two
+// invocations write the same element and sums are deterministic. Each invocation writes `chunk`
+// consecutive output elements (whole words of packed outputs), stepping their coordinates like
+// an odometer: integer division, slow on CPU devices, happens once per chunk, not per element.
+// Every operand is read through its element strides; sums accumulate in f32. Max windows skip
+// the padding (it acts as -inf); the first maximum wins, and a NaN wins over any number.
 #include "common.glsl"
 
 layout(local_size_x = 256) in;
@@ -23,10 +24,11 @@ layout(local_size_x = 256) in;
 layout(push_constant) uniform Params {
     uint mode; uint n; uint out_start; uint out_dt;
     uint a_start; uint a_dt; uint b_start; uint b_dt;
-    uint C; uint H; uint W; uint OH; uint OW;     // channels, input and output spatial sizes
+    uint N; uint C; uint H; uint W; uint OH; uint OW;  // batch, channels, in and out sizes
     uint kh; uint kw; uint sh; uint sw; uint ph; uint pw; uint dh; uint dw;
     uint include_pad;                             // avg pooling: divide by kh * kw always
-    int a_strides[4]; int b_strides[4];           // (n, c, h, w); columns use (n, row, col)
+    uint chunk;                                   // elements per invocation, whole words
+    int a_strides[4]; int b_strides[4];           // (n, c, h, w); columns use (row, col)
 } p;
 
 int a_at(uint n, uint c, int h, int w) {
@@ -39,10 +41,23 @@ int b_at(uint n, uint c, int h, int w) {
         + w * p.b_strides[3];
 }
 
-// Row-major (h * W + w) of the maximum of a over window (oh, ow), or -1 if it is all padding.
-int window_argmax(uint n, uint c, uint oh, uint ow) {
+// ---- output: packed words, written once complete ---------------------------------------------
+uint packed = 0u;
+
+void emit(uint e, float v) {
+    uint per = elems_per_word(p.out_dt);
+    packed |= place_bits(p.out_dt, f32_to_bits(p.out_dt, v), e);
+    if (((e + 1u) & (per - 1u)) == 0u || e + 1u == p.n) {
+        arena[(p.out_start + e) >> (per >> 1u)] = packed;  // per is 1, 2 or 4
+        packed = 0u;
+    }
+}
+
+// ---- windows ---------------------------------------------------------------------------------
+// (h, w) of the maximum of a over window (oh, ow), or (-1, -1) if it is all padding.
+ivec2 window_argmax(uint n, uint c, uint oh, uint ow) {
     float best = 0.0;
-    int arg = -1;
+    ivec2 arg = ivec2(-1);
     for (uint i = 0u; i < p.kh; ++i) {
         int h = int(oh * p.sh + i * p.dh) - int(p.ph);
         if (h < 0 || h >= int(p.H)) continue;
@@ -50,9 +65,9 @@ int window_argmax(uint n, uint c, uint oh, uint ow) {
             int w = int(ow * p.sw + j * p.dw) - int(p.pw);
             if (w < 0 || w >= int(p.W)) continue;
             float v = load_f32(p.a_dt, p.a_start, a_at(n, c, h, w));
-            if (arg < 0 || v > best || (isnan(v) && !isnan(best))) {
+            if (arg.x < 0 || v > best || (isnan(v) && !isnan(best))) {
                 best = v;
-                arg = h * int(p.W) + w;
+                arg = ivec2(h, w);
             }
         }
     }
@@ -70,81 +85,119 @@ float avg_divisor(uint oh, uint ow) {
     return float(valid_taps(oh, p.sh, p.ph, p.kh, p.H) * valid_taps(ow, p.sw, p.pw, p.kw, p.W));
 }
 
-// Forward passes: element e of the output (n, c, oh, ow), or of the columns for im2col.
-float window_value(uint e) {
-    uint ow = e % p.OW; e /= p.OW;
-    uint oh = e % p.OH; e /= p.OH;
-    if (p.mode == MODE_IM2COL) {
-        uint j = e % p.kw; e /= p.kw;
-        uint i = e % p.kh; e /= p.kh;
-        uint c = e % p.C, n = e / p.C;
-        int h = int(oh * p.sh + i * p.dh) - int(p.ph), w = int(ow * p.sw + j * p.dw) - int(p.pw);
-        if (h < 0 || h >= int(p.H) || w < 0 || w >= int(p.W)) return 0.0;
-        return load_f32(p.a_dt, p.a_start, a_at(n, c, h, w));
-    }
-    uint c = e % p.C, n = e / p.C;
-    if (p.mode == MODE_MAXPOOL) {
-        int arg = window_argmax(n, c, oh, ow);
-        if (arg < 0) return uintBitsToFloat(0xff800000u);  // -inf: a window of padding only
-        return load_f32(p.b_dt, p.b_start, b_at(n, c, arg / int(p.W), arg % int(p.W)));
-    }
-    float acc = 0.0;  // MODE_AVGPOOL
-    for (uint i = 0u; i < p.kh; ++i) {
-        int h = int(oh * p.sh + i) - int(p.ph);
-        if (h < 0 || h >= int(p.H)) continue;
-        for (uint j = 0u; j < p.kw; ++j) {
-            int w = int(ow * p.sw + j) - int(p.pw);
-            if (w >= 0 && w < int(p.W)) acc += load_f32(p.a_dt, p.a_start, a_at(n, c, h, w));
-        }
-    }
-    return acc / avg_divisor(oh, ow);
+// The windows o along one axis whose tap t reads padded coordinate q (o*s + t*d == q) lie in
+// [lo, hi]; each one still needs (q - o*s) % d == 0, and then t = (q - o*s) / d.
+ivec2 window_range(int q, uint k, uint s, uint d, uint out_len) {
+    int reach = q - int((k - 1u) * d);
+    int lo = reach <= 0 ? 0 : (reach + int(s) - 1) / int(s);
+    return ivec2(lo, min(int(out_len) - 1, q / int(s)));
 }
 
-// Backward passes: element e of the input-shaped result (n, c, h, w), gathered from every
-// window (oh, ow) that holds it at tap (i, j): oh * sh + i * dh == h + ph.
-float pixel_value(uint e) {
-    uint w = e % p.W; e /= p.W;
-    uint h = e % p.H; e /= p.H;
-    uint c = e % p.C, n = e / p.C;
-    int self_index = int(h * p.W + w);
+// ---- the modes ---------------------------------------------------------------------------------
+// Columns (c, i, j, oh, ow, n): the batch is innermost, so the matmul with the weights gives
+// (out channel, oh, ow, n) and the host's taps are long contiguous runs.
+void im2col_chunk(uint e, uint end) {
+    uint n = e % p.N, r = e / p.N;
+    uint ow = r % p.OW; r /= p.OW;
+    uint oh = r % p.OH; r /= p.OH;
+    uint j = r % p.kw; r /= p.kw;
+    uint i = r % p.kh, c = r / p.kh;
+    for (; e < end; ++e) {
+        int h = int(oh * p.sh + i * p.dh) - int(p.ph), w = int(ow * p.sw + j * p.dw) - int(p.pw);
+        bool inside = h >= 0 && h < int(p.H) && w >= 0 && w < int(p.W);
+        emit(e, inside ? load_f32(p.a_dt, p.a_start, a_at(n, c, h, w)) : 0.0);
+        if (++n == p.N) {
+            n = 0u;
+            if (++ow == p.OW) {
+                ow = 0u;
+                if (++oh == p.OH) {
+                    oh = 0u;
+                    if (++j == p.kw) { j = 0u; if (++i == p.kh) { i = 0u; ++c; } }
+                }
+            }
+        }
+    }
+}
+
+// Pooling forward passes: outputs (n, c, oh, ow).
+void pool_chunk(uint e, uint end) {
+    uint ow = e % p.OW, r = e / p.OW;
+    uint oh = r % p.OH; r /= p.OH;
+    uint c = r % p.C, n = r / p.C;
+    for (; e < end; ++e) {
+        float v;
+        if (p.mode == MODE_MAXPOOL) {
+            ivec2 arg = window_argmax(n, c, oh, ow);
+            v = arg.x < 0 ? uintBitsToFloat(0xff800000u)  // -inf: a window of padding only
+                          : load_f32(p.b_dt, p.b_start, b_at(n, c, arg.x, arg.y));
+        } else {  // MODE_AVGPOOL
+            float acc = 0.0;
+            for (uint i = 0u; i < p.kh; ++i) {
+                int h = int(oh * p.sh + i) - int(p.ph);
+                if (h < 0 || h >= int(p.H)) continue;
+                for (uint j = 0u; j < p.kw; ++j) {
+                    int w = int(ow * p.sw + j) - int(p.pw);
+                    if (w >= 0 && w < int(p.W))
+                        acc += load_f32(p.a_dt, p.a_start, a_at(n, c, h, w));
+                }
+            }
+            v = acc / avg_divisor(oh, ow);
+        }
+        emit(e, v);
+        if (++ow == p.OW) { ow = 0u; if (++oh == p.OH) { oh = 0u; if (++c == p.C) { c = 0u; ++n; } } }
+    }
+}
+
+// Backward passes: outputs (n, c, h, w), each gathered from every window (oh, ow) holding it.
+float pixel_value(uint n, uint c, uint h, uint w) {
+    ivec2 rows = window_range(int(h + p.ph), p.kh, p.sh, p.dh, p.OH);
+    ivec2 cols = window_range(int(w + p.pw), p.kw, p.sw, p.dw, p.OW);
     float acc = 0.0;
-    for (uint i = 0u; i < p.kh; ++i) {
-        int th = int(h + p.ph) - int(i * p.dh);
-        if (th < 0 || th % int(p.sh) != 0 || th / int(p.sh) >= int(p.OH)) continue;
-        uint oh = uint(th) / p.sh;
-        for (uint j = 0u; j < p.kw; ++j) {
-            int tw = int(w + p.pw) - int(j * p.dw);
-            if (tw < 0 || tw % int(p.sw) != 0 || tw / int(p.sw) >= int(p.OW)) continue;
-            uint ow = uint(tw) / p.sw;
+    for (int oh = rows.x; oh <= rows.y; ++oh) {
+        int th = int(h + p.ph) - oh * int(p.sh);  // dilation 1 (pooling, most convolutions)
+        if (p.dh != 1u && th % int(p.dh) != 0) continue;  // skips the divisions
+        int i = p.dh == 1u ? th : th / int(p.dh);
+        for (int ow = cols.x; ow <= cols.y; ++ow) {
+            int tw = int(w + p.pw) - ow * int(p.sw);
+            if (p.dw != 1u && tw % int(p.dw) != 0) continue;
+            int j = p.dw == 1u ? tw : tw / int(p.dw);
             if (p.mode == MODE_COL2IM) {
-                int row = int((c * p.kh + i) * p.kw + j), col = int(oh * p.OW + ow);
-                acc += load_f32(p.a_dt, p.a_start, int(n) * p.a_strides[0]
-                                + row * p.a_strides[1] + col * p.a_strides[2]);
+                int row = (int(c * p.kh) + i) * int(p.kw) + j;
+                int col = (oh * int(p.OW) + ow) * int(p.N) + int(n);
+                acc += load_f32(p.a_dt, p.a_start, row * p.a_strides[0] + col * p.a_strides[1]);
             } else if (p.mode == MODE_MAXPOOL_BACK) {
-                if (window_argmax(n, c, oh, ow) == self_index)
-                    acc += load_f32(p.b_dt, p.b_start, b_at(n, c, int(oh), int(ow)));
+                if (window_argmax(n, c, uint(oh), uint(ow)) == ivec2(h, w))
+                    acc += load_f32(p.b_dt, p.b_start, b_at(n, c, oh, ow));
             } else {  // MODE_AVGPOOL_BACK
-                acc += load_f32(p.a_dt, p.a_start, a_at(n, c, int(oh), int(ow)))
-                    / avg_divisor(oh, ow);
+                acc += load_f32(p.a_dt, p.a_start, a_at(n, c, oh, ow))
+                    / avg_divisor(uint(oh), uint(ow));
             }
         }
     }
     return acc;
 }
 
+void pixel_chunk(uint e, uint end) {
+    uint w = e % p.W, r = e / p.W;
+    uint h = r % p.H; r /= p.H;
+    uint c = r % p.C, n = r / p.C;
+    for (; e < end; ++e) {
+        emit(e, pixel_value(n, c, h, w));
+        if (++w == p.W) { w = 0u; if (++h == p.H) { h = 0u; if (++c == p.C) { c = 0u; ++n; } } }
+    }
+}
+
 void main() {
-    bool forward = p.mode == MODE_IM2COL || p.mode == MODE_MAXPOOL || p.mode == MODE_AVGPOOL;
-    uint per_word = elems_per_word(p.out_dt);
-    uint words = (p.n + per_word - 1u) / per_word;
+    uint chunks = (p.n + p.chunk - 1u) / p.chunk;
     uint threads = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
-    for (uint word = gl_GlobalInvocationID.x; word < words; word += threads) {
-        uint packed = 0u;
-        for (uint k = 0u; k < per_word; ++k) {
-            uint e = word * per_word + k;
-            if (e >= p.n) break;
-            float v = forward ? window_value(e) : pixel_value(e);
-            packed |= place_bits(p.out_dt, f32_to_bits(p.out_dt, v), e);
+    for (uint chunk = gl_GlobalInvocationID.x; chunk < chunks; chunk += threads) {
+        uint e = chunk * p.chunk, end = min(e + p.chunk, p.n);
+        if (p.mode == MODE_IM2COL) {
+            im2col_chunk(e, end);
+        } else if (p.mode == MODE_MAXPOOL || p.mode == MODE_AVGPOOL) {
+            pool_chunk(e, end);
+        } else {
+            pixel_chunk(e, end);
         }
-        arena[p.out_start / per_word + word] = packed;
     }
 }

@@ -67,6 +67,8 @@ CONV2D = [  # (input shape, weight shape, bias?, kwargs)
     ((3, 1, 8, 8), (6, 1, 5, 5), True, {"padding": 2}),                       # in_channels 1
     ((2, 5, 4, 3), (7, 5, 1, 1), True, {}),                                   # 1x1
     ((3, 6, 6), (2, 3, 3, 3), True, {"stride": 2}),                            # unbatched
+    ((1, 3, 3, 2), (4, 3, 3, 2), True, {}),                     # the kernel covers the input
+    ((1, 2, 9, 10), (3, 2, 3, 2), False, {"stride": (2, 3), "dilation": 2, "padding": (2, 1)}),
 ]
 
 
@@ -109,7 +111,8 @@ MAX_POOLS = [((2, 3, 9, 7), {"kernel_size": 3, "stride": 2, "padding": 1}),  # o
              ((1, 2, 8, 8), {"kernel_size": 2}),
              ((2, 1, 7, 10), {"kernel_size": (3, 2), "stride": (1, 2), "padding": (1, 0)}),
              ((1, 2, 9, 9), {"kernel_size": 3, "stride": 1, "dilation": 2}),
-             ((3, 6, 6), {"kernel_size": 2, "stride": 1})]                     # unbatched
+             ((3, 6, 6), {"kernel_size": 2, "stride": 1}),                     # unbatched
+             ((3, 2, 5, 2), {"kernel_size": 2, "stride": 1})]                  # one column
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

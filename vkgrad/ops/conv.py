@@ -7,14 +7,16 @@
 >>> max_pool2d(conv2d(x, w, padding=2).relu(), 2).shape
 (8, 16, 16, 16)
 
-conv2d is im2col (`unfold`) followed by one batched matmul, composed in Tensor ops so that
-autograd differentiates it (to any order):
-    cols[n, (c, i, j), (oh, ow)] = x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]   (0 in padding)
-    out[n, (g, o), (oh, ow)]    = sum_k W[(g, o), k] cols[n, (g, k), (oh, ow)]
-with k = (c, i, j) over the channels of group g. The columns are laid out (N, C*kH*kW, OH*OW),
-so the product of W viewed as (G, O/G, K) with the columns viewed as (N, G, K, L) is the NCHW
-output itself, with no copy on either side. The backward of im2col is col2im (`fold`), which
-sums the columns back into the input's shape; each is the other's backward.
+conv2d is im2col followed by one matmul per group, composed in Tensor ops so that autograd
+differentiates it (to any order):
+    cols[(c, i, j), (oh, ow, n)] = x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]   (0 in padding)
+    out[(g, o), (oh, ow, n)]    = sum_k W[(g, o), k] cols[(g, k), (oh, ow, n)]
+with k = (c, i, j) over the channels of group g: W viewed as (G, O/G, K) times the columns viewed
+as (G, K, OH*OW*N), one large product per group (the batch is innermost in the columns, which
+also makes every host tap loop run over long contiguous memory). The NCHW result is a permuted
+view of (O, OH, OW, N). The backward of im2col is col2im, which sums the columns back into the
+input's shape; each is the other's backward. `unfold`/`fold` are the same ops in torch's
+(N, C*kH*kW, L) layout.
 
 Pooling ops come in forward/backward pairs that are each other's backward too (max pooling's is
 `b` at the argmax of `a`, whose backward sends gradients back to those argmax positions).
@@ -33,6 +35,7 @@ from .. import kernels
 from .registry import Op, OpTest, apply
 
 _CODES = kernels.CONV_CODES
+CHUNK = 16  # output elements per conv.comp invocation: whole words, one index decomposition
 
 
 # ---- geometry ---------------------------------------------------------------------------------
@@ -49,27 +52,33 @@ def _compute(a):
     return np.dtype(np.float32) if a.dtype.itemsize < 4 else a.dtype
 
 
-def _padded(a, padding, fill):
+def _batch_last(a, padding, fill, dtype):
+    """(N, C, H, W) array `a` as a (C, H + 2*ph, W + 2*pw, N) array of `dtype`, padded with
+    `fill`. The host works with the batch innermost: every kernel tap then reads and writes long
+    contiguous runs (with NCHW they would be runs of one output row)."""
     ph, pw = padding
-    if not ph and not pw:
-        return a
+    t = a.transpose(1, 2, 3, 0)
+    if not ph and not pw and t.dtype == dtype and t.flags.c_contiguous:
+        return t
     n, c, h, w = a.shape
-    out = np.full((n, c, h + 2 * ph, w + 2 * pw), fill, a.dtype)
-    out[:, :, ph:ph + h, pw:pw + w] = a
+    out = np.full((c, h + 2 * ph, w + 2 * pw, n), fill, dtype)
+    out[:, ph:ph + h, pw:pw + w] = t
     return out
 
 
+def _nchw(a, size, padding, dtype):
+    """The inverse of _batch_last: the padding cropped, an (N, C, H, W) view, as `dtype`."""
+    (h, w), (ph, pw) = size, padding
+    return a[:, ph:ph + h, pw:pw + w].transpose(3, 0, 1, 2).astype(dtype, copy=False)
+
+
 def _taps(kernel, stride, dilation, out_hw):
-    """Per kernel tap (i, j): the slices of the padded input that it reads for all windows."""
+    """Per kernel tap (i, j): the slices of a padded batch-last array that it reads for all
+    windows, giving (C, OH, OW, N)."""
     (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
-    return [((i, j), (..., slice(i * dh, i * dh + (oh - 1) * sh + 1, sh),
+    return [((i, j), (slice(None), slice(i * dh, i * dh + (oh - 1) * sh + 1, sh),
                       slice(j * dw, j * dw + (ow - 1) * sw + 1, sw)))
             for i in range(kh) for j in range(kw)]
-
-
-def _cropped(padded, size, padding):
-    (h, w), (ph, pw) = size, padding
-    return padded[:, :, ph:ph + h, pw:pw + w]
 
 
 # ---- host implementations ---------------------------------------------------------------------
@@ -77,99 +86,121 @@ def _im2col_host(x, kernel, stride, padding, dilation):
     n, c = x.shape[:2]
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
     oh, ow = _out_hw(x.shape[2:], kernel, stride, padding, dilation)
-    xp = _padded(x, padding, 0)
+    xp = _batch_last(x, padding, 0, x.dtype)
     s = xp.strides
-    windows = as_strided(xp, (n, c, kh, kw, oh, ow),
-                         (s[0], s[1], s[2] * dh, s[3] * dw, s[2] * sh, s[3] * sw), writeable=False)
-    return np.ascontiguousarray(windows).reshape(n, c * kh * kw, oh * ow)
+    windows = as_strided(xp, (c, kh, kw, oh, ow, n),
+                         (s[0], s[1] * dh, s[2] * dw, s[1] * sh, s[2] * sw, s[3]), writeable=False)
+    return np.ascontiguousarray(windows).reshape(c * kh * kw, oh * ow * n)
 
 
 def _col2im_host(cols, size, kernel, stride, padding, dilation):
-    n, (kh, kw) = cols.shape[0], kernel
-    c = cols.shape[1] // (kh * kw)
-    out_hw = _out_hw(size, kernel, stride, padding, dilation)
-    taps = cols.astype(_compute(cols), copy=False).reshape(n, c, kh, kw, *out_hw)
-    xp = np.zeros((n, c, size[0] + 2 * padding[0], size[1] + 2 * padding[1]), taps.dtype)
+    (kh, kw), out_hw = kernel, _out_hw(size, kernel, stride, padding, dilation)
+    c, n = cols.shape[0] // (kh * kw), cols.shape[1] // prod(out_hw)
+    taps = cols.astype(_compute(cols), copy=False).reshape(c, kh, kw, *out_hw, n)
+    xp = np.zeros((c, size[0] + 2 * padding[0], size[1] + 2 * padding[1], n), taps.dtype)
     for (i, j), window in _taps(kernel, stride, dilation, out_hw):
-        xp[window] += taps[:, :, i, j]
-    return _cropped(xp, size, padding).astype(cols.dtype)
+        xp[window] += taps[:, i, j]
+    return _nchw(xp, size, padding, cols.dtype)
 
 
-def _window_argmax_host(x, kernel, stride, padding, dilation):
-    """(tap index of each window's maximum, that maximum): taps scanned in row-major order, the
-    first maximum winning, a NaN over any number, the padding never (as the device does)."""
-    out_hw = _out_hw(x.shape[2:], kernel, stride, padding, dilation)
-    xp = _padded(x.astype(_compute(x), copy=False), padding, -np.inf)
-    best = np.full(x.shape[:2] + out_hw, -np.inf, xp.dtype)
-    arg = np.full(best.shape, -1, np.int32)
-    for q, ((i, j), window) in enumerate(_taps(kernel, stride, dilation, out_hw)):
+def _window_max_host(x, kernel, stride, padding, dilation):
+    """(x batch-last padded with -inf, the taps, each window's maximum (NaN if it holds one))."""
+    taps = _taps(kernel, stride, dilation, _out_hw(x.shape[2:], kernel, stride, padding,
+                                                   dilation))
+    xp = _batch_last(x, padding, -np.inf, _compute(x))
+    best = xp[taps[0][1]].copy()
+    for _, window in taps[1:]:
+        np.maximum(best, xp[window], out=best)
+    return xp, taps, best
+
+
+def _window_hits_host(x, kernel, stride, padding, dilation):
+    """Per tap: (its slice of a batch-last array, where it holds its window's maximum and no
+    earlier tap did). So each window picks its first maximum in row-major tap order, its first
+    NaN if it holds one, and never the padding, as the device does. Boolean masks, not indices:
+    masked selects on random masks cost branch mispredictions, products and logic do not."""
+    xp, taps, best = _window_max_host(x, kernel, stride, padding, dilation)
+    nan = np.isnan(best).any()
+    taken = np.zeros(best.shape, bool)
+    for (i, j), window in taps:
         v = xp[window]
-        win = ~(v <= best)          # v > best, or a NaN on either side ...
-        win &= best == best         # ... but a NaN already found stays
-        first = arg < 0             # the first real element wins over an empty window
-        if any(padding):
-            h = np.arange(out_hw[0]) * stride[0] + i * dilation[0] - padding[0]
-            w = np.arange(out_hw[1]) * stride[1] + j * dilation[1] - padding[1]
-            first &= ((h >= 0) & (h < x.shape[2]))[:, None] & ((w >= 0) & (w < x.shape[3]))
-        win |= first
-        np.copyto(best, v, where=win)
-        np.copyto(arg, q, where=win)
-    return arg, best
+        hit = v == best
+        if nan:
+            hit |= v != v
+        if any(padding):  # a window whose real values are all -inf must not pick the padding
+            h = np.arange(best.shape[1]) * stride[0] + i * dilation[0] - padding[0]
+            w = np.arange(best.shape[2]) * stride[1] + j * dilation[1] - padding[1]
+            hit &= (((h >= 0) & (h < x.shape[2]))[:, None]
+                    & ((w >= 0) & (w < x.shape[3])))[:, :, None]
+        hit &= ~taken
+        taken |= hit
+        yield window, hit
+
+
+def _select(a):
+    """a * mask, the branch-free select, unless `a` holds infinities or NaNs (0 * inf is NaN)."""
+    if np.isfinite(a).all():
+        return np.multiply
+    return lambda values, mask: np.where(mask, values, 0)
 
 
 def _max_pool_host(x, v, kernel, stride, padding, dilation):
-    arg, best = _window_argmax_host(x, kernel, stride, padding, dilation)
     if v is x:  # the plain forward: the maxima themselves
-        return best.astype(x.dtype)
-    out = np.zeros(best.shape, v.dtype)
-    vp = _padded(v, padding, 0)
-    for q, (_, window) in enumerate(_taps(kernel, stride, dilation, best.shape[2:])):
-        np.copyto(out, vp[window], where=arg == q)
-    return out
+        best = _window_max_host(x, kernel, stride, padding, dilation)[2]
+        return best.transpose(3, 0, 1, 2).astype(x.dtype, copy=False)
+    vp = _batch_last(v, padding, 0, _compute(v))
+    select, out = _select(vp), 0
+    for window, hit in _window_hits_host(x, kernel, stride, padding, dilation):
+        out = out + select(vp[window], hit)
+    return out.transpose(3, 0, 1, 2).astype(v.dtype, copy=False)
 
 
 def _max_pool_back_host(x, g, size, kernel, stride, padding, dilation):
-    arg, _ = _window_argmax_host(x, kernel, stride, padding, dilation)
-    gc = g.astype(_compute(g), copy=False)
-    xp = np.zeros(x.shape[:2] + tuple(n + 2 * p for n, p in zip(size, padding)), gc.dtype)
-    for q, (_, window) in enumerate(_taps(kernel, stride, dilation, g.shape[2:])):
-        xp[window] += np.where(arg == q, gc, 0)
-    return _cropped(xp, size, padding).astype(g.dtype)
+    gt = np.ascontiguousarray(g.transpose(1, 2, 3, 0), dtype=_compute(g))
+    n, c = x.shape[:2]
+    dxp = np.zeros((c, size[0] + 2 * padding[0], size[1] + 2 * padding[1], n), gt.dtype)
+    select = _select(gt)
+    for window, hit in _window_hits_host(x, kernel, stride, padding, dilation):
+        dxp[window] += select(gt, hit)
+    return _nchw(dxp, size, padding, g.dtype)
 
 
 def _avg_divisor(size, out_hw, kernel, stride, padding, include_pad):
-    """Per window, the count avg pooling divides by: kH*kW, or only the taps inside the input."""
+    """What avg pooling divides each window by, as (OH, OW, 1): kH*kW, or only the taps inside
+    the input."""
     if include_pad:
         return kernel[0] * kernel[1]
     counts = []
     for n, o, k, s, p in zip(size, out_hw, kernel, stride, padding):
         lo = np.arange(o) * s - p
         counts.append(np.minimum(lo + k, n) - np.maximum(lo, 0))
-    return np.outer(*counts)
+    return np.outer(*counts)[:, :, None]
 
 
 def _avg_pool_host(x, kernel, stride, padding, include_pad):
     out_hw = _out_hw(x.shape[2:], kernel, stride, padding, (1, 1))
-    xp = _padded(x.astype(_compute(x), copy=False), padding, 0)
-    acc = np.zeros(x.shape[:2] + out_hw, xp.dtype)
-    for _, window in _taps(kernel, stride, (1, 1), out_hw):
+    xp = _batch_last(x, padding, 0, _compute(x))
+    taps = _taps(kernel, stride, (1, 1), out_hw)
+    acc = xp[taps[0][1]].copy()
+    for _, window in taps[1:]:
         acc += xp[window]
     acc /= _avg_divisor(x.shape[2:], out_hw, kernel, stride, padding, include_pad)
-    return acc.astype(x.dtype)
+    return acc.transpose(3, 0, 1, 2).astype(x.dtype, copy=False)
 
 
 def _avg_pool_back_host(g, size, kernel, stride, padding, include_pad):
-    out_hw = g.shape[2:]
-    share = g.astype(_compute(g)) / _avg_divisor(size, out_hw, kernel, stride, padding,
-                                                 include_pad)
-    xp = np.zeros(g.shape[:2] + tuple(n + 2 * p for n, p in zip(size, padding)), share.dtype)
+    (n, c), out_hw = g.shape[:2], g.shape[2:]
+    share = np.empty((c, *out_hw, n), _compute(g))  # batch-last, whatever g's layout
+    np.divide(g.transpose(1, 2, 3, 0), _avg_divisor(size, out_hw, kernel, stride, padding,
+                                                     include_pad), out=share)
+    dxp = np.zeros((c, size[0] + 2 * padding[0], size[1] + 2 * padding[1], n), share.dtype)
     for _, window in _taps(kernel, stride, (1, 1), out_hw):
-        xp[window] += share
-    return _cropped(xp, size, padding).astype(g.dtype)
+        dxp[window] += share
+    return _nchw(dxp, size, padding, g.dtype)
 
 
 # ---- Vulkan: shaders/conv.comp ----------------------------------------------------------------
-def _launch(mode, out_shape, dtype, a, b, channels, size, out_hw, kernel, stride, padding,
+def _launch(mode, out_shape, dtype, a, b, batch, channels, size, out_hw, kernel, stride, padding,
             dilation=(1, 1), include_pad=False):
     backend = a.backend
     out = backend.empty(out_shape, dtype)
@@ -179,45 +210,45 @@ def _launch(mode, out_shape, dtype, a, b, channels, size, out_hw, kernel, stride
     b_strides = list(b.strides) if b is not None else [0] * 4
     a_strides = list(a.strides) + [0] * (4 - a.ndim)
     push = [_CODES[mode], out.size, out.start, out.dtype.code, a.start, a.dtype.code, *b_ref,
-            channels, *size, *out_hw, *kernel, *stride, *padding, *dilation, int(include_pad),
-            *a_strides, *b_strides]
-    backend.launch("conv", "", -(-out.size // dtype.per_word), push)
+            batch, channels, *size, *out_hw, *kernel, *stride, *padding, *dilation,
+            int(include_pad), CHUNK, *a_strides, *b_strides]
+    backend.launch("conv", "", -(-out.size // CHUNK), push)
     return out
 
 
 def _im2col_vulkan(backend, x, kernel, stride, padding, dilation):
     n, c = x.shape[:2]
     out_hw = _out_hw(x.shape[2:], kernel, stride, padding, dilation)
-    return _launch("MODE_IM2COL", (n, c * prod(kernel), prod(out_hw)), x.dtype, x, None, c,
+    return _launch("MODE_IM2COL", (c * prod(kernel), prod(out_hw) * n), x.dtype, x, None, n, c,
                    x.shape[2:], out_hw, kernel, stride, padding, dilation)
 
 
 def _col2im_vulkan(backend, cols, size, kernel, stride, padding, dilation):
-    n, c = cols.shape[0], cols.shape[1] // prod(kernel)
-    return _launch("MODE_COL2IM", (n, c, *size), cols.dtype, cols, None, c, size,
-                   _out_hw(size, kernel, stride, padding, dilation), kernel, stride, padding,
-                   dilation)
+    out_hw = _out_hw(size, kernel, stride, padding, dilation)
+    c, n = cols.shape[0] // prod(kernel), cols.shape[1] // prod(out_hw)
+    return _launch("MODE_COL2IM", (n, c, *size), cols.dtype, cols, None, n, c, size, out_hw,
+                   kernel, stride, padding, dilation)
 
 
 def _max_pool_vulkan(backend, x, v, kernel, stride, padding, dilation):
     out_hw = _out_hw(x.shape[2:], kernel, stride, padding, dilation)
-    return _launch("MODE_MAXPOOL", x.shape[:2] + out_hw, v.dtype, x, v, x.shape[1], x.shape[2:],
-                   out_hw, kernel, stride, padding, dilation)
+    return _launch("MODE_MAXPOOL", x.shape[:2] + out_hw, v.dtype, x, v, *x.shape[:2],
+                   x.shape[2:], out_hw, kernel, stride, padding, dilation)
 
 
 def _max_pool_back_vulkan(backend, x, g, size, kernel, stride, padding, dilation):
-    return _launch("MODE_MAXPOOL_BACK", x.shape, g.dtype, x, g, x.shape[1], size, g.shape[2:],
-                   kernel, stride, padding, dilation)
+    return _launch("MODE_MAXPOOL_BACK", x.shape, g.dtype, x, g, *x.shape[:2], size,
+                   g.shape[2:], kernel, stride, padding, dilation)
 
 
 def _avg_pool_vulkan(backend, x, kernel, stride, padding, include_pad):
     out_hw = _out_hw(x.shape[2:], kernel, stride, padding, (1, 1))
-    return _launch("MODE_AVGPOOL", x.shape[:2] + out_hw, x.dtype, x, None, x.shape[1],
+    return _launch("MODE_AVGPOOL", x.shape[:2] + out_hw, x.dtype, x, None, *x.shape[:2],
                    x.shape[2:], out_hw, kernel, stride, padding, include_pad=include_pad)
 
 
 def _avg_pool_back_vulkan(backend, g, size, kernel, stride, padding, include_pad):
-    return _launch("MODE_AVGPOOL_BACK", (*g.shape[:2], *size), g.dtype, g, None, g.shape[1],
+    return _launch("MODE_AVGPOOL_BACK", (*g.shape[:2], *size), g.dtype, g, None, *g.shape[:2],
                    size, g.shape[2:], kernel, stride, padding, include_pad=include_pad)
 
 
@@ -319,8 +350,10 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
                     stride=_tuple("unfold", "stride", stride, 2, 1),
                     padding=_tuple("unfold", "padding", padding, 2, 0),
                     dilation=_tuple("unfold", "dilation", dilation, 2, 1))
-    _check_window("unfold", x.shape, *geometry.values())
-    return unbatch(apply(IM2COL, x, **geometry))
+    out_hw = _check_window("unfold", x.shape, *geometry.values())
+    cols = apply(IM2COL, x, **geometry).reshape(x.shape[1] * prod(geometry["kernel"]),
+                                                 prod(out_hw), x.shape[0])
+    return unbatch(cols.transpose(2, 0, 1))
 
 
 def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
@@ -340,6 +373,7 @@ def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
                          f"or (C*{kk}, {prod(out_hw)}) for output_size {size}, kernel "
                          f"{geometry['kernel']}")
     cols = input if input.ndim == 3 else input.reshape(1, *input.shape)
+    cols = cols.transpose(1, 2, 0).reshape(cols.shape[1], cols.shape[2] * cols.shape[0])
     out = apply(COL2IM, cols, size=size, **geometry)
     return out if input.ndim == 3 else out.reshape(out.shape[1:])
 
@@ -364,7 +398,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     dilation = _tuple("conv2d", "dilation", dilation, 2, 1)
     if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
         raise ValueError(f"conv2d: groups must be a positive int, got {groups!r}")
-    n, c = x.shape[:2]
+    n, c, h, w = x.shape
     o, cg, kh, kw = weight.shape
     if c % groups or o % groups:
         raise ValueError(f"conv2d: groups={groups} must divide both in_channels and "
@@ -380,16 +414,16 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     oh, ow = _check_window("conv2d", x.shape, (kh, kw), stride, padding, dilation)
     from .linalg import matmul
     if (kh, kw, *stride, *padding) == (1, 1, 1, 1, 0, 0):
-        cols = x.reshape(n, c, oh * ow)  # a 1x1 convolution reads the input as it is
+        cols = x.transpose(1, 2, 3, 0).reshape(c, h * w * n)  # the columns of a 1x1 conv
     else:
         cols = apply(IM2COL, x, kernel=(kh, kw), stride=stride, padding=padding,
                      dilation=dilation)
     k = cg * kh * kw
-    out = matmul(weight.reshape(groups, o // groups, k), cols.reshape(n, groups, k, oh * ow))
-    out = out.reshape(n, o, oh, ow)
+    out = matmul(weight.reshape(groups, o // groups, k), cols.reshape(groups, k, oh * ow * n))
+    out = out.reshape(o, oh * ow * n)
     if bias is not None:
-        out = out + bias.reshape(1, o, 1, 1)
-    return unbatch(out)
+        out = out + bias.reshape(o, 1)
+    return unbatch(out.reshape(o, oh, ow, n).transpose(3, 0, 1, 2))
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
