@@ -144,7 +144,10 @@ void pool_chunk(uint e, uint end) {
             v = acc / avg_divisor(oh, ow);
         }
         emit(e, v);
-        if (++ow == p.OW) { ow = 0u; if (++oh == p.OH) { oh = 0u; if (++c == p.C) { c = 0u; ++n; } } }
+        if (++ow == p.OW) {
+            ow = 0u;
+            if (++oh == p.OH) { oh = 0u; if (++c == p.C) { c = 0u; ++n; } }
+        }
     }
 }
 

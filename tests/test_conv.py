@@ -57,7 +57,7 @@ def check(vk_fn, torch_fn, arrays, device, dtype, what, upstream_rng, grad_norm_
             assert error < grad_norm_tol, f"{what}: gradient of input {i}: relative error {error}"
 
 
-# ---- conv2d / conv1d ------------------------------------------------------------------------------
+# ---- conv2d / conv1d -----------------------------------------------------------------------------
 CONV2D = [  # (input shape, weight shape, bias?, kwargs)
     ((2, 3, 9, 7), (5, 3, 3, 2), True, {}),                                   # odd, non-square
     ((2, 2, 10, 11), (4, 2, 3, 5), True, {"stride": 2, "padding": (1, 2)}),
@@ -106,7 +106,7 @@ def test_unfold_and_fold_against_torch(device, rng):
           device, "float32", "fold", rng)
 
 
-# ---- pooling --------------------------------------------------------------------------------------
+# ---- pooling -------------------------------------------------------------------------------------
 MAX_POOLS = [((2, 3, 9, 7), {"kernel_size": 3, "stride": 2, "padding": 1}),  # overlapping, padded
              ((1, 2, 8, 8), {"kernel_size": 2}),
              ((2, 1, 7, 10), {"kernel_size": (3, 2), "stride": (1, 2), "padding": (1, 0)}),
@@ -167,7 +167,7 @@ def test_max_pool2d_windows_of_minus_infinity(device):
           "float32", "max_pool2d -inf", np.random.default_rng(1))
 
 
-# ---- a LeNet-like chain ----------------------------------------------------------------------------
+# ---- a LeNet-like chain --------------------------------------------------------------------------
 def _lenet(conv, max_pool, avg_pool, x, w1, b1, w2, b2, w3, b3, relu):
     h = max_pool(relu(conv(x, w1, b1, padding=2)), 2)
     h = avg_pool(relu(conv(h, w2, b2)), 2)
@@ -188,7 +188,7 @@ def test_lenet_like_chain_against_torch(device, dtype, rng):
           grad_norm_tol=0.1 if dtype == "bfloat16" else None)
 
 
-# ---- second order ------------------------------------------------------------------------------------
+# ---- second order --------------------------------------------------------------------------------
 def test_conv2d_second_order_against_torch(device, rng):
     """Gradients of a function of the first gradients (x, w and b of a strided, padded conv)."""
     x, w, b, g, u, v = _inputs(rng, [(2, 3, 7, 6), (4, 3, 3, 2), (4,), (2, 4, 4, 4),

@@ -22,9 +22,9 @@ Pooling ops come in forward/backward pairs that are each other's backward too (m
 `b` at the argmax of `a`, whose backward sends gradients back to those argmax positions).
 
 Device: shaders/conv.comp, one pipeline whose run-time modes do im2col, col2im and the pooling
-passes. Every backward pass is a gather (one invocation per input pixel sums what reaches it from
-the windows that contain it): deterministic, no atomics. bf16 sums accumulate in float32 and round
-once, on the host as on the device.
+passes. Every backward pass is a gather (each input pixel sums what reaches it from the windows
+that contain it): deterministic, no atomics. bf16 sums accumulate in float32 and round once, on
+the host as on the device.
 """
 from math import prod
 
@@ -324,11 +324,15 @@ def _check_window(name, shape, kernel, stride, padding, dilation):
     return out_hw
 
 
+def _window_args(name, stride, padding, dilation):
+    return (_tuple(name, "stride", stride, 2, 1), _tuple(name, "padding", padding, 2, 0),
+            _tuple(name, "dilation", dilation, 2, 1))
+
+
 def _pool_args(name, shape, kernel_size, stride=None, padding=0, dilation=1):
     kernel = _tuple(name, "kernel_size", kernel_size, 2, 1)
-    stride = kernel if stride is None else _tuple(name, "stride", stride, 2, 1)
-    padding = _tuple(name, "padding", padding, 2, 0)
-    dilation = _tuple(name, "dilation", dilation, 2, 1)
+    stride, padding, dilation = _window_args(name, kernel if stride is None else stride, padding,
+                                             dilation)
     if any(p > k // 2 for p, k in zip(padding, kernel)):
         raise ValueError(f"{name}: padding {padding} must be at most half the kernel size "
                          f"{kernel}")
@@ -346,10 +350,9 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
     (1, 18, 4)
     """
     x, unbatch = _batched("unfold", input, 2)
-    geometry = dict(kernel=_tuple("unfold", "kernel_size", kernel_size, 2, 1),
-                    stride=_tuple("unfold", "stride", stride, 2, 1),
-                    padding=_tuple("unfold", "padding", padding, 2, 0),
-                    dilation=_tuple("unfold", "dilation", dilation, 2, 1))
+    geometry = dict(zip(("kernel", "stride", "padding", "dilation"), (
+        _tuple("unfold", "kernel_size", kernel_size, 2, 1),
+        *_window_args("unfold", stride, padding, dilation))))
     out_hw = _check_window("unfold", x.shape, *geometry.values())
     cols = apply(IM2COL, x, **geometry).reshape(x.shape[1] * prod(geometry["kernel"]),
                                                  prod(out_hw), x.shape[0])
@@ -362,10 +365,9 @@ def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
     unfold read it from (pixels read by several windows receive several terms)."""
     _check_tensor("fold", "input", input)
     size = _tuple("fold", "output_size", output_size, 2, 1)
-    geometry = dict(kernel=_tuple("fold", "kernel_size", kernel_size, 2, 1),
-                    stride=_tuple("fold", "stride", stride, 2, 1),
-                    padding=_tuple("fold", "padding", padding, 2, 0),
-                    dilation=_tuple("fold", "dilation", dilation, 2, 1))
+    geometry = dict(zip(("kernel", "stride", "padding", "dilation"), (
+        _tuple("fold", "kernel_size", kernel_size, 2, 1),
+        *_window_args("fold", stride, padding, dilation))))
     kk = prod(geometry["kernel"])
     out_hw = _check_window("fold", (1, 1, *size), *geometry.values())
     if input.ndim not in (2, 3) or input.shape[-2] % kk or input.shape[-1] != prod(out_hw):
@@ -393,9 +395,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if weight.ndim != 4:
         raise ValueError(f"conv2d: expected a 4-D weight (out_channels, in_channels / groups, kH, "
                          f"kW), got shape {weight.shape}")
-    stride = _tuple("conv2d", "stride", stride, 2, 1)
-    padding = _tuple("conv2d", "padding", padding, 2, 0)
-    dilation = _tuple("conv2d", "dilation", dilation, 2, 1)
+    stride, padding, dilation = _window_args("conv2d", stride, padding, dilation)
     if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
         raise ValueError(f"conv2d: groups must be a positive int, got {groups!r}")
     n, c, h, w = x.shape
@@ -473,11 +473,10 @@ def adaptive_avg_pool2d(input, output_size):
     Sizes that divide evenly are plain avg_pool2d; otherwise the bins are separable, so the
     result is Ah @ x @ Aw^T with Ah[y, h] = 1 / (rows in bin y) for the rows of bin y."""
     x, unbatch = _batched("adaptive_avg_pool2d", input, 2)
-    pair = output_size
-    if output_size is None or isinstance(output_size, (tuple, list)) and len(output_size) == 2:
-        pair = tuple(n if s is None else s for s, n in zip(
-            (output_size,) * 2 if output_size is None else output_size, x.shape[2:]))
-    oh, ow = _tuple("adaptive_avg_pool2d", "output_size", pair, 2, 1)
+    sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * 2
+    if len(sizes) == 2:
+        sizes = tuple(n if s is None else s for s, n in zip(sizes, x.shape[2:]))
+    oh, ow = _tuple("adaptive_avg_pool2d", "output_size", sizes, 2, 1)
     h, w = x.shape[2:]
     if h % oh == 0 and w % ow == 0:
         return unbatch(avg_pool2d(x, (h // oh, w // ow)))
