@@ -167,6 +167,15 @@ def test_max_pool2d_windows_of_minus_infinity(device):
           "float32", "max_pool2d -inf", np.random.default_rng(1))
 
 
+def test_max_pool2d_propagates_nan(device, rng):
+    # A window holding a NaN gives NaN, and its gradient goes to the NaN (as torch).
+    (x,) = _inputs(rng, [(1, 2, 5, 6)], "float32")
+    x[0, 1, 2, 3] = np.nan
+    kwargs = {"kernel_size": 3, "stride": 2, "padding": 1}
+    check(lambda t: max_pool2d(t, **kwargs), lambda t: F.max_pool2d(t, **kwargs), [x], device,
+          "float32", "max_pool2d NaN", rng)
+
+
 # ---- a LeNet-like chain --------------------------------------------------------------------------
 def _lenet(conv, max_pool, avg_pool, x, w1, b1, w2, b2, w3, b3, relu):
     h = max_pool(relu(conv(x, w1, b1, padding=2)), 2)

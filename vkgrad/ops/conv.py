@@ -58,8 +58,8 @@ def _batch_last(a, padding, fill, dtype):
     contiguous runs (with NCHW they would be runs of one output row)."""
     ph, pw = padding
     t = a.transpose(1, 2, 3, 0)
-    if not ph and not pw and t.dtype == dtype and t.flags.c_contiguous:
-        return t
+    if not ph and not pw:
+        return np.ascontiguousarray(t, dtype=dtype)  # `a` itself if it is batch-last already
     n, c, h, w = a.shape
     out = np.full((c, h + 2 * ph, w + 2 * pw, n), fill, dtype)
     out[:, ph:ph + h, pw:pw + w] = t
