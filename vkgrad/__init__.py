@@ -12,6 +12,7 @@ from .device import (Device, VulkanUnavailable, best_device, default_device, dev
                      set_default_device)
 from .dtypes import DType, bfloat16, bool_, dtype, float32, float64, int32, result_type, uint8, uint32
 from .kernel import Kernel
+from .profiler import profile
 from .stats import memory_stats, reset_stats, stats, synchronize
 from .creation import arange, empty, empty_like, eye, full_like, linspace, ones_like, zeros_like
 from .random import (Generator, default_generator, get_rng_state, manual_seed, normal, rand,
@@ -30,3 +31,4 @@ bool = bool_  # noqa: A001  numpy spells it vkgrad.bool too
 globals().update({k: v for k, v in FUNCTIONS.items() if k not in ("clip", "where")})
 
 __version__ = "0.1.0"
+profiler.start_from_environment()

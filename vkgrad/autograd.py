@@ -19,6 +19,8 @@ import contextlib
 import threading
 import weakref
 
+from . import profiler
+
 __all__ = ["Function", "backward", "enable_grad", "grad", "is_grad_enabled", "no_grad",
            "set_grad_enabled"]
 
@@ -243,7 +245,11 @@ def _run(outputs, output_grads, retain_graph, create_graph, capture=None):
                     "used and its saved tensors freed); pass retain_graph=True to the first "
                     "backward() or grad() call if you need to go through it again")
             slots = [g if g is not None else _zeros(*meta) for g, meta in zip(slots, node.outputs)]
-            in_grads = node.vjp(node.ctx, *slots)
+            if profiler.enabled():
+                with profiler.frame(f"{node.name} backward"):
+                    in_grads = node.vjp(node.ctx, *slots)
+            else:
+                in_grads = node.vjp(node.ctx, *slots)
             if not isinstance(in_grads, (tuple, list)):
                 in_grads = (in_grads,)
             if len(in_grads) != len(node.parents):

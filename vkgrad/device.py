@@ -195,6 +195,9 @@ def _backend(dev):
                 _managers[dev.index] = manager
                 backend = _backends[dev] = VulkanBackend(manager, dev._properties)
                 backend.device = dev
+                from . import profiler
+                if profiler.enabled():
+                    backend.profiling(True)
     return backend
 
 

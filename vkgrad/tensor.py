@@ -7,12 +7,12 @@ array([ 8., 14.], dtype=float32)
 >>> x.astype(vk.bfloat16).dtype
 vkgrad.bfloat16
 """
+import weakref
 from math import prod
 
 import numpy as np
 
 from . import dtypes, layout
-import weakref
 
 from .autograd import check_inplace, is_grad_enabled
 from .device import HOST, device as as_device

@@ -48,5 +48,8 @@ class Backend:
     def synchronize(self):
         """Wait until all queued work has finished."""
 
+    def profiling(self, on):
+        """Start or stop recording device times per dispatch (vkgrad.profile)."""
+
     def memory_stats(self):
         return {}

@@ -16,7 +16,7 @@ from math import prod
 
 import numpy as np
 
-from .. import kernels, layout
+from .. import kernels, layout, profiler
 from .base import Backend
 
 SPIRV_DIR = pathlib.Path(__file__).resolve().parent.parent / "_spirv"
@@ -165,6 +165,7 @@ class VulkanBackend(Backend):
         self._user_spirv = {}       # (family, variant) -> SPIR-V of kernels registered at run time
         self._sequence = manager.sequence()
         self._pending = 0
+        self._profiled = None       # while profiling: [(kernel, op)] per queued dispatch
 
     # ---- memory ---------------------------------------------------------------------------------
     def empty(self, shape, dtype):
@@ -258,6 +259,9 @@ class VulkanBackend(Backend):
             op = self._kp.OpAlgoDispatch(self._algorithm(family, variant),
                                          constants.astype(np.uint32), (groups, 1, 1))
             self._sequence.record(op)
+            if self._profiled is not None:
+                self._profiled.append((f"{family}/{variant}" if variant else family,
+                                       profiler.current_op()))
             self.counters.dispatches += 1
             self._pending += 1
             if self._pending >= MAX_PENDING:
@@ -268,6 +272,8 @@ class VulkanBackend(Backend):
         with self._lock:
             if self._pending:
                 self._sequence.eval()
+                if self._profiled is not None:
+                    self._collect_times()
                 self._sequence.clear()
                 self.counters.submits += 1
                 self.counters.host_syncs += 1
@@ -276,6 +282,26 @@ class VulkanBackend(Backend):
 
     def synchronize(self):
         self._submit()
+
+    def profiling(self, on):
+        """While on, dispatches are recorded into a sequence that writes a timestamp after each
+        one (where the device supports timestamps), and their times go to vkgrad.profiler."""
+        with self._lock:
+            self._submit()
+            if on == (self._profiled is not None):
+                return
+            self._profiled = [] if on else None
+            stamps = MAX_PENDING + 1 if on and self.info.get("timestamps_supported") else 0
+            self._sequence = self.manager.sequence(0, stamps)
+
+    def _collect_times(self):
+        seconds = None
+        if self.info.get("timestamps_supported"):
+            ticks = self._sequence.get_timestamps()
+            scale = self.info.get("timestamp_period", 1.0) * 1e-9
+            seconds = [(b - a) * scale for a, b in zip(ticks, ticks[1:])]
+        profiler.add_kernel_times(self._profiled, seconds)
+        self._profiled = []
 
     def run(self, op, *args, **params):
         return op.vulkan(self, *args, **params)

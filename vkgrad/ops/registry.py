@@ -11,6 +11,7 @@ An `Op` bundles, side by side:
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from .. import profiler
 from ..autograd import is_grad_enabled, record
 
 OPS = {}
@@ -56,7 +57,14 @@ def apply(op, *operands, **params):
     """Run `op` on the backend its tensor operands live on (other operands, such as Python
     scalars, pass through) and wrap the result as a Tensor, recording it for autograd when an
     operand requires grad."""
-    from ..tensor import Tensor
+    if profiler.enabled():
+        with profiler.frame(op.name):
+            return _apply(op, operands, params)
+    return _apply(op, operands, params)
+
+
+def _apply(op, operands, params):
+    from ..tensor import Tensor  # (tensor.py imports this module)
     tensors = [t for t in operands if isinstance(t, Tensor)]
     device = tensors[0].device
     for t in tensors[1:]:
