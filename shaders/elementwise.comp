@@ -175,7 +175,12 @@ void main() {
             if (i >= p.n) break;
             uint rest = i;
             int oo = 0, ao = 0, bo = 0, co = 0;
-            for (int d = int(p.ndim) - 1; d >= 0; --d) {
+            if (p.ndim == 1u) {  // contiguous operands coalesce to one dim: no division (slow
+                oo = int(i) * p.out_strides[0];  // on CPU drivers)
+                ao = int(i) * p.a_strides[0];
+                bo = int(i) * p.b_strides[0];
+                co = int(i) * p.c_strides[0];
+            } else for (int d = int(p.ndim) - 1; d >= 0; --d) {
                 int coord = int(rest % p.shape[d]);
                 rest /= p.shape[d];
                 oo += coord * p.out_strides[d];

@@ -5,17 +5,19 @@
 // copy; broadcast batch dims have stride 0) and any dtype; products accumulate in f32 and are
 // converted once to the output dtype (integers too: exact while partial sums stay below 2^24).
 //
-// Each 256-thread workgroup computes one BM x BN output tile; each thread a TM x TN micro-tile of
-// registers (adjacent columns, so packed outputs are written as whole words where possible).
+// Each 256-thread workgroup computes one BM x BN output tile, its threads arranged TY x TX; each
+// thread a TM x TN micro-tile of registers (adjacent columns, so packed outputs are written as
+// whole words where possible). Variants (kernels.MATMUL_TILES) differ only in BM, BN and TY:
+// square tiles for large products, flat or tall ones for the skinny products of convolutions.
 // K advances in BK-deep slices staged through shared memory. Each k step reads (TM + TN) / 4
 // vec4s from shared memory for TM * TN multiply-adds; on lavapipe those reads (and the barriers)
 // cost far more than the arithmetic, so the micro-tile is as large as GPU registers allow.
 #include "common.glsl"
 
-#define BM MATMUL_TILE       // from vkgrad/kernels.py, which linalg.py sizes the grid by
-#define BN MATMUL_TILE
-#define TM (BM / 16)         // rows per thread (a multiple of 4)
-#define TN (BN / 16)         // columns per thread (a multiple of 4)
+// BM, BN, TY come from the variant's defines (vkgrad/kernels.py, which linalg.py sizes the grid by)
+#define TX (256 / TY)        // threads along a tile row
+#define TM (BM / TY)         // rows per thread (a multiple of 4)
+#define TN (BN / TX)         // columns per thread (a multiple of 4)
 #define BK 16
 layout(local_size_x = 256) in;
 
@@ -59,7 +61,7 @@ void store4(uint e, uint col, vec4 v) {
 
 void main() {
     uint t = gl_LocalInvocationID.x;
-    uint tx = t % 16u, ty = t / 16u;
+    uint tx = t % uint(TX), ty = t / uint(TX);
     uint tiles_m = (p.M + BM - 1u) / BM, tiles_n = (p.N + BN - 1u) / BN;
     uint n_batch = p.batch[0] * p.batch[1] * p.batch[2];
     uint n_tiles = tiles_m * tiles_n * n_batch;

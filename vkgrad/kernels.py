@@ -37,6 +37,11 @@ OPTIM_RULES = ["sgd", "adam", "rmsprop"]
 OPTIM_FLAGS = {"MAXIMIZE": 1, "NESTEROV": 2, "MOMENTUM": 4, "AMSGRAD": 8, "CENTERED": 16,
                "FRESH": 32, "MASTER": 64, "FRESH_MASTER": 128}
 
+# matmul.comp variants: (tile rows BM, tile columns BN, thread rows TY) of a 256-thread
+# workgroup; every thread computes (BM / TY) x (BN * TY / 256) outputs, both multiples of 4.
+MATMUL_TILES = {"": (128, 128, 16), "64": (64, 64, 16), "flat": (16, 256, 4),
+                "tall": (256, 16, 64)}
+
 # Kernel families: file in shaders/ -> variant name -> extra defines. One pipeline per variant.
 FAMILIES = {
     "elementwise": {"float": ["DOMAIN_FLOAT"], "int": ["DOMAIN_INT"], "uint": ["DOMAIN_UINT"]},
@@ -45,7 +50,8 @@ FAMILIES = {
     "gather": {"": [f"{k}={v}" for k, v in GATHER_CODES.items()]},
     "scan": {"": [f"{k}={v}" for k, v in SCAN_CODES.items()]},
     "random": {"": []},
-    "matmul": {"": []},
+    "matmul": {name: [f"BM={bm}", f"BN={bn}", f"TY={ty}"]
+               for name, (bm, bn, ty) in MATMUL_TILES.items()},
     "conv": {"": [f"{k}={v}" for k, v in CONV_CODES.items()]},
     "optim": {"": [f"RULE_{r.upper()}={i}" for i, r in enumerate(OPTIM_RULES)]
               + [f"FLAG_{k}={v}" for k, v in OPTIM_FLAGS.items()]},
@@ -54,7 +60,6 @@ FAMILIES = {
 # Every kernel declares its push constants within this many 32-bit words (Vulkan guarantees 128 B).
 PUSH_WORDS = 32
 WORKGROUP = 256  # local_size_x of the one-dimensional kernels
-MATMUL_TILE = 128  # output rows and columns per matmul.comp workgroup (16 threads x 8 each)
 
 
 ELEMENTWISE_CODES = {name: i for i, name in enumerate(ELEMENTWISE_OPS)}
@@ -67,7 +72,6 @@ def defines():
     out = {f"DT_{name.upper()}": code for name, code in DTYPE_CODES.items()}
     codes = {**ELEMENTWISE_CODES, **REDUCE_CODES, **RANDOM_CODES}
     out.update({f"OP_{name.upper()}": code for name, code in codes.items()})
-    out["MATMUL_TILE"] = MATMUL_TILE
     return out
 
 

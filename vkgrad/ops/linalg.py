@@ -24,6 +24,8 @@ from ..tensor import Tensor, tensor_method
 from .registry import Op, OpTest, apply
 
 MAXB = 3    # batch dims matmul.comp describes (after coalescing); more are looped on the host
+PARALLEL_TILES = 64   # fewer output tiles than this leave a device idle: split K (see _splits)
+MIN_SPLIT_K = 256     # ... into chunks of at least this many terms
 
 
 # ---- the op ------------------------------------------------------------------------------------
@@ -48,9 +50,52 @@ def _matmul_vulkan(backend, a, b):
                      a2.offset)
         b3 = b2.view((*batch, k, n), layout.broadcast_strides(b2.shape, b2.strides, (*batch, k, n)),
                      b2.offset)
-        _launch(backend, out, a3, b3)
+        splits = _splits(m, n, k, prod(batch))
+        if splits == 1:
+            _launch(backend, out, a3, b3)
+        else:
+            _split_k(backend, out, a3, b3, splits)
     shape = batch + ((m,) if a.ndim > 1 else ()) + ((n,) if b.ndim > 1 else ())
     return out.view(shape, layout.contiguous_strides(shape), 0)
+
+
+def _variant(m, n):
+    """The matmul.comp tile shape that wastes least work on padding an m x n output (ties: the
+    larger tile, which reuses each loaded value more)."""
+    return min(kernels.MATMUL_TILES, key=lambda v: (
+        -(-m // kernels.MATMUL_TILES[v][0]) * kernels.MATMUL_TILES[v][0]
+        * -(-n // kernels.MATMUL_TILES[v][1]) * kernels.MATMUL_TILES[v][1],
+        -kernels.MATMUL_TILES[v][0] * kernels.MATMUL_TILES[v][1]))
+
+
+def _tiles(m, n, batch):
+    bm, bn, _ = kernels.MATMUL_TILES[_variant(m, n)]
+    return -(-m // bm) * -(-n // bn) * batch
+
+
+def _splits(m, n, k, batch):
+    """How many chunks to cut K into: a product with few output tiles but a long K (a
+    convolution's weight gradient: 6 x 25 outputs, K = batch x pixels) would otherwise run on a
+    handful of workgroups. The largest divisor of K up to what fills PARALLEL_TILES."""
+    tiles = _tiles(m, n, batch)
+    want = min(-(-PARALLEL_TILES // tiles), k // MIN_SPLIT_K)
+    return max((s for s in range(1, want + 1) if k % s == 0), default=1)
+
+
+def _split_k(backend, out, a, b, splits):
+    """out = sum over s of a[..., s-th K chunk] @ b[..., s-th K chunk]: the chunks as one more
+    batch dim of float32 partial products, then one reduction into `out`."""
+    from .reduce import launch as reduce_launch
+    *batch, m, k = a.shape
+    n, kc = b.shape[-1], k // splits
+    a4 = a.view((*batch, splits, m, kc), (*a.strides[:-2], kc * a.strides[-1], *a.strides[-2:]),
+                a.offset)
+    b4 = b.view((*batch, splits, kc, n), (*b.strides[:-2], kc * b.strides[-2], *b.strides[-2:]),
+                b.offset)
+    partial = backend.empty((*batch, splits, m, n), dtypes.float32)
+    _launch(backend, partial, a4, b4)
+    lead = len(batch)
+    reduce_launch(backend, "sum", partial, [*range(lead), lead + 1, lead + 2], [lead], out, 1.0)
 
 
 def _launch(backend, out, a, b):
@@ -67,8 +112,8 @@ def _launch(backend, out, a, b):
     push = [out.start, out.dtype.code, a.start, a.dtype.code, b.start, b.dtype.code, m, n, k,
             a.strides[-2], a.strides[-1], b.strides[-2], b.strides[-1],
             *[1] * pad, *batch, *[0] * pad, *a_sb, *[0] * pad, *b_sb]
-    tiles = -(-m // kernels.MATMUL_TILE) * -(-n // kernels.MATMUL_TILE) * prod(batch)
-    backend.launch("matmul", "", tiles * kernels.WORKGROUP, push)
+    variant = _variant(m, n)
+    backend.launch("matmul", variant, _tiles(m, n, prod(batch)) * kernels.WORKGROUP, push)
 
 
 # ---- public functions --------------------------------------------------------------------------
@@ -286,7 +331,9 @@ MATMUL = Op("matmul", _matmul_host, _matmul_vulkan, vjp=_matmul_vjp, tests=[
         ((2, 3, 4), (4, 5)), ((3, 4, 5), (3, 5, 2)), ((3, 1, 4, 5), (2, 5, 6)),
         ((5,), (5,)), ((5,), (5, 3)), ((4, 5), (5,)), ((2, 4, 5), (5,)), ((6, 1), (1, 7)),
         ((0, 5), (5, 3)), ((4, 0), (0, 3)), ((4, 5), (5, 0)),
-        ((2, 1, 3, 1, 2, 3), (1, 4, 1, 5, 3, 2))),  # batch dims that cannot merge: > MAXB
+        ((2, 1, 3, 1, 2, 3), (1, 4, 1, 5, 3, 2)),   # batch dims that cannot merge: > MAXB
+        ((6, 25), (25, 600)), ((600, 25), (25, 6)),  # flat and tall tiles
+        ((6, 3000), (3000, 25)), ((2, 5, 1024), (1024, 3))),  # K split in chunks
         reduction_length=_inner_length),
     OpTest(lambda a, b: _swap(a).matmul(_swap(b)), lambda a, b: _swap(a) @ _swap(b),
            _pairs(((5, 7), (3, 5)), ((2, 33, 65), (70, 33))),

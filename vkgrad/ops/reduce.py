@@ -73,7 +73,7 @@ def _vulkan(name):
         out = backend.empty(out_shape, out_dtype)
         if out.size:
             mean_scale = 1.0 / n_red if n_red else float("nan")  # numpy: mean of nothing is NaN
-            _launch(backend, name, a, kept, list(axes), out, mean_scale if name == "mean" else 1.0)
+            launch(backend, name, a, kept, list(axes), out, mean_scale if name == "mean" else 1.0)
         if keepdims:
             shape = tuple(1 if d in axes else a.shape[d] for d in range(a.ndim))
             out = out.view(shape, layout.contiguous_strides(shape), 0)
@@ -112,7 +112,7 @@ def _two_pass(name, a, axes, keepdims, n_red):
     return r.astype(result_dtype(name, a.dtype)).reshape(out_shape)._data
 
 
-def _launch(backend, name, a, kept, axes, out, scale):
+def launch(backend, name, a, kept, axes, out, scale):
     out_shape, (out_strides,) = layout.coalesce([a.shape[d] for d in kept],
                                                 [a.strides[d] for d in kept])
     red_shape, (red_strides,) = layout.coalesce([a.shape[d] for d in axes],
@@ -123,7 +123,7 @@ def _launch(backend, name, a, kept, axes, out, scale):
         moved = contiguous(a.view([a.shape[d] for d in kept + axes],
                                   [a.strides[d] for d in kept + axes], a.offset))
         k = len(kept)
-        return _launch(backend, name, moved, list(range(k)), list(range(k, moved.ndim)), out, scale)
+        return launch(backend, name, moved, list(range(k)), list(range(k, moved.ndim)), out, scale)
     n_red = prod(red_shape) if axes else 1
     group = 1
     while group < min(n_red, MAX_GROUP):
