@@ -154,6 +154,10 @@ class MultiStepLR(LRScheduler):
         passed = bisect_right(sorted(self.milestones.elements()), self.last_epoch)
         return [base * self.gamma ** passed for base in self.base_lrs]
 
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self.milestones = Counter(self.milestones)  # a vk.save file gives it back as a dict
+
 
 class ExponentialLR(LRScheduler):
     """Multiply the lr by `gamma` every epoch: initial_lr * gamma^epoch."""
