@@ -1,6 +1,7 @@
 """The examples in examples/: each runs as a script, and what it prints is checked."""
 import importlib.util
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -78,3 +79,101 @@ def test_kernel_errors(vulkan):
         module.SQUAREPLUS.launch(4, 4, "float32", x, x, 1.0)
     with pytest.raises(ValueError, match="does not compile"):
         vk.Kernel("broken", "#version 450\nvoid main() { undefined_function(); }").spirv()
+
+
+# ---- the examples people run first, at tiny settings ---------------------------------------------
+def numbers(pattern, text):
+    """The floats captured by `pattern` on each line of `text` that matches it."""
+    return [tuple(float(v) for v in m.groups()) for m in re.finditer(pattern, text)]
+
+
+def test_softmax_regression(device):
+    out = run("softmax_regression", "--device", str(device), "--epochs", "1", "--limit", "1000",
+              "--lr", "0.003")
+    (epoch,) = numbers(r"epoch 1/1: train loss ([\d.]+) \| test accuracy ([\d.]+)% \| "
+                       r"([\d.]+) s/epoch", out)
+    loss, acc, seconds = epoch
+    assert loss < 2.0 and seconds > 0
+    assert acc >= 75  # 80.4% on the host and on lavapipe (1,000 digits, one epoch)
+    assert f"test accuracy {acc:.2f}%" in out
+
+
+def test_moons_mlp(device, tmp_path):
+    step = r"step (\d+)/\d+: loss ([\d.]+) \(margin ([\d.]+)\) \| train accuracy ([\d.]+)%"
+    if device.kind == "host":  # the default run: micrograd's demo reaches 100%
+        out = run("moons_mlp", "--device", "host", "--plot", str(tmp_path / "hinge.png"))
+        assert "final train accuracy 100.0%" in out
+    else:  # lavapipe is slow at many tiny steps: 10 of them, checked against the host's
+        args = ("--steps", "10", "--log-every", "3")
+        out = run("moons_mlp", "--device", str(device), *args, "--plot",
+                  str(tmp_path / "hinge.png"))
+        host = run("moons_mlp", "--device", "host", *args, "--plot", str(tmp_path / "h.png"))
+        assert np.allclose(numbers(step, out), numbers(step, host), atol=2e-4)
+    logged = numbers(step, out)
+    assert logged[-1][1] < 0.5 * logged[0][1]  # the loss falls
+    assert (tmp_path / "hinge.png").stat().st_size > 10_000
+
+
+def test_moons_mlp_multi_margin(tmp_path):
+    out = run("moons_mlp", "--device", "host", "--loss", "multi-margin", "--steps", "40",
+              "--dtype", "bf16", "--plot", str(tmp_path / "mm.png"))
+    assert "multi-margin loss, MLP 2-16-16-2" in out and "bfloat16 on host" in out
+    (acc,) = numbers(r"final train accuracy ([\d.]+)%", out)
+    assert acc[0] >= 85
+    assert (tmp_path / "mm.png").stat().st_size > 10_000
+
+
+def compare_torch(device, dtype, model, tol):
+    """Run examples/compare_torch.py for 4 steps; check each step's two losses agree."""
+    out = run("compare_torch", "--device", str(device), "--dtype", dtype, "--model", model,
+              "--steps", "4", "--batch-size", "8")
+    steps = numbers(r"step +\d+: vkgrad ([\d.]+) torch ([\d.]+) diff \S+ rel (\S+)", out)
+    assert len(steps) == 4
+    for ours, theirs, rel in steps:
+        assert ours == pytest.approx(theirs, rel=tol) and rel <= tol
+        assert 1.5 < ours < 3  # cross entropy of 10 classes near the start: about log(10)
+    assert "OK: vkgrad and torch agree" in out
+
+
+def test_compare_torch(device):
+    compare_torch(device, "f32", "lenet5", 1e-5)
+
+
+def test_compare_torch_bf16():
+    compare_torch("host", "bf16", "mlp", 3e-2)  # host only: lavapipe is slow enough already
+
+
+def test_compare_torch_detects_divergence(monkeypatch, capsys):
+    """A twin whose weights differ from vkgrad's makes the script exit with status 1."""
+    module = load("compare_torch")
+    twin = module.torch_twin
+
+    def perturbed(model, dtype):
+        t = twin(model, dtype)
+        with torch.no_grad():
+            t[0].weight.mul_(1.5)
+        return t
+
+    monkeypatch.setattr(module, "torch_twin", perturbed)
+    state = vk.get_rng_state()  # main() seeds both libraries: later tests find them as they were
+    with torch.random.fork_rng(), pytest.raises(SystemExit) as exit:
+        module.main(["--device", "host", "--model", "mlp", "--steps", "2", "--batch-size", "8"])
+    vk.set_rng_state(state)
+    assert exit.value.code == 1
+    assert "FAIL: the losses diverged" in capsys.readouterr().out
+
+
+def test_mnist_lenet5_smoke(tmp_path):
+    """The main job at tiny settings: its lines, its checkpoint and its learning curves."""
+    checkpoint, plot = tmp_path / "ck.safetensors", tmp_path / "curves.png"
+    out = run("mnist_lenet5", "--device", "host", "--epochs", "1", "--limit", "200",
+              "--checkpoint", str(checkpoint), "--plot", str(plot))
+    assert "LeNet5 on embedded MNIST, sgd lr 0.01, batch 32, float32 on host: 200 training " \
+           "and 200 test images, 47154 parameters" in out
+    (epoch,) = numbers(r"epoch 1/1: train loss ([\d.]+) acc ([\d.]+)% \| test loss ([\d.]+) acc "
+                       r"([\d.]+)% \| ([\d.]+) s", out)
+    assert 1.5 < epoch[0] < 2.6 and 1.5 < epoch[2] < 2.6  # near log(10) after 7 steps
+    assert f"test accuracy {epoch[3]:.2f}%; checkpoint {checkpoint}" in out
+    state = vk.load(checkpoint)
+    assert state["epoch"] == 1 and set(state["model"]) == set(vk.models.lenet5().state_dict())
+    assert plot.stat().st_size > 10_000
