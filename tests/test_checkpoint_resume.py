@@ -13,6 +13,7 @@ state through vk.save / vk.load files.
 The job itself (models, data, configurations) is tests/checkpoint_job.py, so that the resuming
 process runs the very same code.
 """
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -96,13 +97,15 @@ def test_main_job_resumes_bit_exact(device, tmp_path):
     """examples/mnist_lenet5.py: --epochs 2, then --epochs 3 --resume in a second process, ends
     with the checkpoint of one --epochs 3 run, bit for bit (on lavapipe, on fewer images)."""
     size = ["--limit", "300"] if device.kind == "host" else ["--limit", "32", "--batch-size", "16"]
+    # two runs at once on 2 cores: OpenBLAS threads spinning for a core made them 5x slower
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
 
     def main_job(name, *args):
         return subprocess.Popen(
             [sys.executable, str(REPO / "examples" / "mnist_lenet5.py"), "--device", str(device),
              *size, "--checkpoint", str(tmp_path / f"{name}.safetensors"),
              "--plot", str(tmp_path / f"{name}.png"), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
 
     def finish(process):
         out, err = process.communicate(timeout=300)
