@@ -76,7 +76,12 @@ def load(path, device=None, dtype=None):
     device, vkgrad.default_device(), as for new tensors) and, where floating, cast to `dtype`
     (rounding to nearest even into bf16); integer and bool tensors keep their dtype. Nothing is
     returned unless the whole file is valid: a bad file raises ValueError naming it, and the
-    tensor or place in the structure where relevant."""
+    tensor or place in the structure where relevant.
+
+    `dtype=` casts *every* floating tensor, optimizer state included (Adam's step counter and
+    f32 moments would lose precision in bf16). To move a training checkpoint to another dtype,
+    load without `dtype=` and let `model.load_state_dict` cast the weights: optimizer state
+    then stays float32 as the optimizers keep it."""
     path = os.fspath(path)
     device = as_device(device)
     if dtype is not None:
