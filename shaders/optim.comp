@@ -41,8 +41,13 @@ void main() {
         STRIDED_OFFSET(i, p.ndim, p.shape, p.p_strides, po);
         STRIDED_OFFSET(i, p.ndim, p.shape, p.g_strides, go);
         uint old_bits = load_bits(p.p_dt, p.p_start, po);
-        bool master = has(FLAG_MASTER) && !has(FLAG_FRESH_MASTER);
-        float w = master ? uintBitsToFloat(arena[p.s[3] + i]) : load_f32(p.p_dt, p.p_start, po);
+        float w = load_f32(p.p_dt, p.p_start, po);
+        if (has(FLAG_MASTER) && !has(FLAG_FRESH_MASTER)) {
+            // Continue from the f32 master copy unless the parameter no longer is its rounding:
+            // then it was set outside the optimizer (a load_state_dict) and wins.
+            float m = uintBitsToFloat(arena[p.s[3] + i]);
+            if (f32_to_bits(p.p_dt, m) == old_bits) w = m;
+        }
         float g = load_f32(p.g_dt, p.g_start, go);
         if (has(FLAG_MAXIMIZE)) g = -g;
 

@@ -649,3 +649,21 @@ def test_clip_grad_norm_edge_cases(device):
     assert clip_grad_norm_(p, 1.0).item() == math.inf
     with pytest.raises(ValueError, match="norm_type"):
         clip_grad_norm_(p, 1.0, norm_type=0)
+
+
+def test_master_weights_follow_a_weight_load(device):
+    # A parameter set outside the optimizer (load_state_dict, "restore the best weights") must
+    # not be reverted to the stale f32 master copy at the next step.
+    p = vk.nn.Parameter(vk.tensor(np.ones(5), "bfloat16", device))
+    opt = vk.optim.SGD([p], lr=0.1, master_weights=True)
+    for _ in range(2):
+        p.grad = vk.ones(5, dtype="bfloat16", device=device)
+        opt.step()
+    with vk.no_grad():
+        p[...] = 3.0
+    p.grad = vk.ones(5, dtype="bfloat16", device=device)
+    opt.step()
+    np.testing.assert_array_equal(p.numpy().astype(np.float32), np.full(5, 2.90625, np.float32))
+    p.grad = vk.ones(5, dtype="bfloat16", device=device)
+    opt.step()  # and the master copy continues from there: 2.8 rounds to 2.796875 in bf16
+    np.testing.assert_array_equal(p.numpy().astype(np.float32), np.full(5, 2.796875, np.float32))

@@ -126,6 +126,9 @@ def _host(param, grad, b0, b1, b2, master, rule, flags, hyper):
     if "MASTER" in flags:
         if "FRESH_MASTER" in flags:
             master[...] = param
+        else:  # a parameter set outside the optimizer (load_state_dict) wins over its master
+            stale = master.astype(param.dtype) != param
+            master[stale] = param[stale]
         w = master
     else:
         w = param if param.dtype == compute else param.astype(compute)
