@@ -1,0 +1,143 @@
+"""What the benchmarks share: the machine description, timing, and how ratios are worded.
+
+    .venv/bin/python benchmarks/harness.py     # prints the machine the benchmarks run on
+
+The other scripts import it (`from harness import ...`; a script's own folder is on sys.path).
+Run alone, as `make bench` does with every benchmarks/*.py, it prints the machine description.
+"""
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import time
+
+import numpy as np
+import torch
+
+import vkgrad as vk
+
+
+def timed(fn, finish, repeats, warmup=1, budget=None, min_repeats=3):
+    """Seconds per call of fn(), each run ending when the device is done (finish()): `warmup`
+    untimed runs, then up to `repeats` timed ones, stopping early once `budget` seconds of timed
+    runs have passed but never before `min_repeats` (slow devices get fewer runs). Returns the
+    list of run times; report their median."""
+    for _ in range(warmup):
+        fn()
+        finish()
+    times = []
+    while len(times) < repeats:
+        start = time.perf_counter()
+        fn()
+        finish()
+        times.append(time.perf_counter() - start)
+        if budget is not None and len(times) >= min_repeats and sum(times) >= budget:
+            break
+    return times
+
+
+def median(times):
+    return statistics.median(times)
+
+
+def torch_devices():
+    """[(label, torch device, synchronize)]: the CPU, and CUDA when torch sees a GPU."""
+    out = [("torch cpu", "cpu", lambda: None)]
+    if torch.cuda.is_available():
+        out.append(("torch cuda", "cuda", torch.cuda.synchronize))
+    return out
+
+
+def speed_words(vkgrad_seconds, torch_seconds):
+    """How torch compares with vkgrad, from vkgrad's side (vkgrad = 1.00x):
+    "torch 2.3x faster" when torch takes less time, "torch 1.5x slower" when it takes more."""
+    ratio = vkgrad_seconds / torch_seconds
+    return f"torch {ratio:.2f}x faster" if ratio >= 1 else f"torch {1 / ratio:.2f}x slower"
+
+
+def _vulkan_drivers():
+    """{device name: "driverName driverInfo"} from `vulkaninfo --summary`, where installed."""
+    if not shutil.which("vulkaninfo"):
+        return {}
+    try:
+        text = subprocess.run(["vulkaninfo", "--summary"], capture_output=True, text=True,
+                              timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    drivers = {}
+    for block in re.split(r"\nGPU\d+:\n", text)[1:]:
+        fields = dict(re.findall(r"^\s*(\w+)\s*=\s*(.*)$", block, re.M))
+        if "deviceName" in fields:
+            drivers[fields["deviceName"].strip()] = (
+                f"{fields.get('driverName', '?').strip()} {fields.get('driverInfo', '').strip()}")
+    return drivers
+
+
+def _cpu_model():
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return platform.processor() or platform.machine()
+    field = lambda key: (re.search(rf"^{key}\s*:\s*(.*)$", info, re.M) or [None, "?"])[1]
+    return f"{field('model name')} (family {field('cpu family')}, model {field('model')})"
+
+
+def machine():
+    """The machine as a dict: CPU, cores, load, Python/numpy/torch versions and threads, the
+    vkgrad devices with their Vulkan drivers, and CUDA when torch sees it."""
+    drivers = _vulkan_drivers()
+    devices = []
+    for d in vk.devices():
+        info = d.info()
+        entry = {"device": str(d), "name": info["name"], "type": info["device_type"]}
+        if d.kind == "vulkan":
+            entry["driver"] = drivers.get(info["name"], f"driver version "
+                                          f"{d._properties.get('driver_version', '?')}")
+        devices.append(entry)
+    blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    return {
+        "host": platform.node(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": f"{np.__version__} ({blas.get('name', '?')} {blas.get('version', '')})",
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "vkgrad_devices": devices,
+        "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def describe(m):
+    """The machine dict as a few lines of text."""
+    lines = [f"machine: {m['cpu']}, {m['cores']} cores, load average "
+             f"{' '.join(str(x) for x in m['load_average'])} ({m['time']})",
+             f"python {m['python']}, numpy {m['numpy']}, torch {m['torch']} "
+             f"({m['torch_threads']} threads), CUDA: {m['cuda'] or 'none'}"]
+    for d in m["vkgrad_devices"]:
+        lines.append(f"vkgrad {d['device']}: {d['name']} ({d['type']}"
+                     + (f"; {d['driver']})" if "driver" in d else ")"))
+    return "\n".join(lines)
+
+
+def device_label(d):
+    """"vkgrad host", "vkgrad vulkan:0 (llvmpipe)": the device and the start of its name."""
+    if d.kind == "host":
+        return "vkgrad host"
+    return f"vkgrad {d} ({d.info()['name'].split(' (')[0]})"
+
+
+def select_devices(specs):
+    """vkgrad devices named by --devices ("host", "vulkan", "vulkan:1"; None: all of them)."""
+    if not specs:
+        return vk.devices()
+    return list(dict.fromkeys(vk.device(s) for s in specs))
+
+
+if __name__ == "__main__":
+    print(describe(machine()))
