@@ -84,6 +84,20 @@ def _cpu_model():
     return f"{field('model name')} (family {field('cpu family')}, model {field('model')})"
 
 
+def _vkgrad_revision():
+    """The git commit the benchmarked vkgrad comes from, "+ local changes" when the tree differs."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(vk.__file__)))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no",
+                                "vkgrad", "shaders"], capture_output=True, text=True,
+                               timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head or "unknown") + (" + local changes" if dirty else "")
+
+
 def machine():
     """The machine as a dict: CPU, cores, load, Python/numpy/torch versions and threads, the
     vkgrad devices with their Vulkan drivers, and CUDA when torch sees it."""
@@ -108,6 +122,7 @@ def machine():
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "vkgrad": _vkgrad_revision(),
         "vkgrad_devices": devices,
         "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
@@ -118,7 +133,8 @@ def describe(m):
     lines = [f"machine: {m['cpu']}, {m['cores']} cores, load average "
              f"{' '.join(str(x) for x in m['load_average'])} ({m['time']})",
              f"python {m['python']}, numpy {m['numpy']}, torch {m['torch']} "
-             f"({m['torch_threads']} threads), CUDA: {m['cuda'] or 'none'}"]
+             f"({m['torch_threads']} threads), CUDA: {m['cuda'] or 'none'}, "
+             f"vkgrad {m['vkgrad']}"]
     for d in m["vkgrad_devices"]:
         lines.append(f"vkgrad {d['device']}: {d['name']} ({d['type']}"
                      + (f"; {d['driver']})" if "driver" in d else ")"))

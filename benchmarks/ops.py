@@ -1,7 +1,7 @@
 """Op benchmark: NxN elementwise ops, reductions, transpose-copy, matmul and their backward
 passes, vkgrad vs torch.
 
-    .venv/bin/python benchmarks/ops.py [--sizes 64 128 ...] [--grad-sizes 64 ...] [--repeats 5]
+    .venv/bin/python benchmarks/ops.py [--sizes 64 128 ...] [--grad-sizes 64 ...] [--repeats 20]
         [--budget 2] [--ops add matmul ...] [--out build/benchmarks]
 
 For each op and N, every vkgrad device (host, each Vulkan device) and torch (CPU; CUDA when
@@ -65,7 +65,7 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256, 512, 1024, 2048])
     parser.add_argument("--grad-sizes", type=int, nargs="+", default=[64, 128, 256, 512, 1024],
                         help="N for the fwd+bwd rows (lavapipe takes seconds per 2048 matmul)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--budget", type=float, default=2.0,
                         help="seconds of timed runs after which a cell stops (at least one run)")
     parser.add_argument("--ops", nargs="+", default=list(OPS), choices=list(OPS))
