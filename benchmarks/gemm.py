@@ -167,7 +167,7 @@ def plot(results, path):
                       [e["problem"] for e in entries], rotation=30, ha="right", fontsize=8)
         ax.set(title=f"{dt} matmul", ylabel="GFLOP/s", yscale="log")
         ax.grid(True, axis="y", which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # clear of the bars
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
