@@ -389,7 +389,25 @@ def _position(idx, n, kind):
     return idx % n
 
 
-class Sequential(Module):
+class _ModuleSequence(Module):
+    """What Sequential and ModuleList share: positions, length, iteration, append."""
+
+    def _index(self, idx):
+        return _position(idx, len(self._modules), type(self).__name__)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module):
+        """Add `module` at the end (named by its position); returns self."""
+        self.add_module(str(len(self)), module)
+        return self
+
+
+class Sequential(_ModuleSequence):
     """Modules applied one after another: Sequential(a, b, c)(x) = c(b(a(x))). Children are
     named "0", "1", ... (or by the keys of an OrderedDict given instead).
 
@@ -406,9 +424,6 @@ class Sequential(Module):
             for i, m in enumerate(modules):
                 self.add_module(str(i), m)
 
-    def _index(self, idx):
-        return _position(idx, len(self._modules), type(self).__name__)
-
     def __getitem__(self, idx):
         if isinstance(idx, slice):
             return type(self)(OrderedDict(list(self._modules.items())[idx]))
@@ -423,24 +438,13 @@ class Sequential(Module):
         for key in (keys[idx] if isinstance(idx, slice) else [keys[self._index(idx)]]):
             del self._modules[key]
 
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module):
-        """Add `module` at the end (named by its position); returns self."""
-        self.add_module(str(len(self)), module)
-        return self
-
     def forward(self, x):
         for m in self._modules.values():
             x = m(x)
         return x
 
 
-class ModuleList(Module):
+class ModuleList(_ModuleSequence):
     """A list of modules, registered as children "0", "1", ... (it has no forward()).
 
     >>> layers = nn.ModuleList(nn.Linear(4, 4) for _ in range(3))
@@ -450,9 +454,6 @@ class ModuleList(Module):
         super().__init__()
         if modules is not None:
             self.extend(modules)
-
-    def _index(self, idx):
-        return _position(idx, len(self._modules), type(self).__name__)
 
     def __getitem__(self, idx):
         if isinstance(idx, slice):
@@ -467,16 +468,6 @@ class ModuleList(Module):
         del items[idx if isinstance(idx, slice) else self._index(idx)]
         self._modules.clear()
         self.extend(items)  # renumber, as PyTorch does
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
 
     def extend(self, modules):
         for m in modules:
