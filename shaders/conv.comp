@@ -1,6 +1,6 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// Convolution and pooling passes over NCHW tensors, selected by the `mode` push constant:
+// Convolution and pooling passes over NCHW tensors, selected by the MODE specialization constant:
 //
 //   MODE_IM2COL         out[(c, i, j), (oh, ow, n)] = a[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]
 //                       (0 in the padding): the columns a convolution multiplies by its weights
@@ -21,9 +21,13 @@
 
 layout(local_size_x = 256) in;
 
+layout(constant_id = 0) const uint MODE = 0u;
+layout(constant_id = 1) const uint OUT_DT = 0u;
+layout(constant_id = 2) const uint A_DT = 0u;
+layout(constant_id = 3) const uint B_DT = 0u;
+
 layout(push_constant) uniform Params {
-    uint mode; uint n; uint out_start; uint out_dt;
-    uint a_start; uint a_dt; uint b_start; uint b_dt;
+    uint n; uint out_start; uint a_start; uint b_start;
     uint N; uint C; uint H; uint W; uint OH; uint OW;  // batch, channels, in and out sizes
     uint kh; uint kw; uint sh; uint sw; uint ph; uint pw; uint dh; uint dw;
     uint include_pad;                             // avg pooling: divide by kh * kw always
@@ -45,8 +49,8 @@ int b_at(uint n, uint c, int h, int w) {
 uint packed = 0u;
 
 void emit(uint e, float v) {
-    uint per = elems_per_word(p.out_dt);
-    packed |= place_bits(p.out_dt, f32_to_bits(p.out_dt, v), e);
+    uint per = elems_per_word(OUT_DT);
+    packed |= place_bits(OUT_DT, f32_to_bits(OUT_DT, v), e);
     if (((e + 1u) & (per - 1u)) == 0u || e + 1u == p.n) {
         arena[(p.out_start + e) >> (per >> 1u)] = packed;  // per is 1, 2 or 4
         packed = 0u;
@@ -64,7 +68,7 @@ ivec2 window_argmax(uint n, uint c, uint oh, uint ow) {
         for (uint j = 0u; j < p.kw; ++j) {
             int w = int(ow * p.sw + j * p.dw) - int(p.pw);
             if (w < 0 || w >= int(p.W)) continue;
-            float v = load_f32(p.a_dt, p.a_start, a_at(n, c, h, w));
+            float v = load_f32(A_DT, p.a_start, a_at(n, c, h, w));
             if (arg.x < 0 || v > best || (isnan(v) && !isnan(best))) {
                 best = v;
                 arg = ivec2(h, w);
@@ -105,7 +109,7 @@ void im2col_chunk(uint e, uint end) {
     for (; e < end; ++e) {
         int h = int(oh * p.sh + i * p.dh) - int(p.ph), w = int(ow * p.sw + j * p.dw) - int(p.pw);
         bool inside = h >= 0 && h < int(p.H) && w >= 0 && w < int(p.W);
-        emit(e, inside ? load_f32(p.a_dt, p.a_start, a_at(n, c, h, w)) : 0.0);
+        emit(e, inside ? load_f32(A_DT, p.a_start, a_at(n, c, h, w)) : 0.0);
         if (++n == p.N) {
             n = 0u;
             if (++ow == p.OW) {
@@ -126,10 +130,10 @@ void pool_chunk(uint e, uint end) {
     uint c = r % p.C, n = r / p.C;
     for (; e < end; ++e) {
         float v;
-        if (p.mode == MODE_MAXPOOL) {
+        if (MODE == MODE_MAXPOOL) {
             ivec2 arg = window_argmax(n, c, oh, ow);
             v = arg.x < 0 ? uintBitsToFloat(0xff800000u)  // -inf: a window of padding only
-                          : load_f32(p.b_dt, p.b_start, b_at(n, c, arg.x, arg.y));
+                          : load_f32(B_DT, p.b_start, b_at(n, c, arg.x, arg.y));
         } else {  // MODE_AVGPOOL
             float acc = 0.0;
             for (uint i = 0u; i < p.kh; ++i) {
@@ -138,7 +142,7 @@ void pool_chunk(uint e, uint end) {
                 for (uint j = 0u; j < p.kw; ++j) {
                     int w = int(ow * p.sw + j) - int(p.pw);
                     if (w >= 0 && w < int(p.W))
-                        acc += load_f32(p.a_dt, p.a_start, a_at(n, c, h, w));
+                        acc += load_f32(A_DT, p.a_start, a_at(n, c, h, w));
                 }
             }
             v = acc / avg_divisor(oh, ow);
@@ -164,15 +168,15 @@ float pixel_value(uint n, uint c, uint h, uint w) {
             int tw = int(w + p.pw) - ow * int(p.sw);
             if (p.dw != 1u && tw % int(p.dw) != 0) continue;
             int j = p.dw == 1u ? tw : tw / int(p.dw);
-            if (p.mode == MODE_COL2IM) {
+            if (MODE == MODE_COL2IM) {
                 int row = (int(c * p.kh) + i) * int(p.kw) + j;
                 int col = (oh * int(p.OW) + ow) * int(p.N) + int(n);
-                acc += load_f32(p.a_dt, p.a_start, row * p.a_strides[0] + col * p.a_strides[1]);
-            } else if (p.mode == MODE_MAXPOOL_BACK) {
+                acc += load_f32(A_DT, p.a_start, row * p.a_strides[0] + col * p.a_strides[1]);
+            } else if (MODE == MODE_MAXPOOL_BACK) {
                 if (window_argmax(n, c, uint(oh), uint(ow)) == ivec2(h, w))
-                    acc += load_f32(p.b_dt, p.b_start, b_at(n, c, oh, ow));
+                    acc += load_f32(B_DT, p.b_start, b_at(n, c, oh, ow));
             } else {  // MODE_AVGPOOL_BACK
-                acc += load_f32(p.a_dt, p.a_start, a_at(n, c, oh, ow))
+                acc += load_f32(A_DT, p.a_start, a_at(n, c, oh, ow))
                     / avg_divisor(uint(oh), uint(ow));
             }
         }
@@ -195,9 +199,9 @@ void main() {
     uint threads = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
     for (uint chunk = gl_GlobalInvocationID.x; chunk < chunks; chunk += threads) {
         uint e = chunk * p.chunk, end = min(e + p.chunk, p.n);
-        if (p.mode == MODE_IM2COL) {
+        if (MODE == MODE_IM2COL) {
             im2col_chunk(e, end);
-        } else if (p.mode == MODE_MAXPOOL || p.mode == MODE_AVGPOOL) {
+        } else if (MODE == MODE_MAXPOOL || MODE == MODE_AVGPOOL) {
             pool_chunk(e, end);
         } else {
             pixel_chunk(e, end);

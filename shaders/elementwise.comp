@@ -1,17 +1,21 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
 // Every elementwise op: unary, binary and ternary, over strided and broadcast operands of any
-// dtype, selected by the `op` push constant so one pipeline per compute domain serves them all.
-// Variants: DOMAIN_FLOAT (f32 math), DOMAIN_INT (int32 math), DOMAIN_UINT (uint32 math).
+// dtype. The op and the operand dtypes are specialization constants, so each pipeline holds only
+// its own op's code. Variants: DOMAIN_FLOAT (f32 math), DOMAIN_INT (int32), DOMAIN_UINT (uint32).
 #include "common.glsl"
 
 layout(local_size_x = 256) in;
 
 #define MAXD 4
+layout(constant_id = 0) const uint OP = 0u;
+layout(constant_id = 1) const uint OUT_DT = 0u;
+layout(constant_id = 2) const uint A_DT = 0u;   // DT_IMM: a scalar in the push constants
+layout(constant_id = 3) const uint B_DT = 0u;
+layout(constant_id = 4) const uint C_DT = 0u;
+
 layout(push_constant) uniform Params {
-    uint op; uint n; uint ndim;
-    uint out_start; uint out_dt;
-    uint a_start; uint a_dt; uint b_start; uint b_dt; uint c_start; uint c_dt;
+    uint n; uint ndim; uint out_start; uint a_start; uint b_start; uint c_start;
     uint shape[MAXD];
     int out_strides[MAXD];  // used for unpacked outputs; packed outputs are contiguous
     int a_strides[MAXD]; int b_strides[MAXD]; int c_strides[MAXD];
@@ -78,8 +82,8 @@ T int_pow(T a, T e) {
 }
 #endif
 
-T apply(uint op, T a, T b, T c) {
-    switch (op) {
+T apply(T a, T b, T c) {
+    switch (OP) {
     case OP_IDENTITY: return a;
     case OP_ADD: return a + b;
     case OP_SUB: return a - b;
@@ -165,7 +169,7 @@ T apply(uint op, T a, T b, T c) {
 }
 
 void main() {
-    uint per_word = elems_per_word(p.out_dt);
+    uint per_word = elems_per_word(OUT_DT);
     uint words = (p.n + per_word - 1u) / per_word;
     uint threads = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
     for (uint w = gl_GlobalInvocationID.x; w < words; w += threads) {
@@ -189,17 +193,16 @@ void main() {
                 co += coord * p.c_strides[d];
             }
             uint bits;
-            if (p.op == OP_IDENTITY && p.a_dt == p.out_dt) {
-                bits = load_bits(p.a_dt, p.a_start, ao);  // a copy moves bits, NaN payloads too
+            if (OP == OP_IDENTITY && A_DT == OUT_DT) {
+                bits = load_bits(A_DT, p.a_start, ao);  // a copy moves bits, NaN payloads too
             } else {
-                bits = TO_BITS(p.out_dt, apply(p.op, LOAD(p.a_dt, p.a_start, ao),
-                                               LOAD(p.b_dt, p.b_start, bo),
-                                               LOAD(p.c_dt, p.c_start, co)));
+                bits = TO_BITS(OUT_DT, apply(LOAD(A_DT, p.a_start, ao), LOAD(B_DT, p.b_start, bo),
+                                             LOAD(C_DT, p.c_start, co)));
             }
             if (per_word == 1u) {
                 arena[int(p.out_start) + oo] = bits;  // strided output: in-place writes into views
             } else {
-                packed |= place_bits(p.out_dt, bits, i);
+                packed |= place_bits(OUT_DT, bits, i);
             }
         }
         if (per_word > 1u) arena[p.out_start / per_word + w] = packed;

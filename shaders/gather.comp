@@ -4,14 +4,15 @@
 // (x[idx] = v, add_at), writes into views (setitem, concatenate, pad) and index arithmetic.
 //
 // Element c (a coordinate vector over `shape`, n elements in all) reads and writes
-//   src_off = sum_d c_d * src_strides[d]     (+ ix when side == INDEX_SRC)
-//   dst_off = sum_d c_d * dst_strides[d]     (+ ix when side == INDEX_DST)
+//   src_off = sum_d c_d * src_strides[d]     (+ ix when SIDE == INDEX_SRC)
+//   dst_off = sum_d c_d * dst_strides[d]     (+ ix when SIDE == INDEX_DST)
 //   ix      = fix(idx[sum_d c_d * idx_strides[d]]) * idx_scale
 // where fix() wraps negative indices by idx_n and clamps the rest into [0, idx_n), so that indices
 // that live on the device can never address memory outside the indexed axis (idx_n == 0: the index
-// is already an element offset). With side == INDEX_VALUE the index is added to the (int32) value
+// is already an element offset). With SIDE == INDEX_VALUE the index is added to the (int32) value
 // instead: dst = src + ix, which sums the offsets of several index arrays.
 //
+// MODE, SIDE and the dtypes are specialization constants.
 // Modes: MODE_WORDS: dst = src, each invocation owns whole 32-bit words of dst (any 32-bit dst; a
 //        packed dst only when contiguous and word-aligned, checked on the host);
 //        MODE_STORE / MODE_ADD: dst = src or dst += src per element, through a compare-and-swap
@@ -24,10 +25,14 @@
 layout(local_size_x = 256) in;
 
 #define MAXD 5
+layout(constant_id = 0) const uint MODE = 0u;
+layout(constant_id = 1) const uint SIDE = 0u;    // INDEX_*
+layout(constant_id = 2) const uint DST_DT = 0u;
+layout(constant_id = 3) const uint SRC_DT = 0u;
+layout(constant_id = 4) const uint IDX_DT = 0u;
+
 layout(push_constant) uniform Params {
-    uint mode; uint n; uint ndim; uint side;
-    uint dst_start; uint dst_dt; uint src_start; uint src_dt;
-    uint idx_start; uint idx_dt; uint idx_n; int idx_scale;
+    uint n; uint ndim; uint dst_start; uint src_start; uint idx_start; uint idx_n; int idx_scale;
     uint shape[MAXD]; int dst_strides[MAXD]; int src_strides[MAXD]; int idx_strides[MAXD];
 } p;
 
@@ -46,27 +51,27 @@ void offsets(uint i, out int dst_off, out int src_off, out int ix) {
         io += c * p.idx_strides[d];
     }
     ix = 0;
-    if (p.side != INDEX_NONE) {
-        int v = load_i32(p.idx_dt, p.idx_start, io);
+    if (SIDE != INDEX_NONE) {
+        int v = load_i32(IDX_DT, p.idx_start, io);
         if (p.idx_n > 0u) {
             int len = int(p.idx_n);
             v = clamp(v < 0 ? v + len : v, 0, len - 1);
         }
         ix = v * p.idx_scale;
     }
-    if (p.side == INDEX_SRC) src_off += ix;
-    if (p.side == INDEX_DST) dst_off += ix;
+    if (SIDE == INDEX_SRC) src_off += ix;
+    if (SIDE == INDEX_DST) dst_off += ix;
 }
 
 // The source element as bits of dst's dtype, not yet shifted into place.
 uint value_bits(int src_off, int ix) {
-    if (p.side == INDEX_VALUE)
-        return i32_to_bits(p.dst_dt, load_i32(p.src_dt, p.src_start, src_off) + ix);
-    if (p.src_dt == DT_IMM) return p.src_start;
-    if (p.src_dt == p.dst_dt) return load_bits(p.src_dt, p.src_start, src_off);  // NaN payloads too
-    if (is_float(p.src_dt) || is_float(p.dst_dt))
-        return f32_to_bits(p.dst_dt, load_f32(p.src_dt, p.src_start, src_off));
-    return i32_to_bits(p.dst_dt, load_i32(p.src_dt, p.src_start, src_off));
+    if (SIDE == INDEX_VALUE)
+        return i32_to_bits(DST_DT, load_i32(SRC_DT, p.src_start, src_off) + ix);
+    if (SRC_DT == DT_IMM) return p.src_start;
+    if (SRC_DT == DST_DT) return load_bits(SRC_DT, p.src_start, src_off);  // NaN payloads too
+    if (is_float(SRC_DT) || is_float(DST_DT))
+        return f32_to_bits(DST_DT, load_f32(SRC_DT, p.src_start, src_off));
+    return i32_to_bits(DST_DT, load_i32(SRC_DT, p.src_start, src_off));
 }
 
 // a + b for two elements of dtype dt given as bits (floats add in f32; integers wrap).
@@ -78,14 +83,14 @@ uint add_bits(uint dt, uint a, uint b) {
 }
 
 void store_atomic(uint e, uint bits, bool add) {
-    uint per = elems_per_word(p.dst_dt);
+    uint per = elems_per_word(DST_DT);
     uint width = 32u / per;
     uint shift = (e % per) * width;
     uint field = (width == 32u ? 0xffffffffu : ((1u << width) - 1u)) << shift;
     uint word = e / per;
     uint old = arena[word];
     for (;;) {
-        uint v = add ? add_bits(p.dst_dt, (old & field) >> shift, bits) : bits;
+        uint v = add ? add_bits(DST_DT, (old & field) >> shift, bits) : bits;
         uint seen = atomicCompSwap(arena[word], old, (old & ~field) | ((v << shift) & field));
         if (seen == old) break;
         old = seen;
@@ -95,8 +100,8 @@ void store_atomic(uint e, uint bits, bool add) {
 void main() {
     uint threads = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
     int dst_off, src_off, ix;
-    if (p.mode == MODE_WORDS) {
-        uint per = elems_per_word(p.dst_dt);
+    if (MODE == MODE_WORDS) {
+        uint per = elems_per_word(DST_DT);
         uint words = (p.n + per - 1u) / per;
         for (uint w = gl_GlobalInvocationID.x; w < words; w += threads) {
             uint packed = 0u;
@@ -106,7 +111,7 @@ void main() {
                 offsets(i, dst_off, src_off, ix);
                 uint bits = value_bits(src_off, ix);
                 if (per == 1u) arena[uint(int(p.dst_start) + dst_off)] = bits;
-                else packed |= place_bits(p.dst_dt, bits, i);
+                else packed |= place_bits(DST_DT, bits, i);
             }
             if (per > 1u) arena[p.dst_start / per + w] = packed;
         }
@@ -114,6 +119,6 @@ void main() {
     }
     for (uint i = gl_GlobalInvocationID.x; i < p.n; i += threads) {
         offsets(i, dst_off, src_off, ix);
-        store_atomic(uint(int(p.dst_start) + dst_off), value_bits(src_off, ix), p.mode == MODE_ADD);
+        store_atomic(uint(int(p.dst_start) + dst_off), value_bits(src_off, ix), MODE == MODE_ADD);
     }
 }

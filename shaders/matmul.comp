@@ -2,42 +2,53 @@
 #extension GL_GOOGLE_include_directive : require
 // Batched C[b] = A[b] @ B[b]: A is M x K, B is K x N, C is a fresh row-major (batch, M, N) array.
 // A and B are read through arbitrary element strides (a transposed or broadcast view needs no
-// copy; broadcast batch dims have stride 0) and any dtype; products accumulate in f32 and are
-// converted once to the output dtype (integers too: exact while partial sums stay below 2^24).
+// copy; broadcast batch dims have stride 0) and any dtype (specialization constants); products
+// accumulate in f32 and are converted once to the output dtype (integers too: exact while
+// partial sums stay below 2^24).
 //
-// Each 256-thread workgroup computes one BM x BN output tile, its threads arranged TY x TX; each
-// thread a TM x TN micro-tile of registers (adjacent columns, so packed outputs are written as
-// whole words where possible). Variants (kernels.MATMUL_TILES) differ only in BM, BN and TY:
-// square tiles for large products, flat or tall ones for the skinny products of convolutions.
-// K advances in BK-deep slices staged through shared memory. Each k step reads (TM + TN) / 4
-// vec4s from shared memory for TM * TN multiply-adds; on lavapipe those reads (and the barriers)
-// cost far more than the arithmetic, so the micro-tile is as large as GPU registers allow.
+// Two ways to compute, chosen per device (vkgrad/ops/linalg.py):
+// - Tiled (GPUs): each 256-thread workgroup computes one BM x BN output tile, its threads
+//   arranged TY x TX; each thread a TM x TN micro-tile of registers (adjacent columns, so packed
+//   outputs are written as whole words where possible). Variants (kernels.MATMUL_TILES) differ
+//   only in BM, BN and TY: square tiles for large products, flat or tall ones for the skinny
+//   products of convolutions. K advances in BK-deep slices staged through shared memory.
+// - DIRECT (CPU devices such as lavapipe): each invocation computes its own TM x TN block
+//   straight from memory, with no shared memory and no barriers. A CPU driver runs a workgroup's
+//   invocations as SIMD lanes on one core, switching between them at every barrier, so staging
+//   through shared memory cost far more than it saved (0.3 GFLOP/s against several with DIRECT);
+//   the CPU's own caches do the staging.
 #include "common.glsl"
 
+#ifdef DIRECT
+#define TM DIRECT_TM
+#define TN DIRECT_TN
+#else
 // BM, BN, TY come from the variant's defines (vkgrad/kernels.py, which linalg.py sizes the grid by)
 #define TX (256 / TY)        // threads along a tile row
 #define TM (BM / TY)         // rows per thread (a multiple of 4)
 #define TN (BN / TX)         // columns per thread (a multiple of 4)
 #define BK 16
+#endif
 layout(local_size_x = 256) in;
 
 #define MAXB 3               // batch dims (after coalescing; padded with size 1, stride 0)
+layout(constant_id = 0) const uint OUT_DT = 0u;
+layout(constant_id = 1) const uint A_DT = 0u;
+layout(constant_id = 2) const uint B_DT = 0u;
+
 layout(push_constant) uniform Params {
-    uint out_start; uint out_dt; uint a_start; uint a_dt; uint b_start; uint b_dt;
+    uint out_start; uint a_start; uint b_start;
     uint M; uint N; uint K;
     int a_sm; int a_sk; int b_sk; int b_sn;
     uint batch[MAXB]; int a_sb[MAXB]; int b_sb[MAXB];
 } p;
 
-// Staged slices: 4 consecutive rows of A (columns of B) per vec4, so the inner loop reads vec4s.
-shared vec4 As[BK][BM / 4];
-shared vec4 Bs[BK][BN / 4];
 
 // Write columns col..col+3 of one output row, starting at element e. Words wholly inside the four
 // are stored plainly; a word shared with a neighbour's columns (odd N with bf16, edges) is
 // updated bit-field by bit-field with atomics, so no neighbouring write is lost.
 void store4(uint e, uint col, vec4 v) {
-    uint dt = p.out_dt, per = elems_per_word(dt);
+    uint dt = OUT_DT, per = elems_per_word(dt);
     if (e % per == 0u && col + 4u <= p.N) {
         for (uint w = 0u; w < 4u; w += per) {
             uint word = 0u;
@@ -59,6 +70,70 @@ void store4(uint e, uint col, vec4 v) {
     }
 }
 
+// Element offsets of batch entry `bi` in A and B.
+void batch_offsets(uint bi, out int a_base, out int b_base) {
+    a_base = 0;
+    b_base = 0;
+    for (int d = MAXB - 1, rest = int(bi); d >= 0; --d) {
+        int c = rest % int(p.batch[d]);
+        rest /= int(p.batch[d]);
+        a_base += c * p.a_sb[d];
+        b_base += c * p.b_sb[d];
+    }
+}
+
+// Write one thread's TM x TN block, whose first element is at (row0, col0), to batch entry bi.
+void store_block(uint bi, uint row0, uint col0, vec4 acc[TM][TN / 4]) {
+    uint out_base = p.out_start + bi * p.M * p.N;
+    [[unroll]] for (uint i = 0u; i < TM; ++i) {
+        uint row = row0 + i;
+        if (row >= p.M) break;
+        [[unroll]] for (uint j = 0u; j < TN / 4u; ++j) {
+            uint col = col0 + j * 4u;
+            if (col < p.N) store4(out_base + row * p.N + col, col, acc[i][j]);
+        }
+    }
+}
+
+#ifdef DIRECT
+void main() {
+    uint blocks_m = (p.M + TM - 1u) / TM, blocks_n = (p.N + TN - 1u) / TN;
+    uint n_blocks = blocks_m * blocks_n * p.batch[0] * p.batch[1] * p.batch[2];
+    uint threads = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+    for (uint block = gl_GlobalInvocationID.x; block < n_blocks; block += threads) {
+        uint bi = block / (blocks_m * blocks_n), r = block % (blocks_m * blocks_n);
+        uint m0 = (r / blocks_n) * TM, n0 = (r % blocks_n) * TN;
+        int a_base, b_base;
+        batch_offsets(bi, a_base, b_base);
+        // Rows and columns past the edge read the last valid one (and are never stored), so the
+        // k loop has no bounds checks.
+        int a_row[TM], b_col[TN];
+        [[unroll]] for (uint i = 0u; i < TM; ++i)
+            a_row[i] = a_base + int(min(m0 + i, p.M - 1u)) * p.a_sm;
+        [[unroll]] for (uint j = 0u; j < TN; ++j)
+            b_col[j] = b_base + int(min(n0 + j, p.N - 1u)) * p.b_sn;
+
+        vec4 acc[TM][TN / 4];
+        [[unroll]] for (uint i = 0u; i < TM; ++i)
+            [[unroll]] for (uint j = 0u; j < TN / 4u; ++j) acc[i][j] = vec4(0.0);
+        for (uint k = 0u; k < p.K; ++k) {
+            int ak = int(k) * p.a_sk, bk = int(k) * p.b_sk;
+            vec4 b[TN / 4];
+            [[unroll]] for (uint j = 0u; j < TN; ++j)
+                b[j / 4u][j % 4u] = load_f32(B_DT, p.b_start, b_col[j] + bk);
+            [[unroll]] for (uint i = 0u; i < TM; ++i) {
+                float a = load_f32(A_DT, p.a_start, a_row[i] + ak);
+                [[unroll]] for (uint j = 0u; j < TN / 4u; ++j) acc[i][j] += a * b[j];
+            }
+        }
+        store_block(bi, m0, n0, acc);
+    }
+}
+#else
+// Staged slices: 4 consecutive rows of A (columns of B) per vec4, so the inner loop reads vec4s.
+shared vec4 As[BK][BM / 4];
+shared vec4 Bs[BK][BN / 4];
+
 void main() {
     uint t = gl_LocalInvocationID.x;
     uint tx = t % uint(TX), ty = t / uint(TX);
@@ -69,14 +144,8 @@ void main() {
     for (uint tile = gl_WorkGroupID.x; tile < n_tiles; tile += gl_NumWorkGroups.x) {
         uint bi = tile / (tiles_m * tiles_n), r = tile % (tiles_m * tiles_n);
         uint m0 = (r / tiles_n) * BM, n0 = (r % tiles_n) * BN;
-        int a_base = 0, b_base = 0;
-        for (int d = MAXB - 1, rest = int(bi); d >= 0; --d) {  // batch index -> operand offsets
-            int c = rest % int(p.batch[d]);
-            rest /= int(p.batch[d]);
-            a_base += c * p.a_sb[d];
-            b_base += c * p.b_sb[d];
-        }
-
+        int a_base, b_base;
+        batch_offsets(bi, a_base, b_base);
         vec4 acc[TM][TN / 4];
         [[unroll]] for (uint i = 0u; i < TM; ++i)
             [[unroll]] for (uint j = 0u; j < TN / 4u; ++j) acc[i][j] = vec4(0.0);
@@ -89,7 +158,7 @@ void main() {
                 [[unroll]] for (uint q = 0u; q < 4u; ++q) {
                     uint gm = m0 + mq * 4u + q;
                     if (gm < p.M && gk < p.K)
-                        v[q] = load_f32(p.a_dt, p.a_start,
+                        v[q] = load_f32(A_DT, p.a_start,
                                         a_base + int(gm) * p.a_sm + int(gk) * p.a_sk);
                 }
                 As[k][mq] = v;
@@ -100,7 +169,7 @@ void main() {
                 [[unroll]] for (uint q = 0u; q < 4u; ++q) {
                     uint gn = n0 + nq * 4u + q;
                     if (gn < p.N && gk < p.K)
-                        v[q] = load_f32(p.b_dt, p.b_start,
+                        v[q] = load_f32(B_DT, p.b_start,
                                         b_base + int(gk) * p.b_sk + int(gn) * p.b_sn);
                 }
                 Bs[k][nq] = v;
@@ -117,14 +186,7 @@ void main() {
             barrier();
         }
 
-        uint out_base = p.out_start + bi * p.M * p.N;
-        [[unroll]] for (uint i = 0u; i < TM; ++i) {
-            uint gm = m0 + ty * TM + i;
-            if (gm >= p.M) break;
-            [[unroll]] for (uint j = 0u; j < TN / 4u; ++j) {
-                uint col = n0 + tx * TN + j * 4u;
-                if (col < p.N) store4(out_base + gm * p.N + col, col, acc[i][j]);
-            }
-        }
+        store_block(bi, m0 + ty * TM, n0 + tx * TN, acc);
     }
 }
+#endif

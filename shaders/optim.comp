@@ -1,7 +1,8 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// One optimizer step for one parameter: SGD, Adam(W) or RMSprop, selected by the `rule` push
-// constant, so every rule, dtype and hyper-parameter value shares one pipeline. Each invocation
+// One optimizer step for one parameter: SGD, Adam(W) or RMSprop. The rule, its flags and the
+// dtypes are specialization constants; hyper-parameters are push constants, so changing the
+// learning rate never creates a pipeline. Each invocation
 // owns element i: it reads the parameter (any float dtype, any strides), its gradient and the
 // float32 state buffers, and writes the parameter and the state in place. The math runs in f32;
 // a bf16 parameter is rounded once at the end (from its f32 master copy when MASTER is set).
@@ -20,15 +21,19 @@
 layout(local_size_x = 256) in;
 
 #define MAXD 4
+layout(constant_id = 0) const uint RULE = 0u;
+layout(constant_id = 1) const uint FLAGS = 0u;
+layout(constant_id = 2) const uint P_DT = 0u;
+layout(constant_id = 3) const uint G_DT = 0u;
+
 layout(push_constant) uniform Params {
-    uint rule; uint flags; uint n; uint ndim;
-    uint p_start; uint p_dt; uint g_start; uint g_dt;
+    uint n; uint ndim; uint p_start; uint g_start;
     uint s[4];                   // starts (in f32 elements) of the contiguous f32 state buffers
     float h[8];                  // hyper-parameters (see the table above)
     uint shape[MAXD]; int p_strides[MAXD]; int g_strides[MAXD];
 } p;
 
-bool has(uint flag) { return (p.flags & flag) != 0u; }
+bool has(uint flag) { return (FLAGS & flag) != 0u; }
 
 // A state buffer's value; FLAG_FRESH: buffers were just allocated and hold nothing yet (zeros).
 float state(uint k, uint i) { return has(FLAG_FRESH) ? 0.0 : uintBitsToFloat(arena[p.s[k] + i]); }
@@ -40,18 +45,18 @@ void main() {
         int po, go;
         STRIDED_OFFSET(i, p.ndim, p.shape, p.p_strides, po);
         STRIDED_OFFSET(i, p.ndim, p.shape, p.g_strides, go);
-        uint old_bits = load_bits(p.p_dt, p.p_start, po);
-        float w = load_f32(p.p_dt, p.p_start, po);
+        uint old_bits = load_bits(P_DT, p.p_start, po);
+        float w = load_f32(P_DT, p.p_start, po);
         if (has(FLAG_MASTER) && !has(FLAG_FRESH_MASTER)) {
             // Continue from the f32 master copy unless the parameter no longer is its rounding:
             // then it was set outside the optimizer (a load_state_dict) and wins.
             float m = uintBitsToFloat(arena[p.s[3] + i]);
-            if (f32_to_bits(p.p_dt, m) == old_bits) w = m;
+            if (f32_to_bits(P_DT, m) == old_bits) w = m;
         }
-        float g = load_f32(p.g_dt, p.g_start, go);
+        float g = load_f32(G_DT, p.g_start, go);
         if (has(FLAG_MAXIMIZE)) g = -g;
 
-        if (p.rule == RULE_SGD) {
+        if (RULE == RULE_SGD) {
             if (p.h[1] != 0.0) g += p.h[1] * w;
             if (has(FLAG_MOMENTUM)) {
                 // the first step starts the buffer at the gradient itself
@@ -60,7 +65,7 @@ void main() {
                 g = has(FLAG_NESTEROV) ? g + p.h[2] * b : b;
             }
             w -= p.h[0] * g;
-        } else if (p.rule == RULE_ADAM) {
+        } else if (RULE == RULE_ADAM) {
             w *= p.h[2];  // decoupled (AdamW) decay: 1 - lr * weight_decay, else 1
             if (p.h[1] != 0.0) g += p.h[1] * w;
             float m = state(0, i);
@@ -96,9 +101,9 @@ void main() {
         }
 
         if (has(FLAG_MASTER)) arena[p.s[3] + i] = floatBitsToUint(w);
-        uint bits = f32_to_bits(p.p_dt, w);
+        uint bits = f32_to_bits(P_DT, w);
         uint e = uint(int(p.p_start) + po);
-        if (p.p_dt == DT_FLOAT32) {
+        if (P_DT == DT_FLOAT32) {
             arena[e] = bits;
         } else {
             // bf16: flip only this element's half of the shared word (its neighbour may belong to

@@ -18,8 +18,11 @@
 
 layout(local_size_x = 256) in;
 
+layout(constant_id = 0) const uint OP = 0u;
+layout(constant_id = 1) const uint OUT_DT = 0u;
+
 layout(push_constant) uniform Params {
-    uint op; uint n; uint out_start; uint out_dt;
+    uint n; uint out_start;
     uint a; uint b; uint c; uint d;
     uint key0; uint key1; uint ctr_lo; uint ctr_hi;   // Philox key and the first counter
 } p;
@@ -59,18 +62,18 @@ vec2 cos_sin_turn(float u) {
 
 // [0, 1) from the top 24 bits (8 for bf16, so that rounding to bf16 cannot reach 1.0).
 float unit(uint x) {
-    if (p.out_dt == DT_BFLOAT16) return float(x >> 24) * (1.0 / 256.0);
+    if (OUT_DT == DT_BFLOAT16) return float(x >> 24) * (1.0 / 256.0);
     return float(x >> 8) * (1.0 / 16777216.0);
 }
 
 // Bits of element `i`, which takes word `k` (0..3) of its counter's Philox `words`.
 uint element_bits(uint i, uint k, uvec4 words) {
     uint x = words[k];
-    if (p.op == OP_UNIFORM) {
+    if (OP == OP_UNIFORM) {
         precise float v = uintBitsToFloat(p.a) + uintBitsToFloat(p.b) * unit(x);
-        return f32_to_bits(p.out_dt, v);
+        return f32_to_bits(OUT_DT, v);
     }
-    if (p.op == OP_NORMAL) {
+    if (OP == OP_NORMAL) {
         // Box-Muller on the pair (words[2j], words[2j+1]): radius from the first, angle from
         // the second; elements 2j and 2j+1 take the cosine and the sine.
         uint pair = k & 2u;
@@ -79,30 +82,30 @@ uint element_bits(uint i, uint k, uvec4 words) {
         float r = sqrt(-2.0 * ln(u1));
         precise float z = r * cs[k & 1u];
         precise float v = uintBitsToFloat(p.a) + uintBitsToFloat(p.b) * z;
-        return f32_to_bits(p.out_dt, v);
+        return f32_to_bits(OUT_DT, v);
     }
-    if (p.op == OP_RANDINT) {
+    if (OP == OP_RANDINT) {
         // Multiply-high maps a 32-bit draw onto [0, range) with bias below range / 2^32.
         uint hi = x, lo;
         if (p.b != 0u) umulExtended(x, p.b, hi, lo);
-        return u32_to_bits(p.out_dt, p.a + hi);
+        return u32_to_bits(OUT_DT, p.a + hi);
     }
-    if (p.op == OP_ARANGE_FLOAT) {
+    if (OP == OP_ARANGE_FLOAT) {
         precise float v = uintBitsToFloat(p.a) + float(i) * uintBitsToFloat(p.b);
         if (i == p.c) v = uintBitsToFloat(p.d);
-        if (p.out_dt != DT_FLOAT32 && p.out_dt != DT_BFLOAT16) v = floor(v);
-        return f32_to_bits(p.out_dt, v);
+        if (OUT_DT != DT_FLOAT32 && OUT_DT != DT_BFLOAT16) v = floor(v);
+        return f32_to_bits(OUT_DT, v);
     }
-    if (p.op == OP_ARANGE_INT) return i32_to_bits(p.out_dt, int(p.a) + int(i) * int(p.b));
+    if (OP == OP_ARANGE_INT) return i32_to_bits(OUT_DT, int(p.a) + int(i) * int(p.b));
     // OP_EYE: ones where column - row == k
-    return i32_to_bits(p.out_dt, int(i % p.a) - int(i / p.a) == int(p.b) ? 1 : 0);
+    return i32_to_bits(OUT_DT, int(i % p.a) - int(i / p.a) == int(p.b) ? 1 : 0);
 }
 
 void main() {
-    uint per_word = elems_per_word(p.out_dt);
+    uint per_word = elems_per_word(OUT_DT);
     uint groups = (p.n + 3u) / 4u;
     uint threads = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
-    bool random = p.op == OP_UNIFORM || p.op == OP_NORMAL || p.op == OP_RANDINT;
+    bool random = OP == OP_UNIFORM || OP == OP_NORMAL || OP == OP_RANDINT;
     for (uint g = gl_GlobalInvocationID.x; g < groups; g += threads) {
         uvec4 words = uvec4(0u);
         if (random) {
@@ -115,7 +118,7 @@ void main() {
             if (first >= p.n) break;
             uint packed = 0u;
             for (uint j = 0u; j < per_word && first + j < p.n; ++j)
-                packed |= place_bits(p.out_dt, element_bits(first + j, k + j, words), first + j);
+                packed |= place_bits(OUT_DT, element_bits(first + j, k + j, words), first + j);
             arena[(p.out_start + first) / per_word] = packed;
         }
     }

@@ -3,7 +3,8 @@
 // Reductions (sum, prod, max, min, argmax, argmin, any, all) over any set of axes of a strided
 // view. Each output is reduced by GROUP threads (a power of two, at most 64, chosen per call);
 // a workgroup covers 256 / GROUP consecutive outputs and writes them as whole words, so packed
-// outputs (bf16, bool) never share a word between workgroups.
+// outputs (bf16, bool) never share a word between workgroups. The op, the dtypes and GROUP are
+// specialization constants.
 // Variants: DOMAIN_FLOAT (f32 accumulation), DOMAIN_INT (int32).
 #include "common.glsl"
 
@@ -11,10 +12,14 @@
 layout(local_size_x = WG) in;
 
 #define MAXD 4
+layout(constant_id = 0) const uint OP = 0u;
+layout(constant_id = 1) const uint OUT_DT = 0u;
+layout(constant_id = 2) const uint A_DT = 0u;
+layout(constant_id = 3) const uint GROUP = 1u;  // threads per output
+
 layout(push_constant) uniform Params {
-    uint op; uint n_out; uint n_red;
-    uint out_start; uint out_dt; uint a_start; uint a_dt;
-    uint group; uint scale_bits;       // result multiplier (1/n for mean), float domain only
+    uint n_out; uint n_red; uint out_start; uint a_start;
+    uint scale_bits;                   // result multiplier (1/n for mean), float domain only
     uint ndim_out; uint ndim_red;
     uint out_shape[MAXD]; int out_strides[MAXD];
     uint red_shape[MAXD]; int red_strides[MAXD];
@@ -75,53 +80,53 @@ void combine(uint op, inout T acc, inout int acc_i, T v, int i) {
 
 void main() {
     uint lid = gl_LocalInvocationID.x;
-    uint per_group = WG / p.group;
-    uint seg = lid / p.group, lane = lid % p.group;
+    uint per_group = WG / GROUP;
+    uint seg = lid / GROUP, lane = lid % GROUP;
     uint n_groups = (p.n_out + per_group - 1u) / per_group;
-    bool arg = p.op == OP_ARGMAX || p.op == OP_ARGMIN;
+    bool arg = OP == OP_ARGMAX || OP == OP_ARGMIN;
 
     for (uint g = gl_WorkGroupID.x; g < n_groups; g += gl_NumWorkGroups.x) {
         uint o = g * per_group + seg;
-        T acc = identity_of(p.op);
+        T acc = identity_of(OP);
         int acc_i = -1;
         if (o < p.n_out) {
             int base;
             STRIDED_OFFSET(o, p.ndim_out, p.out_shape, p.out_strides, base);
-            for (uint r = lane; r < p.n_red; r += p.group) {
+            for (uint r = lane; r < p.n_red; r += GROUP) {
                 int off;
                 STRIDED_OFFSET(r, p.ndim_red, p.red_shape, p.red_strides, off);
-                combine(p.op, acc, acc_i, LOAD(p.a_dt, p.a_start, base + off), int(r));
+                combine(OP, acc, acc_i, LOAD(A_DT, p.a_start, base + off), int(r));
             }
         }
         vals[lid] = acc;
         idxs[lid] = acc_i;
         barrier();
-        for (uint s = p.group / 2u; s > 0u; s >>= 1) {
+        for (uint s = GROUP / 2u; s > 0u; s >>= 1) {
             if (lane < s) {
                 T v = vals[lid]; int vi = idxs[lid];
-                combine(p.op, v, vi, vals[lid + s], idxs[lid + s]);
+                combine(OP, v, vi, vals[lid + s], idxs[lid + s]);
                 vals[lid] = v; idxs[lid] = vi;
             }
             barrier();
         }
-        uint per_word = elems_per_word(p.out_dt);
+        uint per_word = elems_per_word(OUT_DT);
         if (lid < per_group / per_word && g * per_group + lid * per_word < p.n_out) {
             uint packed = 0u;
             for (uint k = 0u; k < per_word; ++k) {
                 uint so = lid * per_word + k, out_i = g * per_group + so;
                 if (out_i >= p.n_out) break;
-                uint slot = so * p.group;
+                uint slot = so * GROUP;
                 uint bits;
                 if (arg) {
                     bits = uint(idxs[slot]);
                 } else {
 #if defined(DOMAIN_FLOAT)
-                    bits = TO_BITS(p.out_dt, vals[slot] * uintBitsToFloat(p.scale_bits));
+                    bits = TO_BITS(OUT_DT, vals[slot] * uintBitsToFloat(p.scale_bits));
 #else
-                    bits = TO_BITS(p.out_dt, vals[slot]);
+                    bits = TO_BITS(OUT_DT, vals[slot]);
 #endif
                 }
-                packed |= place_bits(p.out_dt, bits, out_i);
+                packed |= place_bits(OUT_DT, bits, out_i);
             }
             uint out_word = (p.out_start + g * per_group) / per_word + lid;
             arena[out_word] = packed;

@@ -6,15 +6,14 @@
 
 layout(local_size_x = 256) in;
 
-layout(push_constant) uniform Params {
-    uint to_arena;     // 1: staging -> arena (upload), 0: arena -> staging (download)
-    uint n_words; uint arena_word; uint staging_word;
-} p;
+layout(constant_id = 0) const uint TO_ARENA = 0u;  // 1: staging -> arena (upload), 0: download
+
+layout(push_constant) uniform Params { uint n_words; uint arena_word; uint staging_word; } p;
 
 void main() {
     uint threads = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
     for (uint w = gl_GlobalInvocationID.x; w < p.n_words; w += threads) {
-        if (p.to_arena == 1u) arena[p.arena_word + w] = staging[p.staging_word + w];
+        if (TO_ARENA == 1u) arena[p.arena_word + w] = staging[p.staging_word + w];
         else staging[p.staging_word + w] = arena[p.arena_word + w];
     }
 }

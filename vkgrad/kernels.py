@@ -41,6 +41,9 @@ OPTIM_FLAGS = {"MAXIMIZE": 1, "NESTEROV": 2, "MOMENTUM": 4, "AMSGRAD": 8, "CENTE
 # workgroup; every thread computes (BM / TY) x (BN * TY / 256) outputs, both multiples of 4.
 MATMUL_TILES = {"": (128, 128, 16), "64": (64, 64, 16), "flat": (16, 256, 4),
                 "tall": (256, 16, 64)}
+# matmul.comp's DIRECT variant for CPU devices: (rows TM, columns TN) per invocation (4 x 8
+# measured fastest on lavapipe, against 2 x 4 up to 8 x 8).
+MATMUL_DIRECT = {"direct": (4, 8)}
 
 # Kernel families: file in shaders/ -> variant name -> extra defines. One pipeline per variant.
 FAMILIES = {
@@ -50,8 +53,10 @@ FAMILIES = {
     "gather": {"": [f"{k}={v}" for k, v in GATHER_CODES.items()]},
     "scan": {"": [f"{k}={v}" for k, v in SCAN_CODES.items()]},
     "random": {"": []},
-    "matmul": {name: [f"BM={bm}", f"BN={bn}", f"TY={ty}"]
-               for name, (bm, bn, ty) in MATMUL_TILES.items()},
+    "matmul": {**{name: [f"BM={bm}", f"BN={bn}", f"TY={ty}"]
+                  for name, (bm, bn, ty) in MATMUL_TILES.items()},
+               **{name: ["DIRECT", f"DIRECT_TM={tm}", f"DIRECT_TN={tn}"]
+                  for name, (tm, tn) in MATMUL_DIRECT.items()}},
     "conv": {"": [f"{k}={v}" for k, v in CONV_CODES.items()]},
     "optim": {"": [f"RULE_{r.upper()}={i}" for i, r in enumerate(OPTIM_RULES)]
               + [f"FLAG_{k}={v}" for k, v in OPTIM_FLAGS.items()]},

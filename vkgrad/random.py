@@ -141,10 +141,9 @@ def launch(backend, shape, dtype, op, a=0, b=0, c=0, d=0, key=(0, 0), counter=0)
     (kernels.RANDOM_OPS); a..d are its 32-bit parameters (see the shader's table)."""
     out = backend.empty(shape, dtype)
     if out.size:
-        push = [kernels.RANDOM_CODES[op], out.size, out.start, dtype.code,
-                a & MASK32, b & MASK32, c & MASK32, d & MASK32,
+        push = [out.size, out.start, a & MASK32, b & MASK32, c & MASK32, d & MASK32,
                 *key, counter & MASK32, counter >> 32]
-        backend.launch("random", "", -(-out.size // 4), push)
+        backend.launch("random", "", -(-out.size // 4), push, (kernels.RANDOM_CODES[op], dtype.code))
     return out
 
 

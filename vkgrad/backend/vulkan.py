@@ -2,9 +2,12 @@
 
 Memory model: one device-local *arena* buffer holds every tensor, sub-allocated by `ArenaPool`, and
 one host-visible *staging* buffer carries bytes in and out (Kompute cannot copy sub-ranges, so a
-small transfer kernel moves words between the two). Every kernel binds the same two buffers, so
-each kernel variant needs exactly one pipeline, created on first use; operands are addressed by
-element offsets in push constants. Dispatches are recorded into one command buffer and submitted
+small transfer kernel moves words between the two). Every kernel binds the same two buffers;
+operands are addressed by element offsets in push constants. What selects code paths (op codes,
+modes, operand dtypes) is given as specialization constants instead, so the driver compiles each
+combination into straight-line code: one pipeline per (kernel variant, constants), created on
+first use. CPU drivers such as lavapipe run every arm of a branch under a mask, so a run-time
+switch over 49 ops cost 7x the op itself there. Dispatches are recorded into one command buffer and submitted
 when the host needs data (or the queue grows long), with a memory barrier between dispatches
 (from the patch) so that dependent kernels are ordered on real GPUs.
 """
@@ -149,6 +152,8 @@ class VulkanBackend(Backend):
         self._kp = kp
         self.manager = manager
         self.info = info
+        # VK_PHYSICAL_DEVICE_TYPE_CPU (lavapipe, SwiftShader): kernels pick CPU-friendly variants
+        self.is_cpu = info.get("device_type") == 4
         self._lock = threading.RLock()
         arena_bytes = int(os.environ.get("VKGRAD_ARENA_MB", "1024")) << 20
         arena_bytes = min(arena_bytes, info["max_storage_buffer_range"], MAX_BUFFER_BYTES)
@@ -221,7 +226,7 @@ class VulkanBackend(Backend):
         return word
 
     def _transfer(self, to_arena, words, arena_word, staging_word):
-        self.launch("transfer", "", words, [int(to_arena), words, arena_word, staging_word])
+        self.launch("transfer", "", words, [words, arena_word, staging_word], (int(to_arena),))
 
     def memory_stats(self):
         return {"arena_bytes": self.pool.capacity * 4, "in_use_bytes": self.pool.in_use * 4,
@@ -232,11 +237,11 @@ class VulkanBackend(Backend):
         """Make SPIR-V compiled at run time (vkgrad.Kernel) launchable as `family`."""
         self._user_spirv[(family, "")] = spirv
 
-    def _algorithm(self, family, variant):
-        key = (family, variant)
+    def _algorithm(self, family, variant, spec):
+        key = (family, variant, spec)
         algo = self._algorithms.get(key)
         if algo is None:
-            spirv = self._user_spirv.get(key)
+            spirv = self._user_spirv.get((family, variant))
             if spirv is None:
                 path = SPIRV_DIR / kernels.spirv_name(family, variant)
                 if not path.exists():
@@ -244,19 +249,20 @@ class VulkanBackend(Backend):
                 spirv = path.read_bytes()
             algo = self.manager.algorithm(
                 [self._arena, self._staging], spirv, (1, 1, 1),
-                np.zeros(0, np.uint32), np.zeros(kernels.PUSH_WORDS, np.uint32))
+                np.array(spec, np.uint32), np.zeros(kernels.PUSH_WORDS, np.uint32))
             self._algorithms[key] = algo
             self.counters.pipelines_created += 1
         return algo
 
-    def launch(self, family, variant, threads, push):
+    def launch(self, family, variant, threads, push, spec=()):
         """Queue one dispatch of `family`/`variant` covering `threads` invocations (kernels loop
-        over the rest when the grid is capped). `push` is a list of ints, at most PUSH_WORDS."""
+        over the rest when the grid is capped). `push` is a list of ints, at most PUSH_WORDS;
+        `spec` a tuple of ints, the kernel's specialization constants (constant_id 0, 1, ...)."""
         groups = max(1, min(MAX_GROUPS, -(-threads // kernels.WORKGROUP)))
         constants = np.zeros(kernels.PUSH_WORDS, np.int64)
         constants[:len(push)] = push
         with self._lock:
-            op = self._kp.OpAlgoDispatch(self._algorithm(family, variant),
+            op = self._kp.OpAlgoDispatch(self._algorithm(family, variant, tuple(spec)),
                                          constants.astype(np.uint32), (groups, 1, 1))
             self._sequence.record(op)
             if self._profiled is not None:

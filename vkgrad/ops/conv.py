@@ -206,13 +206,13 @@ def _launch(mode, out_shape, dtype, a, b, batch, channels, size, out_hw, kernel,
     out = backend.empty(out_shape, dtype)
     if out.size == 0:
         return out
-    b_ref = [b.start, b.dtype.code] if b is not None else [0, 0]
     b_strides = list(b.strides) if b is not None else [0] * 4
     a_strides = list(a.strides) + [0] * (4 - a.ndim)
-    push = [_CODES[mode], out.size, out.start, out.dtype.code, a.start, a.dtype.code, *b_ref,
+    push = [out.size, out.start, a.start, b.start if b is not None else 0,
             batch, channels, *size, *out_hw, *kernel, *stride, *padding, *dilation,
             int(include_pad), CHUNK, *a_strides, *b_strides]
-    backend.launch("conv", "", -(-out.size // CHUNK), push)
+    backend.launch("conv", "", -(-out.size // CHUNK), push,
+                   (_CODES[mode], out.dtype.code, a.dtype.code, b.dtype.code if b is not None else 0))
     return out
 
 

@@ -232,20 +232,22 @@ def _launch_into(backend, code, out, operands, domain):
             _launch_into(backend, code, out.view(out.shape[1:], out.strides[1:],
                                                  out.offset + i * out.strides[0]), sub, domain)
         return
-    refs, stride_lists, it = [], [], iter(strides)
+    starts, dtypes, stride_lists, it = [], [], [], iter(strides)
     for o in list(operands) + [0] * (3 - len(operands)):
         if isinstance(o, DeviceArray):
-            refs += [o.start, o.dtype.code]
+            starts.append(o.start)
+            dtypes.append(o.dtype.code)
             stride_lists.append(next(it))
         else:
-            refs += [_immediate(o, domain), kernels.DTYPE_CODES["imm"]]
+            starts.append(_immediate(o, domain))
+            dtypes.append(kernels.DTYPE_CODES["imm"])
             stride_lists.append((0,) * len(shape))
     pad = [0] * (MAXD - len(shape))
-    push = [code, out.size, len(shape), out.start, out.dtype.code, *refs, *shape, *pad,
-            *out_strides, *pad]
+    push = [out.size, len(shape), out.start, *starts, *shape, *pad, *out_strides, *pad]
     for s in stride_lists:
         push += [*s, *pad]
-    backend.launch("elementwise", domain, -(-out.size // out.dtype.per_word), push)
+    backend.launch("elementwise", domain, -(-out.size // out.dtype.per_word), push,
+                   (code, out.dtype.code, *dtypes))
 
 
 def _index0(a, out_shape, i):

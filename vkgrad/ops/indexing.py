@@ -89,37 +89,34 @@ def strided_copy(shape, dst, dst_strides, src, src_strides=None, index=None, add
     if not add and (per == 1 or (side != "dst" and layout.is_contiguous(shape, strides[0])
                                  and dst.start % per == 0 and (n % per == 0 or fresh))):
         mode = "MODE_WORDS"  # plain stores: each invocation owns whole words of dst
-    push = [_G[mode], 0, 0, _G["INDEX_" + side.upper()], 0, codes[0], 0, codes[1], 0, codes[2],
-            idx_n, scale]
-    _launch_copy(dst.backend, shape, strides, starts, push)
+    _launch_copy(dst.backend, shape, strides, starts, [idx_n, scale],
+                 [_G[mode], _G["INDEX_" + side.upper()], *codes])
 
 
-def _launch_copy(backend, shape, strides, starts, push):
+def _launch_copy(backend, shape, strides, starts, index_params, spec):
+    words = spec[0] == _G["MODE_WORDS"]
     if len(shape) > MAXD:  # too many dims survive coalescing: one dispatch per leading index
-        if push[0] == _G["MODE_WORDS"] and _ITEMSIZE[push[5]] < 4:
-            push = [_G["MODE_STORE"], *push[1:]]  # slices of a packed dst may share words
+        if words and _ITEMSIZE[spec[2]] < 4:
+            spec = [_G["MODE_STORE"], *spec[1:]]  # slices of a packed dst may share words
         for i in range(shape[0]):
             _launch_copy(backend, shape[1:], [s[1:] for s in strides],
-                         [b + i * s[0] for b, s in zip(starts, strides)], push)
+                         [b + i * s[0] for b, s in zip(starts, strides)], index_params, spec)
         return
     n = prod(shape)
-    push = list(push)
-    push[1], push[2], push[4], push[6], push[8] = n, len(shape), *starts
     pad = [0] * (MAXD - len(shape))
-    push += [*shape, *pad]
+    push = [n, len(shape), *starts, *index_params, *shape, *pad]
     for s in strides:
         push += [*s, *pad]
-    per = 4 // _ITEMSIZE[push[5]]
-    backend.launch("gather", "", -(-n // per) if push[0] == _G["MODE_WORDS"] else n, push)
+    per = 4 // _ITEMSIZE[spec[2]]
+    backend.launch("gather", "", -(-n // per) if words else n, push, tuple(spec))
 
 
 def _scan_launch(backend, phase, threads, **f):
     pad = [0] * (MAXD - len(f["shape"]))
-    push = [_S[phase], f["is_float"], f["len"], f["rows"], f["chunk"], f["nchunks"],
-            len(f["shape"]), f["src"].start, f["src"].dtype.code, f["src_step"],
-            f["dst_start"], f["dst_step"], f["sums_start"], *f["shape"], *pad,
+    push = [f["len"], f["rows"], f["chunk"], f["nchunks"], len(f["shape"]), f["src"].start,
+            f["src_step"], f["dst_start"], f["dst_step"], f["sums_start"], *f["shape"], *pad,
             *f["src_strides"], *pad, *f["dst_strides"], *pad]
-    backend.launch("scan", "", threads, push)
+    backend.launch("scan", "", threads, push, (_S[phase], f["is_float"], f["src"].dtype.code))
 
 
 def _chunking(length, rows):

@@ -24,7 +24,8 @@ from ..tensor import Tensor, tensor_method
 from .registry import Op, OpTest, apply
 
 MAXB = 3    # batch dims matmul.comp describes (after coalescing); more are looped on the host
-PARALLEL_TILES = 64   # fewer output tiles than this leave a device idle: split K (see _splits)
+PARALLEL_GROUPS = 64  # fewer workgroups than this leave a device idle: split K (see _splits)
+DIRECT = "direct"      # the matmul.comp variant CPU devices use
 MIN_SPLIT_K = 256     # ... into chunks of at least this many terms
 
 
@@ -50,7 +51,7 @@ def _matmul_vulkan(backend, a, b):
                      a2.offset)
         b3 = b2.view((*batch, k, n), layout.broadcast_strides(b2.shape, b2.strides, (*batch, k, n)),
                      b2.offset)
-        splits = _splits(m, n, k, prod(batch))
+        splits = _splits(backend, m, n, k, prod(batch))
         if splits == 1:
             _launch(backend, out, a3, b3)
         else:
@@ -59,26 +60,35 @@ def _matmul_vulkan(backend, a, b):
     return out.view(shape, layout.contiguous_strides(shape), 0)
 
 
-def _variant(m, n):
-    """The matmul.comp tile shape that wastes least work on padding an m x n output (ties: the
-    larger tile, which reuses each loaded value more)."""
+def _variant(backend, m, n):
+    """The matmul.comp variant for an m x n output: DIRECT on CPU devices; elsewhere the tile
+    shape that wastes least work on padding (ties: the larger tile, which reuses each loaded
+    value more)."""
+    if backend.is_cpu:
+        return DIRECT
     return min(kernels.MATMUL_TILES, key=lambda v: (
         -(-m // kernels.MATMUL_TILES[v][0]) * kernels.MATMUL_TILES[v][0]
         * -(-n // kernels.MATMUL_TILES[v][1]) * kernels.MATMUL_TILES[v][1],
         -kernels.MATMUL_TILES[v][0] * kernels.MATMUL_TILES[v][1]))
 
 
-def _tiles(m, n, batch):
-    bm, bn, _ = kernels.MATMUL_TILES[_variant(m, n)]
-    return -(-m // bm) * -(-n // bn) * batch
+def _threads(backend, m, n, batch):
+    """Invocations that cover `batch` m x n outputs: one per block (DIRECT), or one workgroup
+    per tile."""
+    variant = _variant(backend, m, n)
+    if variant in kernels.MATMUL_DIRECT:
+        tm, tn = kernels.MATMUL_DIRECT[variant]
+        return -(-m // tm) * -(-n // tn) * batch
+    bm, bn, _ = kernels.MATMUL_TILES[variant]
+    return -(-m // bm) * -(-n // bn) * batch * kernels.WORKGROUP
 
 
-def _splits(m, n, k, batch):
-    """How many chunks to cut K into: a product with few output tiles but a long K (a
-    convolution's weight gradient: 6 x 25 outputs, K = batch x pixels) would otherwise run on a
-    handful of workgroups. The largest divisor of K up to what fills PARALLEL_TILES."""
-    tiles = _tiles(m, n, batch)
-    want = min(-(-PARALLEL_TILES // tiles), k // MIN_SPLIT_K)
+def _splits(backend, m, n, k, batch):
+    """How many chunks to cut K into: a product with few outputs but a long K (a convolution's
+    weight gradient: 6 x 25 outputs, K = batch x pixels) would otherwise run on a handful of
+    workgroups. The largest divisor of K up to what fills PARALLEL_GROUPS."""
+    groups = -(-_threads(backend, m, n, batch) // kernels.WORKGROUP)
+    want = min(-(-PARALLEL_GROUPS // groups), k // MIN_SPLIT_K)
     return max((s for s in range(1, want + 1) if k % s == 0), default=1)
 
 
@@ -109,11 +119,11 @@ def _launch(backend, out, a, b):
                                for x in (out, a, b)))
         return
     pad = MAXB - len(batch)
-    push = [out.start, out.dtype.code, a.start, a.dtype.code, b.start, b.dtype.code, m, n, k,
+    push = [out.start, a.start, b.start, m, n, k,
             a.strides[-2], a.strides[-1], b.strides[-2], b.strides[-1],
             *[1] * pad, *batch, *[0] * pad, *a_sb, *[0] * pad, *b_sb]
-    variant = _variant(m, n)
-    backend.launch("matmul", variant, _tiles(m, n, prod(batch)) * kernels.WORKGROUP, push)
+    backend.launch("matmul", _variant(backend, m, n), _threads(backend, m, n, prod(batch)), push,
+                   (out.dtype.code, a.dtype.code, b.dtype.code))
 
 
 # ---- public functions --------------------------------------------------------------------------

@@ -162,11 +162,12 @@ def _vulkan(backend, param, grad, b0, b1, b2, master, rule, flags, hyper):
     pad = [0] * (MAXD - len(shape))
     values = [hyper.get(name, 0.0) for name in HYPER[rule]]
     values += [0.0] * (HYPER_SLOTS - len(values))
-    push = [kernels.OPTIM_RULES.index(rule), sum(kernels.OPTIM_FLAGS[f] for f in flags),
-            param.size, len(shape), param.start, param.dtype.code, grad.start, grad.dtype.code,
+    push = [param.size, len(shape), param.start, grad.start,
             *[0 if a is None else a.start for a in (b0, b1, b2, master)],
             *[f32_bits(v) for v in values], *shape, *pad, *p_strides, *pad, *g_strides, *pad]
-    backend.launch("optim", "", param.size, push)
+    backend.launch("optim", "", param.size, push,
+                   (kernels.OPTIM_RULES.index(rule), sum(kernels.OPTIM_FLAGS[f] for f in flags),
+                    param.dtype.code, grad.dtype.code))
     return param
 
 

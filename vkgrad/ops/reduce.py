@@ -132,11 +132,11 @@ def launch(backend, name, a, kept, axes, out, scale):
     n_out = out.size
     code = kernels.REDUCE_CODES["sum" if name == "mean" else name]
     pad_o, pad_r = [0] * (MAXD - len(out_shape)), [0] * (MAXD - len(red_shape))
-    push = [code, n_out, n_red, out.start, out.dtype.code, a.start, a.dtype.code, group,
-            f32_bits(scale), len(out_shape), len(red_shape),
+    push = [n_out, n_red, out.start, a.start, f32_bits(scale), len(out_shape), len(red_shape),
             *out_shape, *pad_o, *out_strides, *pad_o, *red_shape, *pad_r, *red_strides, *pad_r]
     domain = "float" if a.dtype.is_floating else "int"
-    backend.launch("reduce", domain, -(-n_out // per_group) * kernels.WORKGROUP, push)
+    backend.launch("reduce", domain, -(-n_out // per_group) * kernels.WORKGROUP, push,
+                   (code, out.dtype.code, a.dtype.code, group))
 
 
 _REDUCE_SHAPES = [((), None), ((1000,), None), ((3, 4, 5), 0), ((3, 4, 5), -1), ((3, 4, 5), (0, 2)),
