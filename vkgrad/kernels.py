@@ -8,7 +8,8 @@ code is never written twice. It imports nothing from the rest of vkgrad.
 # Device dtype codes (DT_* in GLSL). DT_IMM marks a scalar operand carried in push constants.
 DTYPE_CODES = {"float32": 0, "bfloat16": 1, "int32": 2, "uint32": 3, "uint8": 4, "bool": 5, "imm": 6}
 
-# Op codes of elementwise.comp (one shared numbering, selected at run time by a push constant).
+# Op codes of elementwise.comp (one shared numbering; each kernel gets its op as a
+# specialization constant, as every family below gets its codes and operand dtypes).
 ELEMENTWISE_OPS = [
     "identity", "neg", "abs", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "reciprocal",
     "square", "sin", "cos", "tanh", "sigmoid", "relu", "gelu", "erf", "softplus", "sign", "floor",
@@ -24,15 +25,15 @@ REDUCE_OPS = ["sum", "prod", "max", "min", "argmax", "argmin", "any", "all"]
 # Op codes of random.comp (random draws and the index patterns of arange, linspace, eye).
 RANDOM_OPS = ["uniform", "normal", "randint", "arange_float", "arange_int", "eye"]
 
-# Run-time modes of gather.comp (strided copies with an index) and scan.comp (prefix sums),
-# passed to GLSL as defines of their single variants.
+# Modes of gather.comp (strided copies with an index) and scan.comp (prefix sums), passed to
+# GLSL as defines of their single variants.
 GATHER_CODES = {"MODE_WORDS": 0, "MODE_STORE": 1, "MODE_ADD": 2,
                 "INDEX_NONE": 0, "INDEX_SRC": 1, "INDEX_DST": 2, "INDEX_VALUE": 3}
 SCAN_CODES = {"SCAN_CHUNKS": 0, "SCAN_SUMS": 1, "SCAN_WRITE": 2, "SCAN_COMPACT": 3}
-# Run-time modes of conv.comp (im2col, col2im, pooling forward and backward).
+# Modes of conv.comp (im2col, col2im, pooling forward and backward).
 CONV_CODES = {"MODE_IM2COL": 0, "MODE_COL2IM": 1, "MODE_MAXPOOL": 2, "MODE_MAXPOOL_BACK": 3,
               "MODE_AVGPOOL": 4, "MODE_AVGPOOL_BACK": 5}
-# Update rules of optim.comp (one per optimizer, chosen by a push constant) and its flag bits.
+# Update rules of optim.comp (one per optimizer) and its flag bits.
 OPTIM_RULES = ["sgd", "adam", "rmsprop"]
 OPTIM_FLAGS = {"MAXIMIZE": 1, "NESTEROV": 2, "MOMENTUM": 4, "AMSGRAD": 8, "CENTERED": 16,
                "FRESH": 32, "MASTER": 64, "FRESH_MASTER": 128}
