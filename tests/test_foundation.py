@@ -193,3 +193,32 @@ def test_float64_is_host_only(vulkan):
     assert (vk.ones(2, dtype=vk.float64) * 2).dtype is vk.float64
     with pytest.raises(TypeError, match="float64 is not supported on vulkan"):
         vk.ones(2, dtype=vk.float64, device=vulkan)
+
+
+_FAULTS_SCRIPT = """
+import resource, numpy as np, vkgrad
+counts = []
+for _ in range(3):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    a, b = np.ones(4 << 20, np.float32), np.ones(4 << 20, np.float32)   # 16 MiB each
+    del a, b
+    counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(vkgrad.device("host").backend.keeps_freed_memory, *counts)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's allocator only")
+@pytest.mark.parametrize("setting", ["1", "0"])
+def test_host_temporaries_reuse_freed_memory(setting):
+    """Like a training step's temporaries, blocks freed and allocated again: with vkgrad's glibc
+    settings the second round takes no page faults (with glibc's defaults each round faults
+    its memory in afresh); VKGRAD_KEEP_FREED_MEMORY=0 leaves the defaults."""
+    env = {**os.environ, "VKGRAD_KEEP_FREED_MEMORY": setting}
+    out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    kept, faults = out[0] == "True", [int(v) for v in out[1:]]
+    assert kept == (setting == "1")
+    if kept:
+        assert faults[1] < 50 and faults[2] < 50, faults
+    else:
+        assert min(faults[1:]) > 500, faults
