@@ -179,3 +179,27 @@ def test_long_reductions_take_two_passes(device, rng, dtype):
     np.testing.assert_array_equal(t.argmin(axis=-1).numpy(), a.argmin(axis=-1))
     np.testing.assert_array_equal((t > 4).any(axis=1).numpy(), (a > 4).any(axis=1))
     np.testing.assert_array_equal((t < 10).all(axis=1).numpy(), (a < 10).all(axis=1))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int32", "bool"])
+def test_where_selects_bits_exactly(device, rng, dtype):
+    """where moves values untouched: infinities and NaNs in the branch not taken stay out (a
+    product by the mask would turn them into NaN), -0.0 and NaN payloads survive, and scalars
+    and broadcast operands select like numpy's."""
+    np_dtype = vk.dtype(dtype).np_dtype
+    if dtype in ("float32", "bfloat16"):
+        pool = np.array([np.inf, -np.inf, np.nan, -0.0, 0.0, 1.5, -2.25, 3e38], np.float32)
+    else:
+        pool = np.array([0, 1, -7, 2**31 - 1, -2**31] if dtype == "int32" else [0, 1])
+    a = rng.choice(pool, (5, 33)).astype(np_dtype)
+    b = rng.choice(pool, (33,)).astype(np_dtype)
+    cond = rng.random((5, 33)) > 0.5
+    ta, tb, tc = (vk.tensor(v, device=device) for v in (a, b, cond))
+    zero, one = (False, True) if dtype == "bool" else (0, 1)
+    cases = [((tc, ta, tb), (cond, a, b)), ((tc, ta, zero), (cond, a, np.zeros((), np_dtype))),
+             ((tc, one, tb), (cond, np.ones((), np_dtype), b)), ((tc[0], ta, tb), (cond[0], a, b))]
+    bits = np.dtype(f"u{np.dtype(np_dtype).itemsize}")
+    for args, np_args in cases:
+        got = vk.where(*args).numpy()
+        expected = np.where(*np_args).astype(np_dtype)
+        np.testing.assert_array_equal(got.view(bits), expected.view(bits))

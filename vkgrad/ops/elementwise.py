@@ -87,6 +87,22 @@ TABLE = {
 }
 
 
+def _where_bits(cond, a, b):
+    """np.where(cond, a, b) in bit operations (the host's `where`; np.where stays the reference
+    it is tested against). numpy's where branches on every element, and a random mask, such as a
+    ReLU's in its backward, mispredicts half of them: 1.5 ms against 0.1 ms for 345,600 floats."""
+    bits = np.dtype(f"i{a.dtype.itemsize}")
+    mask = np.subtract(0, cond, dtype=bits)  # all ones where cond holds
+    a_bits, b_bits = a.view(bits), b.view(bits)
+    if b.ndim == 0 and not b_bits:  # where(cond, x, 0)
+        return np.bitwise_and(a_bits, mask).view(a.dtype)
+    return np.bitwise_xor(b_bits, np.bitwise_and(np.bitwise_xor(a_bits, b_bits), mask)).view(a.dtype)
+
+
+# Host implementations that differ from the TABLE's numpy function (still its reference).
+HOST = {"where": _where_bits}
+
+
 # ---- backward rules: name -> (rule(ctx, g) -> one gradient per operand, what it saves) ---------
 # ctx.inputs are the operands (Tensors or Python scalars), ctx.output the result; `_each` runs
 # only the rules of operands that need a gradient. Written in Tensor ops, so they differentiate.
@@ -262,8 +278,10 @@ def _index0(a, out_shape, i):
 def _make(name, fn, result, arity, domain):
     def host(*args, compute, out_dtype):
         arrays = [np.asarray(a, dtype=compute.np_dtype) for a in args]
+        if name == "where":  # the condition keeps its truth values, not the compute dtype
+            arrays[0] = np.asarray(args[0], dtype=bool)
         with np.errstate(all="ignore"):
-            r = fn(*arrays)
+            r = HOST.get(name, fn)(*arrays)
         # identity is astype: always a copy, as on the device
         return np.asarray(r).astype(out_dtype.np_dtype, copy=name == "identity")
 
