@@ -24,16 +24,32 @@ def timed(fn, finish, repeats, warmup=1, budget=None, min_repeats=3):
     untimed runs, then up to `repeats` timed ones, stopping early once `budget` seconds of timed
     runs have passed but never before `min_repeats` (slow devices get fewer runs). Returns the
     list of run times; report their median."""
-    for _ in range(warmup):
-        fn()
-        finish()
-    times = []
-    while len(times) < repeats:
-        start = time.perf_counter()
-        fn()
-        finish()
-        times.append(time.perf_counter() - start)
-        if budget is not None and len(times) >= min_repeats and sum(times) >= budget:
+    return timed_in_turns([(fn, finish)], repeats, warmup, budget, min_repeats)[0]
+
+
+def timed_in_turns(runs, repeats, warmup=1, budget=None, min_repeats=3, block=10):
+    """`timed` for several (fn, finish) pairs at once, taking turns in blocks: each round times
+    every pair `block` times in a row, so a machine whose speed drifts during the measurement
+    (other tenants of a virtual machine, clocks) weighs on all of them alike. On the 2-core
+    development VM the same LeNet5 step measured 8 ms and, minutes later, 11 ms; timed one side
+    after the other, such drift lands on one side of the ratio only. Blocks rather than single
+    alternating runs, because BLAS and OpenMP worker threads stay busy for a while after each
+    call and switching libraries every run makes them compete for the cores. The budget counts
+    every pair's time. Returns one list of run times per pair."""
+    for fn, finish in runs:
+        for _ in range(warmup):
+            fn()
+            finish()
+    times = [[] for _ in runs]
+    while len(times[0]) < repeats:
+        for (fn, finish), own in zip(runs, times):
+            for _ in range(min(block, repeats - len(own))):
+                start = time.perf_counter()
+                fn()
+                finish()
+                own.append(time.perf_counter() - start)
+        if (budget is not None and len(times[0]) >= min_repeats
+                and sum(map(sum, times)) >= budget):
             break
     return times
 

@@ -18,9 +18,11 @@ Agreement is checked before timing: the three first training losses from the sam
 batches, and the inference logits, of every row against torch on the CPU in the same dtype
 (bf16 looser). Any disagreement prints FAIL and the script exits with status 1.
 
-Timing: --warmup untimed runs, then up to --repeats timed ones; a row stops early once --budget
-seconds of timed runs have passed (but runs at least 3 times), so slow devices such as lavapipe
-get fewer runs. The median is reported. Prints the machine, a markdown table (vkgrad / torch =
+Timing: each vkgrad row is timed in turns with every torch device (blocks of 10 runs each per
+round), so all sides of a ratio see the same machine; each row's torch times are its own.
+--warmup untimed runs, then up to --repeats timed ones; a row stops early once --budget seconds
+of timed runs have passed (but runs at least 3 times), so slow devices such as lavapipe get
+fewer runs. The median is reported. Prints the machine, a markdown table (vkgrad / torch =
 vkgrad's time over torch's: above 1, torch is faster), vkgrad's device counters per training
 step on Vulkan (vk.stats() over steady-state steps), and writes lenet5.json into --out.
 """
@@ -37,7 +39,7 @@ import vkgrad.nn.functional as F
 from vkgrad.datasets import MNIST
 
 from harness import (describe, device_label, machine, median, select_devices, speed_words,
-                     timed, torch_devices)
+                     timed_in_turns, torch_devices)
 
 TRAIN_BATCH, INFER_BATCH, BATCHES = 100, 1000, 5   # training cycles over BATCHES batches
 LR, MOMENTUM = 0.01, 0.9
@@ -165,52 +167,60 @@ def main(argv=None):
     data = load_data()
     timing = dict(repeats=args.repeats, warmup=args.warmup, budget=args.budget)
 
-    runs = [(label, lambda dt, dev=dev, sync=sync: TorchRun(dev, sync, DTYPES[dt][1], state, data))
-            for label, dev, sync in torch_devices()]
-    runs += [(device_label(d), lambda dt, d=d: VkgradRun(d, DTYPES[dt][0], state, data))
-             for d in devices]
+    torch_makers = [(label, lambda dt, dev=dev, sync=sync: TorchRun(dev, sync, DTYPES[dt][1],
+                                                                     state, data))
+                    for label, dev, sync in torch_devices()]
     results, counters, failures = [], [], []
+
+    def record(task, dt, label, times, difference, alongside=None):
+        tol = (TRAIN_TOL if task == "train" else INFER_TOL)[dt]
+        ok = difference <= tol   # False for NaN too
+        results.append({"task": task, "dtype": dt, "impl": label, "alongside": alongside,
+                        "median_ms": median(times) * 1e3, "runs": len(times),
+                        "times_ms": [t * 1e3 for t in times],
+                        "check": {"difference": difference, "tolerance": tol, "ok": bool(ok)}})
+        if not ok:
+            failures.append(f"{task} {dt} {label}: difference {difference:.3g} "
+                            f"from torch cpu exceeds {tol:g}")
+
     for dt in args.dtypes:
-        reference = None   # torch cpu's losses and logits: the first run
-        for label, make in runs:
+        # Each run's first inference and its first CHECK_STEPS training losses, from the same
+        # weights and batches, against torch cpu's (the first run).
+        reference, torch_runs = None, []
+        for label, make in torch_makers:
             run = make(dt)
-            # inference: the check call is also the first warm-up
-            logits = as_f32(run.infer())
-            infer_times = timed(run.infer, run.finish, **timing)
-            losses = [run.step() for _ in range(CHECK_STEPS)]
-            train_times = timed(run.step, run.finish, **timing)
-            if reference is None:
-                reference = losses, logits
-            checks = {"train": max(abs(a - b) / abs(b) for a, b in zip(losses, reference[0])),
-                      "inference": float(np.abs(logits - reference[1]).max()
-                                         / np.abs(reference[1]).max())}
-            for task, times in (("train", train_times), ("inference", infer_times)):
-                tol = (TRAIN_TOL if task == "train" else INFER_TOL)[dt]
-                ok = checks[task] <= tol   # False for NaN too
-                results.append({"task": task, "dtype": dt, "impl": label,
-                                "median_ms": median(times) * 1e3, "runs": len(times),
-                                "times_ms": [t * 1e3 for t in times],
-                                "check": {"difference": checks[task], "tolerance": tol,
-                                          "ok": bool(ok)}})
-                if not ok:
-                    failures.append(f"{task} {dt} {label}: difference {checks[task]:.3g} "
-                                    f"from torch cpu exceeds {tol:g}")
-            print(f"  {dt} {label}: train {median(train_times) * 1e3:.2f} ms "
-                  f"({len(train_times)} runs), inference {median(infer_times) * 1e3:.2f} ms "
-                  f"({len(infer_times)} runs); losses "
-                  + " ".join(f"{x:.6f}" for x in losses)
+            checks = check(run, reference)
+            reference = reference or checks.pop("outputs")
+            torch_runs.append((label, run, checks))
+        for d in devices:
+            label = device_label(d)
+            run = VkgradRun(d, DTYPES[dt][0], state, data)
+            checks = check(run, reference)
+            # vkgrad and every torch device take turns, so all see the same machine.
+            line = []
+            for task, method in (("inference", "infer"), ("train", "step")):
+                together = [run] + [t for _, t, _ in torch_runs]
+                times = timed_in_turns([(getattr(r, method), r.finish) for r in together],
+                                       **timing)
+                record(task, dt, label, times[0], checks[task])
+                part = f"{task} {median(times[0]) * 1e3:.2f} ms ({len(times[0])} runs)"
+                for (tlabel, _, tchecks), ttimes in zip(torch_runs, times[1:]):
+                    record(task, dt, tlabel, ttimes, tchecks[task], alongside=label)
+                    part += f" vs {tlabel} {median(ttimes) * 1e3:.2f} ms"
+                line.append(part)
+            print(f"  {dt} {label}: " + "; ".join(line)
+                  + "; losses " + " ".join(f"{x:.6f}" for x in checks["losses"])
                   + f"; differences train {checks['train']:.2e}, "
                   f"inference {checks['inference']:.2e}", flush=True)
-            if isinstance(run, VkgradRun):
-                if run.device.kind == "vulkan":
-                    counters.append({"impl": label, "dtype": dt, **step_counters(run)})
-                if args.profile:
-                    with vk.profile() as prof:
-                        run.step()
-                    print(f"profile of one training step, {dt} {label}:\n{prof.table()}")
+            if run.device.kind == "vulkan":
+                counters.append({"impl": label, "dtype": dt, **step_counters(run)})
+            if args.profile:
+                with vk.profile() as prof:
+                    run.step()
+                print(f"profile of one training step, {dt} {label}:\n{prof.table()}")
             del run
 
-    table = format_table(results, [label for label, _ in runs if label.startswith("vkgrad")])
+    table = format_table(results, [device_label(d) for d in devices])
     print("\n" + table)
     if counters:
         print("\n" + format_counters(counters))
@@ -228,6 +238,17 @@ def main(argv=None):
     print("OK: every row agrees with torch cpu")
 
 
+def check(run, reference):
+    """A fresh run's first inference logits and CHECK_STEPS training losses, and their largest
+    relative differences from `reference` (None: this run is the reference)."""
+    logits = as_f32(run.infer())
+    losses = [run.step() for _ in range(CHECK_STEPS)]
+    ref_losses, ref_logits = reference or (losses, logits)
+    return {"losses": losses, "outputs": (losses, logits),
+            "train": max(abs(a - b) / abs(b) for a, b in zip(losses, ref_losses)),
+            "inference": float(np.abs(logits - ref_logits).max() / np.abs(ref_logits).max())}
+
+
 def step_counters(run):
     """vk.stats() per training step, averaged over COUNTED_STEPS steady-state steps."""
     run.finish()
@@ -241,7 +262,7 @@ def step_counters(run):
 def format_table(results, vkgrad_labels):
     """One row per task, dtype and vkgrad device; each torch device's time and how it compares
     (vkgrad / torch: vkgrad's time over torch's, so above 1 torch is faster)."""
-    find = {(r["task"], r["dtype"], r["impl"]): r for r in results}
+    find = {(r["task"], r["dtype"], r["impl"], r["alongside"]): r for r in results}
     torch_labels = [label for label, _, _ in torch_devices()]
     if "torch cuda" not in torch_labels:
         torch_labels.append("torch cuda")   # shown empty: no CUDA here
@@ -253,13 +274,13 @@ def format_table(results, vkgrad_labels):
                        ("inference", f"inference, batch {INFER_BATCH}")):
         for dt in dict.fromkeys(r["dtype"] for r in results):
             for label in vkgrad_labels:
-                ours = find.get((task, dt, label))
+                ours = find.get((task, dt, label, None))
                 if ours is None:
                     continue
                 cells = [name, dt, label.removeprefix("vkgrad "),
                          f"{ours['median_ms']:.2f} ({ours['runs']})"]
                 for t in torch_labels:
-                    theirs = find.get((task, dt, t))
+                    theirs = find.get((task, dt, t, label))
                     if theirs is None:
                         cells += ["—", "—"]
                         continue
