@@ -27,15 +27,21 @@ def timed(fn, finish, repeats, warmup=1, budget=None, min_repeats=3):
     return timed_in_turns([(fn, finish)], repeats, warmup, budget, min_repeats)[0]
 
 
+SETTLE_SECONDS = 0.3  # idle time before each block (see timed_in_turns)
+
+
 def timed_in_turns(runs, repeats, warmup=1, budget=None, min_repeats=3, block=10):
     """`timed` for several (fn, finish) pairs at once, taking turns in blocks: each round times
     every pair `block` times in a row, so a machine whose speed drifts during the measurement
     (other tenants of a virtual machine, clocks) weighs on all of them alike. On the 2-core
     development VM the same LeNet5 step measured 8 ms and, minutes later, 11 ms; timed one side
-    after the other, such drift lands on one side of the ratio only. Blocks rather than single
-    alternating runs, because BLAS and OpenMP worker threads stay busy for a while after each
-    call and switching libraries every run makes them compete for the cores. The budget counts
-    every pair's time. Returns one list of run times per pair."""
+    after the other, such drift lands on one side of the ratio only.
+
+    Each block starts after SETTLE_SECONDS of idling: OpenBLAS's worker threads keep spinning
+    for a while after a call, and torch's step right after a block of vkgrad host steps took
+    9.6 ms against 5.3 ms after a block of lavapipe steps in the same run. Blocks rather than
+    single alternating runs keep those pauses few. The budget counts every pair's timed runs.
+    Returns one list of run times per pair."""
     for fn, finish in runs:
         for _ in range(warmup):
             fn()
@@ -43,6 +49,8 @@ def timed_in_turns(runs, repeats, warmup=1, budget=None, min_repeats=3, block=10
     times = [[] for _ in runs]
     while len(times[0]) < repeats:
         for (fn, finish), own in zip(runs, times):
+            if len(runs) > 1:
+                time.sleep(SETTLE_SECONDS)
             for _ in range(min(block, repeats - len(own))):
                 start = time.perf_counter()
                 fn()

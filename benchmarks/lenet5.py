@@ -19,7 +19,8 @@ batches, and the inference logits, of every row against torch on the CPU in the 
 (bf16 looser). Any disagreement prints FAIL and the script exits with status 1.
 
 Timing: each vkgrad row is timed in turns with every torch device (blocks of 10 runs each per
-round), so all sides of a ratio see the same machine; each row's torch times are its own.
+round, each after a short idle pause so that the other library's threads stop spinning), so
+all sides of a ratio see the same machine; each row's torch times are its own.
 --warmup untimed runs, then up to --repeats timed ones; a row stops early once --budget seconds
 of timed runs have passed (but runs at least 3 times), so slow devices such as lavapipe get
 fewer runs. The median is reported. Prints the machine, a markdown table (vkgrad / torch =
