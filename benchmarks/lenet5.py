@@ -191,16 +191,15 @@ def main(argv=None):
         for label, make in torch_makers:
             run = make(dt)
             checks = check(run, reference)
-            reference = reference or checks.pop("outputs")
+            reference = reference or (checks["losses"], checks["logits"])
             torch_runs.append((label, run, checks))
         for d in devices:
             label = device_label(d)
             run = VkgradRun(d, DTYPES[dt][0], state, data)
             checks = check(run, reference)
             # vkgrad and every torch device take turns, so all see the same machine.
-            line = []
+            line, together = [], [run] + [t for _, t, _ in torch_runs]
             for task, method in (("inference", "infer"), ("train", "step")):
-                together = [run] + [t for _, t, _ in torch_runs]
                 times = timed_in_turns([(getattr(r, method), r.finish) for r in together],
                                        **timing)
                 record(task, dt, label, times[0], checks[task])
@@ -245,7 +244,7 @@ def check(run, reference):
     logits = as_f32(run.infer())
     losses = [run.step() for _ in range(CHECK_STEPS)]
     ref_losses, ref_logits = reference or (losses, logits)
-    return {"losses": losses, "outputs": (losses, logits),
+    return {"losses": losses, "logits": logits,
             "train": max(abs(a - b) / abs(b) for a, b in zip(losses, ref_losses)),
             "inference": float(np.abs(logits - ref_logits).max() / np.abs(ref_logits).max())}
 

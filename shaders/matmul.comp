@@ -43,7 +43,6 @@ layout(push_constant) uniform Params {
     uint batch[MAXB]; int a_sb[MAXB]; int b_sb[MAXB];
 } p;
 
-
 // Write columns col..col+3 of one output row, starting at element e. Words wholly inside the four
 // are stored plainly; a word shared with a neighbour's columns (odd N with bf16, edges) is
 // updated bit-field by bit-field with atomics, so no neighbouring write is lost.

@@ -2,9 +2,9 @@
 #extension GL_GOOGLE_include_directive : require
 // One optimizer step for one parameter: SGD, Adam(W) or RMSprop. The rule, its flags and the
 // dtypes are specialization constants; hyper-parameters are push constants, so changing the
-// learning rate never creates a pipeline. Each invocation
-// owns element i: it reads the parameter (any float dtype, any strides), its gradient and the
-// float32 state buffers, and writes the parameter and the state in place. The math runs in f32;
+// learning rate never creates a pipeline. Each invocation owns element i: it reads the parameter
+// (any float dtype, any strides), its gradient and the float32 state buffers, and writes the
+// parameter and the state in place. The math runs in f32;
 // a bf16 parameter is rounded once at the end (from its f32 master copy when MASTER is set).
 // The formulas are PyTorch's (see vkgrad/ops/optimizers.py, which runs the same ones in numpy).
 //

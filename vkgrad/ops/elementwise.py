@@ -277,9 +277,9 @@ def _index0(a, out_shape, i):
 
 def _make(name, fn, result, arity, domain):
     def host(*args, compute, out_dtype):
-        arrays = [np.asarray(a, dtype=compute.np_dtype) for a in args]
-        if name == "where":  # the condition keeps its truth values, not the compute dtype
-            arrays[0] = np.asarray(args[0], dtype=bool)
+        # where's condition keeps its truth values, not the compute dtype
+        arrays = [np.asarray(a, dtype=bool if name == "where" and i == 0 else compute.np_dtype)
+                  for i, a in enumerate(args)]
         with np.errstate(all="ignore"):
             r = HOST.get(name, fn)(*arrays)
         # identity is astype: always a copy, as on the device
