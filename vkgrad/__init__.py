@@ -11,6 +11,7 @@ from .autograd import enable_grad, grad, is_grad_enabled, no_grad, set_grad_enab
 from .device import (Device, VulkanUnavailable, best_device, default_device, device, devices,
                      set_default_device)
 from .dtypes import DType, bfloat16, bool_, dtype, float32, float64, int32, result_type, uint8, uint32
+from .compiler import compile  # noqa: A004  (as torch.compile)
 from .kernel import Kernel
 from .profiler import profile
 from .stats import memory_stats, reset_stats, stats, synchronize

@@ -19,7 +19,7 @@ import contextlib
 import threading
 import weakref
 
-from . import profiler
+from . import compiler, profiler
 
 __all__ = ["Function", "backward", "enable_grad", "grad", "is_grad_enabled", "no_grad",
            "set_grad_enabled"]
@@ -233,11 +233,11 @@ def _run(outputs, output_grads, retain_graph, create_graph, capture=None):
                 for i, ref in node.retained.items():
                     t = ref()
                     if t is not None and slots[i] is not None:
-                        t.grad = _accumulated(t.grad, slots[i], create_graph)
+                        _accumulate(t, slots[i], create_graph)
             if node.is_leaf:
                 t = node.tensor()
                 if capture is None and t is not None and slots[0] is not None:
-                    t.grad = _accumulated(t.grad, slots[0], create_graph)
+                    _accumulate(t, slots[0], create_graph)
                 continue
             if node.freed:
                 raise RuntimeError(
@@ -265,12 +265,29 @@ def _run(outputs, output_grads, retain_graph, create_graph, capture=None):
                 slots[parent[1]] = _add(slots[parent[1]], g)
 
 
-def _accumulated(current, g, create_graph):
-    # A fresh, contiguous copy the first time: `g` may be a broadcast view or shared with
-    # another input's gradient, and users update .grad in place.
-    if current is None:
-        return g if create_graph else g.astype(g.dtype)
-    return current + g
+def _accumulate(t, g, create_graph):
+    """t.grad += g. A fresh, contiguous copy the first time: `g` may be a broadcast view or
+    shared with another input's gradient, and users update .grad in place."""
+    compiler.guard_gradient(t)
+    if t.grad is not None:
+        t.grad = t.grad + g
+    else:
+        t.grad = g if create_graph else g.astype(g.dtype)
+
+
+def zero_grads(tensors, set_to_none=True):
+    """Forget the gradients of `tensors` (zero_grad of modules and optimizers): set them to
+    None, or fill them with zeros in place."""
+    for t in tensors:
+        compiler.gradient_cleared(t)
+        if t.grad is None:
+            continue
+        if set_to_none:
+            t.grad = None
+        else:
+            t.grad = t.grad.detach()
+            with no_grad():
+                t.grad[...] = 0
 
 
 def _check_outputs(outputs, grad_outputs, what):

@@ -33,7 +33,7 @@ from math import factorial, isfinite, log, pi, prod, sqrt
 
 import numpy as np
 
-from . import dtypes, kernels, layout
+from . import compiler, dtypes, kernels, layout
 from .device import device as as_device
 
 MASK32 = 0xFFFFFFFF
@@ -111,7 +111,9 @@ class Generator:
         with self._lock:
             offset = self._offset
             self._offset = (offset + counters) % (1 << 64)
-            return self._seed, offset
+        # a recorded step would draw the same numbers again: replay only from this position
+        compiler.guard(self.get_state, (self._seed, offset))
+        return self._seed, offset
 
     def __repr__(self):
         seed, offset = self.get_state()

@@ -48,6 +48,19 @@ class Backend:
     def synchronize(self):
         """Wait until all queued work has finished."""
 
+    def begin_capture(self):
+        """Start recording the kernels queued from now on (vkgrad.compile); backends with a
+        queue to replay implement it."""
+        raise NotImplementedError(f"the {self.kind} backend cannot capture a step")
+
+    def end_capture(self):
+        """Stop recording; returns the recording, for replay()."""
+        raise NotImplementedError
+
+    def replay(self, recording):
+        """Queue a recording's kernels again, on the same memory."""
+        raise NotImplementedError
+
     def profiling(self, on):
         """Start or stop recording device times per dispatch (vkgrad.profile)."""
 

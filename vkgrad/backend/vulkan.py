@@ -125,7 +125,12 @@ class DeviceArray:
 
     @property
     def start(self):
-        """Index of this view's first element, in elements of its dtype from the arena's start."""
+        """Index of this view's first element, in elements of its dtype from the arena's start.
+        Every kernel finds its operands by these indices, so while a capture records, reading
+        one marks the block as used by the recorded work."""
+        recording = self.backend.recording
+        if recording is not None:
+            recording.blocks.add(self.block)
         return self.block.word * self.dtype.per_word + self.offset
 
     @property
@@ -141,6 +146,17 @@ class DeviceArray:
 
     def view(self, shape, strides, offset):
         return DeviceArray(self.backend, self.block, shape, strides, offset, self.dtype)
+
+
+class Recording:
+    """What a capture keeps (see vkgrad.compile): the dispatches queued while it recorded, with
+    their profiler labels, and every arena block they address, which therefore stays allocated
+    (and unused by anything else) for as long as the recording lives."""
+    __slots__ = ("dispatches", "blocks")
+
+    def __init__(self):
+        self.dispatches = []   # (kp.OpAlgoDispatch, kernel label, op name)
+        self.blocks = set()
 
 
 class VulkanBackend(Backend):
@@ -171,6 +187,7 @@ class VulkanBackend(Backend):
         self._sequence = manager.sequence()
         self._pending = 0
         self._profiled = None       # while profiling: [(kernel, op)] per queued dispatch
+        self.recording = None       # the Recording being captured, if any
 
     # ---- memory ---------------------------------------------------------------------------------
     def empty(self, shape, dtype):
@@ -180,6 +197,8 @@ class VulkanBackend(Backend):
                            layout.contiguous_strides(shape), 0, dtype)
 
     def from_numpy(self, array, dtype):
+        self._refuse_transfer_while_recording("copies host data to the device (vkgrad.tensor "
+                                              "or .to() inside the step)")
         host = np.asarray(array, dtype=dtype.np_dtype, order="C")
         out = self.empty(host.shape, dtype)
         raw = host.reshape(-1).view(np.uint8)
@@ -196,6 +215,8 @@ class VulkanBackend(Backend):
 
     def to_numpy(self, array):
         from ..ops.elementwise import contiguous
+        self._refuse_transfer_while_recording("reads a tensor's value on the host (.item(), "
+                                              ".numpy(), print)")
         if not array.is_contiguous():
             array = contiguous(array)
         dtype, n = array.dtype, array.size
@@ -212,6 +233,12 @@ class VulkanBackend(Backend):
                 out[done * 4:(done + chunk) * 4] = self._staging_words[word:word + chunk].view(np.uint8)
                 done += chunk
         return out.view(dtype.np_dtype)[skip:skip + n].reshape(array.shape)
+
+    def _refuse_transfer_while_recording(self, what):
+        if self.recording is not None:
+            raise RuntimeError(f"a step being captured by vkgrad.compile {what}: a replay would "
+                               "not repeat that. Pass inputs as arguments and return what you "
+                               "need to read, then read it after the call")
 
     def _staging_room(self):
         room = self._staging_words.size - self._staging_used
@@ -264,14 +291,41 @@ class VulkanBackend(Backend):
         with self._lock:
             op = self._kp.OpAlgoDispatch(self._algorithm(family, variant, tuple(spec)),
                                          constants.astype(np.uint32), (groups, 1, 1))
-            self._sequence.record(op)
-            if self._profiled is not None:
-                self._profiled.append((f"{family}/{variant}" if variant else family,
-                                       profiler.current_op()))
-            self.counters.dispatches += 1
-            self._pending += 1
-            if self._pending >= MAX_PENDING:
-                self._submit()
+            label = f"{family}/{variant}" if variant else family
+            op_name = profiler.current_op()
+            if self.recording is not None:
+                self.recording.dispatches.append((op, label, op_name))
+            self._queue(op, label, op_name)
+
+    def _queue(self, op, label, op_name):
+        self._sequence.record(op)
+        if self._profiled is not None:
+            self._profiled.append((label, op_name))
+        self.counters.dispatches += 1
+        self._pending += 1
+        if self._pending >= MAX_PENDING:
+            self._submit()
+
+    # ---- capture and replay (vkgrad.compile) ---------------------------------------------------
+    def begin_capture(self):
+        """Start recording: every dispatch queued from now on is also kept, with the blocks it
+        addresses, until end_capture() returns them as a Recording."""
+        with self._lock:
+            if self.recording is not None:
+                raise RuntimeError("this device is already capturing a step")
+            self.recording = Recording()
+
+    def end_capture(self):
+        with self._lock:
+            recording, self.recording = self.recording, None
+            return recording
+
+    def replay(self, recording):
+        """Queue a Recording's dispatches again, in their order: the same kernels, on the same
+        memory, with the same push constants. No op runs, nothing is allocated."""
+        with self._lock:
+            for op, label, op_name in recording.dispatches:
+                self._queue(op, label, op_name)
 
     def _submit(self):
         """Submit everything queued and wait for it."""

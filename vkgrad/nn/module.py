@@ -19,7 +19,7 @@ from itertools import islice
 import numpy as np
 
 from .. import dtypes
-from ..autograd import no_grad
+from ..autograd import no_grad, zero_grads
 from ..device import Device, device as as_device
 from ..tensor import Tensor, from_numpy
 from .parameter import Parameter
@@ -237,14 +237,7 @@ class Module:
     def zero_grad(self, set_to_none=True):
         """Forget the gradients of every parameter: drop them (set_to_none) or zero them in
         place."""
-        for p in self.parameters():
-            if p.grad is None:
-                continue
-            if set_to_none:
-                p.grad = None
-            else:
-                with no_grad():
-                    p.grad[...] = 0
+        zero_grads(self.parameters(), set_to_none)
 
     # ---- device and dtype -----------------------------------------------------------------------
     def to(self, device=None, dtype=None):

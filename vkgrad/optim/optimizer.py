@@ -24,8 +24,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from .. import dtypes
-from ..autograd import enable_grad, no_grad
+from .. import compiler, dtypes
+from ..autograd import enable_grad, no_grad, zero_grads
 from ..creation import empty
 from ..ops import optimizers
 from ..tensor import Tensor, tensor, zeros
@@ -99,16 +99,7 @@ class Optimizer:
 
     def zero_grad(self, set_to_none=True):
         """Forget the gradients: set them to None (default), or fill them with zeros in place."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad = p.grad.detach()
-                    with no_grad():
-                        p.grad[...] = 0
+        zero_grads((p for group in self.param_groups for p in group["params"]), set_to_none)
 
     def step(self, closure=None):
         """Update every parameter that has a gradient; `closure` (optional) re-evaluates the
@@ -131,25 +122,33 @@ class Optimizer:
         for key, value in state.items():  # the parameter moved (Module.to): its state follows
             if isinstance(value, Tensor) and value.device != p.device:
                 state[key] = value.to(p.device)
-        flags, hyper = self._config(group, state)
+        flags, hyper = self._constants(p, group, state)
         names = self._buffer_names(group)
-        fresh = not any(name in state for name in names)
         for name in names:
             if name not in state:  # a buffer appears when its option is switched on mid-run
-                state[name] = (empty if fresh else zeros)(p.shape, optimizers.state_dtype(
-                    p.dtype), p.device)
-        master = None
-        if group.get("master_weights") and p.dtype is dtypes.bfloat16:
-            flags.add("MASTER")
-            if MASTER not in state:
-                state[MASTER] = empty(p.shape, dtypes.float32, p.device)
-                flags.add("FRESH_MASTER")
-            master = state[MASTER]
-        if fresh and names:
-            flags.add("FRESH")
+                state[name] = (empty if "FRESH" in flags else zeros)(
+                    p.shape, optimizers.state_dtype(p.dtype), p.device)
+        if "FRESH_MASTER" in flags:
+            state[MASTER] = empty(p.shape, dtypes.float32, p.device)
+        master = state[MASTER] if "MASTER" in flags else None
         buffers = [state[name] if name in names else None for name in self.BUFFERS]
         buffers += [None] * (3 - len(buffers))
         optimizers.update(self.RULE, p, p.grad, buffers, master, flags, **hyper)
+        # a recorded step (vkgrad.compile) repeats these constants: replay while the next step's
+        # are the same (not past a scheduler's change, a first step, or any Adam step)
+        compiler.guard(lambda: self._constants(p, group, dict(state)), (flags, hyper))
+
+    def _constants(self, p, group, state):
+        """(flags, hyper-parameters) of `p`'s next step; counters in `state` advance."""
+        flags, hyper = self._config(group, state)
+        names = self._buffer_names(group)
+        if names and not any(name in state for name in names):
+            flags.add("FRESH")
+        if group.get("master_weights") and p.dtype is dtypes.bfloat16:
+            flags.add("MASTER")
+            if MASTER not in state:
+                flags.add("FRESH_MASTER")
+        return flags, hyper
 
     def _buffer_names(self, group):
         """The BUFFERS that `group`'s configuration uses."""

@@ -1,0 +1,196 @@
+"""vkgrad.compile: a recorded step replays to exactly what eager execution computes, costs one
+submit and one wait, and records again (or refuses) where a replay would be wrong."""
+import gc
+import warnings
+
+import numpy as np
+import pytest
+
+import vkgrad as vk
+import vkgrad.nn.functional as F
+
+
+def _lenet_trainer(device, dtype, optimizer="sgd"):
+    vk.manual_seed(0)
+    model = vk.models.lenet5(device=device, dtype=dtype)
+    opt = (vk.optim.SGD(model.parameters(), lr=0.05, momentum=0.9) if optimizer == "sgd"
+           else vk.optim.Adam(model.parameters(), lr=1e-3))
+
+    def step(x, y):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return model, opt, step
+
+
+def _batches(device, dtype, count, batch=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(vk.tensor(rng.standard_normal((batch, 1, 28, 28)), dtype, device),
+             vk.tensor(rng.integers(0, 10, batch), "int32", device)) for _ in range(count)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_replayed_training_equals_eager_bit_for_bit(vulkan, dtype):
+    eager_model, _, eager_step = _lenet_trainer(vulkan, dtype)
+    model, _, step = _lenet_trainer(vulkan, dtype)
+    compiled = vk.compile(step)
+    for x, y in _batches(vulkan, dtype, 6):
+        assert compiled(x, y).item() == eager_step(x, y).item()
+    for (name, p), q in zip(model.named_parameters(), eager_model.parameters()):
+        np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=name)
+        np.testing.assert_array_equal(p.grad.numpy(), q.grad.numpy(), err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_replayed_step_is_one_submit_one_wait_no_allocation(vulkan, dtype):
+    _, _, step = _lenet_trainer(vulkan, dtype)
+    compiled = vk.compile(step)
+    batches = _batches(vulkan, dtype, 3)
+    for x, y in batches:  # records (first step), records again (momentum exists), replays
+        compiled(x, y).item()
+    recorded = len(compiled._captures[next(iter(compiled._captures))].recording.dispatches)
+    in_use = vulkan.backend.pool.in_use
+    vk.reset_stats()
+    losses = [compiled(x, y).item() for x, y in batches]
+    stats = vk.stats()
+    assert stats["submits"] == 3 and stats["host_syncs"] == 3, stats
+    assert stats["pipelines_created"] == 0 and stats["device_bytes_allocated"] == 0, stats
+    # per step: the recorded kernels, a copy into each of the two inputs, the loss read-back
+    assert stats["dispatches"] == 3 * (recorded + 3), (stats, recorded)
+    assert vulkan.backend.pool.in_use == in_use
+    assert all(np.isfinite(losses))
+
+
+def test_replay_reads_each_calls_arguments(vulkan, rng):
+    compiled = vk.compile(lambda a, b, scale: ((a * scale - b) ** 2).sum(axis=0))
+    for _ in range(4):
+        a, b = rng.standard_normal((5, 3)).astype(np.float32), rng.standard_normal(3).astype(
+            np.float32)
+        got = compiled(vk.tensor(a, device=vulkan), vk.tensor(b, device=vulkan), 1.5).numpy()
+        np.testing.assert_allclose(got, ((a * 1.5 - b) ** 2).sum(axis=0), rtol=1e-5)
+    # a non-contiguous view as an argument is copied into the recorded input like any other
+    a = rng.standard_normal((3, 5)).astype(np.float32)
+    got = compiled(vk.tensor(a, device=vulkan).T, vk.zeros(3, device=vulkan), 1.5).numpy()
+    np.testing.assert_allclose(got, ((a.T * 1.5) ** 2).sum(axis=0), rtol=1e-5)
+    assert len(compiled._captures) == 1 and compiled._captures.popitem()[1].replays == 4
+
+
+def test_new_shapes_or_values_record_their_own_step(vulkan, rng):
+    calls = []
+
+    def fn(x, power):
+        calls.append(x.shape)
+        return (x ** power).sum()
+
+    compiled = vk.compile(fn)
+    for shape, power in [((4,), 2), ((4,), 2), ((7,), 2), ((4,), 3), ((7,), 2), ((4,), 2)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        got = compiled(vk.tensor(x, device=vulkan), power).item()
+        np.testing.assert_allclose(got, (x ** power).sum(), rtol=1e-5)
+    assert calls == [(4,), (7,), (4,)]  # Python ran once per (shape, power)
+
+
+def test_learning_rate_change_records_again(vulkan):
+    eager_model, eager_opt, eager_step = _lenet_trainer(vulkan, "float32")
+    model, opt, step = _lenet_trainer(vulkan, "float32")
+    compiled = vk.compile(step)
+    for i, (x, y) in enumerate(_batches(vulkan, "float32", 6)):
+        if i == 4:  # as a scheduler would, after the step has replayed
+            for o in (opt, eager_opt):
+                o.param_groups[0]["lr"] = 0.01
+        assert compiled(x, y).item() == eager_step(x, y).item()
+    for p, q in zip(model.parameters(), eager_model.parameters()):
+        np.testing.assert_array_equal(p.numpy(), q.numpy())
+
+
+def test_adam_records_every_call_and_warns(vulkan):
+    eager_model, _, eager_step = _lenet_trainer(vulkan, "float32", "adam")
+    model, _, step = _lenet_trainer(vulkan, "float32", "adam")
+    compiled = vk.compile(step)
+    with pytest.warns(RuntimeWarning, match="records every call"):
+        for x, y in _batches(vulkan, "float32", 5):
+            assert compiled(x, y).item() == eager_step(x, y).item()
+    for p, q in zip(model.parameters(), eager_model.parameters()):
+        np.testing.assert_array_equal(p.numpy(), q.numpy())
+
+
+def test_random_draws_are_fresh_every_call(vulkan):
+    compiled = vk.compile(lambda x: F.dropout(x, 0.5, training=True))
+    x = vk.ones((64,), device=vulkan)
+    vk.manual_seed(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        masks = [compiled(x).numpy().copy() for _ in range(4)]
+    vk.manual_seed(3)
+    expected = [F.dropout(x, 0.5, training=True).numpy() for _ in range(4)]
+    for got, want in zip(masks, expected):
+        np.testing.assert_array_equal(got, want)
+    assert len({m.tobytes() for m in masks}) == 4
+
+
+def test_gradients_accumulated_across_calls_stay_correct(vulkan, rng):
+    w = vk.tensor(rng.standard_normal(6).astype(np.float32), device=vulkan, requires_grad=True)
+    w_eager = vk.tensor(w.numpy(), device=vulkan, requires_grad=True)
+
+    def accumulate(weight, x):  # no zero_grad: .grad sums over calls
+        (weight * x).sum().backward()
+
+    compiled = vk.compile(lambda x: accumulate(w, x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for _ in range(4):
+            x = vk.tensor(rng.standard_normal(6).astype(np.float32), device=vulkan)
+            compiled(x)
+            accumulate(w_eager, x)
+    np.testing.assert_array_equal(w.grad.numpy(), w_eager.grad.numpy())
+
+
+@pytest.mark.parametrize("inside", ["item", "upload"])
+def test_host_transfers_inside_the_step_raise_and_leave_the_device_usable(vulkan, inside):
+    def fn(x):
+        if inside == "item":
+            return x.sum().item()
+        return x + vk.tensor([1.0, 2.0], device=vulkan)
+
+    with pytest.raises(RuntimeError, match="vkgrad.compile"):
+        vk.compile(fn)(vk.ones(2, device=vulkan))
+    assert vulkan.backend.recording is None
+    assert (vk.ones(2, device=vulkan) * 3).tolist() == [3.0, 3.0]
+
+
+def test_a_dropped_step_gives_its_memory_back(vulkan):
+    in_use = vulkan.backend.pool.in_use
+    compiled = vk.compile(lambda x: (x @ x.T).relu().sum(axis=1))
+    x = vk.ones((64, 64), device=vulkan)
+    for _ in range(3):
+        compiled(x)
+    vk.synchronize()
+    assert vulkan.backend.pool.in_use > in_use + 64 * 64  # the recording holds its temporaries
+    del compiled, x
+    gc.collect()
+    assert vulkan.backend.pool.in_use == in_use
+
+
+def test_host_steps_and_nested_calls_run_eagerly(device, rng):
+    calls = []
+
+    def inner(x):
+        calls.append("inner")
+        return x * 2
+
+    compiled_inner = vk.compile(inner)
+    compiled = vk.compile(lambda x: compiled_inner(x) + 1)
+    x = rng.standard_normal(5).astype(np.float32)
+    for _ in range(3):
+        np.testing.assert_allclose(compiled(vk.tensor(x, device=device)).numpy(), x * 2 + 1,
+                                   rtol=1e-6)
+    # the host has nothing to replay; on Vulkan the inner step is part of the outer recording
+    assert len(calls) == (3 if device.kind == "host" else 1)
+
+
+def test_unhashable_arguments_are_refused(vulkan):
+    with pytest.raises(TypeError, match="tensors or hashable"):
+        vk.compile(lambda x, options: x)(vk.ones(2, device=vulkan), {"a": 1})

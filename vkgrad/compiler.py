@@ -1,0 +1,170 @@
+"""vkgrad.compile: run a step once while recording its Vulkan dispatches, then replay them.
+
+>>> model = vk.models.lenet5().to("vulkan")
+>>> opt = vk.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+>>> @vk.compile
+... def train_step(x, y):
+...     opt.zero_grad()
+...     loss = vk.nn.functional.cross_entropy(model(x), y)
+...     loss.backward()
+...     opt.step()
+...     return loss
+>>> for x, y in batches:            # Vulkan tensors, the same shapes on every call
+...     loss = train_step(x, y)     # the first call runs eagerly and records; later ones replay
+...     print(loss.item())
+
+A call records when it meets new argument shapes, dtypes or devices (or new non-tensor
+arguments): it copies the tensor arguments into input tensors of its own and runs the function
+eagerly on those while the Vulkan backend keeps every dispatch queued. Every kernel addresses its
+operands by offsets into one arena buffer, so a later call only copies its arguments into those
+inputs and queues the recorded dispatches again: no op, autograd or optimizer code runs, nothing
+is allocated and no pipeline is created. The recorded kernels update parameters, gradients and
+optimizer state in place as the eager step did, and the call returns the same result objects
+every time, holding the latest call's values (clone one to keep it).
+
+What a replay cannot see is checked or refused:
+- Host values baked into the kernels are checked before every replay (`guard`): optimizer
+  hyper-parameters and first-step flags (an lr scheduler's new rate, momentum's first step),
+  random generator positions, gradients accumulated across calls. If one changed, the call
+  records again. Adam's bias corrections and random draws change every step, so such a step
+  records on every call: correct, at eager speed, and a warning says so.
+- Reading a value on the host (`.item()`, `.numpy()`) or copying host data in inside the step
+  raises: pass data in as arguments and return what you want to read.
+- Python control flow runs only while recording, so the function must do the same work on every
+  call.
+A function without Vulkan tensor arguments (host tensors, say) runs eagerly on every call: the
+host has no queue of dispatches to replay.
+"""
+import functools
+import warnings
+
+EAGER_WARNING_AFTER = 3  # recordings in a row never replayed before the warning
+
+_active = None        # the _Capture being recorded, if any
+
+
+def guard(read, value):
+    """While a step is being recorded: `value`, what `read()` returns now, is baked into the
+    recorded kernels, so a replay is valid only while `read()` still returns it. Otherwise,
+    nothing."""
+    if _active is not None:
+        _active.guards.append((read, value))
+
+
+def gradient_cleared(t):
+    """zero_grad: in the step being recorded, `t`'s gradient starts afresh from here."""
+    if _active is not None:
+        _active.cleared.add(id(t))
+
+
+def guard_gradient(t):
+    """Backward is about to write `t.grad`. A replay writes the gradient this recording found
+    (added to, or started afresh), so unless zero_grad cleared it earlier in the step, what it
+    found came from before the call and a replay cannot follow it: record every call."""
+    if _active is not None and id(t) not in _active.cleared:
+        _active.guards.append((lambda: False, True))
+
+
+class _Capture:
+    """One recorded call: its input tensors, result, guards and the backend's Recording."""
+    __slots__ = ("inputs", "result", "guards", "cleared", "recording", "replays")
+
+    def __init__(self, inputs):
+        self.inputs, self.result, self.guards, self.cleared = inputs, None, [], set()
+        self.recording, self.replays = None, 0
+
+    def valid(self):
+        return all(read() == value for read, value in self.guards)
+
+
+def compile(fn):
+    """Wrap `fn` (a step over tensors) so that its Vulkan dispatches are recorded on its first
+    call and replayed on later calls with the same argument shapes; see the module docstring."""
+    return Compiled(fn)
+
+
+class Compiled:
+    def __init__(self, fn):
+        self.fn = fn
+        self._captures = {}       # argument signature -> _Capture
+        self._unreplayed = 0      # recordings in a row dropped before their first replay
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args, **kwargs):
+        from .tensor import Tensor
+        values = [*args, *(kwargs[k] for k in sorted(kwargs))]
+        backends = {id(v.device.backend): v.device.backend for v in values
+                    if isinstance(v, Tensor) and v.device.kind == "vulkan"}
+        if _active is not None or len(backends) != 1:
+            return self.fn(*args, **kwargs)  # inside another recording, or nothing to replay
+        backend, = backends.values()
+        key = (tuple(sorted(kwargs)), tuple(_signature(v) for v in values))
+        capture = self._captures.get(key)
+        if capture is not None and capture.valid():
+            self._unreplayed = 0
+            capture.replays += 1
+            return self._replay(backend, capture, values)
+        if capture is not None and not capture.replays:
+            self._note_unreplayed()
+        self._captures.pop(key, None)  # free its memory before recording anew
+        capture = self._record(backend, args, kwargs, values)
+        self._captures[key] = capture
+        return capture.result
+
+    def _record(self, backend, args, kwargs, values):
+        global _active
+        from .tensor import Tensor
+        inputs = [_input_like(v) if isinstance(v, Tensor) else v for v in values]
+        positional = inputs[:len(args)]
+        named = dict(zip(sorted(kwargs), inputs[len(args):]))
+        capture = _Capture(inputs)
+        _active = capture
+        backend.begin_capture()
+        try:
+            capture.result = self.fn(*positional, **named)
+        finally:
+            capture.recording = backend.end_capture()
+            _active = None
+        return capture
+
+    @staticmethod
+    def _replay(backend, capture, values):
+        from .autograd import no_grad
+        from .tensor import Tensor
+        with no_grad():
+            for slot, value in zip(capture.inputs, values):
+                if isinstance(value, Tensor):
+                    slot._assign(value)
+        backend.replay(capture.recording)
+        return capture.result
+
+    def _note_unreplayed(self):
+        self._unreplayed += 1
+        if self._unreplayed == EAGER_WARNING_AFTER:
+            warnings.warn(
+                f"vkgrad.compile: {getattr(self.fn, '__name__', 'the step')} changed host values "
+                f"baked into its kernels on each of {EAGER_WARNING_AFTER} calls (Adam's bias "
+                "correction, random numbers, gradients accumulated across calls, a changing "
+                "learning rate), so it records every call and runs at eager speed",
+                RuntimeWarning, stacklevel=3)
+
+
+def _signature(value):
+    from .tensor import Tensor
+    if isinstance(value, Tensor):
+        return ("tensor", value.shape, value.dtype.name, str(value.device), value.requires_grad)
+    try:
+        hash(value)
+    except TypeError:
+        raise TypeError(f"vkgrad.compile: arguments must be tensors or hashable values (they "
+                        f"select the recording), not {type(value).__name__}") from None
+    return ("value", type(value).__name__, value)
+
+
+def _input_like(t):
+    """A tensor of its own holding `t`'s value, which replays overwrite with new arguments."""
+    from .autograd import no_grad
+    from .creation import empty_like
+    with no_grad():
+        slot = empty_like(t)._assign(t)
+    return slot.requires_grad_(t.requires_grad)
