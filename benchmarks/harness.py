@@ -165,11 +165,12 @@ def describe(m):
     return "\n".join(lines)
 
 
-def device_label(d):
-    """"vkgrad host", "vkgrad vulkan:0 (llvmpipe)": the device and the start of its name."""
-    if d.kind == "host":
-        return "vkgrad host"
-    return f"vkgrad {d} ({d.info()['name'].split(' (')[0]})"
+def device_label(d, compiled=False):
+    """"vkgrad host", "vkgrad vulkan:0 (llvmpipe)": the device and the start of its name;
+    " compiled" after it for steps run through vk.compile."""
+    label = "vkgrad host" if d.kind == "host" else \
+        f"vkgrad {d} ({d.info()['name'].split(' (')[0]})"
+    return label + " compiled" if compiled else label
 
 
 def select_devices(specs):

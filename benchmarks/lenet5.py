@@ -12,7 +12,10 @@ the same weights (one vkgrad state dict, cast to each dtype), fed the same embed
   after the update lets vkgrad queue the whole step before its one wait).
 - inference: forward of 1,000 images under no_grad, the logits copied to the host.
 Both in f32 and bf16, for vkgrad on each device (--devices: host, each Vulkan device) and torch
-on the CPU (always) and CUDA (when torch sees a GPU), in one run.
+on the CPU (always) and CUDA (when torch sees a GPU), in one run. On Vulkan devices a second
+vkgrad training row ("compiled") runs the same step through vk.compile: recorded once, then
+replayed without Python ops. (Inference is one forward of large kernels, and its recording would
+keep ~90 MB of the 128 MB that lavapipe can bind.)
 
 Agreement is checked before timing: the three first training losses from the same weights and
 batches, and the inference logits, of every row against torch on the CPU in the same dtype
@@ -44,7 +47,7 @@ from harness import (describe, device_label, machine, median, select_devices, sp
 
 TRAIN_BATCH, INFER_BATCH, BATCHES = 100, 1000, 5   # training cycles over BATCHES batches
 LR, MOMENTUM = 0.01, 0.9
-CHECK_STEPS = 3
+CHECK_STEPS = 4  # a compiled step records twice (the first step, then momentum exists), then replays
 DTYPES = {"f32": (vk.float32, torch.float32), "bf16": (vk.bfloat16, torch.bfloat16)}
 # Largest relative loss difference (per step) and logits difference (relative to the largest
 # logit) allowed against torch on the CPU. bf16 rounds every layer's output to 8 bits, in places
@@ -67,9 +70,10 @@ def torch_lenet5(state, device, dtype):
 
 
 class VkgradRun:
-    """LeNet5 in vkgrad on one device and dtype: train steps, inference, device sync."""
+    """LeNet5 in vkgrad on one device and dtype: train steps, inference, device sync; with
+    `compiled`, train steps go through vk.compile."""
 
-    def __init__(self, device, dtype, state, data):
+    def __init__(self, device, dtype, state, data, compiled=False):
         self.device = device
         self.model = vk.models.lenet5(device=device, dtype=dtype)
         self.model.load_state_dict(state)
@@ -79,15 +83,19 @@ class VkgradRun:
         self.images = vk.tensor(data["infer"], device=device, dtype=dtype)
         self.steps = 0
         self.finish = vk.synchronize
+        self._train = vk.compile(self._train_step) if compiled else self._train_step
 
-    def step(self):
-        x, y = self.batches[self.steps % BATCHES]
-        self.steps += 1
+    def _train_step(self, x, y):
         self.optimizer.zero_grad()
         loss = F.cross_entropy(self.model(x), y)
         loss.backward()
         self.optimizer.step()
-        return loss.item()
+        return loss
+
+    def step(self):
+        x, y = self.batches[self.steps % BATCHES]
+        self.steps += 1
+        return self._train(x, y).item()
 
     def infer(self):
         with vk.no_grad():
@@ -161,6 +169,8 @@ def parse(argv):
 def main(argv=None):
     args = parse(argv)
     devices = select_devices(args.devices)
+    rows = [(d, compiled) for d in devices for compiled in (False, True)
+            if not compiled or d.kind == "vulkan"]
     about = machine()
     print(describe(about), flush=True)
     vk.manual_seed(0)
@@ -193,13 +203,13 @@ def main(argv=None):
             checks = check(run, reference)
             reference = reference or (checks["losses"], checks["logits"])
             torch_runs.append((label, run, checks))
-        for d in devices:
-            label = device_label(d)
-            run = VkgradRun(d, DTYPES[dt][0], state, data)
+        for d, compiled in rows:
+            label = device_label(d, compiled)
+            run = VkgradRun(d, DTYPES[dt][0], state, data, compiled)
             checks = check(run, reference)
             # vkgrad and every torch device take turns, so all see the same machine.
             line, together = [], [run] + [t for _, t, _ in torch_runs]
-            for task, method in (("inference", "infer"), ("train", "step")):
+            for task, method in (("inference", "infer"), ("train", "step"))[compiled:]:
                 times = timed_in_turns([(getattr(r, method), r.finish) for r in together],
                                        **timing)
                 record(task, dt, label, times[0], checks[task])
@@ -210,8 +220,8 @@ def main(argv=None):
                 line.append(part)
             print(f"  {dt} {label}: " + "; ".join(line)
                   + "; losses " + " ".join(f"{x:.6f}" for x in checks["losses"])
-                  + f"; differences train {checks['train']:.2e}, "
-                  f"inference {checks['inference']:.2e}", flush=True)
+                  + f"; differences train {checks['train']:.2e}"
+                  + ("" if compiled else f", inference {checks['inference']:.2e}"), flush=True)
             if run.device.kind == "vulkan":
                 counters.append({"impl": label, "dtype": dt, **step_counters(run)})
             if args.profile:
@@ -220,7 +230,7 @@ def main(argv=None):
                 print(f"profile of one training step, {dt} {label}:\n{prof.table()}")
             del run
 
-    table = format_table(results, [device_label(d) for d in devices])
+    table = format_table(results, [device_label(*row) for row in rows])
     print("\n" + table)
     if counters:
         print("\n" + format_counters(counters))

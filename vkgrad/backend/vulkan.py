@@ -11,10 +11,12 @@ switch over 49 ops cost 7x the op itself there. Dispatches are recorded into one
 when the host needs data (or the queue grows long), with a memory barrier between dispatches
 (from the patch) so that dependent kernels are ordered on real GPUs.
 """
+import gc
 import os
 import pathlib
 import struct
 import threading
+import weakref
 from math import prod
 
 import numpy as np
@@ -24,6 +26,7 @@ from .base import Backend
 
 SPIRV_DIR = pathlib.Path(__file__).resolve().parent.parent / "_spirv"
 ALIGN_WORDS = 16                  # 64-byte sub-allocation granularity
+LARGE_WORDS = 1 << 18             # blocks of 1 MiB and more are cut from the top of free space
 MAX_GROUPS = 65535                # Vulkan's guaranteed maxComputeWorkGroupCount[0]
 MAX_PENDING = 4096                # dispatches queued before a submit is forced
 MAX_BUFFER_BYTES = (1 << 32) - (1 << 16)  # Kompute sizes buffers with 32-bit integers
@@ -35,11 +38,12 @@ def f32_bits(x):
 
 
 class Block:
-    """A run of arena words owned by one or more views; back to the pool when collected."""
-    __slots__ = ("pool", "word", "words", "__weakref__")
+    """A run of arena words owned by one or more views; back to the pool when collected.
+    `recorded`: addressed by the dispatches of the recording in progress."""
+    __slots__ = ("pool", "word", "words", "recorded", "__weakref__")
 
     def __init__(self, pool, word, words):
-        self.pool, self.word, self.words = pool, word, words
+        self.pool, self.word, self.words, self.recorded = pool, word, words, False
 
     def __del__(self):
         try:
@@ -49,8 +53,11 @@ class Block:
 
 
 class ArenaPool:
-    """Sub-allocator over the arena: exact-size caches for reuse in steady loops, a bump pointer
-    for fresh space, and coalesced holes when the bump pointer runs out.
+    """Sub-allocator over the arena: exact-size caches for reuse in steady loops, fresh space cut
+    from a free *middle* region (blocks under LARGE_WORDS from its bottom, larger ones from its
+    top, so that long-lived small tensors such as parameters do not end up scattered between
+    the large temporaries of a step), and first-fit holes once the middle runs out; free space
+    is coalesced (the largest run becoming the new middle) when a request finds none.
 
     Reusing a block while earlier queued kernels still read it is safe: all work runs in one queue
     with a full barrier between dispatches, so a later writer waits for every earlier reader.
@@ -58,35 +65,44 @@ class ArenaPool:
 
     def __init__(self, capacity_words):
         self.capacity = capacity_words
-        self.top = 0                 # words below `top` have been handed out at some point
+        self.bottom, self.ceiling = 0, capacity_words  # the middle: [bottom, ceiling) is free
         self.cached = {}             # size -> [word offsets] of freed blocks
-        self.holes = []              # [(word, size)] coalesced free space below top
+        self.holes = []              # [(word, size)] coalesced free space outside the middle
         self.in_use = 0
         self.peak = 0
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
+        self.recording = None        # the Recording in progress, if any
 
     def allocate(self, words):
         words = max(ALIGN_WORDS, -(-words // ALIGN_WORDS) * ALIGN_WORDS)
         with self.lock:
             word = self._take(words)
-            if word is None:
-                self._coalesce()
-                word = self._take(words)
+            for free_more in (lambda: None, gc.collect):  # cycles may hold dead tensors' blocks
+                if word is None:
+                    free_more()
+                    self._coalesce()
+                    word = self._take(words)
             if word is None:
                 raise MemoryError(
                     f"Vulkan arena exhausted: {words * 4} bytes requested, {self.in_use * 4} of "
                     f"{self.capacity * 4} in use; set VKGRAD_ARENA_MB to a larger size")
             self.in_use += words
             self.peak = max(self.peak, self.in_use)
-        return Block(self, word, words)
+            block = Block(self, word, words)
+            if self.recording is not None:  # its words may be addressed by recorded dispatches
+                self.recording.touch(block)
+        return block
 
     def _take(self, words):
         bucket = self.cached.get(words)
         if bucket:
             return bucket.pop()
-        if self.top + words <= self.capacity:
-            self.top += words
-            return self.top - words
+        if self.ceiling - self.bottom >= words:
+            if words >= LARGE_WORDS:
+                self.ceiling -= words
+                return self.ceiling
+            self.bottom += words
+            return self.bottom - words
         for i, (word, size) in enumerate(self.holes):
             if size >= words:
                 if size == words:
@@ -96,23 +112,59 @@ class ArenaPool:
                 return word
         return None
 
-    def _coalesce(self):
-        free = sorted(self.holes + [(w, s) for s, ws in self.cached.items() for w in ws])
+    def _free_runs(self):
+        """Every free word as sorted, merged (word, size) runs; the caches are emptied."""
+        free = sorted(self.holes + [(w, s) for s, ws in self.cached.items() for w in ws]
+                      + [(self.bottom, self.ceiling - self.bottom)])
         self.cached = {}
         merged = []
         for word, size in free:
             if merged and merged[-1][0] + merged[-1][1] == word:
                 merged[-1] = (merged[-1][0], merged[-1][1] + size)
-            else:
+            elif size:
                 merged.append((word, size))
-        if merged and merged[-1][0] + merged[-1][1] == self.top:
-            self.top = merged.pop()[0]
-        self.holes = merged
+        return merged
+
+    def _set_free(self, runs):
+        """Make `runs` the free space: the largest the middle, the others holes."""
+        middle = max(range(len(runs)), key=lambda i: runs[i][1], default=None)
+        word, size = runs.pop(middle) if middle is not None else (0, 0)
+        self.bottom, self.ceiling = word, word + size
+        self.holes = runs
+
+    def _coalesce(self):
+        self._set_free(self._free_runs())
 
     def release(self, block):
+        self.release_words(block.word, block.words)
+
+    def release_words(self, word, words):
         with self.lock:
-            self.cached.setdefault(block.words, []).append(block.word)
-            self.in_use -= block.words
+            self.cached.setdefault(words, []).append(word)
+            self.in_use -= words
+
+    def reserve(self, ranges):
+        """Take the free parts of `ranges` ([(word, words)]) out of the free space and return
+        them, as [(word, words)], counted in use until they are released."""
+        with self.lock:
+            taken = sorted(ranges)
+            left, reserved = [], []
+            for start, size in self._free_runs():
+                end = start + size
+                for t_start, t_size in taken:
+                    lo, hi = max(start, t_start), min(end, t_start + t_size)
+                    if lo >= hi:
+                        continue
+                    if lo > start:
+                        left.append((start, lo - start))
+                    reserved.append((lo, hi - lo))
+                    start = hi
+                if start < end:
+                    left.append((start, end - start))
+            self._set_free(left)
+            self.in_use += sum(size for _, size in reserved)
+            self.peak = max(self.peak, self.in_use)
+            return reserved
 
 
 class DeviceArray:
@@ -128,9 +180,9 @@ class DeviceArray:
         """Index of this view's first element, in elements of its dtype from the arena's start.
         Every kernel finds its operands by these indices, so while a capture records, reading
         one marks the block as used by the recorded work."""
-        recording = self.backend.recording
-        if recording is not None:
-            recording.blocks.add(self.block)
+        block = self.block
+        if not block.recorded and block.pool.recording is not None:
+            block.pool.recording.touch(block)
         return self.block.word * self.dtype.per_word + self.offset
 
     @property
@@ -150,13 +202,39 @@ class DeviceArray:
 
 class Recording:
     """What a capture keeps (see vkgrad.compile): the dispatches queued while it recorded, with
-    their profiler labels, and every arena block they address, which therefore stays allocated
-    (and unused by anything else) for as long as the recording lives."""
-    __slots__ = ("dispatches", "blocks")
+    their profiler labels, and the arena memory they may address (every block allocated while
+    recording, and every older block a dispatch addressed), reserved for as long as the
+    recording lives. While recording, memory is freed and reused as in eager execution, so a
+    step's temporaries take the room they take eagerly; at the end, the blocks still alive are
+    held and the free parts of the rest are reserved from the pool."""
+    __slots__ = ("pool", "dispatches", "touched", "ranges", "blocks", "reserved")
 
-    def __init__(self):
-        self.dispatches = []   # (kp.OpAlgoDispatch, kernel label, op name)
-        self.blocks = set()
+    def __init__(self, pool):
+        self.pool = pool
+        self.dispatches = []              # (kp.OpAlgoDispatch, kernel label, op name)
+        self.touched = weakref.WeakSet()  # blocks allocated or addressed so far, while alive
+        self.ranges = []                  # (word, words) of every one of them
+        self.blocks, self.reserved = (), []
+
+    def touch(self, block):
+        block.recorded = True
+        self.touched.add(block)
+        self.ranges.append((block.word, block.words))
+
+    def finish(self):
+        """Hold the blocks still alive and reserve the free memory the others had."""
+        self.blocks = set(self.touched)
+        for block in self.blocks:
+            block.recorded = False  # the flag only saves work while recording
+        self.touched = None
+        self.reserved = self.pool.reserve(self.ranges)
+
+    def __del__(self):
+        try:
+            for word, words in self.reserved:
+                self.pool.release_words(word, words)
+        except Exception:  # interpreter shutdown
+            pass
 
 
 class VulkanBackend(Backend):
@@ -187,7 +265,6 @@ class VulkanBackend(Backend):
         self._sequence = manager.sequence()
         self._pending = 0
         self._profiled = None       # while profiling: [(kernel, op)] per queued dispatch
-        self.recording = None       # the Recording being captured, if any
 
     # ---- memory ---------------------------------------------------------------------------------
     def empty(self, shape, dtype):
@@ -233,6 +310,11 @@ class VulkanBackend(Backend):
                 out[done * 4:(done + chunk) * 4] = self._staging_words[word:word + chunk].view(np.uint8)
                 done += chunk
         return out.view(dtype.np_dtype)[skip:skip + n].reshape(array.shape)
+
+    @property
+    def recording(self):
+        """The Recording being captured, if any."""
+        return self.pool.recording
 
     def _refuse_transfer_while_recording(self, what):
         if self.recording is not None:
@@ -311,13 +393,14 @@ class VulkanBackend(Backend):
         """Start recording: every dispatch queued from now on is also kept, with the blocks it
         addresses, until end_capture() returns them as a Recording."""
         with self._lock:
-            if self.recording is not None:
+            if self.pool.recording is not None:
                 raise RuntimeError("this device is already capturing a step")
-            self.recording = Recording()
+            self.pool.recording = Recording(self.pool)
 
     def end_capture(self):
-        with self._lock:
-            recording, self.recording = self.recording, None
+        with self._lock, self.pool.lock:
+            recording, self.pool.recording = self.pool.recording, None
+            recording.finish()
             return recording
 
     def replay(self, recording):
