@@ -59,22 +59,33 @@ def evaluate(model, loader):
     return loss_sum / n, correct / n
 
 
-def train_epoch(model, optimizer, loader, epoch, epochs):
-    """One pass over `loader`; (mean loss, accuracy). The loss is read back each step for the
-    progress bar (the step's one host wait); correct predictions are counted on the device."""
-    model.train()
-    loss_sum, n, correct = 0.0, 0, None
-    bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
-               file=sys.stdout, dynamic_ncols=True)
-    for x, y in bar:
+def training_step(model, optimizer):
+    """step(x, y) -> (loss, correct predictions), both on the device. With SGD it goes through
+    vk.compile: on Vulkan its dispatches are recorded once and replayed for every batch of the
+    same size (bit-exact, no Python ops); Adam's per-step bias correction would make it record
+    every call, so Adam steps run eagerly."""
+    def step(x, y):
         optimizer.zero_grad()
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         loss.backward()
         optimizer.step()
         with vk.no_grad():
-            hits = (logits.argmax(axis=1) == y).sum()
-            correct = hits if correct is None else correct + hits
+            return loss, (logits.argmax(axis=1) == y).sum()
+
+    return vk.compile(step) if isinstance(optimizer, vk.optim.SGD) else step
+
+
+def train_epoch(model, step, loader, epoch, epochs):
+    """One pass over `loader`; (mean loss, accuracy). The loss is read back each step for the
+    progress bar (the step's one host wait); correct predictions are counted on the device."""
+    model.train()
+    loss_sum, n, correct = 0.0, 0, 0
+    bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
+               file=sys.stdout, dynamic_ncols=True)
+    for x, y in bar:
+        loss, hits = step(x, y)
+        correct = correct + hits  # a new tensor: a replay overwrites `hits` in place
         loss_sum += loss.item() * y.shape[0]
         n += y.shape[0]
         bar.set_postfix(loss=f"{loss_sum / n:.4f}")
@@ -144,9 +155,10 @@ def main(argv=None):
 
     print(f"{title}: {len(train_loader.labels)} training and {len(test_loader.labels)} test images, "
           f"{sum(p.size for p in model.parameters())} parameters")
+    step = training_step(model, optimizer)
     for epoch in range(start + 1, args.epochs + 1):
         began = time.perf_counter()
-        train_loss, train_acc = train_epoch(model, optimizer, train_loader, epoch, args.epochs)
+        train_loss, train_acc = train_epoch(model, step, train_loader, epoch, args.epochs)
         test_loss, test_acc = evaluate(model, test_loader)
         seconds = time.perf_counter() - began
         for key, value in (("train_loss", train_loss), ("train_acc", train_acc),

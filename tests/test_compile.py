@@ -194,3 +194,15 @@ def test_host_steps_and_nested_calls_run_eagerly(device, rng):
 def test_unhashable_arguments_are_refused(vulkan):
     with pytest.raises(TypeError, match="tensors or hashable"):
         vk.compile(lambda x, options: x)(vk.ones(2, device=vulkan), {"a": 1})
+
+
+def test_switching_train_and_eval_mode_records_again(vulkan, rng):
+    norm = vk.nn.BatchNorm1d(3, device=vulkan)
+    compiled = vk.compile(lambda x: norm(x))
+    x = vk.tensor(rng.standard_normal((6, 3)).astype(np.float32), device=vulkan)
+    for _ in range(2):
+        compiled(x)  # training mode: batch statistics, running statistics updated
+    norm.eval()
+    with vk.no_grad():
+        expected = norm(x).numpy()  # eval mode: the running statistics
+    np.testing.assert_array_equal(compiled(x).numpy(), expected)

@@ -18,7 +18,7 @@ from itertools import islice
 
 import numpy as np
 
-from .. import dtypes
+from .. import compiler, dtypes
 from ..autograd import no_grad, zero_grads
 from ..device import Device, device as as_device
 from ..tensor import Tensor, from_numpy
@@ -56,6 +56,8 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args, **kwargs):
+        # a recorded step (vkgrad.compile) replays this mode's computation: only in this mode
+        compiler.guard(lambda: self.training, self.training)
         return self.forward(*args, **kwargs)
 
     # ---- registration ---------------------------------------------------------------------------
