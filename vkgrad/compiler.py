@@ -25,7 +25,8 @@ every time, holding the latest call's values (clone one to keep it).
 What a replay cannot see is checked or refused:
 - Host values baked into the kernels are checked before every replay (`guard`): optimizer
   hyper-parameters and first-step flags (an lr scheduler's new rate, momentum's first step),
-  random generator positions, gradients accumulated across calls. If one changed, the call
+  random generator positions, gradients accumulated across calls, each module's train/eval
+  mode. If one changed, the call
   records again. Adam's bias corrections and random draws change every step, so such a step
   records on every call: correct, at eager speed, and a warning says so.
 - Reading a value on the host (`.item()`, `.numpy()`) or copying host data in inside the step

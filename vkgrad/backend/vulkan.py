@@ -39,7 +39,7 @@ def f32_bits(x):
 
 class Block:
     """A run of arena words owned by one or more views; back to the pool when collected.
-    `recorded`: addressed by the dispatches of the recording in progress."""
+    `recorded`: already noted by the recording in progress (allocated or addressed during it)."""
     __slots__ = ("pool", "word", "words", "recorded", "__weakref__")
 
     def __init__(self, pool, word, words):
