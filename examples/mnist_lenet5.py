@@ -62,8 +62,8 @@ def evaluate(model, loader):
 def training_step(model, optimizer):
     """step(x, y) -> (loss, correct predictions), both on the device. With SGD it goes through
     vk.compile: on Vulkan its dispatches are recorded once and replayed for every batch of the
-    same size (bit-exact, no Python ops); Adam's per-step bias correction would make it record
-    every call, so Adam steps run eagerly."""
+    same size (bit-exact, no Python ops); Adam's step counter (its bias correction) would make
+    it record every call, so Adam steps run eagerly."""
     def step(x, y):
         optimizer.zero_grad()
         logits = model(x)

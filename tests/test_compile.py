@@ -13,8 +13,9 @@ import vkgrad.nn.functional as F
 def _lenet_trainer(device, dtype, optimizer="sgd"):
     vk.manual_seed(0)
     model = vk.models.lenet5(device=device, dtype=dtype)
-    opt = (vk.optim.SGD(model.parameters(), lr=0.05, momentum=0.9) if optimizer == "sgd"
-           else vk.optim.Adam(model.parameters(), lr=1e-3))
+    opt = {"sgd": lambda ps: vk.optim.SGD(ps, lr=0.05, momentum=0.9),
+           "adam": lambda ps: vk.optim.Adam(ps, lr=1e-3),
+           "rmsprop": lambda ps: vk.optim.RMSprop(ps, lr=1e-3)}[optimizer](model.parameters())
 
     def step(x, y):
         opt.zero_grad()
@@ -106,15 +107,19 @@ def test_learning_rate_change_records_again(vulkan):
         np.testing.assert_array_equal(p.numpy(), q.numpy())
 
 
-def test_adam_records_every_call_and_warns(vulkan):
-    eager_model, _, eager_step = _lenet_trainer(vulkan, "float32", "adam")
-    model, _, step = _lenet_trainer(vulkan, "float32", "adam")
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])
+def test_optimizers_with_step_counters_record_every_call_and_warn(vulkan, optimizer):
+    # Adam bakes its bias correction into the kernel; both count steps on the host, which a
+    # replay would not advance
+    eager_model, eager_opt, eager_step = _lenet_trainer(vulkan, "float32", optimizer)
+    model, opt, step = _lenet_trainer(vulkan, "float32", optimizer)
     compiled = vk.compile(step)
     with pytest.warns(RuntimeWarning, match="records every call"):
         for x, y in _batches(vulkan, "float32", 5):
             assert compiled(x, y).item() == eager_step(x, y).item()
     for p, q in zip(model.parameters(), eager_model.parameters()):
         np.testing.assert_array_equal(p.numpy(), q.numpy())
+        assert opt.state[p]["step"] == eager_opt.state[q]["step"] == 5
 
 
 def test_random_draws_are_fresh_every_call(vulkan):

@@ -23,11 +23,11 @@ optimizer state in place as the eager step did, and the call returns the same re
 every time, holding the latest call's values (clone one to keep it).
 
 What a replay cannot see is checked or refused:
-- Host values baked into the kernels are checked before every replay (`guard`): optimizer
-  hyper-parameters and first-step flags (an lr scheduler's new rate, momentum's first step),
-  random generator positions, gradients accumulated across calls, each module's train/eval
-  mode. If one changed, the call
-  records again. Adam's bias corrections and random draws change every step, so such a step
+- Host values baked into the kernels, or advanced by the step on the host, are checked before
+  every replay (`guard`): optimizer hyper-parameters, first-step flags and step counters (an lr
+  scheduler's new rate, momentum's first step), random generator positions, gradients
+  accumulated across calls, each module's train/eval mode. If one changed, the call records
+  again. Adam's and RMSprop's step counters and random draws change every step, so such a step
   records on every call: correct, at eager speed, and a warning says so.
 - Reading a value on the host (`.item()`, `.numpy()`) or copying host data in inside the step
   raises: pass data in as arguments and return what you want to read.
@@ -144,8 +144,8 @@ class Compiled:
         if self._unreplayed == EAGER_WARNING_AFTER:
             warnings.warn(
                 f"vkgrad.compile: {getattr(self.fn, '__name__', 'the step')} changed host values "
-                f"baked into its kernels on each of {EAGER_WARNING_AFTER} calls (Adam's bias "
-                "correction, random numbers, gradients accumulated across calls, a changing "
+                f"baked into its kernels on each of {EAGER_WARNING_AFTER} calls (an optimizer's "
+                "step counter such as Adam's or RMSprop's, random numbers, gradients accumulated across calls, a changing "
                 "learning rate), so it records every call and runs at eager speed",
                 RuntimeWarning, stacklevel=3)
 

@@ -134,9 +134,16 @@ class Optimizer:
         buffers = [state[name] if name in names else None for name in self.BUFFERS]
         buffers += [None] * (3 - len(buffers))
         optimizers.update(self.RULE, p, p.grad, buffers, master, flags, **hyper)
-        # a recorded step (vkgrad.compile) repeats these constants: replay while the next step's
-        # are the same (not past a scheduler's change, a first step, or any Adam step)
-        compiler.guard(lambda: self._constants(p, group, dict(state)), (flags, hyper))
+        # a recorded step (vkgrad.compile) repeats these constants and does not advance the
+        # host counters (`step`): replay only while the next step would bake the same ones and
+        # advance none (not past a scheduler's change or a first step, never with a counter)
+        compiler.guard(lambda: self._next_step(p, group, state), (flags, hyper, _counters(state)))
+
+    def _next_step(self, p, group, state):
+        """(flags, hyper-parameters, host counters after it) of `p`'s next step; `state` stays."""
+        ahead = dict(state)
+        flags, hyper = self._constants(p, group, ahead)
+        return flags, hyper, _counters(ahead)
 
     def _constants(self, p, group, state):
         """(flags, hyper-parameters) of `p`'s next step; counters in `state` advance."""
@@ -228,3 +235,8 @@ def _load_value(name, value, p, index):
         raise TypeError(f"state {name!r} of parameter {index} is {t.dtype.name}, not floating")
     # always a copy: the loaded dict stays apart
     return t.astype(optimizers.state_dtype(p.dtype)).to(p.device)
+
+
+def _counters(state):
+    """The plain values (not tensors) of an optimizer state: its host counters."""
+    return {k: v for k, v in state.items() if not isinstance(v, Tensor)}
