@@ -38,11 +38,16 @@ rm -f "$log" "$fifo"
 mkfifo "$fifo"
 
 sync_enable=VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT
+# The layer's shader validation cache lives in the user's cache directory and, on a machine
+# where it does not exist yet, every first instance reports UNASSIGNED-cache-file-error. Off,
+# so that a run's result does not depend on what earlier runs left behind.
+cache_disable=VK_VALIDATION_FEATURE_DISABLE_SHADER_VALIDATION_CACHE_EXT
 cat > "$settings" <<EOF
 khronos_validation.debug_action = VK_DBG_LAYER_ACTION_LOG_MSG
 khronos_validation.report_flags = error,warn,perf,info
 khronos_validation.log_filename = $fifo
 khronos_validation.enables = $sync_enable
+khronos_validation.disables = $cache_disable
 EOF
 
 cat "$fifo" > "$log" &
@@ -54,6 +59,7 @@ exec {keep}>"$fifo"
 rc=0
 VK_INSTANCE_LAYERS=VK_LAYER_KHRONOS_validation${VK_INSTANCE_LAYERS:+:$VK_INSTANCE_LAYERS} \
 VK_LAYER_ENABLES=$sync_enable \
+VK_LAYER_DISABLES=$cache_disable \
 VK_LAYER_SETTINGS_PATH=$settings \
     "$@" {keep}>&- || rc=$?
 
