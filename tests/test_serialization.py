@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -230,8 +231,58 @@ def test_sigkill_during_save_leaves_the_previous_checkpoint(tmp_path):
     # What a killed save leaves behind is at most its own hidden temporary file.
     assert all(p == path or p.name.startswith(".ckpt.safetensors.") and p.suffix == ".tmp"
                for p in tmp_path.iterdir())
-    vk.save({"step": 3}, path)
-    assert vk.load(path) == {"step": 3}
+    vk.save({"step": 3}, path)  # and removes the killed writer's temporary
+    assert vk.load(path) == {"step": 3} and os.listdir(tmp_path) == ["ckpt.safetensors"]
+
+
+BLOCKED_WRITER = """
+import sys, time, numpy as np, vkgrad as vk
+from vkgrad import serialization
+write_all = serialization._write_all
+
+def write_then_block(fd, data):  # a save that stops mid-write, where the test kills it
+    write_all(fd, data)
+    print("writing", flush=True)
+    time.sleep(600)
+
+serialization._write_all = write_then_block
+vk.save({"w": vk.tensor(np.ones(1000, np.float32), device="host")}, sys.argv[1])
+"""
+
+
+def test_a_save_removes_what_killed_saves_of_its_target_left(tmp_path):
+    path, other = tmp_path / "ckpt.safetensors", tmp_path / "ckpt.safetensors.old"
+    targets = {"killed": path, "killed too": path, "live": path, "other target": other}
+    writers = {role: subprocess.Popen([sys.executable, "-c", BLOCKED_WRITER, str(target)],
+                                      cwd=REPO, stdout=subprocess.PIPE, text=True)
+               for role, target in targets.items()}
+    try:
+        for writer in writers.values():
+            assert writer.stdout.readline() == "writing\n", "the writer never wrote"
+        for role in ("killed", "killed too", "other target"):
+            writers[role].kill()
+            writers[role].wait()  # reaped: its pid is of no process now
+        host = socket.gethostname()
+        temporary = {role: next(tmp_path.glob(f".{targets[role].name}.{host}.{w.pid}.*.tmp"))
+                     for role, w in writers.items()}
+        dead_pid = writers["killed"].pid
+        elsewhere = tmp_path / f".ckpt.safetensors.not-{host}.{dead_pid}.0123456789ab.tmp"
+        elsewhere.write_bytes(b"another host's writer, maybe alive")
+
+        vk.save({"step": 1}, path)
+        assert vk.load(path) == {"step": 1}
+        kept = {path, temporary["live"], temporary["other target"], elsewhere}
+        assert set(tmp_path.iterdir()) == kept  # the dead writers' temporaries are gone
+        writers["live"].kill()
+        writers["live"].wait()
+        vk.save({"step": 2}, path)
+        assert set(tmp_path.iterdir()) == kept - {temporary["live"]}
+        assert vk.load(path) == {"step": 2}
+    finally:
+        for writer in writers.values():
+            writer.kill()
+            writer.wait()
+            writer.stdout.close()
 
 
 def test_full_disk_keeps_the_previous_checkpoint(monkeypatch, rng, tmp_path):

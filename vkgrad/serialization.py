@@ -35,17 +35,24 @@ or {"float": "inf" | "-inf" | "nan"}. A file without that entry (written by
 `safetensors.torch.save_file`, say) loads as {name: Tensor}; its float16 becomes float32 and its
 8/16/64-bit integers int32 (uint64 uint32), an out-of-range value being an error.
 
-Saving is atomic: the data goes to a temporary `.<name>.<random>.tmp` beside the target, is
-fsynced, and replaces the target with os.replace (then the directory is fsynced). An exception
-(a full disk, Ctrl-C) removes the temporary file and leaves the previous checkpoint untouched. A
-process killed outright (SIGKILL, power loss) cannot clean up: the previous checkpoint is still
-intact, and its temporary file may remain; `load` and `save` never touch files they did not make.
+Saving is atomic: the data goes to a temporary `.<name>.<host>.<pid>.<random>.tmp` beside the
+target, is fsynced, and replaces the target with os.replace (then the directory is fsynced). An
+exception (a full disk, Ctrl-C) removes the temporary file and leaves the previous checkpoint
+untouched. A process killed outright (SIGKILL, power loss) cannot clean up: the previous
+checkpoint is still intact, and its temporary file remains until the next save of the same
+target, which removes the temporaries of that target whose writer is gone: those named with this
+host's name and the pid of no live process. A live writer's temporary (that pid exists, if
+perhaps reused by another process) is never touched, nor another host's on a shared filesystem,
+nor any other file. (Writers on one host in different pid namespaces, such as containers that
+share a hostname and a directory, would see each other as dead: give them distinct hostnames.)
 """
 import contextlib
 import errno
 import json
 import os
+import re
 import secrets
+import socket
 import struct
 from math import isfinite
 
@@ -178,13 +185,16 @@ def _chunks(tree, tensors):
 def _write_atomically(path, chunks):
     target = os.path.realpath(path)  # through a symlink, replace the file it points to
     directory, name = os.path.split(target)
-    temporary = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+    host = socket.gethostname()
+    temporary = os.path.join(directory,
+                             f".{name}.{host}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
     try:  # mode 0o666 less the umask, as open() gives
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except FileNotFoundError:
         raise FileNotFoundError(errno.ENOENT, f"cannot save: directory {directory} does not "
                                 "exist", path) from None
     try:
+        _remove_dead_writers_temporaries(directory, name, host)
         try:
             for chunk in chunks:
                 _write_all(fd, chunk)
@@ -205,6 +215,35 @@ def _write_atomically(path, chunks):
             os.fsync(directory_fd)
         finally:
             os.close(directory_fd)
+
+
+def _remove_dead_writers_temporaries(directory, name, host):
+    """Delete the temporaries `_write_atomically` made for `directory/name` on `host` whose
+    writer's pid is of no live process (a killed save's leftovers), as far as the directory lets
+    us: cleaning up never fails a save. The file name fixes the target, host and pid exactly, as
+    the pid and random parts hold no dot."""
+    own = re.compile(rf"\.{re.escape(name)}\.{re.escape(host)}\.([0-9]{{1,9}})"
+                     r"\.[0-9a-f]{12}\.tmp")
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            match = own.fullmatch(entry.name)
+            if match and not _process_exists(int(match[1])):
+                with contextlib.suppress(OSError):  # gone already, or not ours to remove
+                    os.unlink(entry.path)
+
+
+def _process_exists(pid):
+    """Whether a process `pid` exists on this host (a zombie counts); outside POSIX, where
+    os.kill would signal it, every pid is taken to exist."""
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0 checks only that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, and belongs to another user
+        return True
+    return True
 
 
 def _write_all(fd, data):
