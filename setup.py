@@ -2,8 +2,9 @@
 
 All metadata lives in pyproject.toml. This file only hooks build_py so that a built wheel
 carries vkgrad/_spirv/*.spv, compiled by tools/build_shaders.py straight into the build
-directory. Editable installs skip the hook: there, scripts/setup.sh and `make shaders`
-compile into vkgrad/_spirv/ in the source tree.
+directory, and vkgrad/_spirv/include/*.glsl, the shared headers user kernels include (copied
+there by the same script). Editable installs skip the hook: there, scripts/setup.sh and
+`make shaders` write both into vkgrad/_spirv/ in the source tree.
 """
 
 import os
@@ -23,7 +24,7 @@ class BuildPyWithShaders(build_py):
             return
         script = os.path.join(HERE, "tools", "build_shaders.py")
         if not os.path.exists(script):
-            self.warn("tools/build_shaders.py not found: the wheel ships only the .spv files "
+            self.warn("tools/build_shaders.py not found: the wheel ships only the shaders "
                       "already in vkgrad/_spirv/")
             return
         out = os.path.join(self.build_lib, "vkgrad", "_spirv")

@@ -3,7 +3,9 @@
 Usage: python tools/build_shaders.py [--out DIR] [--force]
 
 A variant is rebuilt when its .comp file, any shared header (shaders/*.glsl) or vkgrad/kernels.py
-(which supplies the defines) is newer than its .spv. Output defaults to vkgrad/_spirv/.
+(which supplies the defines) is newer than its .spv. Output defaults to vkgrad/_spirv/. The
+shared headers are copied to its include/ folder, where vk.Kernel compiles user kernels against
+them: the package carries both (shaders/ itself is not part of an installed vkgrad).
 """
 import argparse
 import importlib.util
@@ -25,6 +27,15 @@ def load_kernel_table():
     return module
 
 
+def copy_headers(headers, include):
+    """Make `include` hold exactly `headers` (one removed from shaders/ is removed there too)."""
+    include.mkdir(exist_ok=True)
+    for stale in set(include.glob("*.glsl")) - {include / h.name for h in headers}:
+        stale.unlink()
+    for header in headers:
+        shutil.copy2(header, include / header.name)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "vkgrad" / "_spirv")
@@ -37,8 +48,10 @@ def main(argv=None):
                  "(or run `make setup`)")
     kernels = load_kernel_table()
     args.out.mkdir(parents=True, exist_ok=True)
-    shared_mtime = max([p.stat().st_mtime for p in SHADERS.glob("*.glsl")]
+    headers = sorted(SHADERS.glob("*.glsl"))
+    shared_mtime = max([p.stat().st_mtime for p in headers]
                        + [(ROOT / "vkgrad" / "kernels.py").stat().st_mtime])
+    copy_headers(headers, args.out / "include")
 
     jobs = []
     for family, variants in kernels.FAMILIES.items():

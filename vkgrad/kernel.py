@@ -21,8 +21,11 @@ a tensor gives the index of its first element in the arena (counted in elements 
 for float32, int32 and uint32 that is a word index), a dtype its DT_* code (for the helpers),
 a float its float32 bits, an int itself.
 Tensors must be contiguous. The DT_* dtype codes and OP_* codes are predefined. Kernels are
-compiled with glslangValidator once per source (cached in ~/.cache/vkgrad/kernels) and get one
-pipeline per device, like vkgrad's own. examples/custom_op.py makes one into a differentiable op.
+compiled with glslangValidator once per source and version of the headers (cached in
+~/.cache/vkgrad/kernels) and get one pipeline per device, like vkgrad's own. `#include` finds
+vkgrad's shared headers (common.glsl, philox.glsl), which the package carries in
+vkgrad/_spirv/include/ (tools/build_shaders.py copies them there from shaders/).
+examples/custom_op.py makes one into a differentiable op.
 """
 import hashlib
 import os
@@ -34,7 +37,7 @@ from . import kernels
 from .backend.vulkan import f32_bits
 from .dtypes import DType
 
-SHADERS = pathlib.Path(__file__).resolve().parent.parent / "shaders"
+INCLUDE = pathlib.Path(__file__).resolve().parent / "_spirv" / "include"
 CACHE = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / \
     "vkgrad" / "kernels"
 
@@ -88,7 +91,12 @@ class Kernel:
 
 
 def _compile(name, source):
-    digest = hashlib.sha256((source + repr(sorted(kernels.defines().items()))).encode()).hexdigest()
+    headers = [(h.name, h.read_text()) for h in sorted(INCLUDE.glob("*.glsl"))]
+    if not headers:
+        raise RuntimeError(f"vkgrad's shader headers are missing from {INCLUDE}: "
+                           "run `python tools/build_shaders.py` (make shaders) in the checkout")
+    digest = hashlib.sha256(repr((source, sorted(kernels.defines().items()), headers))
+                            .encode()).hexdigest()
     target = CACHE / f"{name}-{digest[:24]}.spv"
     if not target.exists():
         compiler = shutil.which("glslangValidator")
@@ -98,7 +106,7 @@ def _compile(name, source):
         src = target.with_suffix(".comp")
         src.write_text(source)
         partial = target.with_suffix(".spv.tmp")
-        result = subprocess.run(kernels.glslang_command(compiler, src, partial, SHADERS),
+        result = subprocess.run(kernels.glslang_command(compiler, src, partial, INCLUDE),
                                 capture_output=True, text=True)
         if result.returncode != 0:
             raise ValueError(f"kernel {name} does not compile:\n{result.stdout}{result.stderr}")
