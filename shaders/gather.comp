@@ -7,10 +7,14 @@
 //   src_off = sum_d c_d * src_strides[d]     (+ ix when SIDE == INDEX_SRC)
 //   dst_off = sum_d c_d * dst_strides[d]     (+ ix when SIDE == INDEX_DST)
 //   ix      = fix(idx[sum_d c_d * idx_strides[d]]) * idx_scale
-// where fix() wraps negative indices by idx_n and clamps the rest into [0, idx_n), so that indices
-// that live on the device can never address memory outside the indexed axis (idx_n == 0: the index
-// is already an element offset). With SIDE == INDEX_VALUE the index is added to the (int32) value
-// instead: dst = src + ix, which sums the offsets of several index arrays.
+// where fix() checks the index against the axis of size idx_n: with WRAP (bit 0 of idx_check) it
+// is valid in [-idx_n, idx_n) and negative ones wrap, as numpy's; without, in [0, idx_n) (class
+// labels). An invalid index writes the op's error code (idx_check >> 1) into the error word, the
+// staging buffer's last, unless an earlier error is there (see vkgrad/backend/vulkan.py), and is
+// clamped into [0, idx_n), so that indices that live on the device can never address memory
+// outside the indexed axis (idx_n == 0: the index is already an element offset, not checked).
+// With SIDE == INDEX_VALUE the index is added to the (int32) value instead: dst = src + ix,
+// which sums the offsets of several index arrays.
 //
 // MODE, SIDE and the dtypes are specialization constants.
 // Modes: MODE_WORDS: dst = src, each invocation owns whole 32-bit words of dst (any 32-bit dst; a
@@ -33,6 +37,7 @@ layout(constant_id = 4) const uint IDX_DT = 0u;
 
 layout(push_constant) uniform Params {
     uint n; uint ndim; uint dst_start; uint src_start; uint idx_start; uint idx_n; int idx_scale;
+    uint idx_check;
     uint shape[MAXD]; int dst_strides[MAXD]; int src_strides[MAXD]; int idx_strides[MAXD];
 } p;
 
@@ -55,7 +60,11 @@ void offsets(uint i, out int dst_off, out int src_off, out int ix) {
         int v = load_i32(IDX_DT, p.idx_start, io);
         if (p.idx_n > 0u) {
             int len = int(p.idx_n);
-            v = clamp(v < 0 ? v + len : v, 0, len - 1);
+            if (v < 0 && (p.idx_check & 1u) != 0u) v += len;
+            if (v < 0 || v >= len) {
+                atomicCompSwap(staging[staging.length() - 1], 0u, p.idx_check >> 1);
+                v = clamp(v, 0, len - 1);
+            }
         }
         ix = v * p.idx_scale;
     }

@@ -251,14 +251,20 @@ def test_setitem_refuses_bad_values(device):
         t[[0, 1]] = vk.ones(5, device=device)
 
 
-def test_device_indices_wrap_and_clamp(vulkan):
-    # Documented: index tensors on the device are not read back, so they are not checked;
-    # negative ones wrap and the rest are clamped into the axis.
+def test_device_indices_wrap_and_are_checked(vulkan):
+    # Index tensors on the device are not read back: negative ones wrap, and one out of range
+    # is clamped (nothing outside the tensor is touched) and raises at the next synchronisation.
     t = vk.tensor(np.arange(5, dtype=np.float32), device=vulkan)
-    i = vk.tensor([-1, 7, -9, 2], device=vulkan)
-    assert t[i].tolist() == [4.0, 4.0, 0.0, 2.0]
+    i = vk.tensor([-1, -5, 2], device=vulkan)
+    assert t[i].tolist() == [4.0, 0.0, 2.0]
     t[i] = 10.0
     assert t.tolist() == [10.0, 1.0, 10.0, 3.0, 10.0]
+    before, t, after = (vk.zeros(3, device=vulkan) for _ in range(3))
+    for bad in ([3], [-4], [2 ** 31 - 1], [-2 ** 31]):
+        t[vk.tensor(bad, device=vulkan)] = 1.0
+        with pytest.raises(IndexError, match="setitem: index out of range"):
+            t.numpy()
+    assert before.tolist() == after.tolist() == [0.0] * 3
 
 
 @pytest.mark.parametrize("dtype", [vk.float32, vk.bfloat16, vk.int32], ids=["f32", "bf16", "i32"])

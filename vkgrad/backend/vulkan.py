@@ -10,7 +10,16 @@ first use. CPU drivers such as lavapipe run every arm of a branch under a mask, 
 switch over 49 ops cost 7x the op itself there. Dispatches are recorded into one command buffer and submitted
 when the host needs data (or the queue grows long), with a memory barrier between dispatches
 (from the patch) so that dependent kernels are ordered on real GPUs.
+
+Device-side errors: the staging buffer's last word is the *error word*. A kernel that finds an
+index out of range (they read indices that live on the device, so the host never sees them)
+writes the code of its op there unless an earlier error is already there (so the first error in
+queue order wins), and carries on with a clamped index, touching no memory outside its operands.
+The host reads the word, which is mapped memory, after every wait it makes anyway and clears it;
+the next read of a value (to_numpy) or synchronize() raises IndexError naming the op. Nothing is
+submitted or waited for to do so, and the device stays usable.
 """
+import bisect
 import gc
 import os
 import pathlib
@@ -30,6 +39,7 @@ LARGE_WORDS = 1 << 18             # blocks of 1 MiB and more are cut from the to
 MAX_GROUPS = 65535                # Vulkan's guaranteed maxComputeWorkGroupCount[0]
 MAX_PENDING = 4096                # dispatches queued before a submit is forced
 MAX_BUFFER_BYTES = (1 << 32) - (1 << 16)  # Kompute sizes buffers with 32-bit integers
+ERROR_WORDS = ALIGN_WORDS         # staging's top words, kept from transfers; the last: errors
 
 
 def f32_bits(x):
@@ -39,11 +49,12 @@ def f32_bits(x):
 
 class Block:
     """A run of arena words owned by one or more views; back to the pool when collected.
-    `recorded`: already noted by the recording in progress (allocated or addressed during it)."""
-    __slots__ = ("pool", "word", "words", "recorded", "__weakref__")
+    `recording`: the Recording in progress that allocated or addressed it, if any (its words then
+    go back to that recording's own free space when it dies)."""
+    __slots__ = ("pool", "word", "words", "recording", "__weakref__")
 
     def __init__(self, pool, word, words):
-        self.pool, self.word, self.words, self.recorded = pool, word, words, False
+        self.pool, self.word, self.words, self.recording = pool, word, words, None
 
     def __del__(self):
         try:
@@ -52,12 +63,58 @@ class Block:
             pass
 
 
+class FreeSpace:
+    """Free words as sorted, coalesced (word, size) runs (no two touch). A request under
+    LARGE_WORDS is cut from the bottom of the lowest run that holds it, a larger one from the top
+    of the highest: long-lived small tensors (parameters, optimizer state) gather at the bottom of
+    the arena and the large temporaries of a step come and go above them, so the small ones never
+    split the room the large ones need. Both cost O(runs)."""
+    __slots__ = ("runs",)
+
+    def __init__(self, runs=()):
+        self.runs = list(runs)
+
+    def take(self, words):
+        """The first word of `words` free words, now taken, or None if no run holds them."""
+        runs = self.runs
+        order = range(len(runs)) if words < LARGE_WORDS else range(len(runs) - 1, -1, -1)
+        for i in order:
+            word, size = runs[i]
+            if size >= words:
+                if size == words:
+                    del runs[i]
+                    return word
+                if words < LARGE_WORDS:
+                    runs[i] = (word + words, size - words)
+                    return word
+                runs[i] = (word, size - words)
+                return word + size - words
+        return None
+
+    def put(self, word, words):
+        """Make [word, word + words) free, merged with the runs it touches."""
+        runs = self.runs
+        i = bisect.bisect(runs, (word,))
+        end = word + words
+        if i < len(runs) and runs[i][0] == end:
+            end += runs.pop(i)[1]
+        if i and runs[i - 1][0] + runs[i - 1][1] == word:
+            runs[i - 1] = (runs[i - 1][0], end - runs[i - 1][0])
+        else:
+            runs.insert(i, (word, end - word))
+
+
 class ArenaPool:
-    """Sub-allocator over the arena: exact-size caches for reuse in steady loops, fresh space cut
-    from a free *middle* region (blocks under LARGE_WORDS from its bottom, larger ones from its
-    top, so that long-lived small tensors such as parameters do not end up scattered between
-    the large temporaries of a step), and first-fit holes once the middle runs out; free space
-    is coalesced (the largest run becoming the new middle) when a request finds none.
+    """Sub-allocator over the arena (see FreeSpace for where blocks go).
+
+    While a step is captured (vkgrad.compile), the words of every block the recording touched
+    that dies go to the recording's own free space, not back to the pool: its recorded
+    dispatches address them, and replays will again. The capturing thread allocates from there
+    first, so its temporaries reuse each other's room as in eager execution; other threads never
+    get those words. They stay counted in use until the recording is dropped.
+
+    Releases are queued and applied at the next allocation: a Block can die in a garbage
+    collection that starts inside the allocator itself.
 
     Reusing a block while earlier queued kernels still read it is safe: all work runs in one queue
     with a full barrier between dispatches, so a later writer waits for every earlier reader.
@@ -65,106 +122,78 @@ class ArenaPool:
 
     def __init__(self, capacity_words):
         self.capacity = capacity_words
-        self.bottom, self.ceiling = 0, capacity_words  # the middle: [bottom, ceiling) is free
-        self.cached = {}             # size -> [word offsets] of freed blocks
-        self.holes = []              # [(word, size)] coalesced free space outside the middle
+        self.free = FreeSpace([(0, capacity_words)])
+        self.released = []           # [(FreeSpace, word, words)] to return there
         self.in_use = 0
         self.peak = 0
         self.lock = threading.RLock()
-        self.recording = None        # the Recording in progress, if any
+        self.recording = None        # the Recording in progress on this device, if any
+
+    def capture(self):
+        """The Recording the calling thread is capturing, if any."""
+        recording = self.recording
+        return recording if recording is not None and recording.owner == threading.get_ident() \
+            else None
 
     def allocate(self, words):
         words = max(ALIGN_WORDS, -(-words // ALIGN_WORDS) * ALIGN_WORDS)
         with self.lock:
-            word = self._take(words)
+            recording = self.capture()
             for free_more in (lambda: None, gc.collect):  # cycles may hold dead tensors' blocks
+                free_more()
+                self._apply_releases()
+                word = recording.free.take(words) if recording is not None else None
                 if word is None:
-                    free_more()
-                    self._coalesce()
-                    word = self._take(words)
-            if word is None:
+                    word = self.free.take(words)
+                    if word is not None:
+                        self.in_use += words
+                if word is not None:
+                    break
+            else:
                 raise MemoryError(
                     f"Vulkan arena exhausted: {words * 4} bytes requested, {self.in_use * 4} of "
                     f"{self.capacity * 4} in use; set VKGRAD_ARENA_MB to a larger size")
-            self.in_use += words
             self.peak = max(self.peak, self.in_use)
             block = Block(self, word, words)
-            if self.recording is not None:  # its words may be addressed by recorded dispatches
-                self.recording.touch(block)
+            if recording is not None:  # its words may be addressed by recorded dispatches
+                recording.touch(block)
         return block
 
-    def _take(self, words):
-        bucket = self.cached.get(words)
-        if bucket:
-            return bucket.pop()
-        if self.ceiling - self.bottom >= words:
-            if words >= LARGE_WORDS:
-                self.ceiling -= words
-                return self.ceiling
-            self.bottom += words
-            return self.bottom - words
-        for i, (word, size) in enumerate(self.holes):
-            if size >= words:
-                if size == words:
-                    del self.holes[i]
-                else:
-                    self.holes[i] = (word + words, size - words)
-                return word
-        return None
-
-    def _free_runs(self):
-        """Every free word as sorted, merged (word, size) runs; the caches are emptied."""
-        free = sorted(self.holes + [(w, s) for s, ws in self.cached.items() for w in ws]
-                      + [(self.bottom, self.ceiling - self.bottom)])
-        self.cached = {}
-        merged = []
-        for word, size in free:
-            if merged and merged[-1][0] + merged[-1][1] == word:
-                merged[-1] = (merged[-1][0], merged[-1][1] + size)
-            elif size:
-                merged.append((word, size))
-        return merged
-
-    def _set_free(self, runs):
-        """Make `runs` the free space: the largest the middle, the others holes."""
-        middle = max(range(len(runs)), key=lambda i: runs[i][1], default=None)
-        word, size = runs.pop(middle) if middle is not None else (0, 0)
-        self.bottom, self.ceiling = word, word + size
-        self.holes = runs
-
-    def _coalesce(self):
-        self._set_free(self._free_runs())
-
     def release(self, block):
-        self.release_words(block.word, block.words)
+        with self.lock:
+            if block.recording is not None:
+                self.released.append((block.recording.free, block.word, block.words))
+            else:
+                self.release_words(block.word, block.words)
 
     def release_words(self, word, words):
         with self.lock:
-            self.cached.setdefault(words, []).append(word)
+            self.released.append((self.free, word, words))
             self.in_use -= words
 
-    def reserve(self, ranges):
-        """Take the free parts of `ranges` ([(word, words)]) out of the free space and return
-        them, as [(word, words)], counted in use until they are released."""
+    def _apply_releases(self):
+        while self.released:
+            space, word, words = self.released.pop()
+            space.put(word, words)
+
+    def begin_recording(self):
+        """Start a Recording for the calling thread; None if another one is in progress."""
         with self.lock:
-            taken = sorted(ranges)
-            left, reserved = [], []
-            for start, size in self._free_runs():
-                end = start + size
-                for t_start, t_size in taken:
-                    lo, hi = max(start, t_start), min(end, t_start + t_size)
-                    if lo >= hi:
-                        continue
-                    if lo > start:
-                        left.append((start, lo - start))
-                    reserved.append((lo, hi - lo))
-                    start = hi
-                if start < end:
-                    left.append((start, end - start))
-            self._set_free(left)
-            self.in_use += sum(size for _, size in reserved)
-            self.peak = max(self.peak, self.in_use)
-            return reserved
+            if self.recording is not None:
+                return None
+            self.recording = Recording(self)
+            return self.recording
+
+    def end_recording(self):
+        """Finish the calling thread's Recording and return it."""
+        with self.lock:
+            recording = self.capture()
+            if recording is None:
+                raise RuntimeError("this thread is not capturing a step on this device")
+            self._apply_releases()
+            recording.finish()
+            self.recording = None
+            return recording
 
 
 class DeviceArray:
@@ -179,11 +208,13 @@ class DeviceArray:
     def start(self):
         """Index of this view's first element, in elements of its dtype from the arena's start.
         Every kernel finds its operands by these indices, so while a capture records, reading
-        one marks the block as used by the recorded work."""
+        one in the capturing thread marks the block as used by the recorded work."""
         block = self.block
-        if not block.recorded and block.pool.recording is not None:
-            block.pool.recording.touch(block)
-        return self.block.word * self.dtype.per_word + self.offset
+        if block.pool.recording is not None and block.recording is None:
+            recording = block.pool.capture()
+            if recording is not None:
+                recording.touch(block)
+        return block.word * self.dtype.per_word + self.offset
 
     @property
     def size(self):
@@ -202,36 +233,32 @@ class DeviceArray:
 
 class Recording:
     """What a capture keeps (see vkgrad.compile): the dispatches queued while it recorded, with
-    their profiler labels, and the arena memory they may address (every block allocated while
-    recording, and every older block a dispatch addressed), reserved for as long as the
-    recording lives. While recording, memory is freed and reused as in eager execution, so a
-    step's temporaries take the room they take eagerly; at the end, the blocks still alive are
-    held and the free parts of the rest are reserved from the pool."""
-    __slots__ = ("pool", "dispatches", "touched", "ranges", "blocks", "reserved")
+    their profiler labels, and the arena memory they may address, for as long as the recording
+    lives: every block allocated while recording, and every older block a dispatch addressed.
+    Those still alive at the end are held; the words of those that died form `free` (see
+    ArenaPool), reused while recording and reserved afterwards. `owner`: the capturing thread."""
+    __slots__ = ("pool", "owner", "dispatches", "touched", "blocks", "free")
 
     def __init__(self, pool):
-        self.pool = pool
+        self.pool, self.owner = pool, threading.get_ident()
         self.dispatches = []              # (kp.OpAlgoDispatch, kernel label, op name)
         self.touched = weakref.WeakSet()  # blocks allocated or addressed so far, while alive
-        self.ranges = []                  # (word, words) of every one of them
-        self.blocks, self.reserved = (), []
+        self.blocks, self.free = (), FreeSpace()
 
     def touch(self, block):
-        block.recorded = True
+        block.recording = self
         self.touched.add(block)
-        self.ranges.append((block.word, block.words))
 
     def finish(self):
-        """Hold the blocks still alive and reserve the free memory the others had."""
+        """Hold the blocks still alive; from now on `free` changes no more."""
         self.blocks = set(self.touched)
         for block in self.blocks:
-            block.recorded = False  # the flag only saves work while recording
+            block.recording = None  # their words are the pool's again once the recording dies
         self.touched = None
-        self.reserved = self.pool.reserve(self.ranges)
 
     def __del__(self):
         try:
-            for word, words in self.reserved:
+            for word, words in self.free.runs:
                 self.pool.release_words(word, words)
         except Exception:  # interpreter shutdown
             pass
@@ -256,7 +283,11 @@ class VulkanBackend(Backend):
                                        tensor_type=kp.TensorTypes.storage)
         self._staging = manager.tensor_t(np.zeros(staging_bytes // 4, np.uint32),
                                          tensor_type=kp.TensorTypes.host)
-        self._staging_words = self._staging.data()  # the mapped memory itself, not a copy
+        mapped = self._staging.data()  # the mapped memory itself, not a copy
+        self._staging_words = mapped[:-ERROR_WORDS]
+        self._error_word = mapped[-1:]
+        self._error_names = []      # error code - 1 -> the op named in the IndexError
+        self._error = 0             # the code found by the last waits, not yet raised
         self.counters.device_bytes_allocated += arena_bytes + staging_bytes
         self.pool = ArenaPool(arena_bytes // 4)
         self._staging_used = 0      # words of staging handed out since the last wait
@@ -309,12 +340,13 @@ class VulkanBackend(Backend):
                 self._submit()
                 out[done * 4:(done + chunk) * 4] = self._staging_words[word:word + chunk].view(np.uint8)
                 done += chunk
+            self._raise_device_error()
         return out.view(dtype.np_dtype)[skip:skip + n].reshape(array.shape)
 
     @property
     def recording(self):
-        """The Recording being captured, if any."""
-        return self.pool.recording
+        """The Recording the calling thread is capturing, if any."""
+        return self.pool.capture()
 
     def _refuse_transfer_while_recording(self, what):
         if self.recording is not None:
@@ -375,8 +407,9 @@ class VulkanBackend(Backend):
                                          constants.astype(np.uint32), (groups, 1, 1))
             label = f"{family}/{variant}" if variant else family
             op_name = profiler.current_op()
-            if self.recording is not None:
-                self.recording.dispatches.append((op, label, op_name))
+            recording = self.recording
+            if recording is not None:
+                recording.dispatches.append((op, label, op_name))
             self._queue(op, label, op_name)
 
     def _queue(self, op, label, op_name):
@@ -390,18 +423,14 @@ class VulkanBackend(Backend):
 
     # ---- capture and replay (vkgrad.compile) ---------------------------------------------------
     def begin_capture(self):
-        """Start recording: every dispatch queued from now on is also kept, with the blocks it
-        addresses, until end_capture() returns them as a Recording."""
-        with self._lock:
-            if self.pool.recording is not None:
-                raise RuntimeError("this device is already capturing a step")
-            self.pool.recording = Recording(self.pool)
+        """Start recording in the calling thread: every dispatch it queues from now on is also
+        kept, with the blocks it addresses, until end_capture() returns them as a Recording.
+        Other threads' work runs eagerly and stays out of it. One capture at a time per device:
+        returns False, starting nothing, while another thread is capturing."""
+        return self.pool.begin_recording() is not None
 
     def end_capture(self):
-        with self._lock, self.pool.lock:
-            recording, self.pool.recording = self.pool.recording, None
-            recording.finish()
-            return recording
+        return self.pool.end_recording()
 
     def replay(self, recording):
         """Queue a Recording's dispatches again, in their order: the same kernels, on the same
@@ -411,7 +440,8 @@ class VulkanBackend(Backend):
                 self._queue(op, label, op_name)
 
     def _submit(self):
-        """Submit everything queued and wait for it."""
+        """Submit everything queued and wait for it; keep the error word's code for the next
+        _raise_device_error()."""
         with self._lock:
             if self._pending:
                 self._sequence.eval()
@@ -421,10 +451,30 @@ class VulkanBackend(Backend):
                 self.counters.submits += 1
                 self.counters.host_syncs += 1
                 self._pending = 0
+                if self._error_word[0]:
+                    self._error = self._error or int(self._error_word[0])
+                    self._error_word[0] = 0
             self._staging_used = 0
 
     def synchronize(self):
-        self._submit()
+        with self._lock:
+            self._submit()
+            self._raise_device_error()
+
+    def error_code(self, name):
+        """The code (nonzero, 31 bits) that a kernel writes into the error word when it finds an
+        index out of range for op `name`: IndexError("<name>: index out of range ...")."""
+        with self._lock:
+            if name not in self._error_names:
+                self._error_names.append(name)
+            return self._error_names.index(name) + 1
+
+    def _raise_device_error(self):
+        code, self._error = self._error, 0
+        if code:
+            raise IndexError(f"{self._error_names[code - 1]}: index out of range (device-side "
+                             "check of an index tensor, found at this synchronisation; values "
+                             "computed from that op's result are unspecified)")
 
     def profiling(self, on):
         """While on, dispatches are recorded into a sequence that writes a timestamp after each

@@ -16,7 +16,6 @@ bf16 inputs: softmax, log_softmax, the normalisations and the class losses compu
 and round the result to bf16 (as PyTorch's CPU kernels do); sums accumulate in float32 always.
 """
 import operator
-from math import pi, sqrt
 
 from .. import dtypes
 from ..autograd import no_grad
@@ -90,13 +89,13 @@ def gelu(x, approximate="none"):
     if approximate == "none":
         return x.gelu()
     if approximate == "tanh":
-        return x * 0.5 * (1 + ((x + x * x * x * 0.044715) * sqrt(2 / pi)).tanh())
+        return x.gelu_tanh()
     raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
 
 
 def silu(x):
     """x * sigmoid(x) (also called swish)."""
-    return x * x.sigmoid()
+    return x.silu()
 
 
 def sigmoid(x):
@@ -212,14 +211,16 @@ def embedding(indices, weight, padding_idx=None):
     """weight[indices]: rows of the [num_embeddings, dim] table, of shape indices.shape + (dim,).
     Rows looked up at `padding_idx` get no gradient."""
     if not isinstance(indices, Tensor):
-        indices = tensor(indices, device=weight.device)
+        indices = tensor(indices)
     if indices.dtype.is_floating or indices.dtype.kind == "b":
         raise TypeError(f"embedding needs integer indices, not {indices.dtype.name}")
-    indices = indices.to(weight.device)
-    out = weight[indices]
+    if indices.device.kind != "host":
+        indices = indices.to(weight.device)  # host indices stay: they are checked on the host
+    out = take(weight, indices, 0, caller="embedding")
     if padding_idx is not None:
         padding_idx = padding_idx % weight.shape[0]  # -1 is the last row, as PyTorch
-        out = where((indices != padding_idx).expand_dims(-1), out, out.detach())
+        keep = (indices.to(weight.device) != padding_idx).expand_dims(-1)
+        out = where(keep, out, out.detach())
     return out
 
 
@@ -248,13 +249,15 @@ def _class_targets(input, target, ignore_index, fn):
     return target.to(input.device), axis, c
 
 
-def _class_loss(logp, target, weight, ignore_index, reduction, label_smoothing, axis, c):
+def _class_loss(logp, target, weight, ignore_index, reduction, label_smoothing, axis, c, fn):
     """The per-element loss (1 - s) * -w[t] logp[t] + s / C * -sum_c w[c] logp[c] (s the label
     smoothing), zero where t == ignore_index, reduced; "mean" divides by sum(w[t]) over the
-    elements not ignored, as PyTorch."""
+    elements not ignored, as PyTorch. A device target outside [0, C) (and not ignore_index)
+    makes the next synchronisation raise IndexError naming the loss `fn`."""
     valid = target != ignore_index
     safe = where(valid, target, 0)
-    picked = take_along_axis(logp, safe.expand_dims(axis), axis).squeeze(axis)
+    picked = take_along_axis(logp, safe.expand_dims(axis), axis, caller=fn, labels=True)
+    picked = picked.squeeze(axis)
     w = where(valid, 1.0, 0.0) if weight is None else where(valid, take(weight, safe), 0.0)
     loss = -picked * w
     if label_smoothing:
@@ -274,8 +277,8 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     _check_reduction(reduction, "nll_loss")
     target, axis, c = _class_targets(input, target, ignore_index, "nll_loss")
     z = _widen(input)
-    return _narrow(_class_loss(z, target, weight, ignore_index, reduction, 0.0, axis, c),
-                   input.dtype)
+    return _narrow(_class_loss(z, target, weight, ignore_index, reduction, 0.0, axis, c,
+                               "nll_loss"), input.dtype)
 
 
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
@@ -309,7 +312,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     target, axis, c = _class_targets(input, target, ignore_index, "cross_entropy")
     logp = log_softmax(_widen(input), axis)
     return _narrow(_class_loss(logp, target, weight, ignore_index, reduction, label_smoothing,
-                               axis, c), input.dtype)
+                               axis, c, "cross_entropy"), input.dtype)
 
 
 def mse_loss(input, target, reduction="mean"):
@@ -353,7 +356,8 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="me
         raise ValueError(f"multi_margin_loss needs scores [N, C] or [C], got shape {input.shape}")
     target, axis, c = _class_targets(input, target, None, "multi_margin_loss")
     label = target.expand_dims(axis)
-    z = (input - take_along_axis(input, label, axis) + margin).relu()
+    z = (input - take_along_axis(input, label, axis, caller="multi_margin_loss", labels=True)
+         + margin).relu()
     if p == 2:
         z = z * z
     if weight is not None:

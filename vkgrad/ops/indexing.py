@@ -26,9 +26,11 @@ A mask on the device becomes offsets through shaders/scan.comp, and its count of
 read back to the host, since the result's shape depends on it.
 
 Index checks: indices that are host data (lists, numpy arrays, host tensors) are checked on the
-host, and one out of range raises IndexError naming the index, the axis and its size. Index
-tensors on a Vulkan device are not read back: there negative indices wrap and indices out of range
-are clamped into the axis (no error; memory outside the tensor is never touched).
+host before anything runs, and one out of range raises IndexError naming the index, the axis and
+its size. Index tensors on a Vulkan device are not read back: the kernel that reads them checks
+them (negative indices wrap, as numpy's), clamps one out of range into the axis (memory outside
+the tensor is never touched) and flags it, and the next host synchronisation (reading a value,
+vk.synchronize) raises IndexError naming the op (see vkgrad/backend/vulkan.py).
 
 Repeated indices: x[idx] = v writes one of the values for a repeated index (numpy: the last);
 add_at adds them all.
@@ -61,15 +63,17 @@ def scalar_bits(value, dtype):
 
 
 def strided_copy(shape, dst, dst_strides, src, src_strides=None, index=None, add=False,
-                 fresh=False):
+                 fresh=False, check=None, wrap=True):
     """Queue gather.comp over the domain `shape`: element c does
     dst[sum c*dst_strides] = src[sum c*src_strides] (or += when `add`), converting to dst's dtype.
 
     dst, src: DeviceArrays whose `.start` is the base element (their own shape and strides are
     ignored); src may instead be a Python scalar. index = (array, strides, n, scale, side) adds
     fix(array[sum c*strides]) * scale to the side's offset ("src", "dst") or to the int32 value
-    ("value"); n > 0 wraps negative entries and clamps them into [0, n). `fresh`: dst is a whole
-    new allocation, so a partial last word belongs to it alone.
+    ("value"). n > 0 checks the entries against an axis of n: valid in [-n, n), negative ones
+    wrapping (in [0, n) when not `wrap`); one out of range is clamped into [0, n) and makes the
+    next synchronisation raise IndexError naming op `check`. `fresh`: dst is a whole new
+    allocation, so a partial last word belongs to it alone.
     """
     n = prod(shape)
     if n == 0:
@@ -79,6 +83,7 @@ def strided_copy(shape, dst, dst_strides, src, src_strides=None, index=None, add
     if imm:
         src_strides = (0,) * ndim
     array, idx_strides, idx_n, scale, side = index or (None, (0,) * ndim, 0, 0, "none")
+    checked = dst.backend.error_code(check) << 1 | int(wrap) if idx_n else 0
     shape, strides = layout.coalesce(shape, dst_strides, src_strides, idx_strides)
     starts = [dst.start, scalar_bits(src, dst.dtype) if imm else src.start,
               array.start if array is not None else 0]
@@ -89,7 +94,7 @@ def strided_copy(shape, dst, dst_strides, src, src_strides=None, index=None, add
     if not add and (per == 1 or (side != "dst" and layout.is_contiguous(shape, strides[0])
                                  and dst.start % per == 0 and (n % per == 0 or fresh))):
         mode = "MODE_WORDS"  # plain stores: each invocation owns whole words of dst
-    _launch_copy(dst.backend, shape, strides, starts, [idx_n, scale],
+    _launch_copy(dst.backend, shape, strides, starts, [idx_n, scale, checked],
                  [_G[mode], _G["INDEX_" + side.upper()], *codes])
 
 
@@ -313,10 +318,10 @@ def _host_key(template, operands):
     return tuple(operands[e.j] if isinstance(e, _Ref) else e for e in template)
 
 
-def _plan(a, operands, template):
+def _plan(a, operands, template, caller):
     """Where a[key] lives in the DeviceArray `a`: (shape, view, view_strides, index), where
     element c of `shape` is view.start + sum c*view_strides + the index term (the `index` tuple
-    of strided_copy, side left for the caller, or None)."""
+    of strided_copy, side left for the caller, or None). Index tensors are checked as `caller`'s."""
     backend = a.backend
     offset, basic, adv_positions, terms = a.offset, [], [], []
     has_arrays = any(_is_array(e) for e in template)
@@ -336,7 +341,7 @@ def _plan(a, operands, template):
         else:
             adv_positions.append((pos, len(basic)))
             terms.append(_term(e, operands, a.shape, a.strides, axis))
-    index, b_shape = _combine(backend, terms)
+    index, b_shape = _combine(backend, terms, caller)
     consecutive = all(p2 == p1 + 1 for (p1, _), (p2, _) in zip(adv_positions, adv_positions[1:]))
     at = adv_positions[0][1] if adv_positions and consecutive else 0
     shapes = [n for n, _ in basic]
@@ -368,9 +373,9 @@ def _term(e, operands, shape, strides, axis):
     return ("device", operands[e.j], n, s)
 
 
-def _combine(backend, terms):
+def _combine(backend, terms, caller):
     """The summed offsets of all index terms as (array, strides over their broadcast shape, n,
-    scale), and that shape; (None, ()) without terms."""
+    scale), and that shape; (None, ()) without terms. Index tensors are checked as `caller`'s."""
     if not terms:
         return None, ()
     b_shape = _broadcast([t[1].shape for t in terms])
@@ -388,20 +393,20 @@ def _combine(backend, terms):
     for i, (array, n, scale) in enumerate(device):
         strides = layout.broadcast_strides(array.shape, array.strides, b_shape)
         strided_copy(b_shape, out, contiguous_strides, out if i else 0, contiguous_strides,
-                     index=(array, strides, n, scale, "value"), fresh=True)
+                     index=(array, strides, n, scale, "value"), fresh=True, check=caller)
     return (out, contiguous_strides, 0, 1), b_shape
 
 
 # ---- ops -----------------------------------------------------------------------------------------
-def _index_host(a, *operands, key):
+def _index_host(a, *operands, key, caller="indexing"):
     return np.asarray(a[_host_key(key, operands)])
 
 
-def _index_vulkan(backend, a, *operands, key):
-    shape, view, view_strides, index = _plan(a, operands, key)
+def _index_vulkan(backend, a, *operands, key, caller="indexing"):
+    shape, view, view_strides, index = _plan(a, operands, key, caller)
     out = backend.empty(shape, a.dtype)
     strided_copy(shape, out, layout.contiguous_strides(shape), view, view_strides,
-                 index=index and (*index, "src"), fresh=True)
+                 index=index and (*index, "src"), fresh=True, check=caller)
     return out
 
 
@@ -414,15 +419,16 @@ def _write_host(a, value, *operands, key, add):
     return a
 
 
-def _write_vulkan(backend, a, value, *operands, key, add):
-    shape, view, view_strides, index = _plan(a, operands, key)
+def _write_vulkan(backend, a, value, *operands, key, add, caller=None):
+    caller = caller or ("add_at" if add else "setitem")
+    shape, view, view_strides, index = _plan(a, operands, key, caller)
     strides = None
     if isinstance(value, DeviceArray):
         if value.block is a.block:  # the value overlaps the target: read a copy
             value = contiguous(value)
         strides = _value_strides(value, shape)
     strided_copy(shape, view, view_strides, value, strides, index=index and (*index, "dst"),
-                 add=add)
+                 add=add, check=caller)
     return a
 
 
@@ -447,14 +453,15 @@ def _index_add_host(a, values, *operands, key):
 
 
 def _index_add_vulkan(backend, a, values, *operands, key):
-    return _write_vulkan(backend, contiguous(a), values, *operands, key=key, add=True)
+    return _write_vulkan(backend, contiguous(a), values, *operands, key=key, add=True,
+                         caller="index_add")
 
 
-def _take_along_axis_host(a, indices, axis):
+def _take_along_axis_host(a, indices, axis, caller="take_along_axis", wrap=True):
     return np.take_along_axis(a, indices.astype(np.intp), axis)
 
 
-def _take_along_axis_vulkan(backend, a, indices, axis):
+def _take_along_axis_vulkan(backend, a, indices, axis, caller="take_along_axis", wrap=True):
     shape = tuple(indices.shape[d] if d == axis else layout.broadcast_shapes(
         (a.shape[d],), (indices.shape[d],))[0] for d in range(a.ndim))
     a_shape = tuple(1 if d == axis else n for d, n in enumerate(a.shape))
@@ -462,7 +469,8 @@ def _take_along_axis_vulkan(backend, a, indices, axis):
     idx_strides = layout.broadcast_strides(indices.shape, indices.strides, shape)
     out = backend.empty(shape, a.dtype)
     strided_copy(shape, out, layout.contiguous_strides(shape), a, src_strides,
-                 index=(indices, idx_strides, a.shape[axis], a.strides[axis], "src"), fresh=True)
+                 index=(indices, idx_strides, a.shape[axis], a.strides[axis], "src"), fresh=True,
+                 check=caller, wrap=wrap)
     return out
 
 
@@ -478,9 +486,9 @@ def _one_hot_vulkan(backend, labels, num_classes, dtype):
 
 
 # ---- public API ----------------------------------------------------------------------------------
-def _getitem(t, key):
+def _getitem(t, key, caller="indexing"):
     template, operands = _prepare(t, key)
-    return apply(OPS["index"], t, *operands, key=template)
+    return apply(OPS["index"], t, *operands, key=template, caller=caller)
 
 
 def _setitem(t, key, value, add=False):
@@ -537,20 +545,24 @@ def add_at(t, key, values):
 
 
 @tensor_method("take")
-def take(a, indices, axis=None):
+def take(a, indices, axis=None, *, caller="take"):
     """Elements of `a` at `indices` along `axis` (None: of the flattened `a`), numpy's np.take:
-    the same as a[:, ..., indices] with `indices` in position `axis`."""
+    the same as a[:, ..., indices] with `indices` in position `axis`. `caller`: the name that an
+    index error found on the device reports (callers such as F.embedding give theirs)."""
     if axis is None:
-        return a.reshape(-1)[indices]
+        return _getitem(a.reshape(-1), indices, caller)
     axis = layout.normalize_axis(axis, a.ndim)
-    return a[(slice(None),) * axis + (indices,)]
+    return _getitem(a, (slice(None),) * axis + (indices,), caller)
 
 
-def take_along_axis(a, indices, axis):
+def take_along_axis(a, indices, axis, *, caller="take_along_axis", labels=False):
     """out[i..., j, k...] = a[i..., indices[i..., j, k...], k...] (numpy's take_along_axis):
     picks along `axis` with an index array of a's ndim, the other dims broadcast.
 
     >>> vk.take_along_axis(x, x.argmax(axis=1, keepdims=True), axis=1)   # the row maxima
+
+    labels=True: the indices are class labels, valid in [0, n) only (negative ones do not wrap).
+    `caller`: the name that an index error reports (callers such as the losses give theirs).
     """
     if axis is None:
         a, axis = a.reshape(-1), 0
@@ -560,9 +572,10 @@ def take_along_axis(a, indices, axis):
                                            and a.device.kind != "host"):
         host = indices.numpy() if isinstance(indices, Tensor) else np.asarray(indices)
         _check_index_dtype(host.dtype)
-        bad = host[(host < -n) | (host >= n)]
+        bad = host[(host < (0 if labels else -n)) | (host >= n)]
         if bad.size:
-            raise IndexError(f"index {bad.flat[0]} is out of bounds for axis {axis} with size {n}")
+            raise IndexError(f"{caller}: index {bad.flat[0]} is out of bounds for axis {axis} "
+                             f"with size {n}")
         indices = Tensor._wrap(a.device.backend.from_numpy(host, dtypes.dtype(host.dtype)),
                                a.device)
     _check_index_dtype(indices.dtype)
@@ -577,7 +590,7 @@ def take_along_axis(a, indices, axis):
     if any(n != m and 1 not in (n, m) for n, m in other):
         raise ValueError(f"take_along_axis: shapes {a.shape} and {indices.shape} do not "
                          f"broadcast outside axis {axis}")
-    return apply(OPS["take_along_axis"], a, indices, axis=axis)
+    return apply(OPS["take_along_axis"], a, indices, axis=axis, caller=caller, wrap=not labels)
 
 
 def one_hot(labels, num_classes, dtype=dtypes.float32):
