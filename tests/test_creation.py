@@ -126,7 +126,7 @@ def test_bad_arguments(device):
         vk.arange(0.0, float("inf"), device=device)
     with pytest.raises(TypeError, match="stop must be a real number"):
         vk.arange(0, "5", device=device)
-    with pytest.raises(ValueError, match="do not fit in uint8"):
+    with pytest.raises(OverflowError, match="out of bounds for uint8"):
         vk.arange(250, 260, dtype="uint8", device=device)
     with pytest.raises(TypeError, match="bool"):
         vk.arange(2, dtype="bool", device=device)

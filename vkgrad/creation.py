@@ -81,7 +81,8 @@ def arange(start, stop=None, step=1, dtype=None, device=None):
     info = np.iinfo(dtype.np_dtype)
     last = first + (n - 1) * delta if n else first
     if not (info.min <= min(first, last) and max(first, last) <= info.max):
-        raise ValueError(f"arange: values from {first} to {last} do not fit in {dtype.name}")
+        raise OverflowError(f"arange: values from {first} to {last} are out of bounds for "
+                            f"{dtype.name}")
     return _make((n,), dtype, device,
                  lambda: first + np.arange(n, dtype=np.int64) * delta, "arange_int", first, delta)
 

@@ -81,6 +81,25 @@ def dtype(spec):
                     + ", ".join(d.name for d in ALL))
 
 
+def check_int_range(values, dtype):
+    """OverflowError unless integer `values` (a Python int, or anything np.asarray takes) fit the
+    integer `dtype`: numpy's rule for Python ints, which vkgrad also applies where it narrows
+    numpy integers of its own accord (int64 to int32). Anything else passes."""
+    if dtype.kind not in "iu":
+        return
+    if isinstance(values, int) and not isinstance(values, bool):
+        low = high = values
+    else:
+        a = np.asarray(values)
+        if a.dtype.kind not in "iu" or not a.size or np.can_cast(a.dtype, dtype.np_dtype):
+            return
+        low, high = a.min(), a.max()
+    info = np.iinfo(dtype.np_dtype)
+    if low < info.min or high > info.max:
+        raise OverflowError(f"integer {low if low < info.min else high} is out of bounds for "
+                            f"{dtype.name}")
+
+
 _FLOAT_RANK = {bfloat16: 0, float32: 1, float64: 2}
 
 

@@ -491,12 +491,21 @@ def _getitem(t, key, caller="indexing"):
     return apply(OPS["index"], t, *operands, key=template, caller=caller)
 
 
+def _write_value(t, value):
+    """A value to write into `t`: a scalar or a Tensor; other data (lists, numpy arrays) goes to
+    t's device in t's dtype. Python ints must fit t's dtype (numpy's OverflowError)."""
+    if not isinstance(value, (Tensor, np.ndarray)):
+        dtypes.check_int_range(value, t.dtype)
+    if not isinstance(value, (Tensor, int, float, bool, np.number, np.bool_)):
+        value = Tensor._wrap(t.device.backend.from_numpy(np.asarray(value), t.dtype), t.device)
+    return value
+
+
 def _setitem(t, key, value, add=False):
     check_inplace(t, value)
     template, operands = _prepare(t, key)
-    if not isinstance(value, (Tensor, int, float, bool, np.number, np.bool_)):
-        value = Tensor._wrap(t.device.backend.from_numpy(np.asarray(value), t.dtype), t.device)
-    elif isinstance(value, Tensor) and value.device != t.device:
+    value = _write_value(t, value)
+    if isinstance(value, Tensor) and value.device != t.device:
         raise ValueError(f"cannot write a tensor on {value.device} into one on {t.device}; "
                          "move it with .to(device) first")
     apply(OPS["setitem"], t, value, *operands, key=template, add=add)
@@ -510,9 +519,7 @@ def index_add(t, key, values):
     """A copy of `t` with `values` added at `t[key]`, every repeated index adding its share: the
     out-of-place, differentiable `add_at` (the backward of indexing)."""
     template, operands = _prepare(t, key)
-    if not isinstance(values, (Tensor, int, float, bool, np.number, np.bool_)):
-        values = Tensor._wrap(t.device.backend.from_numpy(np.asarray(values), t.dtype), t.device)
-    return apply(OPS["index_add"], t, values, *operands, key=template)
+    return apply(OPS["index_add"], t, _write_value(t, values), *operands, key=template)
 
 
 def _along_axis_key(indices, shape, axis):
