@@ -60,7 +60,8 @@ void offsets(uint i, out int dst_off, out int src_off, out int ix) {
         int v = load_i32(IDX_DT, p.idx_start, io);
         if (p.idx_n > 0u) {
             int len = int(p.idx_n);
-            if (v < 0 && (p.idx_check & 1u) != 0u) v += len;
+            // an unsigned index reads as negative from 2^31 up: out of range, never wrapped
+            if (v < 0 && IDX_DT == DT_INT32 && (p.idx_check & 1u) != 0u) v += len;
             if (v < 0 || v >= len) {
                 atomicCompSwap(staging[staging.length() - 1], 0u, p.idx_check >> 1);
                 v = clamp(v, 0, len - 1);

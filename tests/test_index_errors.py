@@ -52,6 +52,7 @@ BAD = {
     "getitem_list": lambda d: _x(d)[[0, 5]],
     "getitem_tensor": lambda d: _x(d)[_on(d, [0, 5])],
     "getitem_negative": lambda d: _x(d)[_on(d, [-3])],
+    "getitem_uint32": lambda d: _x(d)[vk.tensor([2 ** 32 - 1], dtype="uint32", device=d)],
     "getitem_two_tensors": lambda d: _x(d)[_on(d, [1, 0]), _on(d, [2, 3])],
     "getitem_tensor_and_list": lambda d: _x(d)[_on(d, [1, 0]), [0, -4]],
     "take": lambda d: vk.take(_x(d), _on(d, [6]), None),
