@@ -26,7 +26,7 @@ class Tensor:
 
     # _grad_node: the autograd node that made this tensor (an AccumulateGrad for a leaf that
     # requires grad, once used); _out_index: which of that node's outputs it is.
-    __slots__ = ("_data", "device", "grad", "_requires_grad", "_grad_node", "_out_index",
+    __slots__ = ("_data", "device", "_grad", "_requires_grad", "_grad_node", "_out_index",
                  "__weakref__")
     __array_priority__ = 1000  # numpy defers `ndarray op Tensor` to Tensor's reflected methods
 
@@ -36,7 +36,7 @@ class Tensor:
         if device.kind == "host" and not isinstance(data, np.ndarray):
             data = np.asarray(data)
         t._data, t.device = data, device
-        t.grad, t._requires_grad, t._grad_node, t._out_index = None, False, None, 0
+        t._grad, t._requires_grad, t._grad_node, t._out_index = None, False, None, 0
         return t
 
     # ---- basic properties ----------------------------------------------------------------------
@@ -150,6 +150,35 @@ class Tensor:
         if not flag:
             self._grad_node = None
         return self
+
+    @property
+    def grad(self):
+        """The gradient backward accumulated here (None until then). Assigning checks, as
+        PyTorch: None, or a Tensor of this tensor's shape, dtype and device."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(f"a grad must be a Tensor or None, not {type(value).__name__}")
+            if value is self:
+                raise RuntimeError("a tensor can't be its own grad")
+            mismatch = self._grad_mismatch(value)
+            if mismatch:
+                raise RuntimeError(f"can't assign a {mismatch}")
+        self._grad = value
+
+    def _grad_mismatch(self, grad):
+        """How the Tensor `grad` fails to fit as this tensor's gradient ("grad of shape (4,)
+        for a tensor of shape (3,)"), or "" if its shape, dtype and device are this one's."""
+        if grad.shape != self.shape:
+            return f"grad of shape {grad.shape} for a tensor of shape {self.shape}"
+        if grad.dtype is not self.dtype:
+            return f"grad of dtype {grad.dtype.name} for a tensor of dtype {self.dtype.name}"
+        if grad.device != self.device:
+            return f"grad on {grad.device} for a tensor on {self.device}"
+        return ""
 
     @property
     def is_leaf(self):

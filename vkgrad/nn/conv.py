@@ -16,11 +16,17 @@ from .parameter import Parameter
 __all__ = ["Conv1d", "Conv2d"]
 
 
-def _tuple(value, n, name):
+def _tuple(layer, value, n, name, minimum):
+    """`value` (an int or n ints) as n ints, each at least `minimum` (checked as the layer is
+    built: PyTorch builds such a layer and refuses it when called)."""
     values = tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
     if len(values) != n:
-        raise ValueError(f"{name} needs {n} values, got {value!r}")
-    return tuple(operator.index(v) for v in values)
+        raise ValueError(f"{layer}: {name} needs {n} values, got {value!r}")
+    values = tuple(operator.index(v) for v in values)
+    if any(v < minimum for v in values):
+        raise ValueError(f"{layer}: {name} must be {'positive' if minimum else 'non-negative'}, "
+                         f"got {value!r}")
+    return values
 
 
 class _ConvNd(Module):
@@ -37,24 +43,24 @@ class _ConvNd(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, device=None, dtype=None):
         super().__init__()
-        n = self._n
+        n, layer = self._n, type(self).__name__
         if groups <= 0 or in_channels % groups or out_channels % groups:
-            raise ValueError(f"{type(self).__name__}: in_channels ({in_channels}) and "
+            raise ValueError(f"{layer}: in_channels ({in_channels}) and "
                              f"out_channels ({out_channels}) must be divisible by groups "
                              f"({groups})")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size = _tuple(kernel_size, n, "kernel_size")
-        self.stride = _tuple(stride, n, "stride")
-        self.dilation = _tuple(dilation, n, "dilation")
+        self.kernel_size = _tuple(layer, kernel_size, n, "kernel_size", 1)
+        self.stride = _tuple(layer, stride, n, "stride", 1)
+        self.dilation = _tuple(layer, dilation, n, "dilation", 1)
         if isinstance(padding, str):
             if padding not in ("valid", "same"):
-                raise ValueError(f"{type(self).__name__}: padding must be 'valid', 'same' or "
+                raise ValueError(f"{layer}: padding must be 'valid', 'same' or "
                                  f"numbers, not {padding!r}")
             if padding == "same" and any(s != 1 for s in self.stride):
-                raise ValueError(f"{type(self).__name__}: padding='same' needs stride 1")
+                raise ValueError(f"{layer}: padding='same' needs stride 1")
             self.padding = padding
         else:
-            self.padding = _tuple(padding, n, "padding")
+            self.padding = _tuple(layer, padding, n, "padding", 0)
         self.weight = Parameter(empty((out_channels, in_channels // groups, *self.kernel_size),
                                       dtype or "float32", device))
         self.register_parameter("bias", Parameter(empty((out_channels,), dtype or "float32",

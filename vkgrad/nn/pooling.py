@@ -1,4 +1,7 @@
-"""MaxPool2d, AvgPool2d and AdaptiveAvgPool2d, on the pooling ops of vkgrad/ops/conv.py."""
+"""MaxPool2d, AvgPool2d and AdaptiveAvgPool2d, on the pooling ops of vkgrad/ops/conv.py.
+A window that the op would refuse (a kernel or stride below 1, padding outside 0 .. kernel / 2)
+is refused when the layer is built."""
+from ..ops.conv import pool_window
 from . import functional as F
 from .module import Module
 
@@ -12,6 +15,7 @@ class MaxPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1):
         super().__init__()
+        pool_window(type(self).__name__, kernel_size, stride, padding, dilation)
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
         self.padding, self.dilation = padding, dilation
@@ -31,6 +35,7 @@ class AvgPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
         super().__init__()
+        pool_window(type(self).__name__, kernel_size, stride, padding)
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
         self.padding, self.count_include_pad = padding, count_include_pad

@@ -329,18 +329,25 @@ def _window_args(name, stride, padding, dilation):
             _tuple(name, "dilation", dilation, 2, 1))
 
 
-def _pool_args(name, shape, kernel_size, stride=None, padding=0, dilation=1):
+def pool_window(name, kernel_size, stride=None, padding=0, dilation=1):
+    """(kernel, stride, padding, dilation) of a pooling window as pairs, checked as PyTorch:
+    kernel, stride and dilation positive, padding from 0 to half the kernel."""
     kernel = _tuple(name, "kernel_size", kernel_size, 2, 1)
     stride, padding, dilation = _window_args(name, kernel if stride is None else stride, padding,
                                              dilation)
     if any(p > k // 2 for p, k in zip(padding, kernel)):
         raise ValueError(f"{name}: padding {padding} must be at most half the kernel size "
                          f"{kernel}")
-    _check_window(name, shape, kernel, stride, padding, dilation)
     return kernel, stride, padding, dilation
 
 
 # ---- public functions ---------------------------------------------------------------------------
+def _pool_args(name, shape, kernel_size, stride=None, padding=0, dilation=1):
+    window = pool_window(name, kernel_size, stride, padding, dilation)
+    _check_window(name, shape, *window)
+    return window
+
+
 def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
     """im2col, as torch.nn.functional.unfold: (N, C, H, W) -> (N, C*kH*kW, OH*OW) with
     out[n, (c, i, j), (oh, ow)] = x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw] (0 in the
@@ -396,6 +403,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise ValueError(f"conv2d: expected a 4-D weight (out_channels, in_channels / groups, kH, "
                          f"kW), got shape {weight.shape}")
     stride, padding, dilation = _window_args("conv2d", stride, padding, dilation)
+    if min(weight.shape[2:]) < 1:
+        raise ValueError(f"conv2d: the kernel must be at least 1x1, got weight shape "
+                         f"{weight.shape}")
     if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
         raise ValueError(f"conv2d: groups must be a positive int, got {groups!r}")
     n, c, h, w = x.shape
@@ -435,6 +445,9 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if weight.ndim != 3:
         raise ValueError(f"conv1d: expected a 3-D weight (out_channels, in_channels / groups, "
                          f"k), got shape {weight.shape}")
+    if weight.shape[2] < 1:
+        raise ValueError(f"conv1d: the kernel must be at least 1 long, got weight shape "
+                         f"{weight.shape}")
     (s,), (p,), (d,) = (_tuple("conv1d", arg, value, 1, minimum) for arg, value, minimum in
                         (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)))
     out = conv2d(x.reshape(x.shape[0], x.shape[1], 1, x.shape[2]),

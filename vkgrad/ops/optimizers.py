@@ -47,19 +47,10 @@ def state_dtype(param_dtype):
     return param_dtype if param_dtype is dtypes.float64 else dtypes.float32
 
 
-def check_gradient(param, grad):
-    """Raise unless `grad` can update `param` (same shape and device, floating)."""
-    if grad.shape != param.shape or grad.device != param.device:
-        raise ValueError(f"gradient of shape {grad.shape} on {grad.device} for a parameter of "
-                         f"shape {param.shape} on {param.device}")
-    if not grad.dtype.is_floating:
-        raise TypeError(f"gradients must be floating, not {grad.dtype.name}")
-
-
 def update(rule, param, grad, buffers, master=None, flags=(), **hyper):
     """Apply one step of `rule` to `param` (a Tensor) in place, on its device.
 
-    grad: a Tensor that passes check_gradient (any float dtype, any strides);
+    grad: a Tensor of param's shape and device (any float dtype, any strides);
     buffers: the rule's three state slots (contiguous Tensors of state_dtype shaped like param,
     or None where the configuration needs none); master: float32 Tensor or None;
     flags: names from kernels.OPTIM_FLAGS; hyper: the rule's HYPER values as Python floats.

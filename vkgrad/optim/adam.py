@@ -32,9 +32,9 @@ class Adam(Optimizer):
                                       master_weights=master_weights))
 
     def _check(self, group):
-        for key in ("lr", "eps", "weight_decay"):
-            if group[key] < 0:
-                raise ValueError(f"invalid {key} {group[key]}: it must be >= 0")
+        self._check_nonnegative(group, ("lr", "eps", "weight_decay"))
+        if len(group["betas"]) != 2:
+            raise ValueError(f"betas must be 2 numbers (beta1, beta2), got {group['betas']!r}")
         for i, beta in enumerate(group["betas"]):
             if not 0.0 <= beta < 1.0:
                 raise ValueError(f"invalid beta at index {i}: {beta} is not in [0, 1)")

@@ -11,7 +11,9 @@
 
 Parameter groups carry their own hyper-parameters (defaults fill in the rest). An optimizer step
 runs one fused update per parameter with a gradient (vkgrad/ops/optimizers.py), on the device
-where the parameter lives; parameters whose grad is None are skipped. State tensors are float32
+where the parameter lives; parameters whose grad is None are skipped. A step first checks every
+gradient against its parameter (shape, dtype, device) and, if one does not fit, raises having
+changed nothing. Hyper-parameters are checked as groups are added. State tensors are float32
 (float64 for float64 host parameters) and shaped like their parameter; counters such as Adam's
 `step` stay Python ints on the host (state_dict() exports them as float32 tensors, as PyTorch
 stores them).
@@ -108,6 +110,7 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
+        self._check_gradients()
         with no_grad():
             for group in self.param_groups:
                 for p in group["params"]:
@@ -115,9 +118,18 @@ class Optimizer:
                         self._update(p, group)
         return loss
 
+    def _check_gradients(self):
+        """Raise before anything moves if a gradient no longer fits its parameter (shape, dtype
+        or device), so that a refused step updates no parameter and changes no state."""
+        for g, group in enumerate(self.param_groups):
+            for i, p in enumerate(group["params"]):
+                mismatch = p.grad is not None and p._grad_mismatch(p.grad)
+                if mismatch:
+                    raise RuntimeError(f"{type(self).__name__}.step: parameter {i} of group {g} "
+                                       f"has a {mismatch}; nothing was updated")
+
     # ---- one parameter --------------------------------------------------------------------------
     def _update(self, p, group):
-        optimizers.check_gradient(p, p.grad)
         state = self.state[p]
         for key, value in state.items():  # the parameter moved (Module.to): its state follows
             if isinstance(value, Tensor) and value.device != p.device:
@@ -168,6 +180,13 @@ class Optimizer:
 
     def _check(self, group):
         """Raise ValueError for invalid hyper-parameters in `group`."""
+
+    @staticmethod
+    def _check_nonnegative(group, keys):
+        """Raise ValueError unless each of `group[key]` is a number >= 0 (NaN is not)."""
+        for key in keys:
+            if not group[key] >= 0:
+                raise ValueError(f"invalid {key} {group[key]!r}: it must be a number >= 0")
 
     # ---- state_dict ----------------------------------------------------------------------------
     def state_dict(self):

@@ -28,9 +28,7 @@ class RMSprop(Optimizer):
                                       master_weights=master_weights))
 
     def _check(self, group):
-        for key in ("lr", "alpha", "eps", "weight_decay", "momentum"):
-            if group[key] < 0:
-                raise ValueError(f"invalid {key} {group[key]}: it must be >= 0")
+        self._check_nonnegative(group, ("lr", "alpha", "eps", "weight_decay", "momentum"))
 
     def _buffer_names(self, group):
         return tuple(name for name, on in zip(self.BUFFERS, (True, group["momentum"] > 0,

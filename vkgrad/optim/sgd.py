@@ -25,9 +25,7 @@ class SGD(Optimizer):
                                       maximize=maximize, master_weights=master_weights))
 
     def _check(self, group):
-        for key in ("lr", "momentum", "weight_decay"):
-            if group[key] < 0:
-                raise ValueError(f"invalid {key} {group[key]}: it must be >= 0")
+        self._check_nonnegative(group, ("lr", "momentum", "weight_decay"))
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
