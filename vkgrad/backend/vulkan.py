@@ -11,13 +11,13 @@ switch over 49 ops cost 7x the op itself there. Dispatches are recorded into one
 when the host needs data (or the queue grows long), with a memory barrier between dispatches
 (from the patch) so that dependent kernels are ordered on real GPUs.
 
-Device-side errors: the staging buffer's last word is the *error word*. A kernel that finds an
-index out of range (they read indices that live on the device, so the host never sees them)
-writes the code of its op there unless an earlier error is already there (so the first error in
-queue order wins), and carries on with a clamped index, touching no memory outside its operands.
-The host reads the word, which is mapped memory, after every wait it makes anyway and clears it;
-the next read of a value (to_numpy) or synchronize() raises IndexError naming the op. Nothing is
-submitted or waited for to do so, and the device stays usable.
+Device-side errors: index tensors on the device are checked by the kernels that read them, since
+the host never sees their values. The staging buffer's last word is the *error word*: a kernel
+that finds an index out of range writes its op's code there (see error_code) unless an earlier
+error's code is there already, so the first in queue order wins, and goes on with the index
+clamped, touching no memory outside its operands. The host reads the word, mapped memory, after
+each wait it makes anyway and clears it; the next read of a value (to_numpy) or synchronize()
+raises IndexError naming the op. No submit or wait is added, and the device stays usable.
 """
 import bisect
 import gc
