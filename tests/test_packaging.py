@@ -35,9 +35,10 @@ def kp_wheel():
 
 
 @pytest.fixture(scope="module")
-def venv_python(tmp_path_factory):
-    """The interpreter of a fresh virtual environment holding the wheel built from the files git
-    sees in this checkout, plus Kompute where this environment has a Vulkan device."""
+def built(tmp_path_factory):
+    """(python, commit): the interpreter of a fresh virtual environment holding the wheel built
+    from the files git sees in this checkout (plus Kompute where this environment has a Vulkan
+    device), and the commit of the git repository the wheel was built in."""
     tmp = tmp_path_factory.mktemp("packaging")
     src = tmp / "src"  # build from a copy: an in-tree build would leave build/ in the repository
     listed = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT)
@@ -45,6 +46,11 @@ def venv_python(tmp_path_factory):
         if (ROOT / name).is_file():  # a tracked file deleted in the work tree is not listed
             (src / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, src / name)
+    git = ["git", "-C", src, "-c", "user.name=vkgrad tests", "-c", "user.email=tests@invalid"]
+    run([*git, "init", "--quiet"])
+    run([*git, "add", "."])
+    run([*git, "commit", "--quiet", "--no-verify", "-m", "the wheel's sources"])
+    commit = run([*git, "rev-parse", "HEAD"]).strip()
     run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
          "-w", tmp / "dist", src])
     (wheel,) = (tmp / "dist").glob("vkgrad-*.whl")
@@ -54,18 +60,26 @@ def venv_python(tmp_path_factory):
     # package index pip is configured with.
     run([sys.executable, "-m", "pip", "--python", python, "install", "--quiet", wheel,
          *([kp_wheel()] if VULKAN else [])])
-    return python
+    return python, commit
+
+
+def clean_env(tmp_path):
+    """The environment for the installed vkgrad: nothing from the checkout, a fresh kernel cache
+    (so a user kernel compiles rather than comes from an earlier run's cache)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    return env
 
 
 # Builds a wheel and a virtual environment (about 20 s): `-m "not slow"` leaves it out.
 @pytest.mark.slow
-def test_custom_op_runs_from_the_installed_wheel(venv_python, device, tmp_path):
+def test_custom_op_runs_from_the_installed_wheel(built, device, tmp_path):
     """examples/custom_op.py includes common.glsl in its kernel: the header must come with the
-    package. A fresh kernel cache makes the kernel compile here rather than come from a cache."""
+    package."""
+    venv_python, _ = built
     script = tmp_path / "custom_op.py"
     shutil.copy(ROOT / "examples" / "custom_op.py", script)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    env = clean_env(tmp_path)
 
     where = run([venv_python, "-c", "import vkgrad; print(vkgrad.__file__)"], cwd=tmp_path, env=env)
     assert pathlib.Path(where.strip()).is_relative_to(venv_python.parent.parent)
@@ -75,6 +89,17 @@ def test_custom_op_runs_from_the_installed_wheel(venv_python, device, tmp_path):
     x = np.linspace(-3, 3, 7).astype(np.float32)
     y = 0.5 * (x + np.sqrt(x * x + np.float32(4)))
     assert f"  y        {np.array2string(y, precision=4)}" in out
+
+
+@pytest.mark.slow
+def test_report_from_the_installed_wheel(built, tmp_path):
+    """`python -m vkgrad` outside any checkout names the commit the wheel was built from."""
+    venv_python, commit = built
+    data = json.loads(run([venv_python, "-m", "vkgrad", "--json"], cwd=tmp_path,
+                          env=clean_env(tmp_path)))
+    assert data["vkgrad"]["commit"] == f"{commit} (built into this installation)"
+    assert pathlib.Path(data["vkgrad"]["location"]).is_relative_to(venv_python.parent.parent)
+    assert data["Packages"]["Kompute (kp)"] != "not installed" or not VULKAN
 
 
 def test_user_kernels_compile_against_the_package_headers(tmp_path, monkeypatch):

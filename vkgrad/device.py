@@ -7,11 +7,10 @@
 
 `VKGRAD_DEVICE=vulkan` (or `host`, `vulkan:1`) sets the default device for new tensors.
 """
-import ctypes
-import ctypes.util
 import os
 import threading
 
+from .backend import loader
 from .backend.host import NumpyBackend
 
 # VkPhysicalDeviceType values, and how much we prefer each when asked for "vulkan".
@@ -79,32 +78,6 @@ _backends = {HOST: NumpyBackend()}
 _default = None
 
 
-class _InstanceCreateInfo(ctypes.Structure):
-    _fields_ = [("sType", ctypes.c_uint32), ("pNext", ctypes.c_void_p), ("flags", ctypes.c_uint32),
-                ("pApplicationInfo", ctypes.c_void_p), ("enabledLayerCount", ctypes.c_uint32),
-                ("ppEnabledLayerNames", ctypes.c_void_p), ("enabledExtensionCount", ctypes.c_uint32),
-                ("ppEnabledExtensionNames", ctypes.c_void_p)]
-
-
-def _count_physical_devices():
-    """Ask the Vulkan loader directly how many devices there are: Kompute aborts the process,
-    rather than raising, when it finds none."""
-    try:
-        vulkan = ctypes.CDLL(ctypes.util.find_library("vulkan") or "libvulkan.so.1")
-    except OSError as e:
-        raise VulkanUnavailable(f"the Vulkan loader (libvulkan) is not installed ({e})") from None
-    instance = ctypes.c_void_p()
-    info = _InstanceCreateInfo(sType=1)  # VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO
-    if vulkan.vkCreateInstance(ctypes.byref(info), None, ctypes.byref(instance)) != 0:
-        raise VulkanUnavailable("vkCreateInstance failed: no Vulkan driver is installed")
-    count = ctypes.c_uint32()
-    try:
-        vulkan.vkEnumeratePhysicalDevices(instance, ctypes.byref(count), None)
-    finally:
-        vulkan.vkDestroyInstance(instance, None)
-    return count.value
-
-
 def _probe_vulkan():
     global _vulkan, _vulkan_error
     with _lock:
@@ -116,11 +89,14 @@ def _probe_vulkan():
         except ImportError as e:
             _vulkan_error = f"the Kompute module `kp` is not installed ({e}); {INSTALL_HINT}"
             return _vulkan
+        # Kompute aborts the process, rather than raising, when it finds no device: ask first.
         try:
-            if _count_physical_devices() == 0:
-                raise VulkanUnavailable("the Vulkan loader found no device")
-        except VulkanUnavailable as e:
+            found = loader.count_physical_devices()
+        except loader.LoaderError as e:
             _vulkan_error = f"{e}; {INSTALL_HINT}"
+            return _vulkan
+        if found == 0:
+            _vulkan_error = f"the Vulkan loader found no device; {INSTALL_HINT}"
             return _vulkan
         try:
             manager = kp.Manager()
