@@ -24,6 +24,10 @@ uint f32_to_bf16(float v) {
     return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
 }
 
+// NaN and infinity tests on the bits: a driver may fold isnan/isinf away under fast math.
+bool f32_is_nan(float v) { return (floatBitsToUint(v) & 0x7fffffffu) > 0x7f800000u; }
+bool f32_is_inf(float v) { return (floatBitsToUint(v) & 0x7fffffffu) == 0x7f800000u; }
+
 // ---- raw element access ---------------------------------------------------------------------------
 uint load_bits(uint dt, uint start, int index) {
     uint e = uint(int(start) + index);

@@ -39,15 +39,154 @@ T truth(bool v) { return v ? T(1) : T(0); }
 
 #if defined(DOMAIN_FLOAT)
 #define NAN_F uintBitsToFloat(0x7fc00000u)
+#define INF_F uintBitsToFloat(0x7f800000u)
+#define LOG2E 1.44269504088896341
+#define LN2_HI 0.693145751953125       // ln 2 in 15 bits: n * LN2_HI is exact for |n| < 512
+#define LN2_LO 1.4286068203094173e-06  // ln 2 - LN2_HI
+#define INV_SQRT2 0.70710678118654752
 
-// erf with |error| < 1.2e-7 (Numerical Recipes' erfc Chebyshev fit), enough for f32 GELU.
-float erf_approx(float x) {
-    float z = abs(x);
+// The transcendental functions below keep a few ulps of relative error over the whole float
+// range, near zero too (tests/test_elementwise_accuracy.py); the driver's exp, log and tanh lose
+// it near 0 or for large arguments. NaN is tested on the bits, never with isnan.
+
+// e^r - 1 for |r| <= ln(2) / 2, by its Taylor series to degree 8 (truncation < 6e-10 relative).
+float expm1_small(float r) {
+    return r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 +
+           r * (1.0 / 720.0 + r * (1.0 / 5040.0 + r * (1.0 / 40320.0))))))));
+}
+
+// m 2^n for an integral n in [-300, 300], in two steps so that neither factor leaves the range.
+float scale2(float m, float n) {
+    int k = int(n);
+    return ldexp(ldexp(m, k / 2), k - k / 2);
+}
+
+// x = n ln 2 + r with |r| <= ln(2) / 2 (plus rounding), r exact (Cody and Waite's reduction).
+float reduce_ln2(float x, out float n) {
+    n = roundEven(x * LOG2E);
+    return (x - n * LN2_HI) - n * LN2_LO;
+}
+
+float exp_acc(float x) {
+    if (f32_is_nan(x)) return x;
+    if (x > 88.72284) return INF_F;
+    if (x < -103.98) return 0.0;
+    float n;
+    float r = reduce_ln2(x, n);
+    return scale2(1.0 + expm1_small(r), n);
+}
+
+float expm1_acc(float x) {
+    if (f32_is_nan(x)) return x;
+    if (abs(x) <= 0.34657359) return expm1_small(x);
+    if (x > 24.0) return exp_acc(x);  // e^x - 1 rounds to e^x
+    if (x < -17.5) return -1.0;       // e^x < 2^-25: -1 + e^x rounds to -1
+    float n;
+    float r = reduce_ln2(x, n);
+    float p = scale2(1.0, n);         // e^x - 1 = 2^n (e^r - 1) + (2^n - 1), 2^n - 1 exact
+    return p * expm1_small(r) + (p - 1.0);
+}
+
+// log(1 + f) for f in [sqrt(1/2) - 1, sqrt(2) - 1]: 2 atanh(s), s = f / (2 + f), |s| < 0.172,
+// by atanh's series to s^13 (truncation < 1e-10 relative).
+float log1p_small(float f) {
+    float s = f / (2.0 + f);
+    float s2 = s * s;
+    return 2.0 * s + 2.0 * s * s2 * (1.0 / 3.0 + s2 * (1.0 / 5.0 + s2 * (1.0 / 7.0 + s2 * (
+           1.0 / 9.0 + s2 * (1.0 / 11.0 + s2 * (1.0 / 13.0))))));
+}
+
+float log_acc(float x) {
+    if (f32_is_nan(x)) return x;
+    if (x < 0.0) return NAN_F;
+    if (x == 0.0) return -INF_F;
+    if (f32_is_inf(x)) return x;
+    int e;
+    float m = frexp(x, e);  // x = m 2^e, m in [1/2, 1)
+    if (m < 0.70710678) { m *= 2.0; e -= 1; }
+    float k = float(e);     // log x = e ln 2 + log(1 + (m - 1)), m - 1 exact
+    return k * LN2_HI + (log1p_small(m - 1.0) + k * LN2_LO);
+}
+
+float log1p_acc(float x) {
+    if (f32_is_nan(x) || f32_is_inf(x)) return x < 0.0 ? NAN_F : x;
+    if (x > -0.29289321 && x < 0.41421356) return log1p_small(x);
+    float u = 1.0 + x;  // log(1 + x) = log u - (u - 1 - x) / u: the rounding of 1 + x undone
+    return log_acc(u) - ((u - 1.0) - x) / u;
+}
+
+// tanh x = x + x^3 T(x^2) for |x| <= 0.625 (a least-squares fit, relative error < 2e-10), else
+// 1 - 2 / (e^(2|x|) + 1) with e^(2|x|) - 1 from expm1.
+float tanh_acc(float x) {
+    float a = abs(x);
+    if (f32_is_nan(x) || a <= 0.625) {
+        float u = x * x;
+        return x + x * u * (-0.33333331012779566 + u * (0.13333212575945808 + u * (
+               -0.053947462039552536 + u * (0.021704037935132016 + u * (-0.00818474445189638 +
+               u * 0.00214905286453028)))));
+    }
+    float t = a > 9.5 ? 1.0 : 1.0 - 2.0 / (expm1_acc(2.0 * a) + 2.0);
+    return x < 0.0 ? -t : t;
+}
+
+// 1 / (1 + e^-x), with e^-|x| so that neither branch overflows or cancels.
+float sigmoid_acc(float x) {
+    if (f32_is_nan(x)) return x;
+    float e = exp_acc(-abs(x));
+    float s = 1.0 / (1.0 + e);
+    return x >= 0.0 ? s : e * s;
+}
+
+// erf(x) / x for |x| <= 1 and erfc(z) for 0.5 <= z <= ERFC_MAX: the fits in vkgrad/kernels.py.
+float erf_over_x(float u) {  // u = x^2
+    return ERF_P0 + u * (ERF_P1 + u * (ERF_P2 + u * (ERF_P3 + u * (ERF_P4 + u * (ERF_P5 +
+           u * ERF_P6)))));
+}
+
+// erfc(z) for z >= 0.5 given z^2 = hi + lo with hi exact: e^(-z^2) as e^-hi e^-lo, so the
+// rounding of z^2 (z^2 ulps at 2^-24, up to 110 of them) does not reach the result.
+float erfc_tail(float z, float hi, float lo) {
+    if (z > ERFC_MAX) return 0.0;
     float t = 1.0 / (1.0 + 0.5 * z);
-    float r = t * exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
-              t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 +
-              t * (-0.82215223 + t * 0.17087277)))))))));
-    return x >= 0.0 ? 1.0 - r : r - 1.0;
+    float r = ERFC_R0 + t * (ERFC_R1 + t * (ERFC_R2 + t * (ERFC_R3 + t * (ERFC_R4 + t * (ERFC_R5 +
+              t * (ERFC_R6 + t * (ERFC_R7 + t * (ERFC_R8 + t * (ERFC_R9 + t * ERFC_R10)))))))));
+    return exp_acc(-hi) * exp_acc(-lo) * r;
+}
+
+// x with its 12 low mantissa bits cleared: the square of the result is exact.
+float high_bits(float x) { return uintBitsToFloat(floatBitsToUint(x) & 0xfffff000u); }
+
+float erf_acc(float x) {
+    float a = abs(x);
+    if (f32_is_nan(x) || a <= 1.0) return x * erf_over_x(x * x);
+    if (a >= 3.92) return x < 0.0 ? -1.0 : 1.0;  // erfc(3.92) < 2^-25: erf rounds to 1
+    float h = high_bits(a);
+    float r = 1.0 - erfc_tail(a, h * h, (a - h) * (a + h));
+    return x < 0.0 ? -r : r;
+}
+
+// gelu(x) = x Phi(x) = x erfc(-x / sqrt 2) / 2. For x < 0, erfc of a positive argument, so the
+// tail keeps its relative accuracy (1 + erf(x / sqrt 2) would cancel); z^2 = x^2 / 2 is split
+// from x itself, not from the rounded x / sqrt 2.
+float gelu_acc(float x) {
+    if (f32_is_nan(x)) return x;
+    float z = abs(x) * INV_SQRT2;
+    if (x >= 0.0) {
+        if (z <= 1.0) return 0.5 * x * (1.0 + z * erf_over_x(z * z));
+        if (z >= 3.92) return x;
+        float h = high_bits(x);
+        return x - 0.5 * x * erfc_tail(z, 0.5 * (h * h), 0.5 * ((x - h) * (x + h)));
+    }
+    if (z < 0.5) return 0.5 * x * (1.0 - z * erf_over_x(z * z));
+    if (z > ERFC_MAX) return f32_is_inf(x) ? NAN_F : -0.0;  // -inf * 0, as torch and numpy
+    float h = high_bits(x);
+    return 0.5 * x * erfc_tail(z, 0.5 * (h * h), 0.5 * ((x - h) * (x + h)));
+}
+
+// torch's gelu(approximate="tanh"): x (1 + tanh u) / 2 = x sigmoid(2u), u = sqrt(2 / pi) (x +
+// 0.044715 x^3); the sigmoid form does not cancel for x < 0.
+float gelu_tanh_acc(float x) {
+    return x * sigmoid_acc(2.0 * 0.79788456080286536 * x * (1.0 + 0.044715 * x * x));
 }
 
 float py_mod(float a, float b) {  // numpy's float remainder: sign follows the divisor
@@ -108,39 +247,47 @@ T apply(T a, T b, T c) {
     case OP_POW: {  // GLSL's pow is undefined for a < 0 or a == 0 with b <= 0; numpy's is not
         if (b == 0.0) return 1.0;
         if (b == 2.0) return a * a;
-        if (a == 0.0) return b < 0.0 ? uintBitsToFloat(0x7f800000u) : 0.0;
+        if (a == 0.0) return b < 0.0 ? INF_F : 0.0;
+        bool odd = b == floor(b) && mod(b, 2.0) == 1.0;
+        if (f32_is_inf(a) && a < 0.0) {  // IEEE: (-inf)^b = (-0)^-b, negative only for odd b
+            float m = b > 0.0 ? INF_F : 0.0;
+            return odd ? -m : m;
+        }
         float r = pow(abs(a), b);
         if (a < 0.0) {
             if (b != floor(b)) return NAN_F;
-            if (mod(b, 2.0) == 1.0) r = -r;
+            if (odd) r = -r;
         }
         return r;
     }
-    case OP_MAXIMUM: return (isnan(a) || isnan(b)) ? NAN_F : max(a, b);
-    case OP_MINIMUM: return (isnan(a) || isnan(b)) ? NAN_F : min(a, b);
-    case OP_CLIP: return (isnan(a) || isnan(b) || isnan(c)) ? NAN_F : min(max(a, b), c);
-    case OP_EXP: return exp(a);
-    case OP_LOG: return log(a);
-    case OP_LOG1P: return abs(a) < 1e-4 ? a - 0.5 * a * a + a * a * a / 3.0 : log(1.0 + a);
-    case OP_EXPM1: return abs(a) < 1e-4 ? a + 0.5 * a * a + a * a * a / 6.0 : exp(a) - 1.0;
+    case OP_MAXIMUM: return (f32_is_nan(a) || f32_is_nan(b)) ? NAN_F : max(a, b);
+    case OP_MINIMUM: return (f32_is_nan(a) || f32_is_nan(b)) ? NAN_F : min(a, b);
+    case OP_CLIP: return (f32_is_nan(a) || f32_is_nan(b) || f32_is_nan(c)) ? NAN_F
+                                                                       : min(max(a, b), c);
+    case OP_EXP: return exp_acc(a);
+    case OP_LOG: return log_acc(a);
+    case OP_LOG1P: return log1p_acc(a);
+    case OP_EXPM1: return expm1_acc(a);
     case OP_SQRT: return sqrt(a);
     case OP_RSQRT: return 1.0 / sqrt(a);
     case OP_RECIPROCAL: return 1.0 / a;
     case OP_SIN: return sin(a);
     case OP_COS: return cos(a);
-    case OP_TANH: return abs(a) > 15.0 ? sign(a) : tanh(a);
-    case OP_SIGMOID: return a >= 0.0 ? 1.0 / (1.0 + exp(-a)) : exp(a) / (1.0 + exp(a));
-    case OP_RELU: return isnan(a) ? a : max(a, 0.0);
-    case OP_GELU: return 0.5 * a * (1.0 + erf_approx(a * 0.70710678118654752));
-    case OP_ERF: return erf_approx(a);
-    case OP_SOFTPLUS: return max(a, 0.0) + log(1.0 + exp(-abs(a)));
-    case OP_SIGN: return isnan(a) ? a : sign(a);
+    case OP_TANH: return tanh_acc(a);
+    case OP_SIGMOID: return sigmoid_acc(a);
+    case OP_SILU: return a * sigmoid_acc(a);
+    case OP_RELU: return f32_is_nan(a) ? a : max(a, 0.0);
+    case OP_GELU: return gelu_acc(a);
+    case OP_GELU_TANH: return gelu_tanh_acc(a);
+    case OP_ERF: return erf_acc(a);
+    case OP_SOFTPLUS: return f32_is_nan(a) ? a : max(a, 0.0) + log1p_acc(exp_acc(-abs(a)));
+    case OP_SIGN: return f32_is_nan(a) ? a : sign(a);
     case OP_FLOOR: return floor(a);
     case OP_CEIL: return ceil(a);
     case OP_ROUND: return roundEven(a);
-    case OP_ISNAN: return truth(isnan(a));
-    case OP_ISINF: return truth(isinf(a));
-    case OP_ISFINITE: return truth(!isnan(a) && !isinf(a));
+    case OP_ISNAN: return truth(f32_is_nan(a));
+    case OP_ISINF: return truth(f32_is_inf(a));
+    case OP_ISFINITE: return truth((floatBitsToUint(a) & 0x7f800000u) != 0x7f800000u);
 #else
 #if defined(DOMAIN_INT)
     case OP_NEG: return -a;

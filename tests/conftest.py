@@ -67,8 +67,35 @@ def to_tensor(x, device, strided):
     return vk.tensor(x, device=device)
 
 
-def tolerance(dtype, length):
-    scale = max(1.0, sqrt(length))
-    if dtype == "bfloat16":
-        return dict(rtol=1.6e-2 * scale, atol=1.6e-2 * scale)
-    return dict(rtol=2e-5 * scale, atol=2e-5 * scale)
+def bf16_ulp(x):
+    """The spacing of bfloat16 numbers at |x| (subnormal spacing 2^-133 below 2^-126)."""
+    exponent = np.frexp(np.abs(np.asarray(x, np.float64)))[1]  # |x| = m 2^e, m in [1/2, 1)
+    return np.ldexp(1.0, np.maximum(exponent, -125) - 8)
+
+
+def assert_op_close(result, expected, dtype, length, magnitude, err_msg, steps=1, level=0.0):
+    """An op's result against its float64 reference.
+
+    bfloat16: within 2 bf16 ulps of the reference rounded to bf16 (one rounding per op leaves at
+    most 1/2 ulp; the rest covers float32's own rounding before it), plus for reductions and
+    products the float32 accumulation bound length * 2^-24 * `magnitude`, `magnitude` being the
+    reference on |inputs| (the sum of |terms|). An op applied `steps` times in a row (an
+    optimizer's steps) rounds after each, at magnitudes up to `level`: 2 ulps per step there.
+    float32: rtol = atol = 2e-5 sqrt(length).
+    """
+    result, expected = np.asarray(result, np.float64), np.asarray(expected, np.float64)
+    rounded = expected.astype(vk.dtype(dtype).np_dtype).astype(np.float64)  # overflow: inf
+    with np.errstate(invalid="ignore", over="ignore"):
+        if dtype == "bfloat16":
+            ulp = bf16_ulp(np.maximum(np.abs(rounded), np.abs(level)))
+            tol = 2 * steps * ulp + length * 2.0 ** -24 * np.abs(magnitude)
+        else:
+            scale = max(1.0, sqrt(length))
+            tol = 2e-5 * scale * (1 + np.abs(expected))
+        ok = (np.abs(result - expected) <= tol) | (result == rounded) | (
+            np.isnan(result) & np.isnan(expected))
+    if not ok.all():
+        bad = np.flatnonzero(~ok)[:5]
+        raise AssertionError(f"{err_msg}: {(~ok).sum()} of {ok.size} values out of tolerance "
+                             f"({dtype}): got {result.ravel()[bad]}, expected "
+                             f"{np.asarray(expected).ravel()[bad]} (tolerance {tol.ravel()[bad]})")

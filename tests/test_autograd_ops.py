@@ -132,7 +132,8 @@ TORCH = {
     # (mod is left to the finite differences: torch has no gradient of remainder for its divisor)
     "maximum": {0: lambda a, b: torch.maximum(*_tensors(a, b))},
     "minimum": {0: lambda a, b: torch.minimum(*_tensors(a, b))},
-    "gelu": {0: F.gelu}, "softplus": {0: F.softplus},
+    "gelu": {0: F.gelu}, "softplus": {0: F.softplus}, "silu": {0: F.silu},
+    "gelu_tanh": {0: lambda x: F.gelu(x, approximate="tanh")},
     "add": {0: lambda a, b: a + b}, "sub": {0: lambda a, b: a - b},
     "mul": {0: lambda a, b: a * b}, "div": {0: lambda a, b: a / b},
     "pow": {0: lambda a, b: a ** b},
@@ -179,3 +180,28 @@ def test_gradient_against_torch(name, index, spec, dtype, device):
             if a is not None:
                 expected = t.grad.double().numpy() if t.grad is not None else np.zeros(a.shape)
                 _close(a, expected, dtype, f"{name} {params} input {i} on {device} vs torch")
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("device", [pytest.param(d, id=str(d), marks=[pytest.mark.vulkan]
+                                                 if d.kind == "vulkan" else []) for d in DEVICES])
+def test_pow_gradient_at_zero(device, dtype):
+    """x ** y at x == 0: torch's gradients (0 where x^(y-1) or log 0 meets a zero factor, and the
+    infinities where it does not), for tensor and scalar bases and exponents."""
+    x_np = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 2.0, 0.5], np.float32)
+    y_np = np.array([0.0, 1.0, 2.5, 0.5, -1.0, -1.5, 3.0], np.float32)
+    tdtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+    for base, exponent in [("tensor", "tensor"), ("scalar", "tensor"), ("tensor", "scalar")]:
+        cases = [(x_np, y_np)] if base == exponent else (
+            [(0.0, y_np)] if base == "scalar" else [(x_np, y) for y in (0.0, 1.0, 2.5, -1.0)])
+        for x, y in cases:
+            vx, vy = [vk.tensor(v, dtype=dtype, device=device, requires_grad=True)
+                      if isinstance(v, np.ndarray) else v for v in (x, y)]
+            tx, ty = [torch.tensor(v, dtype=tdtype, requires_grad=True)
+                      if isinstance(v, np.ndarray) else v for v in (x, y)]
+            got = vk.grad((vx ** vy).sum(), [v for v in (vx, vy) if isinstance(v, vk.Tensor)])
+            (tx ** ty).sum().backward()
+            expected = [t.grad.float().numpy() for t in (tx, ty) if isinstance(t, torch.Tensor)]
+            for a, b in zip(got, expected):
+                np.testing.assert_allclose(a.numpy().astype(np.float32), b, rtol=1e-2,
+                                           err_msg=f"{base} ** {exponent}: x={x}, y={y}")

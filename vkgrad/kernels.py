@@ -12,12 +12,25 @@ DTYPE_CODES = {"float32": 0, "bfloat16": 1, "int32": 2, "uint32": 3, "uint8": 4,
 # specialization constant, as every family below gets its codes and operand dtypes).
 ELEMENTWISE_OPS = [
     "identity", "neg", "abs", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "reciprocal",
-    "square", "sin", "cos", "tanh", "sigmoid", "relu", "gelu", "erf", "softplus", "sign", "floor",
-    "ceil", "round", "isnan", "isinf", "isfinite", "logical_not",
+    "square", "sin", "cos", "tanh", "sigmoid", "silu", "relu", "gelu", "gelu_tanh", "erf",
+    "softplus", "sign", "floor", "ceil", "round", "isnan", "isinf", "isfinite", "logical_not",
     "add", "sub", "mul", "div", "floordiv", "mod", "pow", "maximum", "minimum",
     "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "bitand", "bitor", "bitxor",
     "where", "clip",
 ]
+
+# The erf fits that the host (vkgrad/ops/elementwise.py, in float64) and elementwise.comp (in
+# float32) both evaluate: least-squares fits of the relative error on Chebyshev nodes, against
+# Python's math.erf and math.erfc.
+#   erf(x) = x P(x^2)                      for |x| <= 1,          relative error < 1.4e-9
+#   erfc(z) = exp(-z^2) R(1 / (1 + z / 2))  for 0.5 <= z <= 10.5,  relative error < 1.4e-9
+# (erfc(10.5) = 7e-50 is below float32's range, so larger z give 0.)
+ERF_P = (1.1283791665100529, -0.376126288433253, 0.11283612428246441, -0.026854808537280166,
+         0.005190053577936258, -0.000802435412952508, 7.898210209804199e-05)
+ERFC_R = (2.3082557265669646e-06, 0.2820209003163719, 0.28312706099671603, 0.23856178503070122,
+          0.21825824265410673, -0.05596403853453498, 0.29998038942251865, -0.4668061326268066,
+          0.22683483514659217, -0.012549052216843189, -0.013484628058636167)
+ERFC_MAX = 10.5
 
 # Op codes of reduce.comp.
 REDUCE_OPS = ["sum", "prod", "max", "min", "argmax", "argmin", "any", "all"]
@@ -74,10 +87,13 @@ RANDOM_CODES = {name: 200 + i for i, name in enumerate(RANDOM_OPS)}
 
 
 def defines():
-    """The -D defines every shader is compiled with."""
+    """The -D defines every shader is compiled with: codes, and the erf fits' coefficients."""
     out = {f"DT_{name.upper()}": code for name, code in DTYPE_CODES.items()}
     codes = {**ELEMENTWISE_CODES, **REDUCE_CODES, **RANDOM_CODES}
     out.update({f"OP_{name.upper()}": code for name, code in codes.items()})
+    out.update({f"ERF_P{i}": f"({c!r})" for i, c in enumerate(ERF_P)})
+    out.update({f"ERFC_R{i}": f"({c!r})" for i, c in enumerate(ERFC_R)})
+    out["ERFC_MAX"] = repr(ERFC_MAX)
     return out
 
 

@@ -4,6 +4,8 @@ All of them run on the device through shaders/elementwise.comp, selected by op c
 operands that may be strided, broadcast, of any dtype, or Python scalars carried as immediates.
 Backward rules are attached by vkgrad/autograd.
 """
+import math
+
 import numpy as np
 
 from .. import dtypes, kernels, layout
@@ -11,22 +13,51 @@ from ..backend.vulkan import DeviceArray, f32_bits
 from .registry import Op, OpTest
 
 MAXD = 4  # dims elementwise.comp's push constants describe (after coalescing)
+_INV_SQRT2 = 0.7071067811865476
+_INV_SQRT_2PI = 0.3989422804014327
+_TWO_OVER_SQRT_PI = 1.1283791670955126
+
+
+def _erf_parts(x):
+    """(erf x, erfc x) of a float64 array from the fits in vkgrad/kernels.py, which
+    elementwise.comp evaluates in float32 (relative error < 2e-9 in float64, erfc down to
+    erfc(ERFC_MAX) = 7e-50, 0 beyond)."""
+    a = np.abs(x)
+    small = x * np.polyval(kernels.ERF_P[::-1], x * x)  # for |x| <= 1
+    tail = np.where(a > kernels.ERFC_MAX, 0, np.exp(-a * a) * np.polyval(  # erfc |x|, |x| >= 0.5
+        kernels.ERFC_R[::-1], 1 / (1 + 0.5 * a)))
+    erf = np.where(a <= 1, small, np.sign(x) * (1 - tail))
+    erfc = np.where(a < 0.5, 1 - small, np.where(x >= 0, tail, 2 - tail))
+    return erf, erfc
 
 
 def _erf(x):
-    # Numerical Recipes' erfc fit (|error| < 1.2e-7), the same one the shader uses.
-    z = np.abs(x)
-    t = 1.0 / (1.0 + 0.5 * z)
-    poly = (-1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
-        -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (
-            -0.82215223 + t * 0.17087277)))))))))
-    r = t * np.exp(-z * z + poly)
-    return np.where(x >= 0, 1.0 - r, r - 1.0).astype(x.dtype)
+    return _erf_parts(np.asarray(x, np.float64))[0]
+
+
+def _gelu(x):
+    x = np.asarray(x, np.float64)  # x Phi(x) = x erfc(-x / sqrt 2) / 2: no cancellation for x < 0
+    return 0.5 * x * _erf_parts(x * -_INV_SQRT2)[1]
 
 
 def _sigmoid(x):
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
+
+
+_SQRT_2_OVER_PI = 0.7978845608028654
+
+
+def _gelu_tanh(x):
+    # torch's gelu(approximate="tanh"), 0.5 x (1 + tanh u) = x sigmoid(2u), which does not cancel
+    # for x < 0; u = sqrt(2 / pi) (x + 0.044715 x^3)
+    c, k = x.dtype.type(0.044715), x.dtype.type(2 * _SQRT_2_OVER_PI)
+    return x * _sigmoid(x * (1 + x * x * c) * k)
+
+
+# Exact float64 references (tests/test_ops.py) for the ops whose host implementation is a fit.
+_math_erf = np.vectorize(math.erf, otypes=[np.float64])
+_math_erfc = np.vectorize(math.erfc, otypes=[np.float64])
 
 
 # name: (numpy function, result rule, arity, test domain)
@@ -49,10 +80,11 @@ TABLE = {
     "cos": (np.cos, "float", 1, "any"),
     "tanh": (np.tanh, "float", 1, "any"),
     "sigmoid": (_sigmoid, "float", 1, "any"),
+    "silu": (lambda a: a * _sigmoid(a), "float", 1, "any"),
     "relu": (lambda a: np.maximum(a, np.zeros((), a.dtype)), "same", 1, "any"),
-    "gelu": (lambda a: (0.5 * a * (1 + _erf(a * np.asarray(0.7071067811865476, a.dtype)))),
-             "float", 1, "any"),
-    "erf": (_erf, "float", 1, "any"),
+    "gelu": (lambda a: 0.5 * a * _math_erfc(a * -_INV_SQRT2), "float", 1, "any"),
+    "gelu_tanh": (_gelu_tanh, "float", 1, "any"),
+    "erf": (_math_erf, "float", 1, "any"),
     "softplus": (lambda a: np.logaddexp(np.zeros((), a.dtype), a), "float", 1, "any"),
     "sign": (np.sign, "same", 1, "any"),
     "floor": (np.floor, "same", 1, "any"),
@@ -100,7 +132,7 @@ def _where_bits(cond, a, b):
 
 
 # Host implementations that differ from the TABLE's numpy function (still its reference).
-HOST = {"where": _where_bits}
+HOST = {"where": _where_bits, "erf": _erf, "gelu": _gelu}
 
 
 # ---- backward rules: name -> (rule(ctx, g) -> one gradient per operand, what it saves) ---------
@@ -118,11 +150,6 @@ def _zeros_like(g):
 
 def _each(ctx, *rules):
     return tuple(rule() if need else None for rule, need in zip(rules, ctx.needs_input_grad))
-
-
-_INV_SQRT2 = 0.7071067811865476
-_INV_SQRT_2PI = 0.3989422804014327
-_TWO_OVER_SQRT_PI = 1.1283791670955126
 
 
 def _unary(rule, saves=("inputs",)):
@@ -147,7 +174,20 @@ def _pow_dy(ctx, g):
     x, y = ctx.inputs  # d(x^y)/dy = x^y log x, taken as 0 where x == 0 and y >= 0 (as torch does)
     if _is_tensor(x):
         return _where((x == 0) & (y >= 0), 0.0, g * ctx.output * x.log())
+    if x == 0:
+        return _where(y >= 0, 0.0, g * ctx.output * float("-inf"))
     return g * ctx.output * float(np.log(x))
+
+
+def _silu_grad(g, x):
+    s = x.sigmoid()  # d(x s(x))/dx = s + x s (1 - s)
+    return g * s * (x * (1 - s) + 1)
+
+
+def _gelu_tanh_grad(g, x):
+    # d(x s(2u))/dx = s + 2 x s (1 - s) u', s = sigmoid(2u), u' = sqrt(2 / pi) (1 + 3c x^2)
+    s = (x * (x * x * 0.044715 + 1) * (2 * _SQRT_2_OVER_PI)).sigmoid()
+    return g * s * (x * (1 - s) * (x * x * (3 * 0.044715) + 1) * (2 * _SQRT_2_OVER_PI) + 1)
 
 
 def _extreme_weight(x, y, greater):
@@ -180,9 +220,11 @@ VJPS = {
     "cos": _unary(lambda g, x, out: -g * x.sin()),
     "tanh": _unary(lambda g, x, out: g * (1 - out * out), ("output",)),
     "sigmoid": _unary(lambda g, x, out: g * out * (1 - out), ("output",)),
+    "silu": _unary(lambda g, x, out: _silu_grad(g, x)),
     "relu": _unary(lambda g, x, out: _where(out > 0, g, 0.0), ("output",)),
     "gelu": _unary(lambda g, x, out: g * (((x * _INV_SQRT2).erf() + 1) * 0.5
                                           + x * (x * x * -0.5).exp() * _INV_SQRT_2PI)),
+    "gelu_tanh": _unary(lambda g, x, out: _gelu_tanh_grad(g, x)),
     "erf": _unary(lambda g, x, out: g * (x * x * -1).exp() * _TWO_OVER_SQRT_PI),
     "softplus": _unary(lambda g, x, out: g * x.sigmoid()),
     # piecewise constant: zero gradient, as torch
@@ -275,10 +317,20 @@ def _index0(a, out_shape, i):
     return a.view(a.shape[1:], a.strides[1:], a.offset + i * a.strides[0])
 
 
+def _host_type(name, compute):
+    """The numpy type the host computes op `name` in: bf16 in float32 (rounded once, at the end,
+    as on the device; Python scalars enter at float32 precision), except for copies and
+    selections, which round nothing."""
+    if compute is dtypes.bfloat16 and name not in ("identity", "where"):
+        return np.dtype(np.float32)
+    return compute.np_dtype
+
+
 def _make(name, fn, result, arity, domain):
     def host(*args, compute, out_dtype):
         # where's condition keeps its truth values, not the compute dtype
-        arrays = [np.asarray(a, dtype=bool if name == "where" and i == 0 else compute.np_dtype)
+        wide = _host_type(name, compute)
+        arrays = [np.asarray(a, dtype=bool if name == "where" and i == 0 else wide)
                   for i, a in enumerate(args)]
         with np.errstate(all="ignore"):
             r = HOST.get(name, fn)(*arrays)
@@ -301,6 +353,9 @@ def _make(name, fn, result, arity, domain):
         call, reference, lambda rng: _cases(rng, arity, domain, name),
         dtypes=("int32",) if domain == "int" else ("float32", "bfloat16"),
         grad=result != "bool" and domain != "int")]
+    if result != "bool" and domain != "int" and (arity == 1 or name in _WIDE_BINARY):
+        tests.append(OpTest(call, reference, lambda rng: _wide_cases(rng, arity, domain, name),
+                            grad=False))
     vjp, saves = VJPS.get(name, (None, ()))
     return Op(name, host, vulkan, vjp=vjp, saves=saves, tests=tests)
 
@@ -324,6 +379,24 @@ def _draw(rng, shape, domain):
     if domain == "int":
         return rng.integers(-100, 100, shape).astype(np.int32)
     return rng.standard_normal(shape) * 2
+
+
+_WIDE_BINARY = ("add", "sub", "mul", "div", "maximum", "minimum", "pow")
+
+
+def _wide(rng, shape, domain):
+    """Magnitudes from 1e-6 to 1e3 (below 0.9 for "unit"), signed unless "positive"."""
+    top = np.log10(0.9) if domain == "unit" else 3.0
+    x = 10.0 ** rng.uniform(-6.0, top, shape)
+    return x if domain == "positive" else x * rng.choice([-1.0, 1.0], shape)
+
+
+def _wide_cases(rng, arity, domain, name):
+    # tiny and large operands (the test_ops cases above stay near 1, for the gradient tests)
+    if arity == 1:
+        return [([_wide(rng, (4, 300), domain)], {})]
+    second = _draw(rng, (300,), "any") if name == "pow" else _wide(rng, (300,), domain)
+    return [([_wide(rng, (300,), domain), second], {}), ([_wide(rng, (7,), domain), 1e-3], {})]
 
 
 def _cases(rng, arity, domain, name):

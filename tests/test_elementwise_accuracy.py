@@ -1,0 +1,124 @@
+"""float32 accuracy of the transcendental elementwise ops over the whole range, near zero too.
+
+Each op runs on every device over +-10^k for k from -30 to its range's end, and is held to a
+bound in ulps of the float64 reference (math/numpy) rounded to float32: a RELATIVE bound, so
+tanh(1e-6) and erf(1e-20) are checked as tightly as tanh(1). Edge values (infinities, NaN, the
+limits) are compared exactly. bf16 scalars and (-inf) ** y follow torch.
+"""
+import math
+
+import ml_dtypes
+import numpy as np
+import pytest
+import torch
+
+import vkgrad as vk
+
+from conftest import bf16_ulp
+
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+K = 2 * 0.7978845608028654  # gelu_tanh: x sigmoid(K (x + 0.044715 x^3))
+
+
+def _sigmoid(x):
+    return np.exp(-np.logaddexp(0, -x))
+
+
+# name: (float64 reference, largest |x| tested, bound in float32 ulps). The bounds come from
+# the formulas in shaders/elementwise.comp (and numpy's float32 functions on the host): about one
+# ulp per rounded step, plus the conditioning of the argument rounded on the way (gelu's
+# x / sqrt 2: up to 2 z^2 / 2 ulps near z = 1; gelu_tanh's u, below).
+OPS = {
+    "exp": (np.exp, 88.0, 2),
+    "expm1": (np.expm1, 88.0, 3),
+    "log": (np.log, 1e30, 2),
+    "log1p": (np.log1p, 1e30, 3),
+    "tanh": (np.tanh, 20.0, 2),
+    "sigmoid": (_sigmoid, 100.0, 4),
+    "silu": (lambda x: x * _sigmoid(x), 100.0, 4),
+    "softplus": (lambda x: np.logaddexp(0, x), 100.0, 3),
+    "erf": (_erf, 10.0, 3),
+    "gelu": (lambda x: 0.5 * x * _erfc(-x / math.sqrt(2)), 14.0, 4),
+    "gelu_tanh": (lambda x: x * _sigmoid(K * (x + 0.044715 * x ** 3)), 9.0, None),
+}
+
+
+def _inputs(top):
+    k = np.linspace(-30, np.log10(top), 3000)
+    x = np.concatenate([10.0 ** k, -(10.0 ** k)]).astype(np.float32)
+    return x[np.abs(x) <= top]
+
+
+def _f32_ulps(got, ref):
+    """|got - ref| in ulps of ref rounded to float32."""
+    spacing = np.spacing(np.abs(ref.astype(np.float32))).astype(np.float64)
+    return np.abs(got.astype(np.float64) - ref) / spacing
+
+
+@pytest.mark.parametrize("name", list(OPS))
+def test_relative_accuracy_f32(name, device):
+    fn, top, bound = OPS[name]
+    x = _inputs(top)
+    if name in ("log", "log1p"):
+        x = np.abs(x) if name == "log" else x[x > -1]
+    with np.errstate(over="ignore"):
+        ref = fn(x.astype(np.float64))
+    got = getattr(vk.tensor(x, device=device), name)().numpy()
+    if bound is None:  # gelu_tanh: u = sqrt(2 / pi) (x + c x^3) takes 5 roundings, whose
+        # ~3 ulps of relative error become |2u| times that in e^(2u): (4 + 6 |u|) ulps
+        bound = 4 + 3 * np.abs(K * (x.astype(np.float64) + 0.044715 * x.astype(np.float64) ** 3))
+    checked = (np.abs(ref) >= 1e-30) & (np.abs(ref) < 3e38)  # float32's normal range, roughly
+    ulps = np.where(checked, _f32_ulps(got, ref), 0.0)
+    worst = np.argmax(ulps / bound)
+    assert (ulps <= bound).all(), (f"{name} on {device}: {ulps[worst]:.3g} ulps at "
+                                   f"x={x[worst]!r}: got {got[worst]!r}, expected {ref[worst]!r}")
+
+
+EDGES = {
+    "exp": {np.inf: np.inf, -np.inf: 0.0, 89.0: np.inf, -104.0: 0.0},
+    "expm1": {np.inf: np.inf, -np.inf: -1.0, 89.0: np.inf, -30.0: -1.0},
+    "log": {0.0: -np.inf, np.inf: np.inf, -1.0: np.nan},
+    "log1p": {-1.0: -np.inf, np.inf: np.inf, -2.0: np.nan},
+    "tanh": {np.inf: 1.0, -np.inf: -1.0, 30.0: 1.0},
+    "sigmoid": {np.inf: 1.0, -np.inf: 0.0},
+    "softplus": {np.inf: np.inf, -np.inf: 0.0},
+    "erf": {np.inf: 1.0, -np.inf: -1.0, 5.0: 1.0},
+    "gelu": {np.inf: np.inf, -np.inf: np.nan, -20.0: -0.0},  # torch: gelu(-inf) is NaN
+    "gelu_tanh": {np.inf: np.inf, -20.0: -0.0},
+    "silu": {np.inf: np.inf, -200.0: -0.0},
+}
+
+
+@pytest.mark.parametrize("name", list(EDGES))
+def test_edge_values(name, device):
+    x = np.array([*EDGES[name], np.nan], np.float32)
+    expected = np.array([*EDGES[name].values(), np.nan], np.float32)
+    got = getattr(vk.tensor(x, device=device), name)().numpy()
+    np.testing.assert_array_equal(got, expected, err_msg=f"{name} on {device} at {x}")
+
+
+def test_pow_negative_infinity(device):
+    # IEEE pow, as numpy and torch: (-inf)^y = (-0)^-y, negative only for odd integers y
+    y = np.array([0.3, 3.3, 3.0, 2.0, 4.0, -0.3, -3.0, -2.0, 0.0], np.float32)
+    x = np.full_like(y, -np.inf)
+    expected = torch.from_numpy(x) ** torch.from_numpy(y)
+    got = (vk.tensor(x, device=device) ** vk.tensor(y, device=device)).numpy()
+    np.testing.assert_array_equal(got, expected.numpy())
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(expected.numpy()))
+
+
+@pytest.mark.parametrize("op", ["add", "sub", "mul", "div", "lt", "maximum"])
+def test_bf16_python_scalar_at_f32_precision(op, device):
+    """x (op) 0.1 on a bf16 tensor: the scalar stays a float32 0.1 and the float32 result rounds
+    once, the same bits on every device. (torch 2.13's CPU add and sub round the scalar to bf16
+    first, its mul, div and comparisons do not: the rule here is the latter.)"""
+    x = np.random.default_rng(3).standard_normal(4000).astype(ml_dtypes.bfloat16)
+    fn = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
+          "div": lambda a, b: a / b, "lt": lambda a, b: a < b, "maximum": vk.maximum}[op]
+    numpy_fn = {"maximum": np.maximum}.get(op, fn)
+    expected = np.asarray(numpy_fn(x.astype(np.float32), np.float32(0.1)))
+    expected = expected if op == "lt" else expected.astype(ml_dtypes.bfloat16)
+    got = fn(vk.tensor(x, device=device), 0.1)
+    assert got.dtype is (vk.bool_ if op == "lt" else vk.bfloat16)
+    np.testing.assert_array_equal(got.numpy(), expected)
