@@ -43,10 +43,11 @@ def built(tmp_path_factory):
     src = tmp / "src"  # build from a copy: an in-tree build would leave build/ in the repository
     listed = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT)
     for name in filter(None, listed.split("\0")):
-        if (ROOT / name).is_file():  # a tracked file deleted in the work tree is not listed
+        if (ROOT / name).is_file():  # skips tracked files deleted from the work tree
             (src / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, src / name)
-    git = ["git", "-C", src, "-c", "user.name=vkgrad tests", "-c", "user.email=tests@invalid"]
+    git = ["git", "-C", src, "-c", "user.name=vkgrad tests", "-c", "user.email=tests@invalid",
+           "-c", "commit.gpgsign=false"]
     run([*git, "init", "--quiet"])
     run([*git, "add", "."])
     run([*git, "commit", "--quiet", "--no-verify", "-m", "the wheel's sources"])
