@@ -192,7 +192,7 @@ def _avg_pool_back_host(g, size, kernel, stride, padding, include_pad):
     (n, c), out_hw = g.shape[:2], g.shape[2:]
     share = np.empty((c, *out_hw, n), _compute(g))  # batch-last, whatever g's layout
     np.divide(g.transpose(1, 2, 3, 0), _avg_divisor(size, out_hw, kernel, stride, padding,
-                                                     include_pad), out=share)
+                                                     include_pad), out=share, dtype=share.dtype)
     dxp = np.zeros((c, size[0] + 2 * padding[0], size[1] + 2 * padding[1], n), share.dtype)
     for _, window in _taps(kernel, stride, (1, 1), out_hw):
         dxp[window] += share
