@@ -1,6 +1,7 @@
 """vkgrad.compile: a recorded step replays to exactly what eager execution computes, costs one
 submit and one wait, and records again (or refuses) where a replay would be wrong."""
 import gc
+import threading
 import warnings
 
 import numpy as np
@@ -194,6 +195,65 @@ def test_host_steps_and_nested_calls_run_eagerly(device, rng):
                                    rtol=1e-6)
     # the host has nothing to replay; on Vulkan the inner step is part of the outer recording
     assert len(calls) == (3 if device.kind == "host" else 1)
+
+
+def test_other_threads_run_eagerly_while_a_step_records(vulkan, rng):
+    # thread A records a step that pauses midway; meanwhile this thread uploads a tensor, reads
+    # values and calls another compiled step. Capture is per thread: none of that is refused or
+    # recorded, and this thread's tensor never gets memory that A's replays write
+    resume, paused = threading.Event(), threading.Event()
+
+    def step(x):
+        t = x * 2
+        u = t + 1
+        del t  # freed during the recording: its memory stays the recording's
+        if not resume.is_set():
+            paused.set()
+            resume.wait(60)
+        return u * u
+
+    def expected(x):
+        u = x * np.float32(2) + np.float32(1)
+        return u * u
+
+    n = 1000
+    compiled, outcome = vk.compile(step), []
+    x = rng.standard_normal(n).astype(np.float32)
+
+    def record():
+        try:
+            outcome.append(compiled(vk.tensor(x, device=vulkan)).numpy())
+        except Exception as e:  # noqa: BLE001  (reported below, in the test's thread)
+            outcome.append(e)
+
+    thread = threading.Thread(target=record)
+    thread.start()
+    try:
+        assert paused.wait(60)
+        host = rng.standard_normal(n).astype(np.float32)
+        kept = vk.tensor(host, device=vulkan)
+        np.testing.assert_array_equal((kept * 3).numpy(), host * np.float32(3))
+        np.testing.assert_array_equal(vk.compile(lambda v: v - 1)(kept).numpy(),
+                                      host - np.float32(1))
+    finally:
+        resume.set()
+        thread.join(60)
+    got, = outcome
+    if isinstance(got, Exception):
+        raise got
+    np.testing.assert_array_equal(got, expected(x))
+    alone = vk.compile(step)
+    alone(vk.tensor(x, device=vulkan))  # no other thread: what the step itself dispatches
+    recorded = len(next(iter(compiled._captures.values())).recording.dispatches)
+    assert recorded == len(next(iter(alone._captures.values())).recording.dispatches) == 3
+    for _ in range(2):  # replays of the recording made while this thread worked
+        x = rng.standard_normal(n).astype(np.float32)
+        arg = vk.tensor(x, device=vulkan)
+        vk.reset_stats()
+        out = compiled(arg)
+        assert vk.stats()["dispatches"] == recorded + 1  # the copy into its input
+        np.testing.assert_array_equal(out.numpy(), expected(x))
+    np.testing.assert_array_equal(kept.numpy(), host)
 
 
 def test_unhashable_arguments_are_refused(vulkan):

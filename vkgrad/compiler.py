@@ -35,35 +35,48 @@ What a replay cannot see is checked or refused:
   call.
 A function without Vulkan tensor arguments (host tensors, say) runs eagerly on every call: the
 host has no queue of dispatches to replay.
+
+Capture is per thread: while one thread records, other threads' work on the device runs eagerly
+and stays out of the recording. A device records one step at a time; a compiled call that would
+record while another thread records on the same device runs eagerly instead (and records on a
+later call).
 """
 import functools
+import threading
 import warnings
 
 EAGER_WARNING_AFTER = 3  # recordings in a row never replayed before the warning
 
-_active = None        # the _Capture being recorded, if any
+_local = threading.local()  # .active: the _Capture this thread is recording, if any
+
+
+def _active():
+    return getattr(_local, "active", None)
 
 
 def guard(read, value):
     """While a step is being recorded: `value`, what `read()` returns now, is baked into the
     recorded kernels, so a replay is valid only while `read()` still returns it. Otherwise,
     nothing."""
-    if _active is not None:
-        _active.guards.append((read, value))
+    capture = _active()
+    if capture is not None:
+        capture.guards.append((read, value))
 
 
 def gradient_cleared(t):
     """zero_grad: in the step being recorded, `t`'s gradient starts afresh from here."""
-    if _active is not None:
-        _active.cleared.add(id(t))
+    capture = _active()
+    if capture is not None:
+        capture.cleared.add(id(t))
 
 
 def guard_gradient(t):
     """Backward is about to write `t.grad`. A replay writes the gradient this recording found
     (added to, or started afresh), so unless zero_grad cleared it earlier in the step, what it
     found came from before the call and a replay cannot follow it: record every call."""
-    if _active is not None and id(t) not in _active.cleared:
-        _active.guards.append((lambda: False, True))
+    capture = _active()
+    if capture is not None and id(t) not in capture.cleared:
+        capture.guards.append((lambda: False, True))
 
 
 class _Capture:
@@ -96,7 +109,7 @@ class Compiled:
         values = [*args, *(kwargs[k] for k in sorted(kwargs))]
         backends = {id(v.device.backend): v.device.backend for v in values
                     if isinstance(v, Tensor) and v.device.kind == "vulkan"}
-        if _active is not None or len(backends) != 1:
+        if _active() is not None or len(backends) != 1:
             return self.fn(*args, **kwargs)  # inside another recording, or nothing to replay
         backend, = backends.values()
         key = (tuple(sorted(kwargs)), tuple(_signature(v) for v in values))
@@ -109,23 +122,26 @@ class Compiled:
             self._note_unreplayed()
         self._captures.pop(key, None)  # free its memory before recording anew
         capture = self._record(backend, args, kwargs, values)
+        if capture is None:  # another thread is recording on this device
+            return self.fn(*args, **kwargs)
         self._captures[key] = capture
         return capture.result
 
     def _record(self, backend, args, kwargs, values):
-        global _active
+        """Run `fn` on inputs of its own while `backend` records; None if it cannot record now."""
         from .tensor import Tensor
         inputs = [_input_like(v) if isinstance(v, Tensor) else v for v in values]
         positional = inputs[:len(args)]
         named = dict(zip(sorted(kwargs), inputs[len(args):]))
         capture = _Capture(inputs)
-        _active = capture
-        backend.begin_capture()
+        if not backend.begin_capture():
+            return None
+        _local.active = capture
         try:
             capture.result = self.fn(*positional, **named)
         finally:
             capture.recording = backend.end_capture()
-            _active = None
+            _local.active = None
         return capture
 
     @staticmethod

@@ -76,19 +76,19 @@ class FreeSpace:
 
     def take(self, words):
         """The first word of `words` free words, now taken, or None if no run holds them."""
-        runs = self.runs
-        order = range(len(runs)) if words < LARGE_WORDS else range(len(runs) - 1, -1, -1)
-        for i in order:
+        runs, small = self.runs, words < LARGE_WORDS
+        for i in range(len(runs)) if small else reversed(range(len(runs))):
             word, size = runs[i]
-            if size >= words:
-                if size == words:
-                    del runs[i]
-                    return word
-                if words < LARGE_WORDS:
-                    runs[i] = (word + words, size - words)
-                    return word
+            if size < words:
+                continue
+            if size == words:
+                del runs[i]
+            elif small:
+                runs[i] = (word + words, size - words)
+            else:
                 runs[i] = (word, size - words)
-                return word + size - words
+                word += size - words
+            return word
         return None
 
     def put(self, word, words):
@@ -139,17 +139,11 @@ class ArenaPool:
         words = max(ALIGN_WORDS, -(-words // ALIGN_WORDS) * ALIGN_WORDS)
         with self.lock:
             recording = self.capture()
-            for free_more in (lambda: None, gc.collect):  # cycles may hold dead tensors' blocks
-                free_more()
-                self._apply_releases()
-                word = recording.free.take(words) if recording is not None else None
-                if word is None:
-                    word = self.free.take(words)
-                    if word is not None:
-                        self.in_use += words
-                if word is not None:
-                    break
-            else:
+            word = self._take(words, recording)
+            if word is None:
+                gc.collect()  # cycles may hold dead tensors' blocks
+                word = self._take(words, recording)
+            if word is None:
                 raise MemoryError(
                     f"Vulkan arena exhausted: {words * 4} bytes requested, {self.in_use * 4} of "
                     f"{self.capacity * 4} in use; set VKGRAD_ARENA_MB to a larger size")
@@ -158,6 +152,18 @@ class ArenaPool:
             if recording is not None:  # its words may be addressed by recorded dispatches
                 recording.touch(block)
         return block
+
+    def _take(self, words, recording):
+        """Words from the capturing thread's recording (counted in use already), else the pool."""
+        self._apply_releases()
+        if recording is not None:
+            word = recording.free.take(words)
+            if word is not None:
+                return word
+        word = self.free.take(words)
+        if word is not None:
+            self.in_use += words
+        return word
 
     def release(self, block):
         with self.lock:
@@ -190,8 +196,8 @@ class ArenaPool:
             recording = self.capture()
             if recording is None:
                 raise RuntimeError("this thread is not capturing a step on this device")
-            self._apply_releases()
             recording.finish()
+            self._apply_releases()  # the words of blocks that died while it recorded
             self.recording = None
             return recording
 
