@@ -3,8 +3,13 @@
 // Reductions (sum, prod, max, min, argmax, argmin, any, all) over any set of axes of a strided
 // view. Each output is reduced by GROUP threads (a power of two, at most 64, chosen per call);
 // a workgroup covers 256 / GROUP consecutive outputs and writes them as whole words, so packed
-// outputs (bf16, bool) never share a word between workgroups. The op, the dtypes and GROUP are
-// specialization constants.
+// outputs (bf16, bool) never share a word between workgroups. The op, the dtypes, GROUP and STAGE
+// are specialization constants.
+// Long reductions go in two passes (vkgrad/ops/reduce.py, _two_pass): the first reduces pieces of
+// `chunk` consecutive reduced elements, output o covering piece o % pieces of row o / pieces,
+// into float32/int32 partials; the second reduces those. For argmax/argmin the first pass
+// (STAGE 1) also writes the winners' indices as int32 at idx_start, and the second (STAGE 2) reads
+// them there, at the same offsets as the partial values; one pass is STAGE 0.
 // Variants: DOMAIN_FLOAT (f32 accumulation), DOMAIN_INT (int32).
 #include "common.glsl"
 
@@ -16,6 +21,7 @@ layout(constant_id = 0) const uint OP = 0u;
 layout(constant_id = 1) const uint OUT_DT = 0u;
 layout(constant_id = 2) const uint A_DT = 0u;
 layout(constant_id = 3) const uint GROUP = 1u;  // threads per output
+layout(constant_id = 4) const uint STAGE = 0u;
 
 layout(push_constant) uniform Params {
     uint n_out; uint n_red; uint out_start; uint a_start;
@@ -23,6 +29,8 @@ layout(push_constant) uniform Params {
     uint ndim_out; uint ndim_red;
     uint out_shape[MAXD]; int out_strides[MAXD];
     uint red_shape[MAXD]; int red_strides[MAXD];
+    uint pieces; uint chunk;           // pieces per row, reduced elements per piece
+    uint idx_start;                    // argmax/argmin indices (STAGE 1: written, 2: read)
 } p;
 
 #if defined(DOMAIN_FLOAT)
@@ -43,7 +51,7 @@ shared T vals[WG];
 shared int idxs[WG];
 
 #if defined(DOMAIN_FLOAT)
-bool is_nan(T v) { return isnan(v); }
+bool is_nan(T v) { return f32_is_nan(v); }
 #else
 bool is_nan(T v) { return false; }
 #endif
@@ -90,12 +98,15 @@ void main() {
         T acc = identity_of(OP);
         int acc_i = -1;
         if (o < p.n_out) {
+            uint first = (o % p.pieces) * p.chunk;
+            uint end = first + min(p.chunk, p.n_red - first);
             int base;
-            STRIDED_OFFSET(o, p.ndim_out, p.out_shape, p.out_strides, base);
-            for (uint r = lane; r < p.n_red; r += GROUP) {
+            STRIDED_OFFSET(o / p.pieces, p.ndim_out, p.out_shape, p.out_strides, base);
+            for (uint r = first + lane; r < end; r += GROUP) {
                 int off;
                 STRIDED_OFFSET(r, p.ndim_red, p.red_shape, p.red_strides, off);
-                combine(OP, acc, acc_i, LOAD(A_DT, p.a_start, base + off), int(r));
+                int i = STAGE == 2u ? load_i32(DT_INT32, p.idx_start, base + off) : int(r);
+                combine(OP, acc, acc_i, LOAD(A_DT, p.a_start, base + off), i);
             }
         }
         vals[lid] = acc;
@@ -117,7 +128,8 @@ void main() {
                 if (out_i >= p.n_out) break;
                 uint slot = so * GROUP;
                 uint bits;
-                if (arg) {
+                if (STAGE == 1u) arena[p.idx_start + out_i] = uint(idxs[slot]);
+                if (arg && STAGE != 1u) {
                     bits = uint(idxs[slot]);
                 } else {
 #if defined(DOMAIN_FLOAT)

@@ -340,3 +340,34 @@ def test_loss_errors(device, rng):
         F.cross_entropy(x, labels, label_smoothing=1.5)
     # host labels work with a device input
     assert np.isfinite(F.cross_entropy(x, vk.tensor([0, 1, 2])).item())
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_class_losses_with_every_target_ignored(device, dtype, rng):
+    """torch 2.13: "mean" is 0/0, NaN, but the gradient is 0 (ignored elements take no part),
+    with label smoothing too. Where the class weights of the targets sum to 0 instead, the
+    gradient of those rows is NaN."""
+    x_np = rng.standard_normal((3, 4))
+    cases = [([-100] * 3, None, (0.0, 0.2)), ([2, 2, -100], [1.0, 2.0, 0.0, 1.0], (0.0,))]
+    for labels, w, smoothings in cases:
+        for fn, tfn, smoothing in ([(F.cross_entropy, TF.cross_entropy, s) for s in smoothings]
+                                   + [(F.nll_loss, TF.nll_loss, None)]):
+            for reduction in ("mean", "sum", "none"):
+                kwargs = dict(reduction=reduction)
+                if smoothing is not None:
+                    kwargs["label_smoothing"] = smoothing
+                x, t = vk_in(x_np, device, dtype, grad=True), torch_in(x_np, dtype, grad=True)
+                out = fn(x, vk.tensor(labels, device=device),
+                         None if w is None else vk_in(w, device, dtype), **kwargs)
+                ref = tfn(t, torch.tensor(labels), None if w is None else torch_in(w, dtype),
+                          **kwargs)
+                what = f"{fn.__name__} {labels} {w} {kwargs}"
+                np.testing.assert_array_equal(np.isnan(out.numpy().astype(np.float32)),
+                                              np.isnan(ref.detach().numpy()), what)
+                out.sum().backward()
+                ref.sum().backward()
+                got, expected = x.grad.numpy().astype(np.float32), t.grad.numpy()
+                np.testing.assert_array_equal(np.isnan(got), np.isnan(expected), what)
+                np.testing.assert_allclose(got[~np.isnan(got)], expected[~np.isnan(expected)],
+                                           rtol=1e-2 if dtype == "bfloat16" else 1e-5,
+                                           atol=1e-6, err_msg=what)

@@ -264,24 +264,31 @@ class Tensor:
         axes = layout.normalize_axes(axis, self.ndim)
         return apply(OPS[name], self, axes=axes, keepdims=keepdims)
 
-    def var(self, axis=None, ddof=0, keepdims=False):
-        """Variance: mean((x - mean(x))**2) * n / (n - ddof), computed in float32 at least."""
+    def _variance(self, axis, ddof, keepdims):
+        """mean((x - mean(x))**2) * n / (n - ddof) in float32 at least, not yet rounded."""
         x = self if self.dtype in (dtypes.float32, dtypes.float64) else self.astype(dtypes.float32)
         n = prod(self.shape[a] for a in layout.normalize_axes(axis, self.ndim))
         d = x - x.mean(axis=axis, keepdims=True)
-        v = (d * d).sum(axis=axis, keepdims=keepdims) / max(n - ddof, 0)
-        return v if not self.dtype.is_floating else v.astype(self.dtype)
+        return (d * d).sum(axis=axis, keepdims=keepdims) / max(n - ddof, 0)
+
+    def var(self, axis=None, ddof=0, keepdims=False):
+        """Variance: mean((x - mean(x))**2) * n / (n - ddof), computed in float32 at least (a
+        bf16 result is rounded once)."""
+        return _narrow(self._variance(axis, ddof, keepdims), self.dtype)
 
     def std(self, axis=None, ddof=0, keepdims=False):
-        """Standard deviation: sqrt(var(x, ddof))."""
-        return self.var(axis=axis, ddof=ddof, keepdims=keepdims).sqrt()
+        """Standard deviation: sqrt(var(x, ddof)), computed as var is."""
+        return _narrow(self._variance(axis, ddof, keepdims).sqrt(), self.dtype)
 
     def logsumexp(self, axis=None, keepdims=False):
-        """log(sum(exp(x))) over `axis`, shifted by the maximum so that it cannot overflow."""
-        m = self.max(axis=axis, keepdims=True)
+        """log(sum(exp(x))) over `axis` as m + log(sum(exp(x - m))), m the maximum, so that exp
+        cannot overflow. m is a constant to autograd (the result does not depend on it), so the
+        gradient is softmax(x). bf16: computed in float32, rounded once."""
+        x = _widen(self)
+        m = x.max(axis=axis, keepdims=True).detach()
         m = where(m.isfinite(), m, 0.0)
-        r = (self - m).exp().sum(axis=axis, keepdims=True).log() + m
-        return r if keepdims else r.squeeze(axis if axis is not None else None)
+        r = (x - m).exp().sum(axis=axis, keepdims=True).log() + m
+        return _narrow(r if keepdims else r.squeeze(axis), self.dtype)
 
     # ---- in-place arithmetic (tensors that do not require grad) --------------------------------
     def _assign(self, value):
@@ -452,6 +459,25 @@ def elementwise(name, *operands, out=None):
     compute, out_dtype = out if out is not None else result_dtypes(name, operands)
     _check_device_dtype(tensors[0].device, out_dtype)
     return apply(OPS[name], *operands, compute=compute, out_dtype=out_dtype)
+
+
+# ---- the bf16 rule of composite ops (built from several ops): compute in float32, round once ---
+def _widen(x):
+    """x in float32 if it is a bf16 Tensor, else x itself (also a scalar or None)."""
+    return x.astype(dtypes.float32) if isinstance(x, Tensor) and x.dtype is dtypes.bfloat16 else x
+
+
+def _narrow(y, dtype):
+    """y rounded once to `dtype` if that is bf16 (what _widen widened), else y itself."""
+    return y.astype(dtype) if dtype is dtypes.bfloat16 and y.dtype is not dtype else y
+
+
+def _add_narrow(y, bias, dtype):
+    """_narrow(y + bias, dtype) as one op: the sum computed in the wider dtype of y and bias
+    (a float32 product plus a bf16 bias: in float32) and rounded once."""
+    compute = dtypes.result_type(y.dtype, bias.dtype)
+    return elementwise("add", y, bias,
+                       out=(compute, dtype if dtype is dtypes.bfloat16 else compute))
 
 
 def _check_device_dtype(device, dtype):

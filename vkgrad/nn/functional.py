@@ -12,8 +12,9 @@ bfloat16, and is differentiable (twice, where the math is) through autograd.
 Convolution and pooling (conv1d, conv2d, max_pool2d, avg_pool2d, adaptive_avg_pool2d, unfold,
 fold) are the ops of vkgrad/ops/conv.py, re-exported here.
 
-bf16 inputs: softmax, log_softmax, the normalisations and the class losses compute in float32
-and round the result to bf16 (as PyTorch's CPU kernels do); sums accumulate in float32 always.
+bf16 inputs: every function here built from several ops (linear and conv with a bias, softmax,
+log_softmax, the normalisations, every loss) computes in float32 and rounds its result to bf16
+once, as PyTorch's CPU kernels do; so do their gradients. Sums accumulate in float32 always.
 """
 import operator
 
@@ -24,7 +25,7 @@ from ..ops.conv import (adaptive_avg_pool2d, avg_pool2d, conv1d, conv2d, fold, m
                         unfold)
 from ..ops.indexing import take, take_along_axis
 from ..random import rand
-from ..tensor import Tensor, tensor, where
+from ..tensor import Tensor, _add_narrow, _narrow, _widen, tensor, where
 
 __all__ = [
     "conv1d", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "unfold", "fold",
@@ -34,15 +35,6 @@ __all__ = [
 ]
 
 _REDUCTIONS = ("mean", "sum", "none")
-
-
-def _widen(x):
-    """x in float32 if it is bf16: exponentials and statistics are computed in float32."""
-    return x.astype(dtypes.float32) if x.dtype is dtypes.bfloat16 else x
-
-
-def _narrow(y, dtype):
-    return y if y.dtype is dtype else y.astype(dtype)
 
 
 def _axis(axis, dim):
@@ -68,13 +60,17 @@ def _check_tensor(x, name, fn):
 # ---- layers --------------------------------------------------------------------------------------
 def linear(x, weight, bias=None):
     """y = x @ weight.T + bias, with weight of shape [out_features, in_features] (PyTorch's
-    layout) and x of shape [..., in_features]."""
+    layout) and x of shape [..., in_features]. bf16: the product stays in float32 until the
+    bias is added, and the sum rounds once."""
     _check_tensor(x, "input", "linear")
     if x.ndim == 0 or x.shape[-1] != weight.shape[-1]:
         raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape "
                          f"{weight.shape} (last dims must agree: [..., in] against [out, in])")
-    y = x @ weight.T
-    return y if bias is None else y + bias
+    if bias is None:
+        return x @ weight.T
+    dtype = dtypes.result_type(dtypes.result_type(x.dtype, weight.dtype), bias.dtype)
+    return _add_narrow(x @ (_widen(weight) if dtype is dtypes.bfloat16 else weight).T, bias,
+                       dtype)
 
 
 # ---- activations ---------------------------------------------------------------------------------
@@ -168,10 +164,11 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         var = (d * d).mean(axis=axes, keepdims=True)
         if running_mean is not None:
             with no_grad():
-                running_mean[...] = running_mean * (1 - momentum) + mean.reshape(c) * momentum
+                running_mean[...] = (_widen(running_mean) * (1 - momentum)
+                                     + mean.reshape(c) * momentum)
         if running_var is not None:
             with no_grad():
-                running_var[...] = (running_var * (1 - momentum)
+                running_var[...] = (_widen(running_var) * (1 - momentum)
                                     + var.reshape(c) * (momentum * n / (n - 1)))
         y = d * (var + eps).rsqrt()
     else:
@@ -254,12 +251,12 @@ def _class_loss(logp, target, weight, ignore_index, reduction, label_smoothing, 
     smoothing), zero where t == ignore_index, reduced; "mean" divides by sum(w[t]) over the
     elements not ignored, as PyTorch. A device target outside [0, C) (and not ignore_index)
     makes the next synchronisation raise IndexError naming the loss `fn`."""
-    valid = target != ignore_index
+    valid, weight = target != ignore_index, _widen(weight)  # sum(w[t]) in float32 too
     safe = where(valid, target, 0)
     picked = take_along_axis(logp, safe.expand_dims(axis), axis, caller=fn, labels=True)
     picked = picked.squeeze(axis)
     w = where(valid, 1.0, 0.0) if weight is None else where(valid, take(weight, safe), 0.0)
-    loss = -picked * w
+    loss = where(valid, -picked * w, 0.0)  # a 0/0 "mean" sends ignored elements no NaN
     if label_smoothing:
         wc = 1.0 if weight is None else weight.reshape((c,) + (1,) * (logp.ndim - axis - 1))
         smooth = where(valid, -(logp * wc).sum(axis=axis), 0.0)
@@ -318,14 +315,14 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
 def mse_loss(input, target, reduction="mean"):
     """(input - target)^2, reduced ("mean": over every element)."""
     _check_reduction(reduction, "mse_loss")
-    d = input - target
-    return _reduce(d * d, reduction)
+    d = _widen(input) - target
+    return _narrow(_reduce(d * d, reduction), input.dtype)
 
 
 def l1_loss(input, target, reduction="mean"):
     """|input - target|, reduced ("mean": over every element)."""
     _check_reduction(reduction, "l1_loss")
-    return _reduce((input - target).abs(), reduction)
+    return _narrow(_reduce((_widen(input) - target).abs(), reduction), input.dtype)
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean",
@@ -338,8 +335,9 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     if isinstance(target, Tensor) and target.shape != input.shape:
         raise ValueError(f"binary_cross_entropy_with_logits: target of shape {target.shape} must "
                          f"match the input's shape {input.shape}")
-    scale = 1.0 if pos_weight is None else (pos_weight - 1) * target + 1
-    loss = (1 - target) * input + scale * (-input).softplus()
+    x, y = _widen(input), _widen(target)
+    scale = 1.0 if pos_weight is None else (_widen(pos_weight) - 1) * y + 1
+    loss = (1 - y) * x + scale * (-x).softplus()
     if weight is not None:
         loss = loss * weight
     return _narrow(_reduce(loss, reduction), input.dtype)
@@ -355,8 +353,8 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="me
     if input.ndim > 2:
         raise ValueError(f"multi_margin_loss needs scores [N, C] or [C], got shape {input.shape}")
     target, axis, c = _class_targets(input, target, None, "multi_margin_loss")
-    label = target.expand_dims(axis)
-    z = (input - take_along_axis(input, label, axis, caller="multi_margin_loss", labels=True)
+    label, x = target.expand_dims(axis), _widen(input)
+    z = (x - take_along_axis(x, label, axis, caller="multi_margin_loss", labels=True)
          + margin).relu()
     if p == 2:
         z = z * z

@@ -24,14 +24,15 @@ Pooling ops come in forward/backward pairs that are each other's backward too (m
 Device: shaders/conv.comp, one pipeline whose run-time modes do im2col, col2im and the pooling
 passes. Every backward pass is a gather (each input pixel sums what reaches it from the windows
 that contain it): deterministic, no atomics. bf16 sums accumulate in float32 and round once, on
-the host as on the device.
+the host as on the device. A bf16 conv computes its columns, product and bias in float32 and
+rounds the result once; its gradients, too, are float32 until they round once.
 """
 from math import prod
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .. import kernels
+from .. import dtypes, kernels
 from .registry import Op, OpTest, apply
 
 _CODES = kernels.CONV_CODES
@@ -422,7 +423,13 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
             raise ValueError(f"conv2d: bias shape {bias.shape} does not match weight shape "
                              f"{weight.shape}: expected ({o},)")
     oh, ow = _check_window("conv2d", x.shape, (kh, kw), stride, padding, dilation)
+    from ..tensor import _add_narrow, _narrow, _widen
     from .linalg import matmul
+    dtype = dtypes.result_type(x.dtype, weight.dtype)
+    if bias is not None:
+        dtype = dtypes.result_type(dtype, bias.dtype)
+    if dtype is dtypes.bfloat16:
+        x = _widen(x)  # columns, product and dx's col2im in float32, each result rounded once
     if (kh, kw, *stride, *padding) == (1, 1, 1, 1, 0, 0):
         cols = x.transpose(1, 2, 3, 0).reshape(c, h * w * n)  # the columns of a 1x1 conv
     else:
@@ -431,8 +438,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     k = cg * kh * kw
     out = matmul(weight.reshape(groups, o // groups, k), cols.reshape(groups, k, oh * ow * n))
     out = out.reshape(o, oh * ow * n)
-    if bias is not None:
-        out = out + bias.reshape(o, 1)
+    out = _narrow(out, dtype) if bias is None else _add_narrow(out, bias.reshape(o, 1), dtype)
     return unbatch(out.reshape(o, oh, ow, n).transpose(3, 0, 1, 2))
 
 

@@ -3,7 +3,7 @@
 The device runs shaders/reduce.comp, which reads strided views in place. Floating reductions
 accumulate in float32 on both backends, so bf16 sums do not lose precision as they grow.
 """
-from math import prod
+from math import isqrt, prod
 
 import numpy as np
 
@@ -68,12 +68,14 @@ def _vulkan(name):
         n_red = prod(a.shape[d] for d in axes)
         if n_red == 0 and name in ("max", "min", "argmax", "argmin") and prod(out_shape):
             raise ValueError(f"zero-size reduction with {name}, which has no identity")
-        if n_red > MAX_GROUP * ITERATIONS_PER_THREAD:
-            return _two_pass(name, a, axes, keepdims, n_red)
         out = backend.empty(out_shape, out_dtype)
         if out.size:
             mean_scale = 1.0 / n_red if n_red else float("nan")  # numpy: mean of nothing is NaN
-            launch(backend, name, a, kept, list(axes), out, mean_scale if name == "mean" else 1.0)
+            scale = mean_scale if name == "mean" else 1.0
+            if n_red > MAX_GROUP * ITERATIONS_PER_THREAD:
+                _two_pass(backend, name, a, kept, list(axes), out, scale, n_red)
+            else:
+                launch(backend, name, a, kept, list(axes), out, scale)
         if keepdims:
             shape = tuple(1 if d in axes else a.shape[d] for d in range(a.ndim))
             out = out.view(shape, layout.contiguous_strides(shape), 0)
@@ -81,38 +83,29 @@ def _vulkan(name):
     return vulkan
 
 
-def _two_pass(name, a, axes, keepdims, n_red):
-    """Long reductions in two passes over (rows, ~sqrt(n) chunks): a thread's loop stays short
-    (lavapipe stops shader loops after 65535 iterations) and partial sums stay accurate."""
-    from ..creation import arange
-    from ..tensor import Tensor, full, where
-    t = Tensor._wrap(a, a.backend.device)
-    kept = [d for d in range(a.ndim) if d not in axes]
-    out_shape = [1 if d in axes else a.shape[d] for d in range(a.ndim)] if keepdims else \
-        [a.shape[d] for d in kept]
-    x = t.transpose(kept + list(axes)).reshape(-1, n_red)
-    if name in ("argmax", "argmin"):
-        m = getattr(x, name[3:])(axis=1, keepdims=True)
-        hit = where(m.isnan(), x.isnan(), x == m)  # numpy: the first NaN, else the first extreme
-        index = arange(n_red, dtype=dtypes.int32, device=t.device)
-        return where(hit, index, n_red).min(axis=1).reshape(out_shape)._data
-    acc = dtypes.float32 if a.dtype.is_floating else dtypes.int32
-    if name in ("any", "all"):
-        acc = dtypes.bool_
-    identity = {"prod": 1, "max": float("-inf") if acc.is_floating else -2**31,
-                "min": float("inf") if acc.is_floating else 2**31 - 1, "all": True}.get(name, 0)
-    chunk = int(n_red ** 0.5) + 1
-    chunks = -(-n_red // chunk)
-    padded = full((x.shape[0], chunks * chunk), identity, dtype=acc, device=t.device)
-    padded[:, :n_red] = x
-    inner = "sum" if name == "mean" else name
-    r = getattr(getattr(padded.reshape(-1, chunks, chunk), inner)(axis=2), inner)(axis=1)
-    if name == "mean":
-        r = r / n_red
-    return r.astype(result_dtype(name, a.dtype)).reshape(out_shape)._data
+def _two_pass(backend, name, a, kept, axes, out, scale, n_red):
+    """A long reduction in two dispatches: the first reduces each row's ~sqrt(n) pieces of
+    ~sqrt(n) consecutive elements into float32 (int32) partials, argmax/argmin keeping the
+    winners' indices beside them; the second reduces the partials into `out`. A thread's loop
+    stays short (lavapipe stops shader loops after 65535 iterations), a float sum is sequential
+    over only ~sqrt(n)/64 elements per thread in each pass, and the only workspace is the
+    partials: rows * sqrt(n) words (twice that for argmax/argmin)."""
+    pieces = isqrt(n_red - 1) + 1
+    chunk = -(-n_red // pieces)
+    pieces = -(-n_red // chunk)  # no piece empty
+    partial = backend.empty((out.size, pieces),
+                            dtypes.float32 if a.dtype.is_floating else dtypes.int32)
+    index = backend.empty((out.size, pieces), dtypes.int32) \
+        if name in ("argmax", "argmin") else None
+    launch(backend, name, a, kept, axes, partial, 1.0, chunk, index)
+    launch(backend, name, partial, [0], [1], out, scale, index=index)
 
 
-def launch(backend, name, a, kept, axes, out, scale):
+def launch(backend, name, a, kept, axes, out, scale, chunk=None, index=None):
+    """Reduce the `axes` of `a` into `out` (the `kept` axes, contiguous), times `scale`. With
+    `chunk`, the first pass of _two_pass: `out` is (rows, pieces), piece j of a row reducing
+    its elements [j * chunk, (j + 1) * chunk). `index`: the int32 (rows, pieces) indices of an
+    argmax/argmin in two passes, written by the first pass and read by the second."""
     out_shape, (out_strides,) = layout.coalesce([a.shape[d] for d in kept],
                                                 [a.strides[d] for d in kept])
     red_shape, (red_strides,) = layout.coalesce([a.shape[d] for d in axes],
@@ -123,20 +116,24 @@ def launch(backend, name, a, kept, axes, out, scale):
         moved = contiguous(a.view([a.shape[d] for d in kept + axes],
                                   [a.strides[d] for d in kept + axes], a.offset))
         k = len(kept)
-        return launch(backend, name, moved, list(range(k)), list(range(k, moved.ndim)), out, scale)
+        return launch(backend, name, moved, list(range(k)), list(range(k, moved.ndim)), out,
+                      scale, chunk, index)
     n_red = prod(red_shape) if axes else 1
+    stage = 0 if index is None else (2 if chunk is None else 1)  # as reduce.comp's STAGE
+    pieces, chunk = (1, n_red) if chunk is None else (-(-n_red // chunk), chunk)
     group = 1
-    while group < min(n_red, MAX_GROUP):
+    while group < min(chunk, MAX_GROUP):
         group *= 2
     per_group = kernels.WORKGROUP // group
     n_out = out.size
     code = kernels.REDUCE_CODES["sum" if name == "mean" else name]
     pad_o, pad_r = [0] * (MAXD - len(out_shape)), [0] * (MAXD - len(red_shape))
     push = [n_out, n_red, out.start, a.start, f32_bits(scale), len(out_shape), len(red_shape),
-            *out_shape, *pad_o, *out_strides, *pad_o, *red_shape, *pad_r, *red_strides, *pad_r]
+            *out_shape, *pad_o, *out_strides, *pad_o, *red_shape, *pad_r, *red_strides, *pad_r,
+            pieces, chunk, 0 if index is None else index.start]
     domain = "float" if a.dtype.is_floating else "int"
     backend.launch("reduce", domain, -(-n_out // per_group) * kernels.WORKGROUP, push,
-                   (code, out.dtype.code, a.dtype.code, group))
+                   (code, out.dtype.code, a.dtype.code, group, stage))
 
 
 _REDUCE_SHAPES = [((), None), ((1000,), None), ((3, 4, 5), 0), ((3, 4, 5), -1), ((3, 4, 5), (0, 2)),
@@ -198,8 +195,19 @@ def _mean_vjp(ctx, g):
 
 
 def _prod_vjp(ctx, g):
-    # d(prod x)/dx_i = prod(x) / x_i: exact while no element is zero
-    return (_kept(ctx, g) * _kept(ctx, ctx.output) / ctx.inputs[0],)
+    """d(prod x)/dx_i is the product of the other elements: prod(x) / x_i where x_i != 0; at a
+    zero, the product p of the nonzero elements if it is the only zero, else 0 (as torch). At a
+    zero beside exactly one other, p * (s - x_i), s the sum of the zeros: 0, but it is the other
+    zero's value, so second derivatives come out right too. bf16: computed in float32."""
+    from ..tensor import _widen, where
+    x, axes = _widen(ctx.inputs[0]), ctx.params["axes"]
+    g, out = _widen(_kept(ctx, g)), _widen(_kept(ctx, ctx.output))
+    zero = x == 0
+    zeros = zero.sum(axis=axes, keepdims=True)
+    p = where(zero, 1.0, x).prod(axis=axes, keepdims=True)
+    other_zeros = where(zeros == 1, 1.0, where(
+        zeros == 2, where(zero, x, 0.0).sum(axis=axes, keepdims=True) - x, 0.0))
+    return (where(zero, g * p * other_zeros, g * out / where(zero, 1.0, x)),)
 
 
 def _extreme_vjp(ctx, g):
