@@ -22,7 +22,8 @@ def no_collection(monkeypatch):
 
 
 def _run(pool, events, sizes):
-    """Apply '+name' (allocate sizes[name]) and '-name' (drop it) events; returns the live blocks."""
+    """Apply '+name' (allocate sizes[name]) and '-name' (drop it) events; return the live
+    blocks."""
     live = {}
     for event in events:
         if event[0] == "+":
@@ -107,8 +108,8 @@ def test_random_allocations_keep_the_free_space_exact(seed, no_collection):
         if live and rng.random() < 0.45:
             live.pop(int(rng.integers(len(live))))
         else:
-            words = int(rng.choice([rng.integers(1, 4 * ALIGN_WORDS),
-                                    rng.integers(1, LARGE_WORDS), rng.integers(1, 8 * LARGE_WORDS)]))
+            limit = rng.choice([4 * ALIGN_WORDS, LARGE_WORDS, 8 * LARGE_WORDS])
+            words = int(rng.integers(1, limit))
             try:
                 live.append(pool.allocate(words))
             except MemoryError:
