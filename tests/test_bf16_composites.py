@@ -213,7 +213,12 @@ def test_batch_norm_and_its_running_statistics(device, rng):
     run_case(device, rng, lambda x, w, b: F.batch_norm(x, *stats, w, b, True, 0.3),
              lambda x, w, b: TF.batch_norm(x, *ref_stats, w, b, True, 0.3), [x, w, b], 24)
     for got, expected in zip(stats, ref_stats):
-        assert_rounded_once(got, expected.numpy(), 24, np.abs(expected.numpy()).max(), "running stats")
+        assert_rounded_once(got, expected.numpy(), 24, np.abs(expected.numpy()).max(),
+                            "running stats")
+    # eval mode: the (bf16) running statistics normalise
+    wide = [torch.from_numpy(s.numpy().astype(np.float64)) for s in stats]
+    run_case(device, rng, lambda x, w, b: F.batch_norm(x, *stats, w, b),
+             lambda x, w, b: TF.batch_norm(x, *wide, w, b), [x, w, b], 4)
 
 
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])

@@ -175,7 +175,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         if running_mean is None or running_var is None:
             raise ValueError("batch_norm: running_mean and running_var are needed when not "
                              "training")
-        y = (z - running_mean.reshape(shape)) * (running_var.reshape(shape) + eps).rsqrt()
+        y = (z - running_mean.reshape(shape)) * (_widen(running_var).reshape(shape) + eps).rsqrt()
     if weight is not None:
         y = y * weight.reshape(shape)
     if bias is not None:
