@@ -8,6 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import vkgrad as vk
+from vkgrad.ops.indexing import index_add
+
+from conftest import assert_op_close
 
 DTYPES = [vk.float32, vk.bfloat16, vk.int32, vk.bool_]
 DTYPE_IDS = ["f32", "bf16", "i32", "bool"]
@@ -284,6 +287,25 @@ def test_add_at_accumulates_repeated_indices(device, dtype, rng):
     hits = rng.integers(0, 15, 1500)
     vk.add_at(counts, vk.tensor(hits, device=device), 1)
     np.testing.assert_array_equal(as_np(counts).astype(np.float64), np.bincount(hits, minlength=15))
+
+
+@pytest.mark.parametrize("op", ["add_at", "index_add"])
+def test_bf16_index_adds_round_once(device, op, rng):
+    # 48 values land on each of 4 elements: adding them in float32 and rounding once keeps each
+    # result within the op-table bound of the exact sum; rounding to bf16 after every addition
+    # (as a bf16 destination updated in place would) drifts several ulps away.
+    x = rng.standard_normal(4).astype(ml_dtypes.bfloat16)
+    values = rng.uniform(0.5, 1.5, 192).astype(ml_dtypes.bfloat16)
+    idx = np.repeat(np.arange(4), 48)
+    want = x.astype(np.float64)
+    np.add.at(want, idx, values.astype(np.float64))
+    t, v = vk.tensor(x.copy(), device=device), vk.tensor(values, device=device)
+    if op == "add_at":
+        vk.add_at(t, vk.tensor(idx, device=device), v)
+    else:
+        t = index_add(t, vk.tensor(idx, device=device), v)
+    magnitude = np.abs(x.astype(np.float64)) + 48 * 1.5
+    assert_op_close(as_np(t), want, "bfloat16", 49, magnitude, f"{op} on {device}")
 
 
 # ---- errors -------------------------------------------------------------------------------------

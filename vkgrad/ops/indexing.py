@@ -44,7 +44,7 @@ from .. import dtypes, kernels, layout
 from ..autograd import check_inplace
 from ..backend.vulkan import DeviceArray
 from ..tensor import _ADVANCED, Tensor, _check_device_dtype, tensor, tensor_method, zeros
-from .elementwise import contiguous
+from .elementwise import assign, contiguous
 from .elementwise import launch as elementwise_launch
 from .registry import OPS, Op, OpTest, apply
 
@@ -412,15 +412,25 @@ def _index_vulkan(backend, a, *operands, key, caller="indexing"):
 
 def _write_host(a, value, *operands, key, add):
     key = _host_key(key, operands)
-    if add:
-        np.add.at(a, key, value)
-    else:
+    if not add:
         a[key] = value
+    elif _accumulator(a.dtype) != a.dtype:  # bf16: add every value in float32, round once
+        total = a.astype(np.float32)
+        np.add.at(total, key, np.asarray(value).astype(np.float32))
+        a[...] = total
+    else:
+        np.add.at(a, key, value)
     return a
 
 
 def _write_vulkan(backend, a, value, *operands, key, add, caller=None):
     caller = caller or ("add_at" if add else "setitem")
+    if add and a.dtype.is_floating and a.dtype.per_word > 1:
+        # bf16: add every value into a float32 copy, then round each element once
+        total = elementwise_launch(backend, "identity", dtypes.float32, a.shape, [a], "float")
+        _write_vulkan(backend, total, value, *operands, key=key, add=True, caller=caller)
+        assign(a, total)
+        return a
     shape, view, view_strides, index = _plan(a, operands, key, caller)
     strides = None
     if isinstance(value, DeviceArray):
@@ -444,9 +454,14 @@ def _value_strides(value, shape):
                          f"shape {tuple(shape)}") from None
 
 
+def _accumulator(dtype):
+    """The numpy dtype host index adds accumulate in: float32 for bf16, else the dtype."""
+    return np.dtype(np.float32) if dtype.kind == "V" or dtype.itemsize < 4 and dtype.kind == "f" \
+        else dtype
+
+
 def _index_add_host(a, values, *operands, key):
-    wide = np.float32 if a.dtype.kind == "V" or a.dtype.itemsize < 4 and a.dtype.kind == "f" \
-        else a.dtype  # accumulate bf16 in float32
+    wide = _accumulator(a.dtype)
     out = a.astype(wide, copy=True)
     np.add.at(out, _host_key(key, operands), np.asarray(values).astype(wide))
     return out.astype(a.dtype, copy=False)
