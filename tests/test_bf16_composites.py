@@ -94,7 +94,7 @@ def run_case(device, rng, vk_fn, torch_fn, arrays, n, n_grad=None, bilinear=Fals
         assert_rounded_once(d, r.numpy(), n, m, f"gradient of input {i}")
 
 
-# ---- conv and linear with a bias ------------------------------------------------------------------
+# ---- conv and linear with a bias -----------------------------------------------------------------
 def _conv_relu_conv(conv, relu, round_):
     def fn(x, w1, b1, w2, b2):
         return conv(round_(relu(round_(conv(x, w1, b1, padding=1)))), w2, b2, stride=2)
@@ -130,7 +130,7 @@ def test_conv_relu_conv(device, rng):
              [values(rng, s) for s in shapes], 28, bilinear=True)
 
 
-# ---- losses ---------------------------------------------------------------------------------------
+# ---- losses --------------------------------------------------------------------------------------
 REDUCTIONS = ("none", "mean", "sum")
 
 
@@ -252,7 +252,7 @@ def test_adaptive_avg_pool2d(device, rng):
              lambda x: TF.adaptive_avg_pool2d(x, (3, 4)), [values(rng, (2, 2, 7, 9))], 12)
 
 
-# ---- gradients at edge values ----------------------------------------------------------------------
+# ---- gradients at edge values --------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_prod_gradient_with_zeros(device, dtype):
     """The gradient of prod is the product of the other elements, also where some are zero
