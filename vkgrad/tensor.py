@@ -488,9 +488,13 @@ def _check_device_dtype(device, dtype):
 
 # ---- creation ----------------------------------------------------------------------------------
 def from_numpy(array, device=None, dtype=None, requires_grad=False):
-    """A tensor holding `array`'s values; on the host it shares memory when no cast is needed."""
+    """A tensor holding `array`'s values; on the host it shares memory when no cast is needed.
+    An explicit `dtype` casts as numpy's astype; int64 data narrowed to int32 must fit it."""
     device = as_device(device)
-    dtype = dtypes.dtype(dtype if dtype is not None else array.dtype)
+    if dtype is None:
+        dtype = dtypes.dtype(array.dtype)
+        dtypes.check_int_range(array, dtype)
+    dtype = dtypes.dtype(dtype)
     _check_device_dtype(device, dtype)
     return Tensor._wrap(device.backend.from_numpy(array, dtype), device).requires_grad_(
         requires_grad)
@@ -500,7 +504,8 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     """A tensor from nested lists, scalars, numpy arrays or another Tensor (values are copied
     to the device; host tensors share numpy's memory where numpy would).
 
-    Python floats give float32 and ints give int32 unless `dtype` says otherwise.
+    Python floats give float32 and ints give int32 unless `dtype` says otherwise; an int out of
+    the dtype's range raises OverflowError, as numpy.
     """
     if isinstance(data, Tensor):
         t = data.to(device if device is not None else data.device, dtype)
@@ -509,6 +514,9 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
         array = data
     else:
         array = np.asarray(data)
+        if array.dtype.kind in "iu":
+            dtypes.check_int_range(array, dtypes.dtype(dtype if dtype is not None else
+                                                       array.dtype))
         if dtype is None:
             if array.dtype == np.float64:
                 array = array.astype(np.float32)
@@ -524,6 +532,8 @@ def full(shape, fill_value, dtype=None, device=None, requires_grad=False):
     if dtype is None:
         dtype = dtypes.scalar_result_type(dtypes.bool_, fill_value)
     dtype = dtypes.dtype(dtype)
+    if isinstance(fill_value, int):
+        dtypes.check_int_range(fill_value, dtype)  # numpy's OverflowError, on every device
     device = as_device(device)
     _check_device_dtype(device, dtype)
     if device.kind == "host":

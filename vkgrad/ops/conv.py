@@ -342,13 +342,13 @@ def pool_window(name, kernel_size, stride=None, padding=0, dilation=1):
     return kernel, stride, padding, dilation
 
 
-# ---- public functions ---------------------------------------------------------------------------
 def _pool_args(name, shape, kernel_size, stride=None, padding=0, dilation=1):
     window = pool_window(name, kernel_size, stride, padding, dilation)
     _check_window(name, shape, *window)
     return window
 
 
+# ---- public functions ---------------------------------------------------------------------------
 def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
     """im2col, as torch.nn.functional.unfold: (N, C, H, W) -> (N, C*kH*kW, OH*OW) with
     out[n, (c, i, j), (oh, ow)] = x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw] (0 in the
@@ -403,10 +403,10 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if weight.ndim != 4:
         raise ValueError(f"conv2d: expected a 4-D weight (out_channels, in_channels / groups, kH, "
                          f"kW), got shape {weight.shape}")
-    stride, padding, dilation = _window_args("conv2d", stride, padding, dilation)
     if min(weight.shape[2:]) < 1:
         raise ValueError(f"conv2d: the kernel must be at least 1x1, got weight shape "
                          f"{weight.shape}")
+    stride, padding, dilation = _window_args("conv2d", stride, padding, dilation)
     if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
         raise ValueError(f"conv2d: groups must be a positive int, got {groups!r}")
     n, c, h, w = x.shape
