@@ -22,6 +22,7 @@ from .tensor import FUNCTIONS, Tensor, clip, from_numpy, full, ones, tensor, whe
 from .ops.linalg import dot, einsum, matmul, outer  # after .tensor: it adds Tensor methods
 from .ops.indexing import add_at, one_hot, take, take_along_axis  # after .tensor, as linalg
 from .ops.movement import concatenate, cumsum, flip, pad, repeat, roll, split, stack, tile
+from .ops.transformer_ops import masked_fill, tril, triu
 from .serialization import load, save
 from . import nn  # noqa: E402  (built on everything above)
 from . import datasets  # noqa: E402
