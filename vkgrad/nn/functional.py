@@ -18,6 +18,8 @@ once, as PyTorch's CPU kernels do; so do their gradients. Sums accumulate in flo
 """
 import operator
 
+import numpy as np
+
 from .. import dtypes
 from ..autograd import no_grad
 from ..creation import arange
@@ -25,13 +27,16 @@ from ..ops.conv import (adaptive_avg_pool2d, avg_pool2d, conv1d, conv2d, fold, m
                         unfold)
 from ..ops.indexing import take, take_along_axis
 from ..random import rand
-from ..tensor import Tensor, _add_narrow, _narrow, _widen, tensor, where
+from ..ops.transformer_ops import tril
+from ..tensor import Tensor, _add_narrow, _narrow, _widen, clip, full, tensor, where
 
 __all__ = [
     "conv1d", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "unfold", "fold",
     "linear", "relu", "gelu", "silu", "sigmoid", "tanh", "softmax", "log_softmax", "dropout",
     "batch_norm", "layer_norm", "embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss",
-    "binary_cross_entropy_with_logits", "multi_margin_loss",
+    "binary_cross_entropy_with_logits", "multi_margin_loss", "group_norm",
+    "binary_cross_entropy", "smooth_l1_loss", "huber_loss", "kl_div", "cosine_similarity",
+    "scaled_dot_product_attention",
 ]
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -204,6 +209,32 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     return _narrow(y, x.dtype)
 
 
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """y = (x - mean) / sqrt(var + eps) * weight[c] + bias[c] for x [N, C, ...], mean and (biased)
+    var over each group of C / num_groups consecutive channels (and all of their positions) of
+    each sample, as torch.nn.functional.group_norm; weight and bias are per channel (C,)."""
+    _check_tensor(x, "input", "group_norm")
+    if x.ndim < 2:
+        raise ValueError(f"group_norm needs an input [N, C, ...], got shape {x.shape}")
+    n, c = x.shape[:2]
+    if isinstance(num_groups, bool) or operator.index(num_groups) <= 0 or c % num_groups:
+        raise ValueError(f"group_norm: num_groups ({num_groups}) must be positive and divide "
+                         f"the {c} channels of the input of shape {x.shape}")
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and p.shape != (c,):
+            raise ValueError(f"group_norm: {name} of shape {p.shape} does not match the {c} "
+                             f"channels of the input of shape {x.shape}")
+    z = _widen(x).reshape(n, num_groups, -1)
+    d = z - z.mean(axis=2, keepdims=True)
+    y = (d * ((d * d).mean(axis=2, keepdims=True) + eps).rsqrt()).reshape(x.shape)
+    shape = (1, c) + (1,) * (x.ndim - 2)
+    if weight is not None:
+        y = y * weight.reshape(shape)
+    if bias is not None:
+        y = y + bias.reshape(shape)
+    return _narrow(y, x.dtype)
+
+
 def embedding(indices, weight, padding_idx=None):
     """weight[indices]: rows of the [num_embeddings, dim] table, of shape indices.shape + (dim,).
     Rows looked up at `padding_idx` get no gradient."""
@@ -362,3 +393,162 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="me
         z = z * take(weight, label)
     z = where(label == arange(c, dtype=dtypes.int32, device=input.device), 0.0, z)
     return _narrow(_reduce(z.sum(axis=axis) / c, reduction), input.dtype)
+
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+    """-w [y max(log x, -100) + (1 - y) max(log(1 - x), -100)] for probabilities x in [0, 1] and
+    targets y (w = weight, broadcast, 1 if None): PyTorch's clamp of the logs, so x = 0 or 1 gives
+    a finite loss. The range of x is not checked (that would synchronise with the host). The
+    gradient is w (x - y) / (x (1 - x)) wherever neither clamp is active, as PyTorch; where one is,
+    that log contributes no gradient."""
+    fn = "binary_cross_entropy"
+    _check_reduction(reduction, fn)
+    _check_tensor(input, "input", fn)
+    if isinstance(target, Tensor) and target.shape != input.shape:
+        raise ValueError(f"{fn}: target of shape {target.shape} must match the input's shape "
+                         f"{input.shape}")
+    x, y = _widen(input), _widen(target)
+    loss = -(y * _clamped_log(x) + (1 - y) * _clamped_log(1 - x))
+    if weight is not None:
+        loss = loss * weight
+    return _narrow(_reduce(loss, reduction), input.dtype)
+
+
+def _clamped_log(v):
+    """max(log v, -100), whose gradient at v = 0 is 0, not 0 * inf."""
+    nonzero = v != 0
+    return where(nonzero, clip(where(nonzero, v, 1.0).log(), -100.0), -100.0)
+
+
+def _elementwise_loss_args(input, target, fn, reduction):
+    _check_reduction(reduction, fn)
+    _check_tensor(input, "input", fn)
+    _check_tensor(target, "target", fn)
+    return _widen(input) - _widen(target)
+
+
+def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
+    """0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta, for d = input - target (PyTorch's
+    smooth L1; beta = 0 is the L1 loss)."""
+    d = _elementwise_loss_args(input, target, "smooth_l1_loss", reduction)
+    if beta < 0:
+        raise ValueError(f"smooth_l1_loss: beta must be non-negative, not {beta}")
+    a = d.abs()
+    loss = a if beta == 0 else where(a < beta, d * d * (0.5 / beta), a - 0.5 * beta)
+    return _narrow(_reduce(loss, reduction), input.dtype)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0):
+    """0.5 d^2 where |d| < delta, else delta (|d| - 0.5 delta), for d = input - target: the smooth
+    L1 loss with beta = delta, times delta."""
+    d = _elementwise_loss_args(input, target, "huber_loss", reduction)
+    if not delta > 0:
+        raise ValueError(f"huber_loss: delta must be positive, not {delta}")
+    a = d.abs()
+    loss = where(a < delta, d * d * 0.5, (a - 0.5 * delta) * delta)
+    return _narrow(_reduce(loss, reduction), input.dtype)
+
+
+def kl_div(input, target, reduction="mean", log_target=False):
+    """Kullback-Leibler divergence pointwise, with input holding log-probabilities x:
+    target * (log(target) - x), 0 where target == 0 (PyTorch's xlogy); log_target=True takes the
+    target as log-probabilities t: exp(t) * (t - x). reduction "batchmean" divides the sum by the
+    batch size input.shape[0] (the true KL divergence per sample); "mean" divides by the number
+    of elements, as PyTorch."""
+    fn = "kl_div"
+    if reduction not in _REDUCTIONS + ("batchmean",):
+        raise ValueError(f"{fn}: reduction must be one of {_REDUCTIONS + ('batchmean',)}, not "
+                         f"{reduction!r}")
+    _check_tensor(input, "input", fn)
+    _check_tensor(target, "target", fn)
+    x, t = _widen(input), _widen(target)
+    if log_target:
+        loss = t.exp() * (t - x)
+    else:  # t log t with t = 0 giving 0, and no NaN in its gradient there
+        loss = t * where(t == 0, 1.0, t).log() - t * x
+    if reduction == "batchmean":
+        loss = loss.sum() / (input.shape[0] if input.ndim else 1)
+    else:
+        loss = _reduce(loss, reduction)
+    return _narrow(loss, dtypes.result_type(input.dtype, target.dtype))
+
+
+def _norm(x, axis):
+    """The 2-norm along `axis` (kept), whose gradient at a zero vector is 0 (PyTorch's rule)."""
+    s = (x * x).sum(axis=axis, keepdims=True)
+    return where(s > 0, where(s > 0, s, 1.0).sqrt(), 0.0)
+
+
+def cosine_similarity(x1, x2, dim=1, eps=1e-8):
+    """sum(x1 / max(|x1|, eps) * x2 / max(|x2|, eps)) along `dim`, x1 and x2 broadcast together,
+    as PyTorch 2: each vector is divided by its norm first, so the result stays in [-1, 1]. As
+    there, the clamp to eps changes the value only: gradients flow through the norm itself."""
+    _check_tensor(x1, "x1", "cosine_similarity")
+    _check_tensor(x2, "x2", "cosine_similarity")
+    dtype = dtypes.result_type(x1.dtype, x2.dtype)
+    a, b = _widen(x1), _widen(x2)
+    ndim = max(a.ndim, b.ndim)
+    if not -ndim <= dim < max(ndim, 1):
+        raise ValueError(f"cosine_similarity: dim {dim} is out of range for shapes {x1.shape} "
+                         f"and {x2.shape}")
+    shape = np.broadcast_shapes(a.shape, b.shape)
+    a, b = a.broadcast_to(shape), b.broadcast_to(shape)
+
+    def unit(v):
+        n = _norm(v, dim)
+        return v / (n + (clip(n, eps) - n).detach())  # the value max(n, eps), n's gradient
+
+    return _narrow((unit(a) * unit(b)).sum(axis=dim), dtype)
+
+
+# ---- attention -----------------------------------------------------------------------------------
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
+                                 is_causal=False, scale=None, generator=None):
+    """softmax(Q K^T * scale + M) V, torch's F.scaled_dot_product_attention.
+
+    query [..., L, E], key [..., S, E], value [..., S, Ev] -> [..., L, Ev]; the leading (batch,
+    head) dims broadcast. scale defaults to 1 / sqrt(E). attn_mask broadcasts to [..., L, S]: a
+    bool mask says which keys take part (True) and a floating one is added to the scores;
+    is_causal masks key j for query i where j > i (the top-left triangle, as torch, also when
+    L != S) and may not be combined with attn_mask. A query that no key takes part for gets a zero
+    output and zero gradients (torch's rule), not NaN. dropout_p > 0 drops attention weights as
+    F.dropout does (whether or not a module is training, as torch). bf16: computed in float32
+    and rounded once.
+    """
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        _check_tensor(t, name, "scaled_dot_product_attention")
+        if t.ndim < 2:
+            raise ValueError(f"scaled_dot_product_attention: {name} needs at least 2 dims "
+                             f"[..., length, features], got shape {t.shape}")
+    (big_l, e), (s, ek), sv = query.shape[-2:], key.shape[-2:], value.shape[-2]
+    if ek != e or sv != s:
+        raise ValueError(f"scaled_dot_product_attention: query {query.shape}, key {key.shape} "
+                         f"and value {value.shape} do not fit [..., L, E], [..., S, E], "
+                         "[..., S, Ev]")
+    if is_causal and attn_mask is not None:
+        raise ValueError("scaled_dot_product_attention: give attn_mask or is_causal=True, not "
+                         "both (fold the causal triangle into the mask)")
+    if not 0 <= dropout_p <= 1:
+        raise ValueError(f"scaled_dot_product_attention: dropout_p must be in [0, 1], not "
+                         f"{dropout_p}")
+    scale = e ** -0.5 if scale is None else float(scale)
+    scores = (_widen(query) @ _widen(key).swapaxes(-1, -2)) * scale
+    if is_causal:
+        attn_mask = tril(full((big_l, s), True, dtypes.bool_, query.device))
+    if attn_mask is not None:
+        _check_tensor(attn_mask, "attn_mask", "scaled_dot_product_attention")
+        if attn_mask.dtype is dtypes.bool_:
+            scores = where(attn_mask, scores, float("-inf"))
+        else:
+            scores = scores + _widen(attn_mask)
+        if scores.shape[-2:] != (big_l, s):
+            raise ValueError(f"scaled_dot_product_attention: attn_mask of shape "
+                             f"{attn_mask.shape} does not broadcast to [..., {big_l}, {s}]")
+    # softmax along the keys; rows without a key (max = -inf) come out 0 instead of 0 / 0
+    m = scores.max(axis=-1, keepdims=True).detach()
+    w = (scores - where(m == float("-inf"), 0.0, m)).exp()
+    total = w.sum(axis=-1, keepdims=True)
+    w = w / where(total == 0, 1.0, total)
+    if dropout_p > 0:
+        w = dropout(w, dropout_p, generator=generator)
+    return _narrow(w @ _widen(value), query.dtype)
