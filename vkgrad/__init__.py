@@ -21,7 +21,8 @@ from .random import (Generator, default_generator, get_rng_state, manual_seed, n
 from .tensor import FUNCTIONS, Tensor, clip, from_numpy, full, ones, tensor, where, zeros
 from .ops.linalg import dot, einsum, matmul, outer  # after .tensor: it adds Tensor methods
 from .ops.indexing import add_at, one_hot, take, take_along_axis  # after .tensor, as linalg
-from .ops.movement import concatenate, cumsum, flip, pad, repeat, roll, split, stack, tile
+from .ops.movement import (chunk, concatenate, cumsum, diag, diagonal, flip, meshgrid, pad, repeat,
+                           roll, split, squeeze, stack, tile)
 from .ops.transformer_ops import masked_fill, tril, triu
 from .serialization import load, save
 from . import nn  # noqa: E402  (built on everything above)

@@ -7,6 +7,7 @@ array([ 8., 14.], dtype=float32)
 >>> x.astype(vk.bfloat16).dtype
 vkgrad.bfloat16
 """
+import operator
 import weakref
 from math import prod
 
@@ -261,13 +262,13 @@ class Tensor:
 
     # ---- reductions: sum, mean, prod, max, min, argmax, argmin, any, all (attached below) -----
     def _reduce(self, name, axis=None, keepdims=False):
-        axes = layout.normalize_axes(axis, self.ndim)
+        axes = _axes(axis, self.ndim)
         return apply(OPS[name], self, axes=axes, keepdims=keepdims)
 
     def _variance(self, axis, ddof, keepdims):
         """mean((x - mean(x))**2) * n / (n - ddof) in float32 at least, not yet rounded."""
         x = self if self.dtype in (dtypes.float32, dtypes.float64) else self.astype(dtypes.float32)
-        n = prod(self.shape[a] for a in layout.normalize_axes(axis, self.ndim))
+        n = prod(self.shape[a] for a in _axes(axis, self.ndim))
         d = x - x.mean(axis=axis, keepdims=True)
         return (d * d).sum(axis=axis, keepdims=keepdims) / max(n - ddof, 0)
 
@@ -368,22 +369,43 @@ class Tensor:
             shape.insert(a, 1)
         return self.reshape(shape)
 
-    def squeeze(self, axis=None):
+    def squeeze(self, axis=None, *, strict=False):
+        """A view without the size-1 dims among `axis` (None: all of them). As torch's
+        Tensor.squeeze(dim), a named dim whose size is not 1 is left as it is; with `strict`
+        (numpy's np.squeeze, which vk.squeeze calls) it raises ValueError instead. A 0-d tensor
+        accepts axis 0 and -1, as in torch and numpy."""
         if axis is None:
             return self.reshape([n for n in self.shape if n != 1])
-        axes = layout.normalize_axes(axis, self.ndim)
+        axes = _axes(axis, self.ndim)
         for a in axes:
-            if self.shape[a] != 1:
+            if strict and self.shape[a] != 1:
                 raise ValueError(f"cannot squeeze axis {a} of size {self.shape[a]} (shape {self.shape})")
-        return self.reshape([n for i, n in enumerate(self.shape) if i not in axes])
+        return self.reshape([n for i, n in enumerate(self.shape) if i not in axes
+                             or n != 1])
 
     def broadcast_to(self, shape):
         shape = layout.normalize_shape(shape)
         layout.broadcast_strides(self.shape, (0,) * self.ndim, shape)  # the error names both shapes
         return self if shape == self.shape else apply(OPS["broadcast_to"], self, shape=shape)
 
-    def flatten(self):
-        return self.contiguous().reshape(-1)
+    def flatten(self, start_dim=0, end_dim=-1):
+        """Dims start_dim..end_dim (inclusive) merged into one, as torch's flatten: a view where
+        strides allow, else a contiguous copy. A 0-d tensor becomes shape (1,)."""
+        if self.ndim == 0:
+            for d in (start_dim, end_dim):
+                _axes(d, 0)
+            return self.reshape(1)
+        lo, hi = (layout.normalize_axis(d, self.ndim) for d in (start_dim, end_dim))
+        if lo > hi:
+            raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for "
+                             f"a tensor of shape {self.shape}")
+        return self.reshape((*self.shape[:lo], prod(self.shape[lo:hi + 1]), *self.shape[hi + 1:]))
+
+    def unflatten(self, dim, sizes):
+        """Dim `dim` split into `sizes` (one entry may be -1), as torch's unflatten: a view."""
+        dim = layout.normalize_axis(dim, self.ndim)
+        sizes = layout.resolve_reshape(self.shape[dim], tuple(sizes))
+        return self.reshape((*self.shape[:dim], *sizes, *self.shape[dim + 1:]))
 
     def ravel(self):
         return self.reshape(-1)
@@ -410,6 +432,16 @@ def _is_basic_index(key):
     keys = key if isinstance(key, tuple) else (key,)
     return all(k is None or k is Ellipsis or isinstance(k, slice)
                or (isinstance(k, (int, np.integer)) and not isinstance(k, bool)) for k in keys)
+
+
+def _axes(axis, ndim):
+    """layout.normalize_axes, except that a 0-d tensor also accepts axis 0 and -1 (torch's and
+    numpy's rule: its one element stands on a dim of size 1), which reduce over nothing."""
+    if ndim == 0 and axis is not None:
+        items = axis if isinstance(axis, (tuple, list)) else (axis,)
+        if len(items) <= 1 and all(operator.index(a) in (0, -1) for a in items):
+            return ()
+    return layout.normalize_axes(axis, ndim)
 
 
 def tensor_method(*names):

@@ -1,4 +1,5 @@
-"""Moving data around: concatenate, stack, split, pad, flip, roll, tile, repeat, cumsum.
+"""Moving data around: concatenate, stack, split, chunk, pad, flip, roll, tile, repeat, cumsum,
+diagonal, diag, meshgrid.
 
 >>> import vkgrad as vk
 >>> a = vk.tensor([[1, 2], [3, 4]], device="vulkan")
@@ -22,9 +23,9 @@ import operator
 import numpy as np
 
 from .. import dtypes, layout
-from ..tensor import Tensor, _check_device_dtype, tensor, tensor_method
+from ..tensor import Tensor, _axes, _check_device_dtype, tensor, tensor_method, zeros
 from .elementwise import launch as elementwise_launch
-from .indexing import scan_rows, strided_copy, take
+from .indexing import index_add, scan_rows, strided_copy, take
 from .reduce import result_dtype as reduce_dtype
 from .registry import OPS, Op, OpTest, apply
 
@@ -57,6 +58,43 @@ def _pad_vulkan(backend, a, widths, value):
     inside = sum(lo * s for (lo, _), s in zip(widths, out.strides))
     strided_copy(a.shape, out.view((), (), inside), out.strides, a, a.strides)
     return out
+
+
+def _diagonal_layout(shape, strides, offset, axis1, axis2):
+    """(shape, strides, element offset) of the diagonal view: axis1 and axis2 replaced by one
+    last dim of stride strides[axis1] + strides[axis2]."""
+    n1, n2 = shape[axis1], shape[axis2]
+    length = max(0, min(n1, n2 - offset) if offset >= 0 else min(n1 + offset, n2))
+    start = (offset * strides[axis2] if offset >= 0 else -offset * strides[axis1]) if length else 0
+    rest = [d for d in range(len(shape)) if d not in (axis1, axis2)]
+    return ((*[shape[d] for d in rest], length),
+            (*[strides[d] for d in rest], strides[axis1] + strides[axis2]), start)
+
+
+def _diagonal_host(a, offset, axis1, axis2):
+    # numpy's np.diagonal is a read-only view: this one is writable, as torch's and the device's
+    shape, strides, _ = _diagonal_layout(a.shape, a.strides, offset, axis1, axis2)
+    if not shape[-1]:
+        return np.diagonal(a, offset, axis1, axis2)
+    key = [slice(None)] * a.ndim
+    key[axis1], key[axis2] = slice(max(-offset, 0), None), slice(max(offset, 0), None)
+    return np.lib.stride_tricks.as_strided(a[tuple(key)], shape, strides)
+
+
+def _diagonal_vulkan(backend, a, offset, axis1, axis2):
+    shape, strides, start = _diagonal_layout(a.shape, a.strides, offset, axis1, axis2)
+    return a.view(shape, strides, a.offset + start)
+
+
+def _diagonal_vjp(ctx, g):
+    # the gradient added back at the diagonal of zeros laid out with axis1, axis2 last
+    shape, p = ctx.shapes[0], ctx.params
+    rest = [d for d in range(len(shape)) if d not in (p["axis1"], p["axis2"])]
+    order = rest + [p["axis1"], p["axis2"]]
+    rows = np.arange(g.shape[-1]) + max(-p["offset"], 0)
+    z = zeros([shape[d] for d in order], g.dtype, g.device)
+    return (index_add(z, (Ellipsis, rows, rows + p["offset"]), g).transpose(
+        sorted(range(len(order)), key=order.__getitem__)),)
 
 
 def _flip_vulkan(backend, a, axes):
@@ -303,9 +341,86 @@ def cumsum(t, axis=None):
     >>> vk.tensor([1.0, 2.0, 3.0]).cumsum().tolist()
     [1.0, 3.0, 6.0]
     """
+    t, axis, shape = _scan_axis(t, axis)
+    return apply(OPS["cumsum"], t, axis=axis).reshape(shape)
+
+
+def _scan_axis(t, axis):
+    """(t as at least 1-d, its axis, the result's shape) for a running op along `axis`: None
+    scans the flattened tensor; a 0-d tensor accepts axis 0 and -1 (as torch and numpy)."""
     if axis is None:
-        t, axis = t.reshape(-1), 0
-    return apply(OPS["cumsum"], t, axis=layout.normalize_axis(axis, t.ndim))
+        return t.reshape(-1), 0, (t.size,)
+    if t.ndim == 0:
+        _axes(axis, 0)
+        return t.reshape(1), 0, ()
+    return t, layout.normalize_axis(axis, t.ndim), t.shape
+
+
+def squeeze(t, axis=None):
+    """numpy's np.squeeze: `t` without its size-1 dims among `axis` (None: all of them); a named
+    axis whose size is not 1 raises ValueError. (The method t.squeeze(dim) follows torch
+    instead and leaves such a dim as it is.)"""
+    return t.squeeze(axis, strict=True)
+
+
+@tensor_method("chunk")
+def chunk(t, chunks, dim=0):
+    """torch's chunk: views of `t` cut along `dim` into pieces of ceil(n / chunks) elements (the
+    last one shorter), so there may be fewer than `chunks` pieces.
+
+    >>> [p.shape for p in vk.ones(5).chunk(3)]
+    [(2,), (2,), (1,)]
+    """
+    chunks = operator.index(chunks)
+    if chunks <= 0:
+        raise ValueError(f"chunk: chunks must be positive, not {chunks}")
+    dim = layout.normalize_axis(dim, t.ndim)
+    n = t.shape[dim]
+    step = max(-(-n // chunks), 1)
+    return split(t, list(range(step, n, step)), dim)
+
+
+@tensor_method("diagonal")
+def diagonal(t, offset=0, axis1=0, axis2=1):
+    """A view of the diagonal out[..., i] = t[..., i, i + offset] (numpy's np.diagonal, torch's
+    diagonal with dim1/dim2 as axis1/axis2): axis1 and axis2 are removed and the diagonal is the
+    last dim. offset > 0 is above the main diagonal, < 0 below."""
+    offset = operator.index(offset)
+    a1, a2 = layout.normalize_axis(axis1, t.ndim), layout.normalize_axis(axis2, t.ndim)
+    if a1 == a2:
+        raise ValueError(f"diagonal: axis1 and axis2 are both {a1}")
+    return apply(OPS["diagonal"], t, offset=offset, axis1=a1, axis2=a2)
+
+
+def diag(t, k=0):
+    """numpy's and torch's diag: of a 1-D `t`, the square matrix with `t` on its k-th diagonal
+    (zeros elsewhere); of a 2-D `t`, a copy of its k-th diagonal."""
+    k = operator.index(k)
+    if t.ndim == 2:
+        return diagonal(t, k).contiguous()
+    if t.ndim != 1:
+        raise ValueError(f"diag needs a 1-D or 2-D tensor, not shape {t.shape}")
+    n = t.shape[0]
+    rows = np.arange(n) + max(-k, 0)
+    return index_add(zeros((n + abs(k),) * 2, t.dtype, t.device), (rows, rows + k), t)
+
+
+def meshgrid(*tensors, indexing="xy"):
+    """numpy's meshgrid (also torch's with indexing="ij", torch's default): views of the 1-D
+    `tensors` broadcast to one grid; with indexing="xy" (numpy's default) the first two dims are
+    swapped, so that x varies along columns."""
+    if indexing not in ("xy", "ij"):
+        raise ValueError(f"meshgrid: indexing must be 'xy' or 'ij', not {indexing!r}")
+    tensors = _tensors(tensors, "meshgrid") if tensors else []
+    for i, t in enumerate(tensors):
+        if t.ndim != 1:
+            raise ValueError(f"meshgrid needs 1-D tensors, but tensor {i} has shape {t.shape}")
+    shape = [t.shape[0] for t in tensors]
+    dims = list(range(len(tensors)))
+    if indexing == "xy" and len(tensors) > 1:
+        shape[0], shape[1], dims[0], dims[1] = shape[1], shape[0], 1, 0
+    return [t.reshape([-1 if d == dims[i] else 1 for d in range(len(tensors))]).broadcast_to(shape)
+            for i, t in enumerate(tensors)]
 
 
 # ---- the op table and its tests ------------------------------------------------------------------
@@ -446,3 +561,25 @@ Op("repeat", lambda a, repeats, axis: np.repeat(a, repeats, axis), _repeat_vulka
 Op("cumsum", _cumsum_host, _cumsum_vulkan, vjp=_cumsum_vjp, saves=(), tests=[OpTest(
     cumsum, lambda x, axis: np.cumsum(x, axis), _cases_cumsum,
     dtypes=("float32", "bfloat16", "int32", "bool"), reduction_length=_cumsum_length)])
+
+
+def _cases_diagonal(rng):
+    x = rng.standard_normal
+    return [([x((4, 5))], {"offset": 0, "axis1": 0, "axis2": 1}),
+            ([x((4, 5))], {"offset": 2, "axis1": 0, "axis2": 1}),
+            ([x((5, 3))], {"offset": -3, "axis1": 1, "axis2": 0}),
+            ([x((2, 3, 4, 3))], {"offset": -1, "axis1": 3, "axis2": 1}),
+            ([x((3, 4))], {"offset": 7, "axis1": 0, "axis2": 1}),          # empty diagonal
+            ([x((0, 3))], {"offset": 0, "axis1": 0, "axis2": -1})]
+
+
+def _cases_diag(rng):
+    x = rng.standard_normal
+    return [([x((4,))], {"k": 0}), ([x((3,))], {"k": 2}), ([x((5,))], {"k": -1}),
+            ([x((4, 6))], {"k": 1}), ([x((6, 4))], {"k": -2}), ([x((0,))], {"k": 0})]
+
+
+Op("diagonal", _diagonal_host, _diagonal_vulkan, vjp=_diagonal_vjp, saves=(), tests=[
+    OpTest(diagonal, lambda x, offset, axis1, axis2: np.diagonal(x, offset, axis1, axis2),
+           _cases_diagonal, dtypes=_ALL_DTYPES),
+    OpTest(diag, lambda x, k: np.diag(x, k), _cases_diag, dtypes=_ALL_DTYPES)])
