@@ -8,7 +8,8 @@ from . import functional as F
 from .module import Module
 
 __all__ = ["CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCEWithLogitsLoss",
-           "MultiMarginLoss"]
+           "MultiMarginLoss", "BCELoss", "SmoothL1Loss", "HuberLoss", "KLDivLoss",
+           "CosineSimilarity"]
 
 
 class _Loss(Module):
@@ -88,3 +89,59 @@ class MultiMarginLoss(_WeightedLoss):
     def forward(self, input, target):
         return F.multi_margin_loss(input, target, self.p, self.margin, self.weight,
                                    self.reduction)
+
+
+class BCELoss(_WeightedLoss):
+    """F.binary_cross_entropy: -w [y log x + (1 - y) log(1 - x)] of probabilities x, logs
+    clamped at -100."""
+
+    def forward(self, input, target):
+        return F.binary_cross_entropy(input, target, self.weight, self.reduction)
+
+
+class SmoothL1Loss(_Loss):
+    """F.smooth_l1_loss: 0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta."""
+
+    def __init__(self, reduction="mean", beta=1.0):
+        super().__init__(reduction)
+        self.beta = beta
+
+    def forward(self, input, target):
+        return F.smooth_l1_loss(input, target, self.reduction, self.beta)
+
+
+class HuberLoss(_Loss):
+    """F.huber_loss: 0.5 d^2 where |d| < delta, else delta (|d| - 0.5 delta)."""
+
+    def __init__(self, reduction="mean", delta=1.0):
+        super().__init__(reduction)
+        self.delta = delta
+
+    def forward(self, input, target):
+        return F.huber_loss(input, target, self.reduction, self.delta)
+
+
+class KLDivLoss(Module):
+    """F.kl_div: target * (log target - input) for log-probabilities input (log_target: the
+    target as log-probabilities too); reduction "batchmean" divides the sum by the batch size."""
+
+    def __init__(self, reduction="mean", log_target=False):
+        super().__init__()
+        if reduction not in F._REDUCTIONS + ("batchmean",):
+            raise ValueError(f"KLDivLoss: reduction must be one of "
+                             f"{F._REDUCTIONS + ('batchmean',)}, not {reduction!r}")
+        self.reduction, self.log_target = reduction, log_target
+
+    def forward(self, input, target):
+        return F.kl_div(input, target, self.reduction, self.log_target)
+
+
+class CosineSimilarity(Module):
+    """F.cosine_similarity of two inputs along `dim`, norms clamped below at eps."""
+
+    def __init__(self, dim=1, eps=1e-8):
+        super().__init__()
+        self.dim, self.eps = dim, eps
+
+    def forward(self, x1, x2):
+        return F.cosine_similarity(x1, x2, self.dim, self.eps)

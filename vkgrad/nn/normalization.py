@@ -1,4 +1,4 @@
-"""BatchNorm1d, BatchNorm2d and LayerNorm.
+"""BatchNorm1d, BatchNorm2d, LayerNorm and GroupNorm.
 
 >>> bn = nn.BatchNorm2d(16)          # weight, bias; buffers running_mean, running_var,
 >>> y = bn(x)                        # num_batches_tracked; batch statistics in training mode,
@@ -14,7 +14,7 @@ from . import functional as F, init
 from .module import Module
 from .parameter import Parameter
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm"]
 
 
 class _BatchNorm(Module):
@@ -123,3 +123,32 @@ class LayerNorm(Module):
     def extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, "
                 f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}")
+
+
+class GroupNorm(Module):
+    """F.group_norm: normalises each group of num_channels / num_groups channels of each sample
+    over those channels and all positions, then scales by weight and shifts by bias per channel
+    (affine; weight ones, bias zeros, both (num_channels,), as PyTorch's state dicts)."""
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, device=None, dtype=None):
+        super().__init__()
+        if num_groups <= 0 or num_channels % num_groups:
+            raise ValueError(f"GroupNorm: num_channels ({num_channels}) must be divisible by "
+                             f"num_groups ({num_groups})")
+        self.num_groups, self.num_channels, self.eps, self.affine = (num_groups, num_channels,
+                                                                     eps, affine)
+        dtype = dtype or "float32"
+        for name, make in (("weight", ones), ("bias", zeros)):
+            self.register_parameter(name, Parameter(make((num_channels,), dtype, device))
+                                    if affine else None)
+
+    def reset_parameters(self):
+        if self.affine:
+            init.ones_(self.weight)
+            init.zeros_(self.bias)
+
+    def forward(self, x):
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
