@@ -21,7 +21,7 @@ from collections import Counter
 from .optimizer import Optimizer
 
 __all__ = ["LRScheduler", "LambdaLR", "StepLR", "MultiStepLR", "ExponentialLR",
-           "CosineAnnealingLR", "LinearLR"]
+           "CosineAnnealingLR", "LinearLR", "SequentialLR"]
 
 
 class LRScheduler:
@@ -46,6 +46,9 @@ class LRScheduler:
         self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
         self.last_epoch = last_epoch
         self._step_count = 0
+        self._initial_step()
+
+    def _initial_step(self):
         self._is_initial = True  # the constructor's step keeps the current lr where it resumes
         try:
             self.step()
@@ -226,3 +229,55 @@ class LinearLR(LRScheduler):
         done = min(self.total_iters, self.last_epoch) / self.total_iters
         factor = self.start_factor + span * done
         return [base * factor for base in self.base_lrs]
+
+
+class SequentialLR(LRScheduler):
+    """Run `schedulers` one after another on one optimizer, switching at `milestones` (epochs):
+    schedulers[i] steps while milestones[i - 1] <= epoch < milestones[i], and starts at its own
+    epoch 0 (its closed form) when its turn comes, as PyTorch's SequentialLR. Warm-up then cosine:
+
+    >>> warmup = LinearLR(opt, start_factor=0.01, total_iters=100)
+    >>> cosine = CosineAnnealingLR(opt, T_max=900)
+    >>> sched = SequentialLR(opt, [warmup, cosine], milestones=[100])
+    """
+
+    def __init__(self, optimizer, schedulers, milestones, last_epoch=-1):
+        if not schedulers:
+            raise ValueError("SequentialLR needs at least one scheduler")
+        for i, scheduler in enumerate(schedulers):
+            if getattr(scheduler, "optimizer", None) is not optimizer:
+                raise ValueError(f"SequentialLR: scheduler {i} does not belong to the optimizer "
+                                 "it was given")
+        if len(milestones) != len(schedulers) - 1 or list(milestones) != sorted(milestones):
+            raise ValueError(f"SequentialLR: {len(schedulers)} schedulers need "
+                             f"{len(schedulers) - 1} increasing milestones, got {milestones}")
+        self.optimizer, self._schedulers = optimizer, list(schedulers)
+        self._milestones, self.last_epoch = list(milestones), last_epoch + 1
+        # undo the constructors' steps: back to the base lr, then the first scheduler's step 0
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"]
+        for scheduler in self._schedulers:
+            scheduler.last_epoch -= 1
+        self._schedulers[0]._initial_step()
+        self._last_lr = self._schedulers[0].get_last_lr()
+
+    def step(self):
+        self.last_epoch += 1
+        i = bisect_right(self._milestones, self.last_epoch)
+        scheduler = self._schedulers[i]
+        if i > 0 and self._milestones[i - 1] == self.last_epoch:
+            scheduler.step(0)
+        else:
+            scheduler.step()
+        self._last_lr = scheduler.get_last_lr()
+
+    def state_dict(self):
+        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}
+        state["_schedulers"] = [s.state_dict() for s in self._schedulers]
+        return state
+
+    def load_state_dict(self, state_dict):
+        state = dict(state_dict)
+        for scheduler, saved in zip(self._schedulers, state.pop("_schedulers")):
+            scheduler.load_state_dict(saved)
+        self.__dict__.update(state)
