@@ -179,8 +179,10 @@ def test_operand_type_and_device_errors(device, vulkan):
 
 
 @pytest.mark.parametrize("subscripts,operands,message", [
-    ("ij,jk,kl->il", 3, "three|3 operand"), ("ij->ji", 1, "1 operand"),
-    ("...ij,jk->...ik", 2, "ellipsis"), ("ii,ij->j", 2, "repeated subscript"),
+    ("ij,jk,kl->il", 2, "3 operand.*2 were given"), ("ij->ji", 2, "1 operand"),
+    ("ij", 0, "at least one operand"), ("i.j,jk", 2, "characters other than"),
+    ("...i...j,jk", 2, "more than one ellipsis"), ("ij,jk->ki.", 2, "characters other than"),
+    ("jj,jk->k", 2, "'j' is 3 and 4 long"), ("ij,jk", 3, "2 operand.*3 were given"),
     ("ijk,jk->ik", 2, "3 subscripts"), ("ij,jk->iz", 2, "output subscripts"),
     ("ij,jk->ii", 2, "output subscripts"), ("ij,ik->jk", 2, "'i' is 3 and 4 long")])
 def test_einsum_errors(device, subscripts, operands, message):

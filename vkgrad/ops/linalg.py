@@ -1,11 +1,11 @@
-"""Linear algebra: matmul (numpy's rules), dot, outer and two-operand einsum.
+"""Linear algebra: matmul (numpy's rules), dot, outer and einsum.
 
 >>> import vkgrad as vk
 >>> a = vk.ones((2, 3), device="vulkan")
 >>> (a @ a.T).numpy()                       # C[i, k] = sum_j A[i, j] B[j, k]
 array([[3., 3.],
        [3., 3.]], dtype=float32)
->>> vk.einsum("bhqd,bhkd->bhqk", q, k)       # any two-operand contraction becomes a batched matmul
+>>> vk.einsum("bhqd,bhkd->bhqk", q, k)       # each pairwise contraction is one batched matmul
 
 One kernel does the work: shaders/matmul.comp, a batched C[b] = A[b] @ B[b] that reads both
 operands through their strides (transposes and broadcast batch dims are not copied), of any dtype,
@@ -123,7 +123,7 @@ def _launch(backend, out, a, b):
             a.strides[-2], a.strides[-1], b.strides[-2], b.strides[-1],
             *[1] * pad, *batch, *[0] * pad, *a_sb, *[0] * pad, *b_sb]
     backend.launch("matmul", _variant(backend, m, n), _threads(backend, m, n, prod(batch)), push,
-                   (out.dtype.code, a.dtype.code, b.dtype.code))
+                   (out.dtype.code, a.dtype.code, b.dtype.code), reads=[a, b], writes=[out])
 
 
 # ---- public functions --------------------------------------------------------------------------
@@ -198,73 +198,118 @@ def outer(a, b):
 _LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
-def _parse_einsum(subscripts, a_shape, b_shape):
-    """(a letters, b letters, output letters, {letter: size}) of a two-operand einsum, or
-    ValueError saying what is wrong and which forms are supported."""
+def _parse_einsum(subscripts, shapes):
+    """([letters per operand], output letters, {letter: size}) of an einsum, or ValueError
+    saying what is wrong. An ellipsis stands for the same broadcast dims in every operand and
+    becomes letters beyond the alphabet ("0", "1", ...), leading the implicit output."""
     spec = subscripts.replace(" ", "")
     inputs, arrow, out = spec.partition("->")
     parts = inputs.split(",")
-    if len(parts) != 2:
-        raise ValueError(f"einsum: {subscripts!r} names {len(parts)} operand(s); only two-operand "
-                         "contractions such as 'ij,jk->ik' are supported")
-    sa, sb = parts
-    if not arrow:  # numpy's implicit output: the letters used once, in alphabetical order
-        out = "".join(sorted(c for c in set(sa + sb) if (sa + sb).count(c) == 1))
-    if not set(spec) - set("->,") <= _LETTERS:
-        raise ValueError(f"einsum: {subscripts!r} has characters other than letters, ',' and '->' "
-                         "(ellipsis is not supported)")
-    for which, s, shape in (("first", sa, a_shape), ("second", sb, b_shape)):
-        if len(s) != len(shape):
-            raise ValueError(f"einsum: {s!r} has {len(s)} subscripts but the {which} operand has "
-                             f"shape {shape}")
-        if len(set(s)) != len(s):
-            raise ValueError(f"einsum: repeated subscript in {s!r} (diagonals and traces are not "
-                             "supported)")
-    if len(set(out)) != len(out) or not set(out) <= set(sa + sb):
+    if len(parts) != len(shapes):
+        raise ValueError(f"einsum: {subscripts!r} names {len(parts)} operand(s) but "
+                         f"{len(shapes)} were given")
+    if not set(spec.replace("...", "")) - set("->,") <= _LETTERS or "." in out.replace("...", ""):
+        raise ValueError(f"einsum: {subscripts!r} has characters other than letters, ',', '->' "
+                         "and '...'")
+    ell = max((len(shape) - len(s.replace("...", "")) for s, shape in zip(parts, shapes)
+               if "..." in s), default=0)
+    broadcast = "".join(str(d) for d in range(ell))
+    letters, sizes = [], {}
+    for i, (s, shape) in enumerate(zip(parts, shapes)):
+        if s.count("...") > 1:
+            raise ValueError(f"einsum: {s!r} has more than one ellipsis")
+        n = len(shape) - len(s.replace("...", ""))
+        if n < 0 or (n and "..." not in s):
+            raise ValueError(f"einsum: {s!r} has {len(s.replace('...', ''))} subscripts but "
+                             f"operand {i} has shape {shape}")
+        s = s.replace("...", broadcast[ell - n:])
+        letters.append(s)
+        for c, m in zip(s, shape):
+            if c in broadcast and m == 1:
+                continue  # broadcast dims of size 1 stretch to the others
+            if sizes.setdefault(c, m) != m and not (c in broadcast and sizes[c] == 1):
+                raise ValueError(f"einsum: subscript {c!r} is {sizes[c]} and {m} long in shapes "
+                                 f"{tuple(shapes)} ({subscripts!r})")
+            sizes[c] = max(sizes[c], m)
+        for c in s:
+            sizes.setdefault(c, 1)
+    every = "".join(letters)
+    if not arrow:  # numpy's implicit output: the broadcast dims, then letters used once, sorted
+        out = broadcast + "".join(sorted(c for c in set(every) - set(broadcast)
+                                         if every.count(c) == 1))
+    elif "..." in out:
+        out = out.replace("...", broadcast)
+    elif broadcast and any(sizes[c] != 1 for c in broadcast):
+        raise ValueError(f"einsum: {subscripts!r} needs '...' in its output for the broadcast dims")
+    if len(set(out)) != len(out) or not set(out) <= set(every):
         raise ValueError(f"einsum: output subscripts {out!r} must be distinct letters of the "
                          "inputs")
-    sizes = {}
-    for s, shape in ((sa, a_shape), (sb, b_shape)):
-        for c, n in zip(s, shape):
-            if sizes.setdefault(c, n) != n:
-                raise ValueError(f"einsum: subscript {c!r} is {sizes[c]} and {n} long in shapes "
-                                 f"{a_shape} and {b_shape} ({subscripts!r})")
-    return sa, sb, out, sizes
+    return letters, out, sizes
 
 
 def einsum(subscripts, *operands):
-    """Two-operand Einstein summation, as numpy.einsum: out[out letters] = sum over the other
-    letters of a[a letters] * b[b letters].
+    """Einstein summation, as numpy.einsum and torch.einsum: out[out letters] = sum over the
+    other letters of the product of the operands, each indexed by its letters.
 
-    Letters in both operands and the output are batch dims, in both but not the output are
-    contracted, in one operand and the output are kept; letters in one operand only are summed
-    out first. Both operands are then permuted and reshaped into one batched matmul.
-    Supported: explicit ('bij,bjk->bik') and implicit ('ij,jk') forms with two operands. Not
-    supported (ValueError): one or three+ operands, repeated letters in one operand ('ii,i'),
-    ellipsis.
+    Any number of operands; explicit ('bij,bjk->bik') and implicit ('ij,jk') outputs; an
+    ellipsis for broadcast dims ('...ij,...jk->...ik'); a letter repeated in one operand takes
+    its diagonal ('ii->' is the trace, 'ii->i' the diagonal, as views).
+
+    How: each operand first loses its repeated letters (diagonal views) and sums out the
+    letters no other operand and not the output uses; then operands are contracted left to
+    right, two at a time, each pair permuted and reshaped into one batched matmul (letters in
+    both and needed later are batch dims, in both and not needed later contracted). bf16 with
+    more than one rounding step on the way is computed in float32 and rounded once.
 
     >>> vk.einsum("bhqd,bhkd->bhqk", q, k)    # attention scores
     """
-    if len(operands) != 2:
-        raise ValueError(f"einsum: got {len(operands)} operand(s) for {subscripts!r}; only "
-                         "two-operand contractions are supported")
-    a, b = operands
-    _check_tensors("einsum", a, b)
-    sa, sb, out, sizes = _parse_einsum(subscripts, a.shape, b.shape)
-    a, sa = _sum_out(a, sa, sb + out)
-    b, sb = _sum_out(b, sb, sa + out)
-    batch = [c for c in out if c in sa and c in sb]
-    contract = [c for c in sa if c in sb and c not in out]
-    a_free = [c for c in out if c in sa and c not in sb]
-    b_free = [c for c in out if c in sb and c not in sa]
-    dims = tuple(sizes[c] for c in batch)
-    lhs = a.transpose([sa.index(c) for c in batch + a_free + contract]).reshape(
-        (*dims, _size(sizes, a_free), _size(sizes, contract)))
-    rhs = b.transpose([sb.index(c) for c in batch + contract + b_free]).reshape(
-        (*dims, _size(sizes, contract), _size(sizes, b_free)))
-    order = batch + a_free + b_free
-    r = matmul(lhs, rhs).reshape(tuple(sizes[c] for c in order))
-    return r.transpose([order.index(c) for c in out])
+    if not operands:
+        raise ValueError(f"einsum: {subscripts!r} needs at least one operand")
+    _check_tensors("einsum", *operands)
+    from ..tensor import _narrow, _widen
+    letters, out, sizes = _parse_einsum(subscripts, [t.shape for t in operands])
+    dtype = operands[0].dtype
+    for t in operands[1:]:
+        dtype = dtypes.result_type(dtype, t.dtype)
+    keeps = [out + "".join(letters[:i] + letters[i + 1:]) for i in range(len(letters))]
+    rounds = len(operands) - 1 + sum(not set(s) <= set(k) for s, k in zip(letters, keeps))
+    terms = [_sum_out(*_distinct(_widen(t) if rounds > 1 else t, s), k)
+             for t, s, k in zip(operands, letters, keeps)]
+    t, s = terms[0]
+    for i, (u, su) in enumerate(terms[1:], 1):
+        t, s = _contract(t, s, u, su, out + "".join(x for _, x in terms[i + 1:]), sizes)
+    r = t.transpose([s.index(c) for c in out]).broadcast_to([sizes[c] for c in out])
+    return _narrow(r, dtype) if rounds > 1 else r
+
+
+def _distinct(t, letters):
+    """t with each letter repeated in `letters` reduced to one dim by taking the diagonal."""
+    from .movement import diagonal
+    for c in dict.fromkeys(letters):
+        while letters.count(c) > 1:
+            a1, a2 = letters.index(c), letters.index(c, letters.index(c) + 1)
+            t = diagonal(t, 0, a1, a2)
+            letters = "".join(x for k, x in enumerate(letters) if k not in (a1, a2)) + c
+    return t, letters
+
+
+def _contract(a, sa, b, sb, keep, sizes):
+    """(a * b summed over the letters both have and `keep` lacks, its letters): one batched
+    matmul. Size-1 broadcast dims stretch where a contracted or free letter needs it."""
+    batch = [c for c in sa if c in sb and c in keep]
+    contract = [c for c in sa if c in sb and c not in keep]
+    a_free = [c for c in sa if c not in sb]
+    b_free = [c for c in sb if c not in sa]
+    a = a.broadcast_to([sizes[c] if c in contract else n for c, n in zip(sa, a.shape)])
+    b = b.broadcast_to([sizes[c] if c in contract else n for c, n in zip(sb, b.shape)])
+    lhs = a.transpose([sa.index(c) for c in batch + a_free + contract])
+    rhs = b.transpose([sb.index(c) for c in batch + contract + b_free])
+    na = lhs.shape[len(batch):len(batch) + len(a_free)]
+    nb = rhs.shape[len(batch) + len(contract):]
+    lhs = lhs.reshape((*lhs.shape[:len(batch)], prod(na), _size(sizes, contract)))
+    rhs = rhs.reshape((*rhs.shape[:len(batch)], _size(sizes, contract), prod(nb)))
+    r = matmul(lhs, rhs)
+    return r.reshape((*r.shape[:-2], *na, *nb)), "".join(batch + a_free + b_free)
 
 
 def _size(sizes, letters):
@@ -303,14 +348,20 @@ def _einsum_cases(rng):
              ("bhqd,bhkd->bhqk", (2, 3, 5, 4), (2, 3, 6, 4)), ("i,j->ij", (3,), (4,)),
              ("ij,jk", (3, 4), (4, 2)), ("ijk,kl->lij", (2, 3, 4), (4, 5)),
              ("bij,bjk->bki", (3, 2, 5), (3, 5, 4)), ("ij,jk->k", (3, 4), (4, 2)),
-             ("ij,ij->i", (5, 7), (5, 7))]
-    return [([rng.standard_normal(sa), rng.standard_normal(sb)], {"subscripts": s})
-            for s, sa, sb in specs]
+             ("ij,ij->i", (5, 7), (5, 7)), ("ii->", (4, 4)), ("ii->i", (5, 5)), ("ij->ji", (3, 4)),
+             ("ijk->", (2, 3, 4)), ("iji->j", (3, 2, 3)), ("...ij->...ji", (2, 3, 4)),
+             ("ij,jk,kl->il", (3, 4), (4, 5), (5, 2)), ("i,i,i->i", (6,), (6,), (6,)),
+             ("...ij,...jk->...ik", (2, 1, 3, 4), (5, 4, 2)), ("ii,ij->j", (3, 3), (3, 4)),
+             ("bii,bij,k->bjk", (2, 3, 3), (2, 3, 4), (2,)), ("ab,cd,bc->ad", (2, 3), (4, 5),
+                                                               (3, 4)),
+             (",ij->ij", (), (2, 3)), ("ij,ij", (0, 3), (0, 3)), ("i...,i...", (3, 2), (3, 2))]
+    return [([rng.standard_normal(shape) for shape in shapes], {"subscripts": s})
+            for s, *shapes in specs]
 
 
 def _einsum_length(inputs, params):
-    _, _, out, sizes = _parse_einsum(params["subscripts"], *map(np.shape, inputs))
-    return _size(sizes, [c for c in sizes if c not in out])
+    _, out, sizes = _parse_einsum(params["subscripts"], [np.shape(x) for x in inputs])
+    return max(_size(sizes, [c for c in sizes if c not in out]), 1)
 
 
 def _swap(x):
@@ -354,7 +405,7 @@ MATMUL = Op("matmul", _matmul_host, _matmul_vulkan, vjp=_matmul_vjp, tests=[
         ((2, 3, 4), (4,)), ((), (3, 4)), ((3,), ())), reduction_length=_inner_length),
     OpTest(lambda a, b: outer(a, b), np.outer, _pairs(
         ((5,), (7,)), ((2, 3), (4,)), ((0,), (3,)), ((1,), (1,)))),
-    OpTest(lambda a, b, subscripts: einsum(subscripts, a, b),
-           lambda a, b, subscripts: np.einsum(subscripts, a, b), _einsum_cases,
+    OpTest(lambda *ts, subscripts: einsum(subscripts, *ts),
+           lambda *xs, subscripts: np.einsum(subscripts, *xs), _einsum_cases,
            reduction_length=_einsum_length),
 ])
