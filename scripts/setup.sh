@@ -4,7 +4,7 @@
 #   (b) a virtual environment at .venv/,
 #   (c) Kompute (`kp`) 0.9.0 with third_party/kompute/kp-0.9.0-vkgrad.patch, built once
 #       per patch and Python version and cached under ${XDG_CACHE_HOME:-~/.cache}/vkgrad/,
-#   (d) vkgrad itself, editable, with its test extra,
+#   (d) vkgrad itself, editable, with its test and distributed (mpi4py, Open MPI) extras,
 #   (e) the SPIR-V shaders.
 # Safe to run again: every step checks first and skips what is already done.
 #
@@ -155,7 +155,8 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 # (d) vkgrad, editable, with the test extra (torch==2.13.0 is pinned in pyproject.toml: an
-#     unpinned torch would pull several GB of CUDA packages)
+#     unpinned torch would pull several GB of CUDA packages) and the distributed extra (mpi4py
+#     and Open MPI's wheel, whose mpiexec tests/test_distributed.py launches)
 hash=$(inputs_hash)
 editable_ok=$("$VPY" -I - "$ROOT" <<'EOF' 2>/dev/null || true
 import importlib.metadata, json, pathlib, sys
@@ -168,8 +169,8 @@ except Exception:
 EOF
 )
 if [ "$editable_ok" != yes ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$hash" ]; then
-    log "installing vkgrad (editable) with its test dependencies"
-    "${PIP[@]}" install --quiet -e ".[test]"
+    log "installing vkgrad (editable) with its test and distributed dependencies"
+    "${PIP[@]}" install --quiet -e ".[test,distributed]"
 fi
 
 # ---------------------------------------------------------------------------------------------

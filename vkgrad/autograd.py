@@ -22,7 +22,7 @@ import weakref
 from . import compiler, profiler
 
 __all__ = ["Function", "backward", "enable_grad", "grad", "is_grad_enabled", "no_grad",
-           "set_grad_enabled"]
+           "queue_callback", "register_post_accumulate_grad_hook", "set_grad_enabled"]
 
 # ---- grad mode: per thread, so graphs built in different threads do not interfere -------------
 _mode = threading.local()
@@ -91,14 +91,16 @@ class Node:
 
 
 class AccumulateGrad(Node):
-    """The node of a leaf that requires grad: gradients arriving here add into `tensor.grad`."""
-    __slots__ = ("tensor",)
+    """The node of a leaf that requires grad: gradients arriving here add into `tensor.grad`;
+    `hooks` run after each such addition (register_post_accumulate_grad_hook)."""
+    __slots__ = ("tensor", "hooks")
     is_leaf = True
 
     def __init__(self, tensor):
         super().__init__("AccumulateGrad", None, None, (), (), ((tensor.shape, tensor.dtype,
                                                                   tensor.device),))
         self.tensor = weakref.ref(tensor)  # a dropped leaf needs no gradient
+        self.hooks = []
 
     def release(self):
         pass  # a leaf outlives every graph built on it
@@ -238,6 +240,8 @@ def _run(outputs, output_grads, retain_graph, create_graph, capture=None):
                 t = node.tensor()
                 if capture is None and t is not None and slots[0] is not None:
                     _accumulate(t, slots[0], create_graph)
+                    for hook in node.hooks:
+                        hook(t)
                 continue
             if node.freed:
                 raise RuntimeError(
@@ -263,6 +267,41 @@ def _run(outputs, output_grads, retain_graph, create_graph, capture=None):
                 g = _fit(g, *meta)
                 slots = grads.setdefault(parent[0], [None] * len(parent[0].outputs))
                 slots[parent[1]] = _add(slots[parent[1]], g)
+
+
+def register_post_accumulate_grad_hook(t, hook):
+    """Call `hook(t)` each time a backward pass has added the last of its gradient into leaf
+    `t`'s `.grad` (as torch's Tensor.register_post_accumulate_grad_hook): `t.grad` is then final
+    for that pass, so the hook may read or replace it. Returns a handle whose remove() unhooks.
+
+    Leaves are visited in reverse topological order, so hooks run while the rest of the backward
+    pass is still to come (DistributedDataParallel starts its all-reduces from here)."""
+    if not t._requires_grad or not t.is_leaf:
+        raise RuntimeError("register_post_accumulate_grad_hook: only a leaf tensor that "
+                           "requires grad accumulates a gradient")
+    hooks = edge(t)[0].hooks
+    hooks.append(hook)
+    return _HookHandle(hooks, hook)
+
+
+class _HookHandle:
+    __slots__ = ("_hooks", "_hook")
+
+    def __init__(self, hooks, hook):
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self):
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+
+
+def queue_callback(fn):
+    """Call `fn()` once when the backward pass now running has finished (as torch's
+    Variable._execution_engine.queue_callback); for hooks that start work to be completed
+    before the pass returns. Outside a backward pass it is an error."""
+    if getattr(_mode, "callbacks", None) is None:
+        raise RuntimeError("queue_callback: no backward pass is running")
+    _mode.callbacks.append(fn)
 
 
 def _accumulate(t, g, create_graph):
@@ -326,7 +365,13 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False):
     """Add the gradients of `tensors` (weighted by `grad_tensors`) into the `.grad` of every leaf
     they depend on; see `Tensor.backward`."""
     outputs, grads = _check_outputs(tensors, grad_tensors, "backward")
-    _run(outputs, grads, create_graph if retain_graph is None else retain_graph, create_graph)
+    outer, _mode.callbacks = getattr(_mode, "callbacks", None), []
+    try:
+        _run(outputs, grads, create_graph if retain_graph is None else retain_graph, create_graph)
+        while _mode.callbacks:
+            _mode.callbacks.pop(0)()
+    finally:
+        _mode.callbacks = outer
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,

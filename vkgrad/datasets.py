@@ -305,6 +305,61 @@ def _permutation(n, generator):
     return np.argsort(np.ascontiguousarray(words).view(np.uint64)[:, 0], kind="stable")
 
 
+def _epoch_order(n, seed, epoch):
+    """The order of epoch `epoch` of a shuffle of range(n) under `seed`: vkgrad's Philox generator
+    at counter epoch * ceil(n / 2), so each epoch's order is a pure function of (seed, epoch)."""
+    generator = Generator(seed)
+    generator.set_state((seed, epoch * -(-n // 2) % (1 << 64)))
+    return _permutation(n, generator)
+
+
+class DistributedSampler:
+    """The indices of one rank's share of `dataset` (anything with __len__; for an (X, y) pair
+    pass X) each epoch, in torch's semantics, for DataLoader(..., sampler=...).
+
+    Every epoch the indices 0 .. len(dataset) - 1, shuffled by (seed, epoch) when shuffle (the
+    same order on every rank: the seed must agree), are padded by repeating them from the start,
+    or with drop_last cut, to a multiple of num_replicas; rank r takes every num_replicas-th one
+    from position r. So every rank gets len(self) = ceil(N / num_replicas) indices (drop_last:
+    floor), and together they cover every sample. num_replicas and rank default to
+    vkgrad.distributed's world_size() and rank(). set_epoch(e) picks the epoch; a DataLoader
+    calls it with its own epoch count before each epoch."""
+
+    def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0,
+                 drop_last=False):
+        from . import distributed
+        self.num_replicas = distributed.world_size() if num_replicas is None else \
+            operator.index(num_replicas)
+        self.rank = distributed.rank() if rank is None else operator.index(rank)
+        if self.num_replicas < 1 or not 0 <= self.rank < self.num_replicas:
+            raise ValueError(f"DistributedSampler: rank {self.rank} is not one of "
+                             f"num_replicas={self.num_replicas} ranks")
+        self.n = len(dataset)
+        self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
+        self.seed = operator.index(seed) % (1 << 64)
+        self.epoch = 0
+        self.num_samples = (self.n // self.num_replicas if drop_last
+                            else -(-self.n // self.num_replicas))
+        self.total_size = self.num_samples * self.num_replicas
+
+    def set_epoch(self, epoch):
+        self.epoch = operator.index(epoch)
+
+    def __len__(self):
+        return self.num_samples
+
+    def __iter__(self):
+        order = _epoch_order(self.n, self.seed, self.epoch) if self.shuffle else np.arange(self.n)
+        if self.total_size > self.n:
+            order = np.resize(order, self.total_size)  # repeats from the start
+        return iter(order[self.rank:self.total_size:self.num_replicas].tolist())
+
+    def __repr__(self):
+        return (f"DistributedSampler({self.n} samples, rank {self.rank} of "
+                f"{self.num_replicas}, shuffle={self.shuffle}, seed={self.seed}, "
+                f"drop_last={self.drop_last})")
+
+
 # ---- the loader ---------------------------------------------------------------------------------
 class DataLoader:
     """Batches (x, y) of vkgrad Tensors on `device` from a dataset with `images` and `labels`
@@ -320,6 +375,9 @@ class DataLoader:
     at counter e * ceil(N / 2)). With shuffle, seed=None draws the seed from vkgrad's default
     generator once, here, so vkgrad.manual_seed() makes a whole run reproducible. drop_last
     leaves out the last, short batch. len(loader) is the number of batches in an epoch.
+    sampler= (instead of shuffle) takes each epoch's indices from an iterable with __len__, such
+    as DistributedSampler; the loader calls its set_epoch(epoch), when it has one, with the
+    loader's own epoch before each epoch, so the order follows the loader's state.
 
     Each `for` loop over the loader yields the rest of the current epoch. A loop left with
     `break` is continued by the next one, so every epoch yields each sample exactly once.
@@ -331,7 +389,7 @@ class DataLoader:
 
     def __init__(self, dataset, batch_size=64, shuffle=False, seed=None, drop_last=False,
                  device=None, dtype=dtypes.float32, normalize=None, flatten=False,
-                 label_dtype=dtypes.int32, prefetch=True):
+                 label_dtype=dtypes.int32, prefetch=True, sampler=None):
         if isinstance(dataset, (tuple, list)):
             if len(dataset) != 2:
                 raise TypeError(f"DataLoader takes a dataset or an (X, y) pair, not a "
@@ -360,6 +418,10 @@ class DataLoader:
             normalize = (np.float32(mean), np.float32(std))
         self.normalize, self.flatten, self.prefetch = normalize, bool(flatten), bool(prefetch)
         self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: sampler= and shuffle=True exclude each other (the "
+                             "sampler decides the order)")
+        self.sampler = sampler
         if seed is None and not shuffle:
             seed = 0
         elif seed is None:  # one draw from vkgrad's default generator: manual_seed governs it
@@ -369,7 +431,7 @@ class DataLoader:
         self._step = 0  # batches yielded so far, over all epochs
 
     def __len__(self):
-        n = len(self.labels)
+        n = len(self.labels) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     @property
@@ -389,12 +451,14 @@ class DataLoader:
         self.seed, self._step = seed, epoch * len(self) + batch
 
     def _order(self, epoch):
+        if self.sampler is not None:
+            if hasattr(self.sampler, "set_epoch"):
+                self.sampler.set_epoch(epoch)
+            return np.fromiter(self.sampler, np.int64)
         n = len(self.labels)
         if not self.shuffle:
             return np.arange(n)
-        generator = Generator(self.seed)
-        generator.set_state((self.seed, epoch * -(-n // 2) % (1 << 64)))
-        return _permutation(n, generator)
+        return _epoch_order(n, self.seed, epoch)
 
     def _prepare(self, rows):
         """The host arrays of one batch: the slice of the rows, converted and shaped."""

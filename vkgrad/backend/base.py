@@ -11,10 +11,14 @@ from dataclasses import dataclass, fields
 class Counters:
     """Work a backend has done since the last reset (see `vkgrad.stats()`)."""
     dispatches: int = 0              # kernels launched
+    dispatches_recorded: int = 0     # kernels recorded into a command buffer (a replay: none)
+    barriers: int = 0                # pipeline barriers in submitted work
     submits: int = 0                 # command buffers submitted to a queue
     pipelines_created: int = 0       # compute pipelines compiled
     host_syncs: int = 0              # times the host waited for the device
     device_bytes_allocated: int = 0  # memory allocated from the driver (not sub-allocations)
+    transfers: int = 0               # from_numpy / to_numpy calls that moved data host<->device
+    transfer_bytes: int = 0          # bytes they moved
 
     def reset(self):
         for f in fields(self):
