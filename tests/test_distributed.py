@@ -82,6 +82,19 @@ JOB = textwrap.dedent('''
         out["no_sync_local"] = local
         out["no_sync_grads"] = {k: p.grad.numpy().tolist()
                                 for k, p in ddp.module.named_parameters()}
+    if cfg.get("checks"):
+        # one transfer down and one up per bucket in a backward pass (counted on Vulkan)
+        ddp = DDP(make_model(dev, "float32", seed=r), bucket_cap_mb=cfg["bucket_mb"])
+        x, y = data(2)
+        loss = F.cross_entropy(ddp(vk.tensor(x, device=dev)), vk.tensor(y, device=dev))
+        before = vk.stats()["transfers"]
+        loss.backward()
+        out["backward_transfers"] = [vk.stats()["transfers"] - before, len(ddp._buckets)]
+        # checkpoints: the keys are the bare model's, and load both ways
+        bare = make_model(dev, "float32", seed=5)
+        out["state_keys"] = [list(ddp.state_dict()), list(bare.state_dict())]
+        bare.load_state_dict(ddp.state_dict())
+        ddp.load_state_dict(bare.state_dict())
     if r == 0:
         with open(cfg["out"], "w") as f:
             json.dump(out, f)
@@ -165,7 +178,8 @@ def check_equal(out, n, dtypes):
 # ---- tests --------------------------------------------------------------------------------------
 def test_two_host_ranks_equal_one_process_and_overlap(tmp_path):
     out = run_ok(2, {"devices": ["host", "host"], "dtypes": ["float32", "bfloat16"],
-                     "B": B, "steps": STEPS, "bucket_mb": 0.0003, "no_sync": True}, tmp_path)
+                     "B": B, "steps": STEPS, "bucket_mb": 0.0003, "no_sync": True,
+                     "checks": True}, tmp_path)
     check_equal(out, 2, ["float32", "bfloat16"])
     # Overlap: the first bucket's all-reduce started before the backward pass had finished
     # the last gradient.
@@ -173,11 +187,25 @@ def test_two_host_ranks_equal_one_process_and_overlap(tmp_path):
     assert out["buckets"] > 1
     grads = [i for i, e in enumerate(events) if e[0] == "grad"]
     assert events.index(("start", 0)) < grads[-1], events
-    # no_sync: the first backward kept its local gradient; the next one averaged the sum of
-    # both backward passes over the ranks (equal on every rank, which rank 0 cannot see: it
-    # checks the gradient is not its local one).
-    for k, local in out["no_sync_local"].items():
-        assert not np.allclose(out["no_sync_grads"][k], local)
+    # no_sync: the first backward kept rank 0's local gradient; the next one averaged over the
+    # ranks the sum of both passes' gradients.
+    import vkgrad.nn.functional as F
+    model = make_model("host", "float32", seed=0)
+    x, y = data(8)
+
+    def backward(rows):
+        F.cross_entropy(model(vk.tensor(x[rows])), vk.tensor(y[rows])).backward()
+    backward(slice(0, 2))
+    for k, p in model.named_parameters():
+        np.testing.assert_allclose(out["no_sync_local"][k], p.grad.numpy(), rtol=0,
+                                   atol=2.0 ** -22, err_msg=k)
+    for rows in (slice(4, 6), slice(2, 4), slice(6, 8)):
+        backward(rows)
+    for k, p in model.named_parameters():
+        np.testing.assert_allclose(out["no_sync_grads"][k], p.grad.numpy() / 2, rtol=0,
+                                   atol=2.0 ** -20, err_msg=k)
+    assert out["state_keys"][0] == out["state_keys"][1]
+    assert out["backward_transfers"][0] == 0   # host tensors: MPI works on their memory
 
 
 def test_three_host_ranks_equal_one_process(tmp_path):
@@ -190,9 +218,12 @@ def test_three_host_ranks_equal_one_process(tmp_path):
 def test_host_and_lavapipe_ranks_equal_one_process(tmp_path):
     if len(vk.devices()) < 2:
         pytest.skip("no Vulkan device")
-    out = run_ok(2, {"devices": ["host", "vulkan:0"], "dtypes": ["float32"], "B": B,
-                     "steps": STEPS, "bucket_mb": 0.0003}, tmp_path)
+    out = run_ok(2, {"devices": ["vulkan:0", "host"], "dtypes": ["float32"], "B": B,
+                     "steps": STEPS, "bucket_mb": 0.0003, "checks": True}, tmp_path)
     check_equal(out, 2, ["float32"])
+    transfers, buckets = out["backward_transfers"]
+    assert buckets > 1 and transfers == 2 * buckets
+    assert out["state_keys"][0] == out["state_keys"][1]
 
 
 def test_a_failing_rank_ends_the_job_and_is_named(tmp_path):
