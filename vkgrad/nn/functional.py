@@ -9,8 +9,9 @@ bfloat16, and is differentiable (twice, where the math is) through autograd.
 >>> loss = F.cross_entropy(logits, labels, label_smoothing=0.1)
 >>> loss.backward()
 
-Convolution and pooling (conv1d, conv2d, max_pool2d, avg_pool2d, adaptive_avg_pool2d, unfold,
-fold) are the ops of vkgrad/ops/conv.py, re-exported here.
+Convolution and pooling (conv1d, conv2d, conv_transpose1d, conv_transpose2d, max_pool2d,
+max_unpool2d, avg_pool2d, adaptive_avg_pool2d, unfold, fold) are the ops of vkgrad/ops/conv.py,
+re-exported here.
 
 bf16 inputs: every function here built from several ops (linear and conv with a bias, softmax,
 log_softmax, the normalisations, every loss) computes in float32 and rounds its result to bf16
@@ -23,20 +24,25 @@ import numpy as np
 from .. import dtypes
 from ..autograd import no_grad
 from ..creation import arange
-from ..ops.conv import (adaptive_avg_pool2d, avg_pool2d, conv1d, conv2d, fold, max_pool2d,
-                        unfold)
+from ..ops.conv import (adaptive_avg_pool2d, avg_pool2d, conv1d, conv2d, conv_transpose1d,
+                        conv_transpose2d, fold, max_pool2d, max_unpool2d, unfold)
 from ..ops.indexing import take, take_along_axis
+from ..ops.movement import pad as _pad_numpy
 from ..random import rand
 from ..ops.transformer_ops import tril
-from ..tensor import Tensor, _add_narrow, _narrow, _widen, clip, full, tensor, where
+from ..tensor import (Tensor, _add_narrow, _narrow, _widen, clip, elementwise, full, tensor,
+                      where)
 
 __all__ = [
-    "conv1d", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "unfold", "fold",
+    "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "max_pool2d", "max_unpool2d", "avg_pool2d", "adaptive_avg_pool2d", "unfold", "fold",
     "linear", "relu", "gelu", "silu", "sigmoid", "tanh", "softmax", "log_softmax", "dropout",
     "batch_norm", "layer_norm", "embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss",
     "binary_cross_entropy_with_logits", "multi_margin_loss", "group_norm",
     "binary_cross_entropy", "smooth_l1_loss", "huber_loss", "kl_div", "cosine_similarity",
+    "pad", "interpolate",
     "scaled_dot_product_attention",
+    "leaky_relu", "prelu", "elu", "celu", "selu", "relu6", "hardtanh", "hardsigmoid",
+    "hardswish", "mish", "softsign", "logsigmoid", "softmin", "softplus", "normalize",
 ]
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -71,6 +77,9 @@ def linear(x, weight, bias=None):
     if x.ndim == 0 or x.shape[-1] != weight.shape[-1]:
         raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape "
                          f"{weight.shape} (last dims must agree: [..., in] against [out, in])")
+    if x.ndim > 2 and weight.ndim == 2:  # one 2-D product, forward and for weight's gradient
+        return linear(x.reshape((-1, x.shape[-1])), weight, bias).reshape(
+            (*x.shape[:-1], weight.shape[0]))
     if bias is None:
         return x @ weight.T
     dtype = dtypes.result_type(dtypes.result_type(x.dtype, weight.dtype), bias.dtype)
@@ -126,6 +135,129 @@ def log_softmax(x, axis=-1, *, dim=None):
     z = _widen(x)
     z = z - z.max(axis=axis, keepdims=True).detach()
     return _narrow(z - z.exp().sum(axis=axis, keepdims=True).log(), x.dtype)
+
+
+def _check_number(value, name, fn):
+    if isinstance(value, Tensor) or not isinstance(value, (int, float)):
+        raise TypeError(f"{fn}: {name} must be a number, not {type(value).__name__}")
+
+
+def softmin(x, axis=-1, *, dim=None):
+    """softmax(-x) along `axis` (`dim` too)."""
+    return softmax(-x, _axis(axis, dim))
+
+
+def leaky_relu(x, negative_slope=0.01):
+    """x for x > 0, else negative_slope * x (one elementwise op)."""
+    _check_number(negative_slope, "negative_slope", "leaky_relu")
+    return elementwise("leaky_relu", x, negative_slope)
+
+
+def prelu(x, weight):
+    """leaky_relu with a learned slope per channel: `weight` has one element (shared) or one per
+    channel of axis 1 (axis 0 for a 1-d x), as torch; its gradient is sum(g * min(x, 0)) over
+    the rest."""
+    _check_tensor(x, "input", "prelu")
+    _check_tensor(weight, "weight", "prelu")
+    if weight.ndim != 1:
+        raise ValueError(f"prelu: weight must be 1-d, not of shape {weight.shape}")
+    if weight.size != 1:
+        axis = 1 if x.ndim >= 2 else 0
+        if x.ndim == 0 or x.shape[axis] != weight.size:
+            raise ValueError(f"prelu: {weight.size} weights for input of shape {x.shape} "
+                             f"(axis {axis} must have that size)")
+        weight = weight.reshape((weight.size,) + (1,) * (x.ndim - axis - 1))
+    return elementwise("leaky_relu", x, weight)
+
+
+def elu(x, alpha=1.0):
+    """x for x > 0, else alpha * (exp(x) - 1) (one op: expm1, rounded once)."""
+    _check_number(alpha, "alpha", "elu")
+    return elementwise("elu", x, alpha, 1.0)
+
+
+def celu(x, alpha=1.0):
+    """x for x > 0, else alpha * (exp(x / alpha) - 1); alpha must not be 0."""
+    _check_number(alpha, "alpha", "celu")
+    if alpha == 0:
+        raise ValueError("celu: alpha must not be 0 (x / alpha)")
+    return elementwise("elu", x, alpha, 1.0 / alpha)
+
+
+def selu(x):
+    """scale * elu(x, alpha) with torch's constants alpha = 1.6732632423543772, scale =
+    1.0507009873554805."""
+    return x.selu()
+
+
+def hardtanh(x, min_val=-1.0, max_val=1.0):
+    """x clipped to [min_val, max_val]; the gradient is 1 strictly inside, 0 elsewhere, as
+    torch (clip's gradient also flows at the bounds)."""
+    _check_number(min_val, "min_val", "hardtanh")
+    _check_number(max_val, "max_val", "hardtanh")
+    if min_val > max_val:
+        raise ValueError(f"hardtanh: min_val {min_val} is greater than max_val {max_val}")
+    return elementwise("hardtanh", x, min_val, max_val)
+
+
+def relu6(x):
+    """min(max(x, 0), 6): hardtanh(x, 0, 6), as torch (gradient 0 at 0 and 6)."""
+    return hardtanh(x, 0.0, 6.0)
+
+
+def hardsigmoid(x):
+    """min(max(x + 3, 0), 6) / 6; the gradient is 1/6 for -3 < x < 3, else 0."""
+    return x.hardsigmoid()
+
+
+def hardswish(x):
+    """x * min(max(x + 3, 0), 6) / 6; the gradient is torch's: 0 below -3, x / 3 + 1/2 up to
+    3, 1 above."""
+    return x.hardswish()
+
+
+def mish(x):
+    """x * tanh(softplus(x)), evaluated as x n / (n + 2) with n = e^x (e^x + 2)."""
+    return x.mish()
+
+
+def softsign(x):
+    """x / (1 + |x|)."""
+    return x.softsign()
+
+
+def logsigmoid(x):
+    """log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|)): no overflow, no log of 0."""
+    return x.logsigmoid()
+
+
+def softplus(x, beta=1.0, threshold=20.0):
+    """log(1 + exp(beta x)) / beta, and x itself where beta x > threshold, as torch (one op,
+    log1p(exp(-|beta x|)) + max(beta x, 0) inside)."""
+    _check_number(beta, "beta", "softplus")
+    _check_number(threshold, "threshold", "softplus")
+    return elementwise("softplus_beta", x, beta, threshold)
+
+
+def normalize(x, p=2.0, dim=1, eps=1e-12, *, axis=None):
+    """x / max(||x||_p, eps) along `dim` (`axis` too), as torch: p-norms for p > 0 and
+    p = inf. Computed as (max(sum |x|^p, eps^p))^(1/p), so a zero slice gets 0, with a finite
+    gradient while eps^p is a normal float32. bf16: computed in float32, rounded once."""
+    _check_tensor(x, "input", "normalize")
+    if not p > 0:
+        raise ValueError(f"normalize: p must be positive, not {p}")
+    dim = dim if axis is None else axis
+    z = _widen(x)
+    if p == float("inf"):
+        norm = elementwise("maximum", z.abs().max(axis=dim, keepdims=True), eps)
+    elif p == 2:
+        norm = elementwise("maximum", (z * z).sum(axis=dim, keepdims=True), eps * eps).sqrt()
+    elif p == 1:
+        norm = elementwise("maximum", z.abs().sum(axis=dim, keepdims=True), eps)
+    else:
+        total = (z.abs() ** p).sum(axis=dim, keepdims=True)
+        norm = elementwise("maximum", total, eps ** p) ** (1 / p)
+    return _narrow(z / norm, x.dtype)
 
 
 def dropout(x, p=0.5, training=True, generator=None):
@@ -250,6 +382,129 @@ def embedding(indices, weight, padding_idx=None):
         keep = (indices.to(weight.device) != padding_idx).expand_dims(-1)
         out = where(keep, out, out.detach())
     return out
+
+
+# ---- padding and resampling ----------------------------------------------------------------------
+_TORCH_PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge",
+                    "circular": "wrap"}
+
+
+def pad(input, pad, mode="constant", value=None):
+    """torch.nn.functional.pad: pad = (left, right) for the last dim, then (left, right) for the
+    one before it, and so on (len(pad) / 2 dims). A negative entry crops that side first, then
+    the rest pads the cropped tensor, as PyTorch. mode "constant" fills with `value` (0 if
+    None), "reflect" mirrors about the edge element (each pad less than the size), "replicate"
+    repeats it, "circular" continues from the other end (each pad at most the size): vk.pad's
+    modes "constant", "reflect", "edge" and "wrap"."""
+    _check_tensor(input, "input", "pad")
+    if mode not in _TORCH_PAD_MODES:
+        raise ValueError(f"pad: mode must be one of {tuple(_TORCH_PAD_MODES)}, not {mode!r}")
+    if mode != "constant" and value is not None:
+        raise ValueError(f"pad: value is only for mode='constant', not {mode!r}")
+    pad = tuple(operator.index(p) for p in pad)
+    if len(pad) % 2 or len(pad) > 2 * input.ndim:
+        raise ValueError(f"pad: pad {pad} must hold a (left, right) pair for each of at most "
+                         f"{input.ndim} trailing dims of the input of shape {input.shape}")
+    k = len(pad) // 2
+    pairs = [(0, 0)] * (input.ndim - k) + [pad[2 * i:2 * i + 2] for i in reversed(range(k))]
+    crop = tuple(slice(-min(lo, 0), n + min(hi, 0)) for (lo, hi), n in zip(pairs, input.shape))
+    if any(c.stop - c.start < 0 for c in crop):
+        raise ValueError(f"pad: cropping by {pad} leaves a negative size of the input of shape "
+                         f"{input.shape}")
+    x = input[crop] if any(lo < 0 or hi < 0 for lo, hi in pairs) else input
+    widths = [(max(lo, 0), max(hi, 0)) for lo, hi in pairs]
+    limit = {"reflect": (lambda p, n: p < n, "less than"),
+             "circular": (lambda p, n: p <= n, "at most")}.get(mode)
+    for axis, (lo, hi) in enumerate(widths):
+        if limit and not all(limit[0](p, x.shape[axis]) for p in (lo, hi)):
+            raise ValueError(f"pad: mode={mode!r} needs each pad {limit[1]} the size, but pads "
+                             f"{(lo, hi)} meet size {x.shape[axis]} (dim {axis} of shape "
+                             f"{x.shape})")
+    if not any(lo or hi for lo, hi in widths):
+        return x
+    return _pad_numpy(x, widths, _TORCH_PAD_MODES[mode], 0 if value is None else value)
+
+
+_LINEAR_MODES = {"linear": 1, "bilinear": 2, "trilinear": 3}
+
+
+def _resample_indices(mode, n, m, scale, align_corners):
+    """For output positions 0..m-1 of an axis of n inputs, PyTorch's source indices (nearest
+    modes: one array) or (i0, i1, w0, w1) (linear: out = w0 x[i0] + w1 x[i1]), computed in
+    float32 as its CPU kernels do. scale: the user's scale factor or None (then n / m)."""
+    ratio = np.float32(1.0 / scale if scale is not None and scale > 0 else np.float32(n) / m)
+    j = np.arange(m, dtype=np.float32)
+    if mode == "nearest":
+        if m == n or m == 2 * n:  # PyTorch's exact shortcuts
+            return np.arange(m) * n // m
+        return np.minimum(np.floor(j * ratio).astype(np.int64), n - 1)
+    if mode == "nearest-exact":
+        return np.minimum(np.floor((j + np.float32(0.5)) * ratio).astype(np.int64), n - 1)
+    if align_corners:
+        src = j * (np.float32(n - 1) / np.float32(m - 1) if m > 1 else np.float32(0))
+    else:
+        src = np.maximum(ratio * (j + np.float32(0.5)) - np.float32(0.5), np.float32(0))
+    i0 = np.minimum(np.floor(src).astype(np.int64), n - 1)
+    w1 = np.clip(src - i0.astype(np.float32), 0, 1)
+    return i0, np.minimum(i0 + 1, n - 1), 1 - w1, w1
+
+
+def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                recompute_scale_factor=None):
+    """Resampling of the spatial dims of input (N, C, *spatial), as
+    torch.nn.functional.interpolate, to `size` or to floor(n * scale_factor) per dim (one of
+    the two; an int or float applies to every spatial dim).
+
+    mode "nearest": out[j] = x[min(floor(j * r), n - 1)], r = 1 / scale_factor if given (and
+    recompute_scale_factor is not True), else n / m; "nearest-exact": floor((j + 0.5) * r).
+    "linear" (1 spatial dim), "bilinear" (2), "trilinear" (3): per dim, out[j] = (1 - t) x[i]
+    + t x[i + 1] at the source position s = i + t: s = j (n - 1) / (m - 1) with align_corners,
+    else max((j + 0.5) r - 0.5, 0); the index at the last input repeats it. PyTorch's float32
+    index arithmetic, so the same sources. Composed of gathers (take) and weighted sums, one dim
+    at a time; bf16 in float32, rounded once."""
+    _check_tensor(input, "input", "interpolate")
+    dims = input.ndim - 2
+    if dims < 1:
+        raise ValueError(f"interpolate needs an input (N, C, *spatial), got shape {input.shape}")
+    if mode in _LINEAR_MODES:
+        if _LINEAR_MODES[mode] != dims:
+            raise ValueError(f"interpolate: mode {mode!r} needs a {_LINEAR_MODES[mode] + 2}-D "
+                             f"input, got shape {input.shape}")
+        align_corners = bool(align_corners)
+    elif mode in ("nearest", "nearest-exact"):
+        if align_corners is not None:
+            raise ValueError(f"interpolate: align_corners is only for the linear modes, not "
+                             f"{mode!r}")
+    else:
+        raise ValueError(f"interpolate: mode must be 'nearest', 'nearest-exact', 'linear', "
+                         f"'bilinear' or 'trilinear', not {mode!r}")
+    if (size is None) == (scale_factor is None):
+        raise ValueError("interpolate: give either size or scale_factor")
+    spatial = input.shape[2:]
+    if size is not None:
+        sizes = tuple(size) if isinstance(size, (tuple, list)) else (size,) * dims
+        scales = (None,) * dims
+    else:
+        scales = (tuple(float(s) for s in scale_factor) if isinstance(scale_factor, (tuple, list))
+                  else (float(scale_factor),) * dims)
+        sizes = tuple(int(np.floor(n * s)) for n, s in zip(spatial, scales)) \
+            if len(scales) == dims else ()
+        if recompute_scale_factor:
+            scales = (None,) * dims
+    if len(sizes) != dims or any(operator.index(m) < 1 for m in sizes):
+        raise ValueError(f"interpolate: the output size {sizes} must be {dims} positive sizes "
+                         f"for the input of shape {input.shape}")
+    x = _widen(input)
+    for axis, (n, m, scale) in enumerate(zip(spatial, sizes, scales), 2):
+        if mode.startswith("nearest"):
+            if m != n:
+                x = take(x, _resample_indices(mode, n, m, scale, None), axis)
+            continue
+        i0, i1, w0, w1 = _resample_indices(mode, n, m, scale, align_corners)
+        shape = (m,) + (1,) * (input.ndim - 1 - axis)
+        w0, w1 = (tensor(w.reshape(shape), x.dtype, x.device) for w in (w0, w1))
+        x = take(x, i0, axis) * w0 + take(x, i1, axis) * w1
+    return _narrow(x, input.dtype)
 
 
 # ---- losses --------------------------------------------------------------------------------------
