@@ -44,6 +44,19 @@ T truth(bool v) { return v ? T(1) : T(0); }
 #define LN2_HI 0.693145751953125       // ln 2 in 15 bits: n * LN2_HI is exact for |n| < 512
 #define LN2_LO 1.4286068203094173e-06  // ln 2 - LN2_HI
 #define INV_SQRT2 0.70710678118654752
+#define LN2 0.69314718055994531
+#define LOG10_2_HI 0.301025390625           // log10(2) in 15 bits: k * LOG10_2_HI is exact
+#define LOG10_2_LO 4.6050389811980175e-06   // log10(2) - LOG10_2_HI
+#define LOG10E 0.43429448190325182
+#define PI 3.14159265358979324
+#define PI_2 1.57079632679489662
+#define PI_4 0.78539816339744831
+#define PIO2_1 1.57080078125                // pi/2 in three 12-bit parts and the rest
+#define PIO2_2 -4.453584551811218e-06
+#define PIO2_3 -8.706138032721356e-10
+#define PIO2_4 6.223372171896613e-14
+#define SELU_ALPHA 1.6732632423543772
+#define SELU_SCALE 1.0507009873554805
 
 // The transcendental functions below keep a few ulps of relative error over the whole float
 // range, near zero too (tests/test_elementwise_accuracy.py); the driver's exp, log and tanh lose
@@ -96,17 +109,29 @@ float log1p_small(float f) {
            1.0 / 9.0 + s2 * (1.0 / 11.0 + s2 * (1.0 / 13.0))))));
 }
 
-float log_acc(float x) {
+// x = 2^k (1 + f) for finite x > 0, with 1 + f in [sqrt(1/2), sqrt(2)): returns log(1 + f)
+// (f exact), the part of log x that is not k ln 2.
+float log_split(float x, out float k) {
+    int e;
+    float m = frexp(x, e);  // x = m 2^e, m in [1/2, 1)
+    if (m < 0.70710678) { m *= 2.0; e -= 1; }
+    k = float(e);
+    return log1p_small(m - 1.0);
+}
+
+// log x, log2 x or log10 x (base_hi + base_lo = log_b 2, base_hi in 15 bits so that k base_hi
+// is exact; inv_ln = 1 / ln b) as k log_b 2 + log(1 + f) / ln b. Base 2 gives k exactly.
+float log_base(float x, float base_hi, float base_lo, float inv_ln) {
     if (f32_is_nan(x)) return x;
     if (x < 0.0) return NAN_F;
     if (x == 0.0) return -INF_F;
     if (f32_is_inf(x)) return x;
-    int e;
-    float m = frexp(x, e);  // x = m 2^e, m in [1/2, 1)
-    if (m < 0.70710678) { m *= 2.0; e -= 1; }
-    float k = float(e);     // log x = e ln 2 + log(1 + (m - 1)), m - 1 exact
-    return k * LN2_HI + (log1p_small(m - 1.0) + k * LN2_LO);
+    float k;
+    float l = log_split(x, k);
+    return k * base_hi + (l * inv_ln + k * base_lo);
 }
+
+float log_acc(float x) { return log_base(x, LN2_HI, LN2_LO, 1.0); }
 
 float log1p_acc(float x) {
     if (f32_is_nan(x) || f32_is_inf(x)) return x < 0.0 ? NAN_F : x;
@@ -189,6 +214,162 @@ float gelu_tanh_acc(float x) {
     return x * sigmoid_acc(2.0 * 0.79788456080286536 * x * (1.0 + 0.044715 * x * x));
 }
 
+float softplus_acc(float x) {  // log(1 + e^x) = max(x, 0) + log1p(e^-|x|)
+    return f32_is_nan(x) ? x : max(x, 0.0) + log1p_acc(exp_acc(-abs(x)));
+}
+
+// |r| with the sign bit of s (copysign).
+float with_sign(float r, float s) {
+    return uintBitsToFloat((floatBitsToUint(r) & 0x7fffffffu) | (floatBitsToUint(s) & 0x80000000u));
+}
+
+// 2^x = 2^n 2^r, n = round(x), |r| <= 1/2 exact, 2^r = 1 + expm1(r ln 2) with |r ln 2| <= ln(2)/2.
+float exp2_acc(float x) {
+    if (f32_is_nan(x)) return x;
+    if (x >= 128.0) return INF_F;
+    if (x < -150.0) return 0.0;
+    float n = roundEven(x);
+    return scale2(1.0 + expm1_small((x - n) * LN2), n);
+}
+
+// tan x: x = n pi/2 + r, |r| <= pi/4, with pi/2 in three 12-bit parts (n PIO2_k exact for
+// |n| < 2^12) and a fourth; r's subtractions cancel exactly (Sterbenz), so r keeps its relative
+// accuracy, near 0 too. sin r and cos r by their Taylor series (truncation < 3e-12), tan =
+// sin r / cos r for even n, -cos r / sin r for odd n. Beyond |x| = 6433 (n >= 2^12) the
+// reduction is no longer exact: the driver's sin / cos there.
+float tan_acc(float x) {
+    if (f32_is_nan(x) || f32_is_inf(x)) return NAN_F;
+    if (abs(x) > 6433.0) return sin(x) / cos(x);
+    float n = roundEven(x * 0.63661977236758134);
+    float r = ((x - n * PIO2_1) - n * PIO2_2) - n * PIO2_3 - n * PIO2_4;
+    float u = r * r;
+    float s = r + r * u * (-1.0 / 6.0 + u * (1.0 / 120.0 + u * (-1.0 / 5040.0 + u * (
+              1.0 / 362880.0 + u * (-1.0 / 39916800.0 + u * (1.0 / 6227020800.0))))));
+    float c = 1.0 + u * (-0.5 + u * (1.0 / 24.0 + u * (-1.0 / 720.0 + u * (1.0 / 40320.0 + u * (
+              -1.0 / 3628800.0 + u * (1.0 / 479001600.0))))));
+    return mod(n, 2.0) == 0.0 ? s / c : -c / s;
+}
+
+// atan x: |x| <= tan(pi/8) directly; up to tan(3pi/8) as pi/4 + atan((|x| - 1) / (|x| + 1));
+// beyond as pi/2 + atan(-1 / |x|); atan t for |t| <= tan(pi/8) by its series to t^23
+// (truncation < 3e-11 relative).
+float atan_acc(float x) {
+    if (f32_is_nan(x)) return x;
+    float a = abs(x), base = 0.0, t = a;
+    if (a > 2.4142135) { base = PI_2; t = -1.0 / a; }
+    else if (a > 0.41421356) { base = PI_4; t = (a - 1.0) / (a + 1.0); }
+    float u = t * t;
+    float p = -1.0 / 3.0 + u * (1.0 / 5.0 + u * (-1.0 / 7.0 + u * (1.0 / 9.0 + u * (-1.0 / 11.0 +
+              u * (1.0 / 13.0 + u * (-1.0 / 15.0 + u * (1.0 / 17.0 + u * (-1.0 / 19.0 + u * (
+              1.0 / 21.0 + u * (-1.0 / 23.0))))))))));
+    return with_sign(base + (t + t * u * p), x);
+}
+
+// atan2(y, x) as numpy and C: the quadrant from the signs (of zeros too), atan |y / x| inside it.
+float atan2_acc(float y, float x) {
+    if (f32_is_nan(y) || f32_is_nan(x)) return NAN_F;
+    bool neg_x = (floatBitsToUint(x) & 0x80000000u) != 0u;
+    float r;
+    if (y == 0.0) r = neg_x ? PI : 0.0;
+    else if (f32_is_inf(x) && f32_is_inf(y)) r = neg_x ? 3.0 * PI_4 : PI_4;
+    else {
+        r = atan_acc(abs(y) / abs(x));  // x == 0: atan(inf) = pi/2
+        if (neg_x) r = PI - r;
+    }
+    return with_sign(r, y);
+}
+
+// asin x = atan2(x, sqrt((1 - x)(1 + x))), acos x = atan2(sqrt((1 - x)(1 + x)), x): 1 - x is
+// exact near 1, so both keep their relative accuracy at the ends of [-1, 1] and near 0.
+float asin_acc(float x) {
+    if (f32_is_nan(x)) return x;
+    if (abs(x) > 1.0) return NAN_F;
+    return atan2_acc(x, sqrt((1.0 - abs(x)) * (1.0 + abs(x))));
+}
+
+float acos_acc(float x) {
+    if (f32_is_nan(x)) return x;
+    if (abs(x) > 1.0) return NAN_F;
+    return atan2_acc(sqrt((1.0 - x) * (1.0 + x)), x);
+}
+
+// e^|x| / 2 for |x| > 9 (where e^-|x| is below half an ulp of it), past e^x's overflow too.
+float half_exp(float a) {
+    if (a <= 88.0) return 0.5 * exp_acc(a);
+    float t = exp_acc(0.5 * a);
+    return (0.5 * t) * t;
+}
+
+// sinh x = (E + E / (E + 1)) / 2, E = expm1 |x|: no cancellation, exact near 0.
+float sinh_acc(float x) {
+    if (f32_is_nan(x)) return x;
+    float a = abs(x);
+    if (a > 9.0) return with_sign(half_exp(a), x);
+    float e = expm1_acc(a);
+    return with_sign(0.5 * (e + e / (e + 1.0)), x);
+}
+
+float cosh_acc(float x) {
+    if (f32_is_nan(x)) return x;
+    float a = abs(x);
+    if (a > 9.0) return half_exp(a);
+    float t = exp_acc(a);
+    return 0.5 * (t + 1.0 / t);
+}
+
+// asinh |x| = log1p(|x| + x^2 / (1 + sqrt(1 + x^2))); log(2 |x|) beyond 4096, where the rest,
+// 1 / (4 x^2), is below float32's resolution.
+float asinh_acc(float x) {
+    if (f32_is_nan(x)) return x;
+    float a = abs(x);
+    float r = a > 4096.0 ? log_acc(a) + LN2 : log1p_acc(a + a * a / (1.0 + sqrt(1.0 + a * a)));
+    return with_sign(r, x);
+}
+
+// acosh x = log1p(t + sqrt(t (x + 1))), t = x - 1 exact: accurate near 1, where acosh is
+// sqrt(2t); log(2x) beyond 4096.
+float acosh_acc(float x) {
+    if (f32_is_nan(x)) return x;
+    if (x < 1.0) return NAN_F;
+    if (x > 4096.0) return log_acc(x) + LN2;
+    float t = x - 1.0;
+    return log1p_acc(t + sqrt(t * (x + 1.0)));
+}
+
+// atanh x = log1p(2|x| / (1 - |x|)) / 2, with the sign of x.
+float atanh_acc(float x) {
+    if (f32_is_nan(x)) return x;
+    float a = abs(x);
+    if (a > 1.0) return NAN_F;
+    return with_sign(a == 1.0 ? INF_F : 0.5 * log1p_acc(2.0 * a / (1.0 - a)), x);
+}
+
+// log(e^a + e^b) = max + log1p(e^-|a - b|); equal arguments (infinities too) give a + ln 2.
+float logaddexp_acc(float a, float b) {
+    if (f32_is_nan(a) || f32_is_nan(b)) return NAN_F;
+    if (a == b) return a + LN2;
+    return max(a, b) + log1p_acc(exp_acc(-abs(a - b)));
+}
+
+// mish x = x tanh(softplus x) = x n / (n + 2), n = e^x (e^x + 2), from (1 + e^x)^2 - 1 over
+// (1 + e^x)^2 + 1: no tanh of a rounded softplus; x beyond 20 (tanh rounds to 1 from 9 on).
+float mish_acc(float x) {
+    if (f32_is_nan(x) || x > 20.0) return x;
+    float e = exp_acc(x);
+    float n = e * (e + 2.0);
+    return x * (n / (n + 2.0));
+}
+
+// fmod as C: a - trunc(a / b) b with the sign of a, the product subtracted exactly by fma; a
+// quotient that rounded up across an integer is corrected. Exact for |a / b| < 2^24.
+float c_fmod(float a, float b) {
+    if (b == 0.0 || f32_is_inf(a) || f32_is_nan(a) || f32_is_nan(b)) return NAN_F;
+    if (f32_is_inf(b)) return a;
+    float r = fma(-trunc(a / b), b, a);
+    if (r != 0.0 && ((r < 0.0) != (a < 0.0))) r += with_sign(b, a);
+    return with_sign(r, a);
+}
+
 float py_mod(float a, float b) {  // numpy's float remainder: sign follows the divisor
     if (b == 0.0) return NAN_F;
     float r = a - b * trunc(a / b);
@@ -196,19 +377,49 @@ float py_mod(float a, float b) {  // numpy's float remainder: sign follows the d
     return r;
 }
 #else
-T py_floordiv(T a, T b) {
-    if (b == T(0)) return T(0);  // numpy returns 0 (with a warning) for integer division by zero
+// Integer division truncated toward zero, on magnitudes (GLSL leaves / and % of negative
+// operands undefined): numpy's 0 for division by zero; INT_MIN / -1 wraps to INT_MIN.
+T trunc_div(T a, T b) {
+    if (b == T(0)) return T(0);
 #if defined(DOMAIN_INT)
-    int q = a / b;
-    if ((a % b != 0) && ((a < 0) != (b < 0))) q -= 1;
-    return q;
+    uint ua = a < 0 ? 0u - uint(a) : uint(a), ub = b < 0 ? 0u - uint(b) : uint(b);
+    uint q = ua / ub;
+    return (a < 0) != (b < 0) ? int(0u - q) : int(q);
 #else
     return a / b;
 #endif
 }
-T py_mod(T a, T b) {
+T c_fmod(T a, T b) {  // a - trunc(a / b) b: the sign of a, as C and numpy's fmod
+    return a - trunc_div(a, b) * b;
+}
+T py_floordiv(T a, T b) {  // rounded toward -inf (numpy, Python)
+    T q = trunc_div(a, b);
+#if defined(DOMAIN_INT)
+    if (b != 0 && a - q * b != 0 && ((a < 0) != (b < 0))) q -= 1;
+#endif
+    return q;
+}
+T py_mod(T a, T b) {  // the sign of b (numpy's remainder, torch's remainder)
     if (b == T(0)) return T(0);
     return a - py_floordiv(a, b) * b;
+}
+// Shifts as numpy and torch: a count outside [0, 32) shifts every bit out (0, or -1 for a
+// negative int shifted right); GLSL leaves such shifts undefined, so they never reach it.
+T shift_left(T a, T b) {
+#if defined(DOMAIN_INT)
+    if (b < 0 || b >= 32) return 0;
+#else
+    if (b >= 32u) return 0u;
+#endif
+    return a << b;
+}
+T shift_right(T a, T b) {
+#if defined(DOMAIN_INT)
+    if (b < 0 || b >= 32) return a < 0 ? -1 : 0;
+#else
+    if (b >= 32u) return 0u;
+#endif
+    return a >> b;
 }
 T int_pow(T a, T e) {
 #if defined(DOMAIN_INT)
@@ -262,7 +473,8 @@ T apply(T a, T b, T c) {
     }
     case OP_MAXIMUM: return (f32_is_nan(a) || f32_is_nan(b)) ? NAN_F : max(a, b);
     case OP_MINIMUM: return (f32_is_nan(a) || f32_is_nan(b)) ? NAN_F : min(a, b);
-    case OP_CLIP: return (f32_is_nan(a) || f32_is_nan(b) || f32_is_nan(c)) ? NAN_F
+    case OP_CLIP:
+    case OP_HARDTANH: return (f32_is_nan(a) || f32_is_nan(b) || f32_is_nan(c)) ? NAN_F
                                                                        : min(max(a, b), c);
     case OP_EXP: return exp_acc(a);
     case OP_LOG: return log_acc(a);
@@ -280,7 +492,35 @@ T apply(T a, T b, T c) {
     case OP_GELU: return gelu_acc(a);
     case OP_GELU_TANH: return gelu_tanh_acc(a);
     case OP_ERF: return erf_acc(a);
-    case OP_SOFTPLUS: return f32_is_nan(a) ? a : max(a, 0.0) + log1p_acc(exp_acc(-abs(a)));
+    case OP_SOFTPLUS: return softplus_acc(a);
+    case OP_SOFTPLUS_BETA: return a * b > c ? a : softplus_acc(a * b) / b;  // torch's threshold
+    case OP_TRUNC: return trunc(a);
+    case OP_LOG2: return log_base(a, 1.0, 0.0, LOG2E);
+    case OP_LOG10: return log_base(a, LOG10_2_HI, LOG10_2_LO, LOG10E);
+    case OP_EXP2: return exp2_acc(a);
+    case OP_TAN: return tan_acc(a);
+    case OP_ASIN: return asin_acc(a);
+    case OP_ACOS: return acos_acc(a);
+    case OP_ATAN: return atan_acc(a);
+    case OP_SINH: return sinh_acc(a);
+    case OP_COSH: return cosh_acc(a);
+    case OP_ASINH: return asinh_acc(a);
+    case OP_ACOSH: return acosh_acc(a);
+    case OP_ATANH: return atanh_acc(a);
+    case OP_SELU: return a > 0.0 ? a * SELU_SCALE : expm1_acc(a) * (SELU_ALPHA * SELU_SCALE);
+    case OP_HARDSIGMOID: return f32_is_nan(a) ? a : min(max(a + 3.0, 0.0), 6.0) / 6.0;
+    case OP_HARDSWISH: return f32_is_nan(a) ? a : a * min(max(a + 3.0, 0.0), 6.0) / 6.0;
+    case OP_MISH: return mish_acc(a);
+    case OP_SOFTSIGN: return a / (1.0 + abs(a));
+    case OP_LOGSIGMOID: return f32_is_nan(a) ? a : min(a, 0.0) - log1p_acc(exp_acc(-abs(a)));
+    case OP_TRUNCDIV: return trunc(a / b);
+    case OP_FMOD: return c_fmod(a, b);
+    case OP_COPYSIGN: return with_sign(a, b);
+    case OP_LOGADDEXP: return logaddexp_acc(a, b);
+    case OP_ATAN2: return atan2_acc(a, b);
+    case OP_LEAKY_RELU: return a > 0.0 ? a : a * b;
+    case OP_ELU: return a > 0.0 ? a : b * expm1_acc(a * c);  // b: alpha, c: input scale
+    case OP_LERP: return abs(c) < 0.5 ? a + c * (b - a) : b - (b - a) * (1.0 - c);  // as torch
     case OP_SIGN: return f32_is_nan(a) ? a : sign(a);
     case OP_FLOOR: return floor(a);
     case OP_CEIL: return ceil(a);
@@ -300,10 +540,16 @@ T apply(T a, T b, T c) {
 #endif
     case OP_FLOORDIV: return py_floordiv(a, b);
     case OP_MOD: return py_mod(a, b);
+    case OP_TRUNCDIV: return trunc_div(a, b);
+    case OP_FMOD: return c_fmod(a, b);
+    case OP_LSHIFT: return shift_left(a, b);
+    case OP_RSHIFT: return shift_right(a, b);
+    case OP_BITNOT: return OUT_DT == DT_BOOL ? truth(a == T(0)) : ~a;  // a bool's ~ is its not
     case OP_POW: return int_pow(a, b);
     case OP_MAXIMUM: return max(a, b);
     case OP_MINIMUM: return min(a, b);
-    case OP_CLIP: return min(max(a, b), c);
+    case OP_CLIP:
+    case OP_HARDTANH: return min(max(a, b), c);
     case OP_BITAND: return a & b;
     case OP_BITOR: return a | b;
     case OP_BITXOR: return a ^ b;

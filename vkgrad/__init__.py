@@ -18,11 +18,14 @@ from .stats import memory_stats, reset_stats, stats, synchronize
 from .creation import arange, empty, empty_like, eye, full_like, linspace, ones_like, zeros_like
 from .random import (Generator, default_generator, get_rng_state, manual_seed, normal, rand,
                      randint, randn, set_rng_state, uniform)
-from .tensor import FUNCTIONS, Tensor, clip, from_numpy, full, ones, tensor, where, zeros
+from .tensor import (FUNCTIONS, Tensor, allclose, clip, div, from_numpy, full, isclose, ones,
+                     tensor, where, zeros)
 from .ops.linalg import dot, einsum, matmul, outer  # after .tensor: it adds Tensor methods
 from .ops.indexing import add_at, one_hot, take, take_along_axis  # after .tensor, as linalg
-from .ops.movement import (chunk, concatenate, cumsum, diag, diagonal, flip, meshgrid, pad, repeat,
-                           roll, split, squeeze, stack, tile)
+from .ops.sorting import argsort, sort, topk
+from .ops.movement import (chunk, concatenate, cummax, cummin, cumprod, cumsum, diag, diagonal, flip,
+                           logcumsumexp, meshgrid, pad, repeat, roll, split, squeeze, stack,
+                           tile)
 from .ops.transformer_ops import masked_fill, tril, triu
 from .serialization import load, save
 from . import nn  # noqa: E402  (built on everything above)

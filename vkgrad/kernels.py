@@ -17,6 +17,11 @@ ELEMENTWISE_OPS = [
     "add", "sub", "mul", "div", "floordiv", "mod", "pow", "maximum", "minimum",
     "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "bitand", "bitor", "bitxor",
     "where", "clip",
+    # (issue 16) unary, binary and ternary ops added later; the numbering has no meaning
+    "trunc", "log2", "log10", "exp2", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh",
+    "acosh", "atanh", "bitnot", "selu", "hardsigmoid", "hardswish", "mish", "softsign",
+    "logsigmoid", "truncdiv", "fmod", "copysign", "logaddexp", "atan2", "lshift", "rshift",
+    "leaky_relu", "lerp", "hardtanh", "elu", "softplus_beta",
 ]
 
 # The erf fits that the host (vkgrad/ops/elementwise.py, in float64) and elementwise.comp (in
@@ -36,13 +41,18 @@ ERFC_MAX = 10.5
 REDUCE_OPS = ["sum", "prod", "max", "min", "argmax", "argmin", "any", "all"]
 
 # Op codes of random.comp (random draws and the index patterns of arange, linspace, eye).
-RANDOM_OPS = ["uniform", "normal", "randint", "arange_float", "arange_int", "eye"]
+RANDOM_OPS = ["uniform", "normal", "randint", "arange_float", "arange_int", "eye", "words"]
 
 # Modes of gather.comp (strided copies with an index) and scan.comp (prefix sums), passed to
 # GLSL as defines of their single variants.
-GATHER_CODES = {"MODE_WORDS": 0, "MODE_STORE": 1, "MODE_ADD": 2,
+GATHER_CODES = {"MODE_WORDS": 0, "MODE_STORE": 1, "MODE_ADD": 2, "MODE_MUL": 4, "MODE_MAX": 5,
+                "MODE_MIN": 6,
                 "INDEX_NONE": 0, "INDEX_SRC": 1, "INDEX_DST": 2, "INDEX_VALUE": 3}
-SCAN_CODES = {"SCAN_CHUNKS": 0, "SCAN_SUMS": 1, "SCAN_WRITE": 2, "SCAN_COMPACT": 3}
+SCAN_CODES = {"SCAN_CHUNKS": 0, "SCAN_SUMS": 1, "SCAN_WRITE": 2, "SCAN_COMPACT": 3,
+              "COMBINE_SUM": 0, "COMBINE_PROD": 1, "COMBINE_MAX": 2, "COMBINE_MIN": 3,
+              "COMBINE_LOGADDEXP": 4}
+# Phases of sort.comp (a bitonic argsort).
+SORT_CODES = {"SORT_INIT": 0, "SORT_STEP": 1}
 # Modes of conv.comp (im2col, col2im, pooling forward and backward).
 CONV_CODES = {"MODE_IM2COL": 0, "MODE_COL2IM": 1, "MODE_MAXPOOL": 2, "MODE_MAXPOOL_BACK": 3,
               "MODE_AVGPOOL": 4, "MODE_AVGPOOL_BACK": 5}
@@ -66,6 +76,7 @@ FAMILIES = {
     "transfer": {"": []},
     "gather": {"": [f"{k}={v}" for k, v in GATHER_CODES.items()]},
     "scan": {"": [f"{k}={v}" for k, v in SCAN_CODES.items()]},
+    "sort": {"": [f"{k}={v}" for k, v in SORT_CODES.items()]},
     "random": {"": []},
     "matmul": {**{name: [f"BM={bm}", f"BN={bn}", f"TY={ty}"]
                   for name, (bm, bn, ty) in MATMUL_TILES.items()},

@@ -242,10 +242,11 @@ class Tensor:
     def __neg__(self): return elementwise("neg", self)
     def __pos__(self): return self
     def __abs__(self): return elementwise("abs", self)
-    def __invert__(self):
-        if self.dtype.kind != "b":
-            raise TypeError(f"~ is only defined for bool tensors here, not {self.dtype.name}")
-        return elementwise("logical_not", self)
+    def __invert__(self): return elementwise("bitnot", self)  # not, for bools
+    def __lshift__(self, other): return elementwise("lshift", self, other)
+    def __rlshift__(self, other): return elementwise("lshift", other, self)
+    def __rshift__(self, other): return elementwise("rshift", self, other)
+    def __rrshift__(self, other): return elementwise("rshift", other, self)
     def __and__(self, other): return elementwise("bitand", self, other)
     def __rand__(self, other): return elementwise("bitand", other, self)
     def __or__(self, other): return elementwise("bitor", self, other)
@@ -475,6 +476,16 @@ def _attach_unary_methods():
 
 
 _attach_unary_methods()
+# numpy's names of the inverse trigonometric and hyperbolic functions, beside torch's
+_ARC_NAMES = {f"arc{name[1:]}": name for name in ("asin", "acos", "atan", "asinh", "acosh",
+                                                   "atanh")}
+for _alias, _name in _ARC_NAMES.items():
+    setattr(Tensor, _alias, getattr(Tensor, _name))
+for _name in ("fmod", "copysign", "logaddexp", "atan2", "lerp"):
+    setattr(Tensor, _name, lambda self, *others, _n=_name: elementwise(_n, self, *others))
+Tensor.remainder = lambda self, other: elementwise("mod", self, other)
+Tensor.arctan2 = Tensor.atan2
+Tensor.bitwise_not = Tensor.__invert__
 
 
 def elementwise(name, *operands, out=None):
@@ -592,7 +603,8 @@ _NUMPY_NAMES = {"sub": "subtract", "mul": "multiply", "div": "divide", "floordiv
                 "mod": "remainder", "pow": "power", "neg": "negative", "eq": "equal",
                 "ne": "not_equal", "lt": "less", "le": "less_equal", "gt": "greater",
                 "ge": "greater_equal", "bitand": "bitwise_and", "bitor": "bitwise_or",
-                "bitxor": "bitwise_xor"}
+                "bitxor": "bitwise_xor", "bitnot": "bitwise_not", "lshift": "left_shift",
+                "rshift": "right_shift"}
 
 
 def _function(name):
@@ -605,6 +617,47 @@ def _function(name):
 
 FUNCTIONS = {_NUMPY_NAMES.get(n, n): _function(n) for n in ELEMENTWISE if n != "identity"}
 FUNCTIONS["mod"] = FUNCTIONS["remainder"]
+FUNCTIONS["invert"] = FUNCTIONS["bitwise_not"]
+FUNCTIONS.update({alias: FUNCTIONS[name] for alias, name in {**_ARC_NAMES,
+                                                             "arctan2": "atan2"}.items()})
+
+
+@tensor_method("div")
+def div(a, b, rounding_mode=None):
+    """a / b (torch.div): true division, or rounded toward zero (rounding_mode="trunc",
+    trunc(a / b) as torch, C's division for integers) or toward -inf ("floor", a // b). Integer
+    division by zero gives 0, as numpy (torch raises)."""
+    if rounding_mode is None:
+        return elementwise("div", a, b)
+    if rounding_mode not in ("trunc", "floor"):
+        raise ValueError(f"div: rounding_mode must be None, 'trunc' or 'floor', not "
+                         f"{rounding_mode!r}")
+    return elementwise("truncdiv" if rounding_mode == "trunc" else "floordiv", a, b)
+
+
+@tensor_method("isclose")
+def isclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """|a - b| <= atol + rtol |b| elementwise, as torch and numpy (not symmetric in a and b);
+    infinities are close only to themselves, NaN only to NaN with equal_nan. Computed in
+    float32 at least (bf16 and integers widened, so the difference is not rounded to bf16)."""
+    if rtol < 0 or atol < 0:
+        raise ValueError(f"isclose: rtol and atol must be non-negative, not {rtol} and {atol}")
+    a, b = (x.astype(dtypes.float32) if isinstance(x, Tensor) and x.dtype in (
+        dtypes.bfloat16, dtypes.int32, dtypes.uint32, dtypes.uint8, dtypes.bool_) else x
+        for x in (a, b))
+    both_finite = elementwise("isfinite", a) & elementwise("isfinite", b)
+    near = elementwise("abs", a - b) <= elementwise("abs", b) * rtol + atol
+    close = (a == b) | (both_finite & near)
+    if equal_nan:
+        close = close | (elementwise("isnan", a) & elementwise("isnan", b))
+    return close
+
+
+@tensor_method("allclose")
+def allclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """Whether isclose(a, b) holds everywhere, as a Python bool (reads the result back: on a
+    device this waits for it)."""
+    return bool(isclose(a, b, rtol, atol, equal_nan).all())
 tensor_method("clip")(lambda self, a_min=None, a_max=None: clip(self, a_min, a_max))
 
 

@@ -10,13 +10,15 @@
 from .parameter import Parameter
 from . import functional, init, parallel, utils
 from .module import Module, ModuleDict, ModuleList, Sequential
-from .activation import GELU, LogSoftmax, ReLU, SiLU, Sigmoid, Softmax, Tanh
-from .conv import Conv1d, Conv2d
+from .activation import (CELU, ELU, GELU, SELU, Hardsigmoid, Hardswish, Hardtanh, LeakyReLU,
+                         LogSigmoid, LogSoftmax, Mish, PReLU, ReLU, ReLU6, SiLU, Sigmoid, Softmax,
+                         Softmin, Softplus, Softsign, Tanh)
+from .conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d
 from .dropout import Dropout
 from .linear import Flatten, Identity, Linear
 from .loss import (BCELoss, BCEWithLogitsLoss, CosineSimilarity, CrossEntropyLoss, HuberLoss,
                    KLDivLoss, L1Loss, MSELoss, MultiMarginLoss, NLLLoss, SmoothL1Loss)
 from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
-from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d, MaxUnpool2d
 from .sparse import Embedding
 from .transformer import MultiheadAttention, TransformerEncoderLayer

@@ -55,6 +55,28 @@ def _gelu_tanh(x):
     return x * _sigmoid(x * (1 + x * x * c) * k)
 
 
+_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772, 1.0507009873554805  # torch's (Klambauer et al.)
+
+
+def _softplus(z):
+    return np.logaddexp(np.zeros((), z.dtype), z)
+
+
+def _truncdiv(a, b):
+    """a / b rounded toward zero (C's integer division; trunc(a / b) for floats, as torch)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype.kind == "f" or b.dtype.kind == "f":
+        return np.trunc(a / b)
+    q = np.floor_divide(a, b)  # numpy's 0 for division by zero
+    return np.where((np.remainder(a, b) != 0) & ((a < 0) != (b < 0)), q + 1, q).astype(q.dtype)
+
+
+def _lerp(start, end, weight):
+    # torch's two-sided formula: exact at weight 0 and at weight 1
+    return np.where(np.abs(weight) < 0.5, start + weight * (end - start),
+                    end - (end - start) * (1 - weight))
+
+
 # Exact float64 references (tests/test_ops.py) for the ops whose host implementation is a fit.
 _math_erf = np.vectorize(math.erf, otypes=[np.float64])
 _math_erfc = np.vectorize(math.erfc, otypes=[np.float64])
@@ -63,7 +85,9 @@ _math_erfc = np.vectorize(math.erfc, otypes=[np.float64])
 # name: (numpy function, result rule, arity, test domain)
 #   result rules: "same" keeps the promoted type; "float" turns integers into float32;
 #                 "bool" gives bool.
-#   test domains (tests/test_ops.py): "any", "positive", "unit" (|x| < 1), "nonzero"
+#   test domains (tests/test_ops.py): "any", "positive", "unit" (|x| < 1), "nonzero",
+#                 "above1" (x > 1), "int", "shift" (int32 values and shift counts)
+#   Scalar parameters of the activations (slope, alpha, beta, bounds) are operands too.
 TABLE = {
     "identity": (lambda a: a, "same", 1, "any"),
     "neg": (np.negative, "same", 1, "any"),
@@ -116,7 +140,45 @@ TABLE = {
     "bitxor": (np.bitwise_xor, "same", 2, "int"),
     "where": (np.where, "same", 3, "any"),
     "clip": (np.clip, "same", 3, "any"),
+    "trunc": (np.trunc, "same", 1, "any"),
+    "log2": (np.log2, "float", 1, "positive"),
+    "log10": (np.log10, "float", 1, "positive"),
+    "exp2": (np.exp2, "float", 1, "any"),
+    "tan": (np.tan, "float", 1, "any"),
+    "asin": (np.arcsin, "float", 1, "unit"),
+    "acos": (np.arccos, "float", 1, "unit"),
+    "atan": (np.arctan, "float", 1, "any"),
+    "sinh": (np.sinh, "float", 1, "any"),
+    "cosh": (np.cosh, "float", 1, "any"),
+    "asinh": (np.arcsinh, "float", 1, "any"),
+    "acosh": (np.arccosh, "float", 1, "above1"),
+    "atanh": (np.arctanh, "float", 1, "unit"),
+    "bitnot": (np.invert, "same", 1, "int"),
+    "selu": (lambda a: _SELU_SCALE * np.where(a > 0, a, _SELU_ALPHA * np.expm1(a)), "float", 1,
+             "any"),
+    "hardsigmoid": (lambda a: np.clip(a + 3, 0, 6) / 6, "float", 1, "any"),
+    "hardswish": (lambda a: a * np.clip(a + 3, 0, 6) / 6, "float", 1, "any"),
+    "mish": (lambda a: a * np.tanh(_softplus(a)), "float", 1, "any"),
+    "softsign": (lambda a: a / (1 + np.abs(a)), "float", 1, "any"),
+    "logsigmoid": (lambda a: -_softplus(-a), "float", 1, "any"),
+    "truncdiv": (_truncdiv, "same", 2, "nonzero"),
+    "fmod": (np.fmod, "same", 2, "nonzero"),
+    "copysign": (np.copysign, "float", 2, "any"),
+    "logaddexp": (np.logaddexp, "float", 2, "any"),
+    "atan2": (np.arctan2, "float", 2, "any"),
+    "lshift": (np.left_shift, "same", 2, "shift"),
+    "rshift": (np.right_shift, "same", 2, "shift"),
+    "leaky_relu": (lambda a, slope: np.where(a > 0, a, a * slope), "float", 2, "any"),
+    "lerp": (_lerp, "float", 3, "any"),
+    # clip with torch's hardtanh gradient (zero at the bounds)
+    "hardtanh": (np.clip, "float", 3, "any"),
+    # x > 0 ? x : alpha expm1(x * input_scale): elu, and celu with input_scale = 1 / alpha
+    "elu": (lambda a, alpha, s: np.where(a > 0, a, alpha * np.expm1(a * s)), "float", 3, "any"),
+    # torch's softplus(x, beta, threshold): x where beta x > threshold, else softplus(beta x) / beta
+    "softplus_beta": (lambda a, beta, t: np.where(a * beta > t, a, _softplus(a * beta) / beta),
+                      "float", 3, "any"),
 }
+INTEGER_ONLY = ("bitand", "bitor", "bitxor", "bitnot", "lshift", "rshift")
 
 
 def _where_bits(cond, a, b):
@@ -190,6 +252,47 @@ def _gelu_tanh_grad(g, x):
     return g * s * (x * (1 - s) * (x * x * (3 * 0.044715) + 1) * (2 * _SQRT_2_OVER_PI) + 1)
 
 
+def _elementwise(name, *operands):
+    from ..tensor import elementwise
+    return elementwise(name, *operands)
+
+
+def _mish_grad(g, x):
+    t = x.softplus().tanh()  # d(x tanh(sp x))/dx = t + x sigmoid(x) (1 - t^2)
+    return g * (t + x * x.sigmoid() * (1 - t * t))
+
+
+def _softsign_grad(g, x):
+    d = x.abs() + 1
+    return g / (d * d)
+
+
+def _atan2_rules(ctx, g):
+    y, x = ctx.inputs  # d atan2(y, x) = (x dy - y dx) / (x^2 + y^2)
+    return (lambda: g * x / (x * x + y * y), lambda: -g * y / (x * x + y * y))
+
+
+def _elu_rules(ctx, g):
+    x, alpha, s = ctx.inputs  # x > 0 ? x : alpha expm1(x s)
+    return (lambda: _where(x > 0, g, g * (x * s).exp() * (alpha * s)),
+            lambda: _where(x > 0, 0.0, g * (x * s).expm1()),
+            lambda: _where(x > 0, 0.0, g * alpha * x * (x * s).exp()))
+
+
+def _softplus_beta_rules(ctx, g):
+    x, beta, threshold = ctx.inputs  # sp(beta x) / beta below the threshold
+    linear = x * beta > threshold
+    return (lambda: _where(linear, g, g * (x * beta).sigmoid()),
+            lambda: _where(linear, 0.0, g * (x * (x * beta).sigmoid() - ctx.output) / beta),
+            lambda: _zeros_like(g))
+
+
+def _hardtanh_rules(ctx, g):
+    x, lo, hi = ctx.inputs  # torch: no gradient to x at the bounds themselves
+    return (lambda: _where((x > lo) & (x < hi), g, 0.0), lambda: _where(x <= lo, g, 0.0),
+            lambda: _where(x >= hi, g, 0.0))
+
+
 def _extreme_weight(x, y, greater):
     # maximum/minimum: the gradient goes to the winner, half to each on a tie
     win = (x > y) if greater else (x < y)
@@ -227,9 +330,49 @@ VJPS = {
     "gelu_tanh": _unary(lambda g, x, out: _gelu_tanh_grad(g, x)),
     "erf": _unary(lambda g, x, out: g * (x * x * -1).exp() * _TWO_OVER_SQRT_PI),
     "softplus": _unary(lambda g, x, out: g * x.sigmoid()),
+    "log2": _unary(lambda g, x, out: g / (x * math.log(2))),
+    "log10": _unary(lambda g, x, out: g / (x * math.log(10))),
+    "exp2": _unary(lambda g, x, out: g * out * math.log(2), ("output",)),
+    "tan": _unary(lambda g, x, out: g * (out * out + 1), ("output",)),
+    "asin": _unary(lambda g, x, out: g * (1 - x * x).rsqrt()),
+    "acos": _unary(lambda g, x, out: -g * (1 - x * x).rsqrt()),
+    "atan": _unary(lambda g, x, out: g / (x * x + 1)),
+    "sinh": _unary(lambda g, x, out: g * x.cosh()),
+    "cosh": _unary(lambda g, x, out: g * x.sinh()),
+    "asinh": _unary(lambda g, x, out: g * (x * x + 1).rsqrt()),
+    "acosh": _unary(lambda g, x, out: g * (x * x - 1).rsqrt()),
+    "atanh": _unary(lambda g, x, out: g / (1 - x * x)),
+    "selu": _unary(lambda g, x, out: _where(x > 0, g * _SELU_SCALE,
+                                            g * x.exp() * (_SELU_SCALE * _SELU_ALPHA))),
+    "hardsigmoid": _unary(lambda g, x, out: _where((x > -3) & (x < 3), g / 6, 0.0)),
+    "hardswish": _unary(lambda g, x, out: _where(x < -3, 0.0, _where(x <= 3, g * (x / 3 + 0.5),
+                                                                      g))),
+    "mish": _unary(lambda g, x, out: _mish_grad(g, x)),
+    "softsign": _unary(lambda g, x, out: _softsign_grad(g, x)),
+    "logsigmoid": _unary(lambda g, x, out: g * (-x).sigmoid()),
     # piecewise constant: zero gradient, as torch
     **{name: _unary(lambda g, x, out: _zeros_like(g), ()) for name in
-       ("sign", "floor", "ceil", "round")},
+       ("sign", "floor", "ceil", "round", "trunc")},
+    "truncdiv": (lambda ctx, g: _each(ctx, lambda: _zeros_like(g), lambda: _zeros_like(g)), ()),
+    "fmod": (lambda ctx, g: _each(ctx, lambda: g,
+                                  lambda: -g * _elementwise("truncdiv", *ctx.inputs)), ("inputs",)),
+    # torch: the gradient is copysign(x, y) / x, taken as 0 at x == 0; none flows to y
+    "copysign": (lambda ctx, g: _each(
+        ctx, lambda: _where(ctx.inputs[0] == 0, 0.0, g * (ctx.output / ctx.inputs[0])),
+        lambda: _zeros_like(g)), ("inputs", "output")),
+    "logaddexp": (lambda ctx, g: _each(ctx, lambda: g * (ctx.inputs[0] - ctx.inputs[1]).sigmoid(),
+                                       lambda: g * (ctx.inputs[1] - ctx.inputs[0]).sigmoid()),
+                  ("inputs",)),
+    "atan2": (lambda ctx, g: _each(ctx, *_atan2_rules(ctx, g)), ("inputs",)),
+    "leaky_relu": (lambda ctx, g: _each(
+        ctx, lambda: _where(ctx.inputs[0] > 0, g, g * ctx.inputs[1]),
+        lambda: _where(ctx.inputs[0] > 0, 0.0, g * ctx.inputs[0])), ("inputs",)),
+    "lerp": (lambda ctx, g: _each(ctx, lambda: g * (1 - ctx.inputs[2]), lambda: g * ctx.inputs[2],
+                                  lambda: g * (ctx.inputs[1] - ctx.inputs[0])), ("inputs",)),
+    "hardtanh": (lambda ctx, g: _each(ctx, *_hardtanh_rules(ctx, g)), ("inputs",)),
+    "elu": (lambda ctx, g: _each(ctx, *_elu_rules(ctx, g)), ("inputs",)),
+    "softplus_beta": (lambda ctx, g: _each(ctx, *_softplus_beta_rules(ctx, g)),
+                      ("inputs", "output")),
     "add": (lambda ctx, g: _each(ctx, lambda: g, lambda: g), ()),
     "sub": (lambda ctx, g: _each(ctx, lambda: g, lambda: -g), ()),
     "mul": (lambda ctx, g: _each(ctx, lambda: g * ctx.inputs[1], lambda: g * ctx.inputs[0]),
@@ -305,7 +448,7 @@ def _launch_into(backend, code, out, operands, domain):
     for s in stride_lists:
         push += [*s, *pad]
     backend.launch("elementwise", domain, -(-out.size // out.dtype.per_word), push,
-                   (code, out.dtype.code, *dtypes))
+                   (code, out.dtype.code, *dtypes), reads=arrays, writes=[out])
 
 
 def _index0(a, out_shape, i):
@@ -349,11 +492,12 @@ def _make(name, fn, result, arity, domain):
         with np.errstate(all="ignore"):
             return fn(*arrays)
 
+    integer = domain in ("int", "shift")
     tests = [] if name == "identity" else [OpTest(
         call, reference, lambda rng: _cases(rng, arity, domain, name),
-        dtypes=("int32",) if domain == "int" else ("float32", "bfloat16"),
-        grad=result != "bool" and domain != "int")]
-    if result != "bool" and domain != "int" and (arity == 1 or name in _WIDE_BINARY):
+        dtypes=("int32",) if integer else ("float32", "bfloat16"), grad=result != "bool" and
+        not integer)]
+    if result != "bool" and not integer and (arity == 1 or name in _WIDE_BINARY + tuple(_PARAMS)):
         tests.append(OpTest(call, reference, lambda rng: _wide_cases(rng, arity, domain, name),
                             grad=False))
     vjp, saves = VJPS.get(name, (None, ()))
@@ -376,23 +520,62 @@ def _draw(rng, shape, domain):
         return rng.uniform(-0.9, 0.9, shape)
     if domain == "nonzero":
         return rng.choice([-1.0, 1.0], shape) * rng.uniform(0.5, 3.0, shape)
+    if domain == "above1":
+        return rng.uniform(1.2, 4.0, shape)
     if domain == "int":
         return rng.integers(-100, 100, shape).astype(np.int32)
     return rng.standard_normal(shape) * 2
 
 
-_WIDE_BINARY = ("add", "sub", "mul", "div", "maximum", "minimum", "pow")
+_WIDE_BINARY = ("add", "sub", "mul", "div", "maximum", "minimum", "pow", "copysign",
+                "logaddexp", "atan2", "leaky_relu")
 
 
 def _wide(rng, shape, domain):
-    """Magnitudes from 1e-6 to 1e3 (below 0.9 for "unit"), signed unless "positive"."""
+    """Magnitudes from 1e-6 to 1e3 (below 0.9 for "unit"), signed unless "positive"; 1 plus
+    those for "above1"."""
     top = np.log10(0.9) if domain == "unit" else 3.0
     x = 10.0 ** rng.uniform(-6.0, top, shape)
+    if domain == "above1":
+        return 1 + x
     return x if domain == "positive" else x * rng.choice([-1.0, 1.0], shape)
+
+
+# The scalar parameters the activations are tested with (exact in bf16): (alpha, input scale),
+# (beta, threshold), (min, max).
+_PARAMS = {"elu": [(1.0, 1.0), (0.5, 2.0), (2.0, 0.5)],
+           "softplus_beta": [(1.0, 20.0), (2.0, 1.0), (0.5, 3.0), (-1.0, 20.0)],
+           "hardtanh": [(-1.0, 1.0), (0.0, 6.0), (-0.5, 0.75)]}
+
+
+def _param_cases(rng, name, draw):
+    return [([draw(rng, s, "any"), *params], {}) for s in [(7,), (3, 257), (), (0, 2)]
+            for params in _PARAMS[name]]
+
+
+def _lerp_cases(rng):
+    w = lambda shape: rng.uniform(-0.5, 1.5, shape)  # both sides of torch's 0.5 switch
+    return [([_sample(rng, (3, 5), "any"), _sample(rng, (3, 5), "any"), w((3, 5))], {}),
+            ([_sample(rng, (300,), "any"), _sample(rng, (), "any"), w((300,))], {}),
+            ([_sample(rng, (4, 1), "any"), 2.0, w((1, 6))], {}),
+            ([_sample(rng, (7,), "any"), _sample(rng, (7,), "any"), 0.25], {}),
+            ([_sample(rng, (7,), "any"), _sample(rng, (7,), "any"), 0.75], {}),
+            ([_sample(rng, (0, 3), "any"), _sample(rng, (3,), "any"), 0.5], {})]
+
+
+def _shift_cases(rng):
+    # counts beyond [0, 32) too: every bit shifted out, as numpy and torch
+    a = lambda shape: rng.integers(-2 ** 31, 2 ** 31, shape).astype(np.int32)
+    count = lambda shape: rng.integers(-3, 40, shape).astype(np.int32)
+    return [([a((3, 257)), count((3, 257))], {}), ([a((2, 3, 4)), count((4,))], {}),
+            ([a((7,)), 3], {}), ([a((7,)), 31], {}), ([5, count((9,))], {}),
+            ([a(()), count(())], {}), ([a((0, 3)), count((1, 3))], {})]
 
 
 def _wide_cases(rng, arity, domain, name):
     # tiny and large operands (the test_ops cases above stay near 1, for the gradient tests)
+    if name in _PARAMS:
+        return _param_cases(rng, name, _wide)
     if arity == 1:
         return [([_wide(rng, (4, 300), domain)], {})]
     second = _draw(rng, (300,), "any") if name == "pow" else _wide(rng, (300,), domain)
@@ -400,6 +583,12 @@ def _wide_cases(rng, arity, domain, name):
 
 
 def _cases(rng, arity, domain, name):
+    if name in _PARAMS:
+        return _param_cases(rng, name, _sample)
+    if name == "lerp":
+        return _lerp_cases(rng)
+    if domain == "shift":
+        return _shift_cases(rng)
     if arity == 1:
         return [([_sample(rng, s, domain)], {}) for s in _SHAPES_1]
     if arity == 2:
@@ -433,7 +622,7 @@ def result_dtypes(name, operands):
     for o in operands[1 if name == "where" else 0:]:
         if not isinstance(o, Tensor):
             compute = dtypes.scalar_result_type(compute, o)
-    if name in ("bitand", "bitor", "bitxor") and compute.is_floating:
+    if name in INTEGER_ONLY and compute.is_floating:
         raise TypeError(f"{name} is only defined for integer and bool tensors, not {compute.name}")
     if result == "float" and not compute.is_floating:
         compute = dtypes.float32
