@@ -8,12 +8,15 @@ STAMP := .venv/.vkgrad-setup
 # Extra arguments: `make train ARGS="--epochs 2"`, `make test PYTEST_ARGS="-k conv -x"`.
 ARGS ?=
 PYTEST_ARGS ?=
+NP ?= 2
 
-.PHONY: help setup shaders test test-sync train bench clean distclean
+.PHONY: help setup shaders test test-sync train train-dist train-gpt bench clean distclean
 
 help:
 	@echo "make setup      Debian packages, .venv, patched Kompute, vkgrad (editable), shaders"
 	@echo "make train      train LeNet5 on MNIST on the best device (ARGS=... passes options)"
+	@echo "make train-dist the same, data-parallel on NP MPI ranks (NP=2; ARGS=...)"
+	@echo "make train-gpt  train a character-level GPT on Python's docs and print a sample"
 	@echo "make test       the whole test suite (PYTEST_ARGS=... passes options)"
 	@echo "make test-sync  the Vulkan tests under the Khronos validation layer with"
 	@echo "                synchronisation validation; fails on any message from the layer"
@@ -41,6 +44,18 @@ test-sync: setup shaders
 
 train: setup shaders
 	$(PY) examples/mnist_lenet5.py $(ARGS)
+
+train-gpt: setup shaders
+	$(PY) examples/char_gpt.py $(ARGS)
+
+# NP ranks of Open MPI's mpiexec (the distributed extra) on this machine, one BLAS thread each;
+# --oversubscribe lets NP exceed the cores, and root may run it (containers). Several machines:
+# MPIEXEC_ARGS="--hostfile hosts" (README, docs/distributed.md).
+MPIEXEC_ARGS ?=
+train-dist: setup shaders
+	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+	.venv/bin/mpiexec -n $(NP) --oversubscribe -x OPENBLAS_NUM_THREADS=1 $(MPIEXEC_ARGS) \
+		$(PY) examples/mnist_lenet5.py --distributed $(ARGS)
 
 bench: setup shaders
 	@shopt -s nullglob; files=(benchmarks/*.py); \
