@@ -322,3 +322,24 @@ def test_post_accumulate_grad_hook_sees_final_grads_and_callbacks_run_at_the_end
         vk.autograd.queue_callback(lambda: None)
     with pytest.raises(RuntimeError, match="only a leaf"):
         vk.autograd.register_post_accumulate_grad_hook(w * 2, print)
+
+
+# ---- the example: make train-dist --------------------------------------------------------------
+def test_mnist_lenet5_distributed_trains_and_resumes_on_other_ranks(tmp_path):
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OPENBLAS_NUM_THREADS="1")
+    ckpt = tmp_path / "c.safetensors"
+
+    def launch(n, *args):
+        cmd = [str(MPIEXEC), "-n", str(n), "--oversubscribe", sys.executable,
+               str(ROOT / "examples" / "mnist_lenet5.py"), "--distributed", "--device", "host",
+               "--limit", "192", "--checkpoint", str(ckpt), "--plot", str(tmp_path / "p.png"),
+               *args]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+    out = launch(2, "--epochs", "1")
+    assert out.count("epoch 1/1:") == 1                  # rank 0 alone prints
+    assert "on 2 ranks" in out and "192 training and 192 test images" in out
+    out = launch(3, "--epochs", "2", "--resume")         # another world size continues
+    assert "resumed from" in out and out.count("epoch 2/2:") == 1 and "epoch 1/2" not in out
