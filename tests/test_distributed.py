@@ -82,6 +82,25 @@ JOB = textwrap.dedent('''
         out["no_sync_local"] = local
         out["no_sync_grads"] = {k: p.grad.numpy().tolist()
                                 for k, p in ddp.module.named_parameters()}
+    if cfg.get("collectives"):
+        got = {}
+        for op in dist.OPS:
+            t = vk.tensor([r + 1.0, -2.0 * r, 0.5], device=dev)
+            dist.all_reduce(t, op=op)
+            got[op] = t.tolist()
+        t = vk.tensor([1.0 if r == 0 else 2.0 ** -8], device=dev, dtype=vk.bfloat16)
+        dist.all_reduce(t)
+        got["bf16 sum"] = t.tolist()
+        t = vk.tensor([r, 2 * r], device=dev, dtype=vk.int32)
+        dist.all_reduce(t, op="max")
+        got["int max"] = t.tolist()
+        t = vk.tensor([[r + 0.5]], device=dev)
+        dist.broadcast(t, src=n - 1)
+        got["broadcast"] = t.tolist()
+        parts = [vk.zeros(2, device=dev, dtype=vk.bfloat16) for _ in range(n)]
+        dist.all_gather(parts, vk.tensor([r, -r], device=dev, dtype=vk.bfloat16))
+        got["all_gather"] = [p.tolist() for p in parts]
+        out["collectives"] = dist.allgather_object(got)
     if cfg.get("checks"):
         # one transfer down and one up per bucket in a backward pass (counted on Vulkan)
         ddp = DDP(make_model(dev, "float32", seed=r), bucket_cap_mb=cfg["bucket_mb"])
@@ -208,10 +227,23 @@ def test_two_host_ranks_equal_one_process_and_overlap(tmp_path):
     assert out["backward_transfers"][0] == 0   # host tensors: MPI works on their memory
 
 
-def test_three_host_ranks_equal_one_process(tmp_path):
+def test_three_host_ranks_equal_one_process_and_collectives(tmp_path):
     out = run_ok(3, {"devices": ["host"] * 3, "dtypes": ["float32"], "B": B, "steps": STEPS,
-                     "bucket_mb": 25}, tmp_path)
+                     "bucket_mb": 25, "collectives": True}, tmp_path)
     check_equal(out, 3, ["float32"])
+    assert out["collectives"] == [collectives(3)] * 3
+
+
+def collectives(n):
+    """What JOB's collectives give on every rank of n."""
+    ranks = range(n)
+    return {"sum": [sum(r + 1.0 for r in ranks), sum(-2.0 * r for r in ranks), 0.5 * n],
+            "mean": [(n + 1) / 2, -(n - 1.0), 0.5], "max": [float(n), 0.0, 0.5],
+            "min": [1.0, -2.0 * (n - 1), 0.5],
+            # 1 + (n - 1) 2^-8 rounded once; pairwise, 1 + 2^-8 would round to 1 every time
+            "bf16 sum": [{2: 1.0, 3: 1.0078125}[n]],
+            "int max": [n - 1, 2 * (n - 1)], "broadcast": [[n - 0.5]],
+            "all_gather": [[r, -r] for r in ranks]}
 
 
 @pytest.mark.vulkan
@@ -219,8 +251,10 @@ def test_host_and_lavapipe_ranks_equal_one_process(tmp_path):
     if len(vk.devices()) < 2:
         pytest.skip("no Vulkan device")
     out = run_ok(2, {"devices": ["vulkan:0", "host"], "dtypes": ["float32"], "B": B,
-                     "steps": STEPS, "bucket_mb": 0.0003, "checks": True}, tmp_path)
+                     "steps": STEPS, "bucket_mb": 0.0003, "checks": True, "collectives": True},
+                 tmp_path)
     check_equal(out, 2, ["float32"])
+    assert out["collectives"] == [collectives(2)] * 2
     transfers, buckets = out["backward_transfers"]
     assert buckets > 1 and transfers == 2 * buckets
     assert out["state_keys"][0] == out["state_keys"][1]

@@ -189,10 +189,15 @@ def start_all_reduce(array, op="sum"):
     return Work(request, finish)
 
 
-def _host_copy(t, what):
+def _host_array(t, what):
+    """(a C-contiguous numpy array of t's values, whether it is t's own memory): a host tensor
+    that is contiguous and writeable is worked on in place, anything else through a copy."""
     if not isinstance(t, Tensor):
         raise TypeError(f"{what}: expected a vkgrad Tensor, not {type(t).__name__}")
-    return np.array(t.numpy(), order="C", copy=True)
+    a = t.numpy()
+    if t.device.kind == "host" and a.flags.c_contiguous and a.flags.writeable:
+        return a, True
+    return np.array(a, order="C", copy=True), False
 
 
 def _write(t, array):
@@ -207,8 +212,14 @@ def all_reduce(tensor, op="sum", async_op=False):
     is in `tensor` once its wait() returned."""
     _world("all_reduce")
     _check_op(op, tensor.dtype)
-    work = start_all_reduce(_host_copy(tensor, "all_reduce"), op)
-    done = Work(work._request, lambda: _write(tensor, work.wait()))
+    array, own = _host_array(tensor, "all_reduce")
+    work = start_all_reduce(array, op)
+
+    def finish():
+        result = work.wait()
+        if not (own and result is array):
+            _write(tensor, result)
+    done = Work(work._request, finish)
     if async_op:
         return done
     done.wait()
@@ -220,9 +231,9 @@ def broadcast(tensor, src=0):
     comm = _world("broadcast")
     if not 0 <= src < comm.Get_size():
         raise ValueError(f"broadcast: src={src} is not a rank of a world of {comm.Get_size()}")
-    array = _host_copy(tensor, "broadcast")
+    array, own = _host_array(tensor, "broadcast")
     comm.Bcast(array.reshape(-1).view(np.uint8), root=src)
-    if comm.Get_rank() != src:
+    if comm.Get_rank() != src and not own:
         _write(tensor, array)
 
 
@@ -238,7 +249,7 @@ def all_gather(tensor_list, tensor):
         if not isinstance(t, Tensor) or t.shape != tensor.shape or t.dtype is not tensor.dtype:
             raise ValueError(f"all_gather: tensor_list[{i}] must be a Tensor of shape "
                              f"{tensor.shape} and dtype {tensor.dtype.name} like the input")
-    array = _host_copy(tensor, "all_gather")
+    array, _ = _host_array(tensor, "all_gather")
     gathered = np.empty((n,) + array.shape, array.dtype)
     comm.Allgather(array.reshape(-1).view(np.uint8), gathered.reshape(-1).view(np.uint8))
     for t, part in zip(tensor_list, gathered):
