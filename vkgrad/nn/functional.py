@@ -21,7 +21,7 @@ import operator
 
 import numpy as np
 
-from .. import dtypes
+from .. import dtypes, layout
 from ..autograd import no_grad
 from ..creation import arange
 from ..ops.conv import (adaptive_avg_pool2d, avg_pool2d, conv1d, conv2d, conv_transpose1d,
@@ -211,8 +211,8 @@ def hardsigmoid(x):
 
 
 def hardswish(x):
-    """x * min(max(x + 3, 0), 6) / 6; the gradient is torch's: 0 below -3, x / 3 + 1/2 up to
-    3, 1 above."""
+    """x * min(max(x + 3, 0), 6) / 6; the gradient is torch's: 0 up to -3, x / 3 + 1/2 for
+    -3 < x < 3, 1 from 3 on."""
     return x.hardswish()
 
 
@@ -391,11 +391,12 @@ _TORCH_PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "
 
 def pad(input, pad, mode="constant", value=None):
     """torch.nn.functional.pad: pad = (left, right) for the last dim, then (left, right) for the
-    one before it, and so on (len(pad) / 2 dims). A negative entry crops that side first, then
-    the rest pads the cropped tensor, as PyTorch. mode "constant" fills with `value` (0 if
+    one before it, and so on (len(pad) / 2 dims). mode "constant" fills with `value` (0 if
     None), "reflect" mirrors about the edge element (each pad less than the size), "replicate"
     repeats it, "circular" continues from the other end (each pad at most the size): vk.pad's
-    modes "constant", "reflect", "edge" and "wrap"."""
+    modes "constant", "reflect", "edge" and "wrap". A negative entry crops that side, as
+    PyTorch: after padding the input ("reflect", "replicate"), or before ("circular",
+    "constant"), so that a circular pad wraps the cropped tensor."""
     _check_tensor(input, "input", "pad")
     if mode not in _TORCH_PAD_MODES:
         raise ValueError(f"pad: mode must be one of {tuple(_TORCH_PAD_MODES)}, not {mode!r}")
@@ -407,11 +408,12 @@ def pad(input, pad, mode="constant", value=None):
                          f"{input.ndim} trailing dims of the input of shape {input.shape}")
     k = len(pad) // 2
     pairs = [(0, 0)] * (input.ndim - k) + [pad[2 * i:2 * i + 2] for i in reversed(range(k))]
-    crop = tuple(slice(-min(lo, 0), n + min(hi, 0)) for (lo, hi), n in zip(pairs, input.shape))
-    if any(c.stop - c.start < 0 for c in crop):
+    if any(n + min(lo, 0) + min(hi, 0) < 0 for (lo, hi), n in zip(pairs, input.shape)):
         raise ValueError(f"pad: cropping by {pad} leaves a negative size of the input of shape "
                          f"{input.shape}")
-    x = input[crop] if any(lo < 0 or hi < 0 for lo, hi in pairs) else input
+    crop = tuple(slice(-min(lo, 0), min(hi, 0) or None) for lo, hi in pairs)
+    cropped = any(lo < 0 or hi < 0 for lo, hi in pairs)
+    x = input[crop] if cropped and mode in ("circular", "constant") else input
     widths = [(max(lo, 0), max(hi, 0)) for lo, hi in pairs]
     limit = {"reflect": (lambda p, n: p < n, "less than"),
              "circular": (lambda p, n: p <= n, "at most")}.get(mode)
@@ -420,9 +422,9 @@ def pad(input, pad, mode="constant", value=None):
             raise ValueError(f"pad: mode={mode!r} needs each pad {limit[1]} the size, but pads "
                              f"{(lo, hi)} meet size {x.shape[axis]} (dim {axis} of shape "
                              f"{x.shape})")
-    if not any(lo or hi for lo, hi in widths):
-        return x
-    return _pad_numpy(x, widths, _TORCH_PAD_MODES[mode], 0 if value is None else value)
+    if any(lo or hi for lo, hi in widths):
+        x = _pad_numpy(x, widths, _TORCH_PAD_MODES[mode], 0 if value is None else value)
+    return x[crop] if cropped and mode in ("reflect", "replicate") else x
 
 
 _LINEAR_MODES = {"linear": 1, "bilinear": 2, "trilinear": 3}
@@ -792,13 +794,18 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         attn_mask = tril(full((big_l, s), True, dtypes.bool_, query.device))
     if attn_mask is not None:
         _check_tensor(attn_mask, "attn_mask", "scaled_dot_product_attention")
+        try:
+            fits = layout.broadcast_shapes(attn_mask.shape, scores.shape) == scores.shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(f"scaled_dot_product_attention: attn_mask of shape "
+                             f"{attn_mask.shape} does not broadcast to the scores' shape "
+                             f"{scores.shape} [..., L, S]")
         if attn_mask.dtype is dtypes.bool_:
             scores = where(attn_mask, scores, float("-inf"))
         else:
             scores = scores + _widen(attn_mask)
-        if scores.shape[-2:] != (big_l, s):
-            raise ValueError(f"scaled_dot_product_attention: attn_mask of shape "
-                             f"{attn_mask.shape} does not broadcast to [..., {big_l}, {s}]")
     # softmax along the keys; rows without a key (max = -inf) come out 0 instead of 0 / 0
     m = scores.max(axis=-1, keepdims=True).detach()
     w = (scores - where(m == float("-inf"), 0.0, m)).exp()

@@ -166,16 +166,23 @@ def _max_pool_back_host(x, g, size, kernel, stride, padding, dilation):
     return _nchw(dxp, size, padding, g.dtype)
 
 
+def _window_counts(size, out_hw, kernel, stride, padding, include_pad):
+    """(OH, OW): the taps of each window inside the input, or with include_pad inside the
+    padded input (kH*kW except for ceil_mode's last windows): PyTorch's avg pooling divisors."""
+    counts = []
+    for n, o, k, s, p in zip(size, out_hw, kernel, stride, padding):
+        lo = np.arange(o) * s - p
+        counts.append(np.minimum(lo + k, n + p) - lo if include_pad
+                      else np.minimum(lo + k, n) - np.maximum(lo, 0))
+    return np.outer(*counts)
+
+
 def _avg_divisor(size, out_hw, kernel, stride, padding, include_pad):
     """What avg pooling divides each window by, as (OH, OW, 1): kH*kW, or only the taps inside
     the input."""
     if include_pad:
         return kernel[0] * kernel[1]
-    counts = []
-    for n, o, k, s, p in zip(size, out_hw, kernel, stride, padding):
-        lo = np.arange(o) * s - p
-        counts.append(np.minimum(lo + k, n) - np.maximum(lo, 0))
-    return np.outer(*counts)[:, :, None]
+    return _window_counts(size, out_hw, kernel, stride, padding, False)[:, :, None]
 
 
 def _avg_pool_host(x, kernel, stride, padding, include_pad):
@@ -213,7 +220,8 @@ def _launch(mode, out_shape, dtype, a, b, batch, channels, size, out_hw, kernel,
             batch, channels, *size, *out_hw, *kernel, *stride, *padding, *dilation,
             int(include_pad), CHUNK, *a_strides, *b_strides]
     backend.launch("conv", "", -(-out.size // CHUNK), push,
-                   (_CODES[mode], out.dtype.code, a.dtype.code, b.dtype.code if b is not None else 0))
+                   (_CODES[mode], out.dtype.code, a.dtype.code, b.dtype.code if b is not None else 0),
+                   reads=[a, b], writes=[out])
     return out
 
 
@@ -388,6 +396,24 @@ def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
     return out if input.ndim == 3 else out.reshape(out.shape[1:])
 
 
+def _string_padding(name, x, padding, kernel, stride, dilation):
+    """(x, padding pairs) for padding "valid" (none) or "same" (stride 1 only: d*(k - 1) in
+    total per dim, so the output is as large as the input; an odd total puts the extra element
+    after, padded explicitly, as PyTorch)."""
+    if padding not in ("valid", "same"):
+        raise ValueError(f"{name}: padding must be 'valid', 'same', an int or a pair, not "
+                         f"{padding!r}")
+    if padding == "valid":
+        return x, (0, 0)
+    if any(s != 1 for s in stride):
+        raise ValueError(f"{name}: padding='same' needs stride 1, got stride {stride}")
+    totals = [d * (k - 1) for d, k in zip(dilation, kernel)]
+    if any(t % 2 for t in totals):
+        from .movement import pad
+        x = pad(x, ((0, 0), (0, 0)) + tuple((0, t % 2) for t in totals))
+    return x, tuple(t // 2 for t in totals)
+
+
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution (cross-correlation), as torch.nn.functional.conv2d:
 
@@ -396,7 +422,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
     for output channel o of group g = o // (O/G); input (N, C, H, W) (or (C, H, W)), weight
     (O, C/G, kH, kW), bias (O,) or None; zero padding. stride, padding and dilation are ints or
-    pairs. Output (N, O, OH, OW), OH = (H + 2*ph - dh*(kH - 1) - 1) // sh + 1.
+    pairs; padding may also be "valid" (0) or "same" (see _string_padding); other asymmetric
+    padding is F.pad's. Output (N, O, OH, OW), OH = (H + 2*ph - dh*(kH - 1) - 1) // sh + 1.
     """
     x, unbatch = _batched("conv2d", input, 2)
     _check_tensor("conv2d", "weight", weight)
@@ -406,6 +433,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if min(weight.shape[2:]) < 1:
         raise ValueError(f"conv2d: the kernel must be at least 1x1, got weight shape "
                          f"{weight.shape}")
+    if isinstance(padding, str):
+        stride, _, dilation = _window_args("conv2d", stride, 0, dilation)
+        x, padding = _string_padding("conv2d", x, padding, weight.shape[2:], stride, dilation)
     stride, padding, dilation = _window_args("conv2d", stride, padding, dilation)
     if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
         raise ValueError(f"conv2d: groups must be a positive int, got {groups!r}")
@@ -445,7 +475,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """1-D convolution, as torch.nn.functional.conv1d: input (N, C, L) (or (C, L)), weight
     (O, C/G, k), bias (O,) or None; out[n, o, t] = bias[o] + sum_{c, i} weight[o, c, i]
-    * input[n, g*C/G + c, t*s - p + i*d]. Computed as conv2d with a height of 1."""
+    * input[n, g*C/G + c, t*s - p + i*d]; padding an int, "valid" or "same". Computed as conv2d
+    with a height of 1."""
     x, unbatch = _batched("conv1d", input, 1)
     _check_tensor("conv1d", "weight", weight)
     if weight.ndim != 3:
@@ -454,34 +485,211 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if weight.shape[2] < 1:
         raise ValueError(f"conv1d: the kernel must be at least 1 long, got weight shape "
                          f"{weight.shape}")
-    (s,), (p,), (d,) = (_tuple("conv1d", arg, value, 1, minimum) for arg, value, minimum in
-                        (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)))
+    (s,), (d,) = (_tuple("conv1d", arg, value, 1, 1) for arg, value in
+                  (("stride", stride), ("dilation", dilation)))
+    p = padding if isinstance(padding, str) else (0, *_tuple("conv1d", "padding", padding, 1, 0))
     out = conv2d(x.reshape(x.shape[0], x.shape[1], 1, x.shape[2]),
                  weight.reshape(weight.shape[0], weight.shape[1], 1, weight.shape[2]),
-                 bias, (1, s), (0, p), (1, d), groups)
+                 bias, (1, s), p, (1, d), groups)
     return unbatch(out.reshape(out.shape[0], out.shape[1], out.shape[3]))
 
 
-def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1):
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """Transposed 2-D convolution, as torch.nn.functional.conv_transpose2d: conv2d's gradient
+    with respect to its input (for the same stride, padding, dilation and groups),
+
+        out[n, g*O/G + o, h*sh - ph + i*dh, w*sw - pw + j*dw] += weight[c, o, i, j] * input[n, c, h, w]
+
+    summed over the channels c of group g and the taps (i, j), plus bias[g*O/G + o]; input
+    (N, C, H, W) (or (C, H, W)), weight (C, O/G, kH, kW) (PyTorch's layout, in_channels first),
+    bias (O,) or None. Output (N, O, OH, OW), OH = (H - 1)*sh - 2*ph + dh*(kH - 1) + oph + 1:
+    output_padding (each less than the stride or the dilation) adds rows and columns at the end.
+    Computed as conv2d computes that gradient: W^T @ x per group into columns, which col2im sums
+    into the output (bf16: all in float32, rounded once)."""
+    x, unbatch = _batched("conv_transpose2d", input, 2)
+    _check_tensor("conv_transpose2d", "weight", weight)
+    if weight.ndim != 4 or min(weight.shape[2:]) < 1:
+        raise ValueError(f"conv_transpose2d: expected a 4-D weight (in_channels, out_channels / "
+                         f"groups, kH, kW) with kH, kW >= 1, got shape {weight.shape}")
+    stride, padding, dilation = _window_args("conv_transpose2d", stride, padding, dilation)
+    extra = _tuple("conv_transpose2d", "output_padding", output_padding, 2, 0)
+    if any(e >= max(s, d) for e, s, d in zip(extra, stride, dilation)):
+        raise ValueError(f"conv_transpose2d: output_padding {extra} must be smaller than the "
+                         f"stride {stride} or the dilation {dilation}")
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"conv_transpose2d: groups must be a positive int, got {groups!r}")
+    n, c, h, w = x.shape
+    if weight.shape[0] != c or c % groups:
+        raise ValueError(f"conv_transpose2d: weight shape {weight.shape} needs in_channels "
+                         f"{weight.shape[0]} divisible by groups={groups}, but the input shape "
+                         f"{x.shape} has {c} channels")
+    kernel, o = weight.shape[2:], weight.shape[1] * groups
+    if bias is not None:
+        _check_tensor("conv_transpose2d", "bias", bias)
+        if bias.shape != (o,):
+            raise ValueError(f"conv_transpose2d: bias shape {bias.shape} does not match weight "
+                             f"shape {weight.shape} with groups={groups}: expected ({o},)")
+    # col2im fills what the windows reach, plus output_padding up to stride - 1 rows; the rest
+    # (output_padding >= stride, which a larger dilation allows) is zero padding after it
+    rest = tuple(max(e - s + 1, 0) for e, s in zip(extra, stride))
+    size = tuple((m - 1) * s - 2 * p + d * (k - 1) + e + 1 - r for m, s, p, d, k, e, r in zip(
+        (h, w), stride, padding, dilation, kernel, extra, rest))
+    if min(size) < 1:
+        raise ValueError(f"conv_transpose2d: the output would be empty: input shape {x.shape}, "
+                         f"kernel {tuple(kernel)}, stride {stride}, padding {padding}")
+    from ..tensor import _add_narrow, _narrow, _widen
+    from .linalg import matmul
+    dtype = dtypes.result_type(x.dtype, weight.dtype)
+    if bias is not None:
+        dtype = dtypes.result_type(dtype, bias.dtype)
+    if dtype is dtypes.bfloat16:
+        x = _widen(x)
+    cg, k = c // groups, weight.shape[1] * prod(kernel)
+    cols = matmul(weight.reshape(groups, cg, k).transpose(0, 2, 1),
+                  x.transpose(1, 2, 3, 0).reshape(groups, cg, h * w * n))
+    out = apply(COL2IM, cols.reshape(o * prod(kernel), h * w * n), size=size,
+                kernel=tuple(kernel), stride=stride, padding=padding, dilation=dilation)
+    if any(rest):
+        from .movement import pad
+        out = pad(out, ((0, 0), (0, 0), (0, rest[0]), (0, rest[1])))
+    out = _narrow(out, dtype) if bias is None else _add_narrow(out, bias.reshape(1, o, 1, 1),
+                                                               dtype)
+    return unbatch(out)
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """Transposed 1-D convolution, as torch.nn.functional.conv_transpose1d: input (N, C, L) (or
+    (C, L)), weight (C, O/G, k), bias (O,) or None; conv_transpose2d with a height of 1."""
+    x, unbatch = _batched("conv_transpose1d", input, 1)
+    _check_tensor("conv_transpose1d", "weight", weight)
+    if weight.ndim != 3:
+        raise ValueError(f"conv_transpose1d: expected a 3-D weight (in_channels, out_channels / "
+                         f"groups, k), got shape {weight.shape}")
+    (s,), (p,), (e,), (d,) = (_tuple("conv_transpose1d", arg, value, 1, minimum)
+                              for arg, value, minimum in (
+                                  ("stride", stride, 1), ("padding", padding, 0),
+                                  ("output_padding", output_padding, 0),
+                                  ("dilation", dilation, 1)))
+    out = conv_transpose2d(x.reshape(x.shape[0], x.shape[1], 1, x.shape[2]),
+                           weight.reshape(*weight.shape[:2], 1, weight.shape[2]), bias, (1, s),
+                           (0, p), (0, e), groups, (1, d))
+    return unbatch(out.reshape(out.shape[0], out.shape[1], out.shape[3]))
+
+
+def _ceil_extra(shape, kernel, stride, padding, dilation):
+    """Per spatial dim, how far ceil_mode's last window reaches past the padded input: PyTorch's
+    output size ceil((n + 2p - d(k - 1) - 1) / s) + 1, less one if that last window would start
+    past the input and its left padding."""
+    extra = []
+    for n, k, s, p, d in zip(shape[2:], kernel, stride, padding, dilation):
+        out = -(-(n + 2 * p - d * (k - 1) - 1) // s) + 1
+        if (out - 1) * s >= n + p:
+            out -= 1
+        extra.append(max((out - 1) * s + d * (k - 1) + 1 - (n + 2 * p), 0))
+    return tuple(extra)
+
+
+def _pad_end(x, extra, value):
+    """x padded with `value` after its last rows and columns (ceil_mode's partial windows)."""
+    from .movement import pad
+    return pad(x, ((0, 0), (0, 0), (0, extra[0]), (0, extra[1])), constant_values=value)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
     """Max pooling, as torch.nn.functional.max_pool2d: out[n, c, y, x] = max over i < kH,
     j < kW of input[n, c, y*sh - ph + i*dh, x*sw - pw + j*dw], the padding counting as -inf
-    (it must be at most half the kernel). stride defaults to kernel_size. The gradient goes to
-    the first maximum of each window (a NaN counts as the maximum)."""
+    (it must be at most half the kernel). stride defaults to kernel_size. ceil_mode: a last,
+    partial window where one is left (PyTorch's rule, see _ceil_extra). The gradient goes to
+    the first maximum of each window (a NaN counts as the maximum). return_indices: also the
+    position h*W + w in its input plane of each window's maximum (int32), which max_unpool2d
+    takes; found by the same op, pooling the positions at the maxima of the input."""
     x, unbatch = _batched("max_pool2d", input, 2)
+    h, w = x.shape[2:]
     kernel, stride, padding, dilation = _pool_args("max_pool2d", x.shape, kernel_size, stride,
                                                    padding, dilation)
-    return unbatch(apply(MAX_POOL, x, x, kernel=kernel, stride=stride, padding=padding,
-                         dilation=dilation))
+    extra = _ceil_extra(x.shape, kernel, stride, padding, dilation) if ceil_mode else (0, 0)
+    if any(extra):
+        x = _pad_end(x, extra, float("-inf"))
+    window = dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation)
+    out = unbatch(apply(MAX_POOL, x, x, **window))
+    if not return_indices:
+        return out
+    if h * w > 1 << 24:
+        raise ValueError(f"max_pool2d: return_indices needs planes of at most 2^24 elements "
+                         f"(their positions are pooled as float32), got {h}x{w}")
+    from ..tensor import tensor
+    plane = np.full(x.shape[2:], -1.0, np.float32)
+    plane[:h, :w] = np.arange(h * w).reshape(h, w)
+    positions = tensor(plane, device=x.device).broadcast_to(x.shape)
+    indices = apply(MAX_POOL, x.detach(), positions, **window).astype(dtypes.int32)
+    return out, unbatch(indices)
 
 
-def avg_pool2d(input, kernel_size, stride=None, padding=0, count_include_pad=True):
-    """Average pooling, as torch.nn.functional.avg_pool2d: out[n, c, y, x] = sum over the window
-    of input (zero padding) / (kH*kW if count_include_pad else the taps inside the input).
-    stride defaults to kernel_size; padding must be at most half the kernel."""
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """Average pooling, as torch.nn.functional.avg_pool2d (its argument order): out[n, c, y, x]
+    = sum over the window of input (zero padding) / (kH*kW if count_include_pad else the taps
+    inside the input). stride defaults to kernel_size; padding must be at most half the kernel.
+    ceil_mode: a last, partial window where one is left (see max_pool2d); it divides by its
+    taps inside the padded input (count_include_pad) or the input, as PyTorch.
+    divisor_override: divide every window's sum by this instead. Those two are the average with
+    padding counted, times kH*kW / divisor (bf16: in float32, rounded once)."""
     x, unbatch = _batched("avg_pool2d", input, 2)
     kernel, stride, padding, _ = _pool_args("avg_pool2d", x.shape, kernel_size, stride, padding)
-    return unbatch(apply(AVG_POOL, x, kernel=kernel, stride=stride, padding=padding,
-                         include_pad=bool(count_include_pad)))
+    extra = _ceil_extra(x.shape, kernel, stride, padding, (1, 1)) if ceil_mode else (0, 0)
+    if not any(extra) and divisor_override is None:
+        return unbatch(apply(AVG_POOL, x, kernel=kernel, stride=stride, padding=padding,
+                             include_pad=bool(count_include_pad)))
+    if divisor_override is not None and (isinstance(divisor_override, bool) or not isinstance(
+            divisor_override, (int, np.integer)) or divisor_override < 1):
+        raise ValueError(f"avg_pool2d: divisor_override must be a positive int, got "
+                         f"{divisor_override!r}")
+    from ..tensor import _narrow, _widen, tensor
+    z = _widen(x)
+    if any(extra):
+        z = _pad_end(z, extra, 0)
+    mean = apply(AVG_POOL, z, kernel=kernel, stride=stride, padding=padding, include_pad=True)
+    divisor = divisor_override or _window_counts(x.shape[2:], mean.shape[2:], kernel, stride,
+                                                 padding, bool(count_include_pad))
+    scale = tensor(np.broadcast_to(prod(kernel) / np.asarray(divisor, np.float64),
+                                   mean.shape[2:]), mean.dtype, x.device)
+    return unbatch(_narrow(mean * scale, x.dtype))
+
+
+def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """The inverse of max_pool2d with return_indices, as torch.nn.functional.max_unpool2d:
+    zeros of shape (N, C, OH, OW), OH = (H - 1)*sh - 2*ph + kH (or output_size's last two),
+    with input[n, c, y, x] at position indices[n, c, y, x] (h*OW + w) of its plane. Its
+    gradient is the output gradient at those positions. Windows that overlap (stride < kernel)
+    can hold one maximum twice: it is written once, as PyTorch. Indices outside the plane make
+    the next synchronisation raise IndexError."""
+    x, unbatch = _batched("max_unpool2d", input, 2)
+    _check_tensor("max_unpool2d", "indices", indices)
+    kernel, stride, padding, _ = pool_window("max_unpool2d", kernel_size, stride, padding)
+    if indices.shape != input.shape or indices.dtype.is_floating:
+        raise ValueError(f"max_unpool2d: indices must be integers of the input's shape "
+                         f"{input.shape}, got {indices.dtype.name} of shape {indices.shape}")
+    n, c, h, w = x.shape
+    size = tuple((m - 1) * s - 2 * p + k for m, s, p, k in zip((h, w), stride, padding, kernel))
+    if output_size is not None:
+        size = _tuple("max_unpool2d", "output_size", tuple(output_size)[-2:], 2, 1)
+    from ..autograd import no_grad
+    from ..tensor import _narrow, _widen, zeros
+    from .indexing import _along_axis_key, index_add
+    z = _widen(x)
+    key = _along_axis_key(indices.reshape(n, c, h * w), (n, c, prod(size)), 2)
+    out = index_add(zeros((n, c, prod(size)), z.dtype, x.device), key, z.reshape(n, c, h * w))
+    if any(s < k for s, k in zip(stride, kernel)):
+        # a maximum picked by two windows was added twice: the value is the written one, the
+        # gradient stays the sum's (the gather at `indices`)
+        written = zeros(out.shape, z.dtype, x.device)
+        with no_grad():
+            written[key] = z.reshape(n, c, h * w)
+        out = written + (out - out.detach())  # exactly `written`: out - out is 0
+    return unbatch(_narrow(out.reshape(n, c, *size), x.dtype))
 
 
 def adaptive_avg_pool2d(input, output_size):

@@ -23,9 +23,10 @@ import operator
 import numpy as np
 
 from .. import dtypes, layout
-from ..tensor import Tensor, _axes, _check_device_dtype, tensor, tensor_method, zeros
+from ..tensor import (Tensor, _axes, _check_device_dtype, _narrow, _widen, tensor, tensor_method,
+                      where, zeros)
 from .elementwise import launch as elementwise_launch
-from .indexing import index_add, scan_rows, strided_copy, take
+from .indexing import index_add, scan_rows, strided_copy, take, take_along_axis
 from .reduce import result_dtype as reduce_dtype
 from .registry import OPS, Op, OpTest, apply
 
@@ -143,24 +144,40 @@ def _repeat_vulkan(backend, a, repeats, axis):
     return out
 
 
-def _cumsum_dtypes(dtype):
-    """(accumulator, result): floats accumulate in float32; integers and bools in 32 bits."""
-    result = reduce_dtype("sum", dtype)
-    return (dtypes.float32 if dtype.is_floating and dtype.itemsize <= 4 else result), result
+# Running ops along an axis: name -> (scan.comp's combination, numpy's accumulate).
+_SCANS = {"cumsum": ("sum", np.cumsum), "cumprod": ("prod", np.cumprod),
+          "cummax": ("max", np.maximum.accumulate), "cummin": ("min", np.minimum.accumulate),
+          "logcumsumexp": ("logaddexp", np.logaddexp.accumulate)}
 
 
-def _cumsum_host(a, axis):
-    acc, result = _cumsum_dtypes(dtypes.dtype(a.dtype))
-    return np.cumsum(a.astype(acc.np_dtype), axis=axis).astype(result.np_dtype)
+def _scan_dtypes(name, dtype):
+    """(accumulator, result): floats accumulate in float32 (float64 on the host: itself);
+    integers and bools in 32 bits, unsigned ones unsigned. cumsum and cumprod give int32 (uint32)
+    for integers and bools, as sum; the others keep the dtype."""
+    result = reduce_dtype("sum", dtype) if name in ("cumsum", "cumprod") else dtype
+    if dtype.is_floating:
+        return (dtypes.float32 if dtype.itemsize <= 4 else dtype), result
+    return (dtypes.int32 if dtype.kind == "i" else dtypes.uint32), result
 
 
-def _cumsum_vulkan(backend, a, axis):
-    acc, result = _cumsum_dtypes(a.dtype)
-    out = backend.empty(a.shape, acc)
-    scan_rows(a, out, axis)
-    if result is not acc:
-        out = elementwise_launch(backend, "identity", result, a.shape, [out], "float")
-    return out
+def _scan_host(name):
+    def host(a, axis):
+        acc, result = _scan_dtypes(name, dtypes.dtype(a.dtype))
+        with np.errstate(all="ignore"):
+            r = _SCANS[name][1](a.astype(acc.np_dtype), axis=axis)
+        return r.astype(result.np_dtype)
+    return host
+
+
+def _scan_vulkan(name):
+    def vulkan(backend, a, axis):
+        acc, result = _scan_dtypes(name, a.dtype)
+        out = backend.empty(a.shape, acc)
+        scan_rows(a, out, axis, _SCANS[name][0])
+        if result is not acc:
+            out = elementwise_launch(backend, "identity", result, a.shape, [out], "float")
+        return out
+    return vulkan
 
 
 # ---- public API ----------------------------------------------------------------------------------
@@ -234,17 +251,37 @@ def split(t, indices_or_sections, axis=0):
     return [t[(*lead, slice(lo, hi))] for lo, hi in zip(bounds, bounds[1:])]
 
 
+_PAD_MODES = ("constant", "reflect", "edge", "wrap")
+
+
+def pad_indices(mode, n, before, after):
+    """The source index along an axis of length n of each of the before + n + after elements
+    that `pad` makes there in `mode` (not "constant"): element i (from -before) reads
+    reflect: i mirrored about the end elements, which are not repeated (period 2(n - 1));
+    edge: i clipped to [0, n - 1]; wrap: i mod n. numpy's rules, also for pads longer than n."""
+    i = np.arange(-before, n + after)
+    if mode == "edge" or (mode == "reflect" and n == 1):
+        return np.clip(i, 0, n - 1)
+    if mode == "wrap":
+        return i % n
+    i %= 2 * (n - 1)
+    return np.where(i >= n, 2 * (n - 1) - i, i)
+
+
 def pad(t, pad_width, mode="constant", constant_values=0):
-    """`t` surrounded by `constant_values`: pad_width is numpy's (an int, (before, after), or one
-    (before, after) pair per axis). Only mode="constant" with a scalar value is supported.
+    """`t` padded: pad_width is numpy's (an int, (before, after), or one (before, after) pair per
+    axis). mode (numpy's names): "constant" fills with the scalar `constant_values`; "reflect"
+    mirrors about the edge element (not repeated), "edge" repeats the edge element and "wrap"
+    continues from the other end (torch's "reflect", "replicate" and "circular"). Those three are
+    gathers along each padded axis (take; its backward sums each copy's gradient into its source).
 
     >>> vk.pad(vk.ones((2, 2)), ((1, 0), (0, 2))).shape
     (3, 4)
     """
     if t.ndim == 0:
         raise ValueError("pad: a 0-d tensor has no axes to pad")
-    if mode != "constant":
-        raise ValueError(f"pad: only mode='constant' is supported, not {mode!r}")
+    if mode not in _PAD_MODES:
+        raise ValueError(f"pad: mode must be one of {_PAD_MODES}, not {mode!r}")
     if not isinstance(constant_values, (int, float, bool, np.number, np.bool_)):
         raise TypeError("pad: constant_values must be a scalar here, not "
                         f"{type(constant_values).__name__}")
@@ -260,7 +297,16 @@ def pad(t, pad_width, mode="constant", constant_values=0):
     if (widths < 0).any():
         raise ValueError(f"pad: negative pad widths {widths.tolist()}")
     widths = tuple((int(lo), int(hi)) for lo, hi in widths)
-    return apply(OPS["pad"], t, widths=widths, value=constant_values)
+    if mode == "constant":
+        return apply(OPS["pad"], t, widths=widths, value=constant_values)
+    out = _widen(t)  # bf16: the gradient sums each axis's copies in float32, rounds once
+    for axis, (lo, hi) in enumerate(widths):
+        if lo or hi:
+            if t.shape[axis] == 0:
+                raise ValueError(f"pad: mode={mode!r} cannot pad axis {axis} of size 0 (shape "
+                                 f"{t.shape})")
+            out = take(out, pad_indices(mode, t.shape[axis], lo, hi), axis)
+    return _narrow(out, t.dtype)
 
 
 def flip(t, axis=None):
@@ -335,14 +381,65 @@ def repeat(t, repeats, axis=None):
 
 
 @tensor_method("cumsum")
-def cumsum(t, axis=None):
-    """Running sums along `axis` (None: of the flattened tensor): out[..., j] = sum(t[..., :j+1]).
+def cumsum(t, axis=None, *, dim=None):
+    """Running sums along `axis` (`dim`; None: of the flattened tensor):
+    out[..., j] = sum(t[..., :j+1]).
 
     >>> vk.tensor([1.0, 2.0, 3.0]).cumsum().tolist()
     [1.0, 3.0, 6.0]
     """
+    return _scan("cumsum", t, axis if dim is None else dim)
+
+
+@tensor_method("cumprod")
+def cumprod(t, axis=None, *, dim=None):
+    """Running products along `axis` (`dim`; None: flattened): out[..., j] = prod(t[..., :j+1]).
+    The gradient is torch's, exact also where t has zeros."""
+    return _scan("cumprod", t, axis if dim is None else dim)
+
+
+@tensor_method("logcumsumexp")
+def logcumsumexp(t, axis=None, *, dim=None):
+    """out[..., j] = log(sum(exp(t[..., :j+1]))) along `axis` (`dim`; None: flattened), combined
+    pairwise as max + log1p(exp(min - max)), so nothing overflows. Floating tensors only."""
+    if not t.dtype.is_floating:
+        raise TypeError(f"logcumsumexp needs a floating tensor, not {t.dtype.name}")
+    return _scan("logcumsumexp", t, axis if dim is None else dim)
+
+
+def _running_extreme(name, t, axis):
+    from .sorting import ValuesIndices
+    from ..creation import arange
     t, axis, shape = _scan_axis(t, axis)
-    return apply(OPS["cumsum"], t, axis=axis).reshape(shape)
+    v = apply(OPS[name], t, axis=axis)
+    # the index of the running extreme at j is the last i <= j where t attains it (t[i] equals
+    # the running value there), or the last NaN (torch's rule): a running max of such i
+    hit = t == v
+    if t.dtype.is_floating:
+        hit = hit | t.isnan()
+    at = arange(t.shape[axis], dtype=dtypes.int32, device=t.device).reshape(
+        [-1 if d == axis else 1 for d in range(t.ndim)])
+    indices = apply(OPS["cummax"], where(hit, at, 0), axis=axis)
+    return ValuesIndices(take_along_axis(t, indices, axis).reshape(shape), indices.reshape(shape))
+
+
+@tensor_method("cummax")
+def cummax(t, axis=None, *, dim=None):
+    """torch's cummax: (values, indices) with values[..., j] = max(t[..., :j+1]) along `axis`
+    (`dim`; None: flattened) and indices where they were found: among equal values the last,
+    and NaN, once met, stays (the last NaN's index). The gradient goes to those indices."""
+    return _running_extreme("cummax", t, axis if dim is None else dim)
+
+
+@tensor_method("cummin")
+def cummin(t, axis=None, *, dim=None):
+    """torch's cummin: as cummax, with the running minimum."""
+    return _running_extreme("cummin", t, axis if dim is None else dim)
+
+
+def _scan(name, t, axis):
+    t, axis, shape = _scan_axis(t, axis)
+    return apply(OPS[name], t, axis=axis).reshape(shape)
 
 
 def _scan_axis(t, axis):
@@ -453,6 +550,16 @@ def _cases_pad(rng):
             ([x((17, 31))], {"pad_width": ((5, 300), (1, 2)), "constant_values": 0.5})]
 
 
+def _cases_pad_modes(rng):
+    x = rng.standard_normal
+    return [([x((3, 4))], {"pad_width": 2, "mode": "reflect"}),
+            ([x((2, 3, 5))], {"pad_width": ((0, 1), (2, 0), (4, 9)), "mode": "reflect"}),
+            ([x((1, 5))], {"pad_width": ((2, 1), (0, 3)), "mode": "reflect"}),
+            ([x((4, 3))], {"pad_width": ((1, 6), (2, 0)), "mode": "edge"}),
+            ([x((3, 5))], {"pad_width": ((4, 2), (7, 11)), "mode": "wrap"}),
+            ([x((0, 3))], {"pad_width": ((0, 0), (1, 1)), "mode": "wrap"})]
+
+
 def _cases_flip(rng):
     x = rng.standard_normal
     return [([x((3, 4))], {"axis": None}), ([x((2, 3, 5))], {"axis": (0, 2)}),
@@ -493,6 +600,40 @@ def _cases_cumsum(rng):
             ([x((0, 3))], {"axis": 0}), ([x((70, 3, 2))], {"axis": 0})]
 
 
+def _cases_cumprod(rng):
+    def x(shape):  # |x| near 1 keeps long products finite
+        return np.asarray(rng.uniform(0.8, 1.25, shape) * rng.choice([-1, 1], shape))
+    zeros = x((3, 7))
+    zeros[0, 2] = zeros[1, 0] = zeros[1, 4] = zeros[2, 6] = 0  # one zero, two zeros, last zero
+    return [([x((5, 6))], {"axis": 1}), ([x((5, 6))], {"axis": 0}), ([x((2, 3, 4))], {"axis": None}),
+            ([x((3, 1000))], {"axis": 1}), ([x(())], {"axis": None}), ([x((0, 3))], {"axis": 0}),
+            ([zeros], {"axis": 1}), ([x((70, 3, 2))], {"axis": 0})]
+
+
+def _cases_extreme(rng):
+    ties = rng.integers(-2, 3, (5, 30)).astype(np.float64)
+    return [([rng.standard_normal((5, 6))], {"axis": 1}), ([ties], {"axis": 1}),
+            ([ties], {"axis": 0}), ([rng.standard_normal((3, 1000))], {"axis": -1}),
+            ([rng.standard_normal((2, 3, 4))], {"axis": None}),
+            ([rng.standard_normal(())], {"axis": 0}), ([rng.standard_normal((0, 3))], {"axis": 0})]
+
+
+def _cases_logcumsumexp(rng):
+    x = rng.standard_normal
+    return [([3 * x((5, 6))], {"axis": 1}), ([x((5, 6))], {"axis": 0}),
+            ([x((2, 3, 4))], {"axis": None}), ([3 * x((3, 1000))], {"axis": 1}),
+            ([x(())], {"axis": 0}), ([x((0, 3))], {"axis": 0}), ([x((70, 3, 2))], {"axis": 0})]
+
+
+def _accumulated(accumulate):
+    """The reference of a running op: numpy's `accumulate` (None: flattened; 0-d: itself)."""
+    def reference(x, axis):
+        if axis is None:
+            return accumulate(x.reshape(-1), axis=0)
+        return accumulate(x.reshape(x.shape or (1,)), axis=axis).reshape(x.shape)
+    return reference
+
+
 def _cumsum_length(inputs, params):
     x = inputs[0]
     return x.size if params["axis"] is None else x.shape[params["axis"]]
@@ -531,10 +672,43 @@ def _repeat_vjp(ctx, g):
     return (g.reshape((*shape[:axis], shape[axis], r, *shape[axis + 1:])).sum(axis=axis + 1),)
 
 
+def _reversed_cumsum(g, axis):
+    return flip(cumsum(flip(g, axis), axis), axis)
+
+
 def _cumsum_vjp(ctx, g):
     # d(out_j)/d(x_i) = 1 for j >= i: the reversed running sum of the gradient
-    axes = (ctx.params["axis"],)
-    return (flip(cumsum(flip(g, axes), axes[0]), axes),)
+    return (_reversed_cumsum(g, ctx.params["axis"]),)
+
+
+def _cumprod_vjp(ctx, g):
+    """dL/dx_i = sum_{j >= i} g_j prod_{k <= j, k != i} x_k, as torch. Before a row's first
+    zero: sum_{j >= i} g_j out_j / x_i. At the first zero z: out_{z-1} times
+    sum_{j >= z} g_j prod_{z < k <= j} x_k, which is the reversed running sum of g * q from z on,
+    q the running product with x_z read as 1. After it: 0. bf16: computed in float32."""
+    axis, dtype = ctx.params["axis"], ctx.inputs[0].dtype
+    x, out, g = _widen(ctx.inputs[0]), _widen(ctx.output), _widen(g)
+    zeros_so_far = cumsum((x == 0).astype(dtypes.int32), axis)
+    before, first = zeros_so_far == 0, (x == 0) & (zeros_so_far == 1)
+    q = cumprod(where(first, 1.0, x), axis)
+    at_zero = _reversed_cumsum(where(zeros_so_far > 0, g * q, 0.0), axis)
+    grad = where(before, _reversed_cumsum(g * out, axis) / where(before, x, 1.0),
+                 where(first, at_zero, 0.0))
+    return (_narrow(grad, dtype),)
+
+
+def _logcumsumexp_vjp(ctx, g):
+    """dL/dx_i = sum_{j >= i} g_j exp(x_i - out_j), in log space as torch: the positive and the
+    negative parts of g each through a reversed logcumsumexp, so nothing overflows (their
+    difference cancels digits where both parts are large, as in torch)."""
+    axis, dtype = ctx.params["axis"], ctx.inputs[0].dtype
+    x, out, g = _widen(ctx.inputs[0]), _widen(ctx.output), _widen(g)
+    ninf = float("-inf")
+
+    def part(h):  # sum_{j >= i} h_j exp(x_i - out_j) for h >= 0
+        logs = where(h > 0, where(h > 0, h, 1.0).log() - out, ninf)
+        return (x + flip(logcumsumexp(flip(logs, axis), axis), axis)).exp()
+    return (_narrow(part(where(g > 0, g, 0.0)) - part(where(g < 0, -g, 0.0)), dtype),)
 
 
 Op("concatenate", _concatenate_host, _concatenate_vulkan, vjp=_concatenate_vjp, saves=(), tests=[
@@ -545,7 +719,9 @@ Op("concatenate", _concatenate_host, _concatenate_vulkan, vjp=_concatenate_vjp, 
 Op("pad", _pad_host, _pad_vulkan, vjp=_pad_vjp, saves=(), tests=[OpTest(
     pad, lambda x, pad_width, constant_values: np.pad(
         x, pad_width, constant_values=np.asarray(constant_values).astype(x.dtype)),
-    _cases_pad, dtypes=_ALL_DTYPES)])
+    _cases_pad, dtypes=_ALL_DTYPES),
+    OpTest(pad, lambda x, pad_width, mode: np.pad(x, pad_width, mode), _cases_pad_modes,
+           dtypes=_ALL_DTYPES)])
 Op("flip", lambda a, axes: np.flip(a, axes), _flip_vulkan, saves=(),
    vjp=lambda ctx, g: (flip(g, ctx.params["axes"]),), tests=[OpTest(
     flip, lambda x, axis: np.flip(x, axis), _cases_flip, dtypes=_ALL_DTYPES)])
@@ -558,9 +734,23 @@ Op("repeat", lambda a, repeats, axis: np.repeat(a, repeats, axis), _repeat_vulka
    vjp=_repeat_vjp, saves=(), tests=[OpTest(
     repeat, lambda x, repeats, axis: np.repeat(x, repeats, axis), _cases_repeat,
     dtypes=_ALL_DTYPES)])
-Op("cumsum", _cumsum_host, _cumsum_vulkan, vjp=_cumsum_vjp, saves=(), tests=[OpTest(
-    cumsum, lambda x, axis: np.cumsum(x, axis), _cases_cumsum,
-    dtypes=("float32", "bfloat16", "int32", "bool"), reduction_length=_cumsum_length)])
+Op("cumsum", _scan_host("cumsum"), _scan_vulkan("cumsum"), vjp=_cumsum_vjp, saves=(), tests=[
+    OpTest(cumsum, lambda x, axis: np.cumsum(x, axis), _cases_cumsum,
+           dtypes=("float32", "bfloat16", "int32", "bool"), reduction_length=_cumsum_length)])
+Op("cumprod", _scan_host("cumprod"), _scan_vulkan("cumprod"), vjp=_cumprod_vjp,
+   saves=("inputs", "output"), tests=[
+    OpTest(cumprod, lambda x, axis: np.cumprod(x, axis), _cases_cumprod,
+           reduction_length=_cumsum_length),
+    OpTest(cumprod, lambda x, axis: np.cumprod(x, axis), lambda rng: [
+        ([rng.integers(-3, 4, (4, 9))], {"axis": 1}), ([rng.integers(-2, 3, (40,))], {"axis": 0})],
+        dtypes=("int32",), grad=False)])
+for _name, _numpy in (("cummax", np.maximum.accumulate), ("cummin", np.minimum.accumulate)):
+    Op(_name, _scan_host(_name), _scan_vulkan(_name), tests=[
+        OpTest(lambda x, axis, _n=_name: getattr(x, _n)(axis).values, _accumulated(_numpy),
+               _cases_extreme, dtypes=("float32", "bfloat16", "int32"))])
+Op("logcumsumexp", _scan_host("logcumsumexp"), _scan_vulkan("logcumsumexp"),
+   vjp=_logcumsumexp_vjp, saves=("inputs", "output"), tests=[
+    OpTest(logcumsumexp, _accumulated(np.logaddexp.accumulate), _cases_logcumsumexp)])
 
 
 def _cases_diagonal(rng):
