@@ -21,7 +21,9 @@
 //        packed dst only when contiguous and word-aligned, checked on the host);
 //        MODE_STORE / MODE_ADD: dst = src or dst += src per element, through a compare-and-swap
 //        on the element's word that changes only the element's own bits, so neighbouring elements
-//        of a packed dtype (and repeated indices in MODE_ADD) never lose writes.
+//        of a packed dtype (and repeated indices in MODE_ADD) never lose writes;
+//        MODE_MUL / MODE_MAX / MODE_MIN: dst = dst * src, max(dst, src), min(dst, src) alike
+//        (scatter_reduce; floats: NaN wins max and min; integers compare signed for int32).
 // src is converted to dst's dtype as numpy's unsafe cast does (through f32 when either is
 // floating); a DT_IMM src carries bits that the host already converted to dst's dtype.
 #include "common.glsl"
@@ -92,7 +94,24 @@ uint add_bits(uint dt, uint a, uint b) {
     return a + b;
 }
 
-void store_atomic(uint e, uint bits, bool add) {
+// dst's element a combined with src's b (as bits of dtype dt) by MODE.
+uint combine_bits(uint dt, uint a, uint b) {
+    if (MODE == MODE_STORE) return b;
+    if (MODE == MODE_ADD) return add_bits(dt, a, b);
+    if (is_float(dt)) {
+        float x = dt == DT_FLOAT32 ? uintBitsToFloat(a) : bf16_to_f32(a);
+        float y = dt == DT_FLOAT32 ? uintBitsToFloat(b) : bf16_to_f32(b);
+        if (MODE == MODE_MUL) return f32_to_bits(dt, x * y);
+        if (f32_is_nan(x)) return a;
+        if (f32_is_nan(y)) return b;
+        return (MODE == MODE_MAX) == (x > y) ? a : b;
+    }
+    if (MODE == MODE_MUL) return a * b;
+    bool greater = dt == DT_INT32 ? int(a) > int(b) : a > b;
+    return (MODE == MODE_MAX) == greater ? a : b;
+}
+
+void store_atomic(uint e, uint bits) {
     uint per = elems_per_word(DST_DT);
     uint width = 32u / per;
     uint shift = (e % per) * width;
@@ -100,7 +119,7 @@ void store_atomic(uint e, uint bits, bool add) {
     uint word = e / per;
     uint old = arena[word];
     for (;;) {
-        uint v = add ? add_bits(DST_DT, (old & field) >> shift, bits) : bits;
+        uint v = combine_bits(DST_DT, (old & field) >> shift, bits);
         uint seen = atomicCompSwap(arena[word], old, (old & ~field) | ((v << shift) & field));
         if (seen == old) break;
         old = seen;
@@ -129,6 +148,6 @@ void main() {
     }
     for (uint i = gl_GlobalInvocationID.x; i < p.n; i += threads) {
         offsets(i, dst_off, src_off, ix);
-        store_atomic(uint(int(p.dst_start) + dst_off), value_bits(src_off, ix), MODE == MODE_ADD);
+        store_atomic(uint(int(p.dst_start) + dst_off), value_bits(src_off, ix));
     }
 }

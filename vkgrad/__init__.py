@@ -22,7 +22,8 @@ from .tensor import (FUNCTIONS, Tensor, allclose, clip, div, from_numpy, full, i
                      tensor, where, zeros)
 from .ops.linalg import dot, einsum, matmul, outer  # after .tensor: it adds Tensor methods
 from .ops.indexing import add_at, one_hot, take, take_along_axis  # after .tensor, as linalg
-from .ops.sorting import argsort, sort, topk
+from .ops.sorting import (argsort, masked_select, nonzero, scatter, scatter_add, scatter_reduce,
+                          sort, topk)
 from .ops.movement import (chunk, concatenate, cummax, cummin, cumprod, cumsum, diag, diagonal, flip,
                            logcumsumexp, meshgrid, pad, repeat, roll, split, squeeze, stack,
                            tile)

@@ -45,8 +45,8 @@ RANDOM_OPS = ["uniform", "normal", "randint", "arange_float", "arange_int", "eye
 
 # Modes of gather.comp (strided copies with an index) and scan.comp (prefix sums), passed to
 # GLSL as defines of their single variants.
-GATHER_CODES = {"MODE_WORDS": 0, "MODE_STORE": 1, "MODE_ADD": 2, "MODE_MUL": 4, "MODE_MAX": 5,
-                "MODE_MIN": 6,
+GATHER_CODES = {"MODE_WORDS": 0, "MODE_STORE": 1, "MODE_ADD": 2, "MODE_MUL": 3, "MODE_MAX": 4,
+                "MODE_MIN": 5,
                 "INDEX_NONE": 0, "INDEX_SRC": 1, "INDEX_DST": 2, "INDEX_VALUE": 3}
 SCAN_CODES = {"SCAN_CHUNKS": 0, "SCAN_SUMS": 1, "SCAN_WRITE": 2, "SCAN_COMPACT": 3,
               "COMBINE_SUM": 0, "COMBINE_PROD": 1, "COMBINE_MAX": 2, "COMBINE_MIN": 3,

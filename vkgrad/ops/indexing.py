@@ -63,14 +63,15 @@ def scalar_bits(value, dtype):
 
 
 def strided_copy(shape, dst, dst_strides, src, src_strides=None, index=None, add=False,
-                 fresh=False, check=None, wrap=True):
+                 fresh=False, check=None, wrap=True, combine=None):
     """Queue gather.comp over the domain `shape`: element c does
     dst[sum c*dst_strides] = src[sum c*src_strides] (or += when `add`), converting to dst's dtype.
 
     dst, src: DeviceArrays whose `.start` is the base element (their own shape and strides are
     ignored); src may instead be a Python scalar. index = (array, strides, n, scale, side) adds
     fix(array[sum c*strides]) * scale to the side's offset ("src", "dst") or to the int32 value
-    ("value"). n > 0 checks the entries against an axis of n: valid in [-n, n), negative ones
+    ("value"). `combine` ("mul", "max", "min"): dst = dst * src, max or min, as `add` adds.
+    n > 0 checks the entries against an axis of n: valid in [-n, n), negative ones
     wrapping (in [0, n) when not `wrap`); one out of range is clamped into [0, n) and makes the
     next synchronisation raise IndexError naming op `check`. `fresh`: dst is a whole new
     allocation, so a partial last word belongs to it alone.
@@ -89,10 +90,12 @@ def strided_copy(shape, dst, dst_strides, src, src_strides=None, index=None, add
               array.start if array is not None else 0]
     codes = [dst.dtype.code, kernels.DTYPE_CODES["imm"] if imm else src.dtype.code,
              array.dtype.code if array is not None else 0]
-    mode = "MODE_ADD" if add else "MODE_STORE"
+    mode = "MODE_ADD" if add else f"MODE_{combine.upper()}" if combine else "MODE_STORE"
     per = dst.dtype.per_word
-    if not add and (per == 1 or (side != "dst" and layout.is_contiguous(shape, strides[0])
-                                 and dst.start % per == 0 and (n % per == 0 or fresh))):
+    if mode == "MODE_STORE" and (per == 1 or (side != "dst"
+                                              and layout.is_contiguous(shape, strides[0])
+                                              and dst.start % per == 0
+                                              and (n % per == 0 or fresh))):
         mode = "MODE_WORDS"  # plain stores: each invocation owns whole words of dst
     _launch_copy(dst.backend, shape, strides, starts, [idx_n, scale, checked],
                  [_G[mode], _G["INDEX_" + side.upper()], *codes])
@@ -121,7 +124,8 @@ def _scan_launch(backend, phase, threads, **f):
     push = [f["len"], f["rows"], f["chunk"], f["nchunks"], len(f["shape"]), f["src"].start,
             f["src_step"], f["dst_start"], f["dst_step"], f["sums_start"], *f["shape"], *pad,
             *f["src_strides"], *pad, *f["dst_strides"], *pad]
-    backend.launch("scan", "", threads, push, (_S[phase], f["is_float"], f["src"].dtype.code))
+    backend.launch("scan", "", threads, push, (_S[phase], f["is_float"], f["src"].dtype.code,
+                                               _S["COMBINE_" + f.get("combine", "sum").upper()]))
 
 
 def _chunking(length, rows):
@@ -131,23 +135,24 @@ def _chunking(length, rows):
     return chunk, -(-length // chunk)
 
 
-def scan_rows(src, dst, axis):
+def scan_rows(src, dst, axis, combine="sum"):
     """Queue the inclusive prefix sums of `src` along `axis` into `dst` (same shape, a 32-bit
-    dtype: float32 accumulates floats, int32/uint32 integers)."""
+    dtype: float32 accumulates floats, int32/uint32 integers), or running combinations by
+    `combine`: "prod", "max", "min" (NaN propagates), "logaddexp" (floats only)."""
     backend, length = src.backend, src.shape[axis]
     rows_dims = [d for d in range(src.ndim) if d != axis]
     shape, (src_strides, dst_strides) = layout.coalesce(
         [src.shape[d] for d in rows_dims], [src.strides[d] for d in rows_dims],
         [dst.strides[d] for d in rows_dims])
     if len(shape) > MAXD:
-        return scan_rows(contiguous(src), dst, axis)
+        return scan_rows(contiguous(src), dst, axis, combine)
     rows = prod(shape)
     if rows * length == 0:
         return
     chunk, nchunks = _chunking(length, rows)
     sums = backend.empty((rows * (nchunks + 1),), dst.dtype) if nchunks > 1 else None
-    fields = dict(is_float=int(dst.dtype.is_floating), len=length, rows=rows, chunk=chunk,
-                  nchunks=nchunks, src=src, src_step=src.strides[axis], dst_start=dst.start,
+    fields = dict(combine=combine, is_float=int(dst.dtype.is_floating), len=length, rows=rows,
+                  chunk=chunk, nchunks=nchunks, src=src, src_step=src.strides[axis], dst_start=dst.start,
                   dst_step=dst.strides[axis], sums_start=sums.start if sums else 0, shape=shape,
                   src_strides=src_strides, dst_strides=dst_strides)
     if sums is not None:
