@@ -91,6 +91,7 @@ def test_smooth_l1_and_huber(device, name, param, value, reduction, rng):
     assert_op_close(got.numpy(), ref.numpy(), "float32", 27, 0, "module")
 
 
+@pytest.mark.filterwarnings("ignore:reduction. .mean. divides")
 @pytest.mark.parametrize("reduction", REDUCTIONS + ("batchmean",))
 @pytest.mark.parametrize("log_target", [False, True])
 def test_kl_div(device, reduction, log_target, rng):
