@@ -13,7 +13,7 @@ reverse registration order: the order backward tends to finish them. A hook on e
 (autograd.register_post_accumulate_grad_hook) notes when its gradient is final; when a bucket's
 gradients all are, its gradients are concatenated into one flat tensor on their device, copied
 to the host in one transfer, and its all-reduce (MPI_Iallreduce, not blocking) starts while the
-rest of the backward pass runs. Buckets start in index order on every rank (MPI wants the same
+rest of the backward pass runs (the last bucket's, with nothing left to overlap, blocks). Buckets start in index order on every rank (MPI wants the same
 collective order everywhere), so a bucket that finishes early waits for the ones before it. At
 the end of backward (autograd.queue_callback) every bucket is waited for, divided by the world
 size, copied back in one transfer, and each parameter's .grad becomes a view of it.
@@ -119,11 +119,14 @@ class DistributedDataParallel(Module):
             self._next = self._next + 1
 
     def _start(self, i):
+        """Start bucket i's all-reduce; the last bucket's, which nothing is left to overlap
+        with, runs at once with the blocking call (Open MPI's is faster: docs/distributed.md)."""
         bucket = self._buckets[i]
         grads = [p.grad.reshape(-1) for p in bucket.params]
         with autograd.no_grad():
             flat = concatenate(grads) if len(grads) > 1 else grads[0].astype(grads[0].dtype)
-        bucket.work = dist.start_all_reduce(flat.numpy(), "mean")   # one transfer down
+        bucket.work = dist.start_all_reduce(flat.numpy(), "mean",   # one transfer down
+                                            blocking=i == len(self._buckets) - 1)
         self.events.append(("start", i))
 
     def _finish(self):
