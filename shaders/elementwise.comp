@@ -456,7 +456,8 @@ T apply(T a, T b, T c) {
     case OP_FLOORDIV: return b == 0.0 ? a / b : floor(a / b);
     case OP_MOD: return py_mod(a, b);
     case OP_POW: {  // GLSL's pow is undefined for a < 0 or a == 0 with b <= 0; numpy's is not
-        if (b == 0.0) return 1.0;
+        if (b == 0.0 || a == 1.0) return 1.0;  // IEEE: also for a NaN or infinite other side
+        if (f32_is_nan(a) || f32_is_nan(b)) return NAN_F;  // (the driver's pow(NaN, 3) was 0)
         if (b == 2.0) return a * a;
         if (a == 0.0) return b < 0.0 ? INF_F : 0.0;
         bool odd = b == floor(b) && mod(b, 2.0) == 1.0;

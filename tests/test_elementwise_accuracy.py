@@ -127,6 +127,16 @@ def test_pow_negative_infinity(device):
     np.testing.assert_array_equal(np.signbit(got), np.signbit(expected.numpy()))
 
 
+def test_pow_nan(device):
+    # IEEE pow, as numpy and torch: NaN in, NaN out, except x ** 0 and 1 ** y, which are 1
+    x = np.array([np.nan, np.nan, np.nan, np.nan, 2.0, 1.0, 1.0, -np.nan, 0.0], np.float32)
+    y = np.array([3.0, 0.5, 0.0, 2.0, np.nan, np.nan, np.inf, -1.0, np.nan], np.float32)
+    expected = (torch.from_numpy(x) ** torch.from_numpy(y)).numpy()
+    got = (vk.tensor(x, device=device) ** vk.tensor(y, device=device)).numpy()
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal((vk.tensor(x, device=device) ** 3.0).numpy(), x ** 3)
+
+
 @pytest.mark.parametrize("op", ["add", "sub", "mul", "div", "lt", "maximum"])
 def test_bf16_python_scalar_at_f32_precision(op, device):
     """x (op) 0.1 on a bf16 tensor: the scalar stays a float32 0.1 and the float32 result rounds

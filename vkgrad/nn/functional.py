@@ -10,8 +10,8 @@ bfloat16, and is differentiable (twice, where the math is) through autograd.
 >>> loss.backward()
 
 Convolution and pooling (conv1d, conv2d, conv_transpose1d, conv_transpose2d, max_pool2d,
-max_unpool2d, avg_pool2d, adaptive_avg_pool2d, unfold, fold) are the ops of vkgrad/ops/conv.py,
-re-exported here.
+max_unpool2d, avg_pool2d, adaptive_avg_pool2d, adaptive_max_pool2d, unfold, fold) are the ops
+of vkgrad/ops/conv.py, re-exported here.
 
 bf16 inputs: every function here built from several ops (linear and conv with a bias, softmax,
 log_softmax, the normalisations, every loss) computes in float32 and rounds its result to bf16
@@ -24,8 +24,8 @@ import numpy as np
 from .. import dtypes, layout
 from ..autograd import no_grad
 from ..creation import arange
-from ..ops.conv import (adaptive_avg_pool2d, avg_pool2d, conv1d, conv2d, conv_transpose1d,
-                        conv_transpose2d, fold, max_pool2d, max_unpool2d, unfold)
+from ..ops.conv import (adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, conv1d, conv2d,
+                        conv_transpose1d, conv_transpose2d, fold, max_pool2d, max_unpool2d, unfold)
 from ..ops.indexing import take, take_along_axis
 from ..ops.movement import pad as _pad_numpy
 from ..random import rand
@@ -34,7 +34,8 @@ from ..tensor import (Tensor, _add_narrow, _narrow, _widen, clip, elementwise, f
                       where)
 
 __all__ = [
-    "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "max_pool2d", "max_unpool2d", "avg_pool2d", "adaptive_avg_pool2d", "unfold", "fold",
+    "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "max_pool2d", "max_unpool2d",
+    "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "unfold", "fold",
     "linear", "relu", "gelu", "silu", "sigmoid", "tanh", "softmax", "log_softmax", "dropout",
     "batch_norm", "layer_norm", "embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss",
     "binary_cross_entropy_with_logits", "multi_margin_loss", "group_norm",

@@ -345,8 +345,9 @@ VJPS = {
     "selu": _unary(lambda g, x, out: _where(x > 0, g * _SELU_SCALE,
                                             g * x.exp() * (_SELU_SCALE * _SELU_ALPHA))),
     "hardsigmoid": _unary(lambda g, x, out: _where((x > -3) & (x < 3), g / 6, 0.0)),
-    "hardswish": _unary(lambda g, x, out: _where(x < -3, 0.0, _where(x <= 3, g * (x / 3 + 0.5),
-                                                                      g))),
+    # torch 2.13: 0 up to -3 (inclusive), x / 3 + 1/2 inside, 1 from 3 on
+    "hardswish": _unary(lambda g, x, out: _where(x <= -3, 0.0, _where(x < 3, g * (x / 3 + 0.5),
+                                                                       g))),
     "mish": _unary(lambda g, x, out: _mish_grad(g, x)),
     "softsign": _unary(lambda g, x, out: _softsign_grad(g, x)),
     "logsigmoid": _unary(lambda g, x, out: g * (-x).sigmoid()),
