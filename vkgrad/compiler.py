@@ -17,18 +17,23 @@ A call records when it meets new argument shapes, dtypes or devices (or new non-
 arguments): it copies the tensor arguments into input tensors of its own and runs the function
 eagerly on those while the Vulkan backend keeps every dispatch queued. Every kernel addresses its
 operands by offsets into one arena buffer, so a later call only copies its arguments into those
-inputs and queues the recorded dispatches again: no op, autograd or optimizer code runs, nothing
-is allocated and no pipeline is created. The recorded kernels update parameters, gradients and
+inputs and submits the recorded dispatches again: they were recorded once into a command buffer
+of their own (with barriers only where one kernel depends on another), which every replay
+submits after the copies' submission, without waiting. No op, autograd or optimizer code runs,
+no dispatch is recorded, nothing is allocated and no pipeline is created; the host waits only
+when it reads a value. The recorded kernels update parameters, gradients and
 optimizer state in place as the eager step did, and the call returns the same result objects
 every time, holding the latest call's values (clone one to keep it).
 
 What a replay cannot see is checked or refused:
-- Host values baked into the kernels, or advanced by the step on the host, are checked before
-  every replay (`guard`): optimizer hyper-parameters, first-step flags and step counters (an lr
-  scheduler's new rate, momentum's first step), random generator positions, gradients
+- Host values baked into the kernels are checked before every replay (`guard`): optimizer
+  hyper-parameters, first-step flags and state tensors (an lr scheduler's new rate, momentum's
+  first step, a load_state_dict), which device holds a random generator's state, gradients
   accumulated across calls, each module's train/eval mode. If one changed, the call records
-  again. Adam's and RMSprop's step counters and random draws change every step, so such a step
-  records on every call: correct, at eager speed, and a warning says so.
+  again. Counters that change every step live on the device and the kernels advance them:
+  Adam's and RMSprop's step counts, random generators' positions (so replayed draws are fresh,
+  the same stream as eager). A step whose baked values change on every call records on every
+  call: correct, at eager speed, and a warning says so.
 - Reading a value on the host (`.item()`, `.numpy()`) or copying host data in inside the step
   raises: pass data in as arguments and return what you want to read.
 - Python control flow runs only while recording, so the function must do the same work on every
@@ -160,9 +165,9 @@ class Compiled:
         if self._unreplayed == EAGER_WARNING_AFTER:
             warnings.warn(
                 f"vkgrad.compile: {getattr(self.fn, '__name__', 'the step')} changed host values "
-                f"baked into its kernels on each of {EAGER_WARNING_AFTER} calls (an optimizer's "
-                "step counter such as Adam's or RMSprop's, random numbers, gradients accumulated across calls, a changing "
-                "learning rate), so it records every call and runs at eager speed",
+                f"baked into its kernels on each of {EAGER_WARNING_AFTER} calls (gradients "
+                "accumulated across calls, a changing learning rate), so it records every call "
+                "and runs at eager speed",
                 RuntimeWarning, stacklevel=3)
 
 

@@ -7,9 +7,21 @@ operands are addressed by element offsets in push constants. What selects code p
 modes, operand dtypes) is given as specialization constants instead, so the driver compiles each
 combination into straight-line code: one pipeline per (kernel variant, constants), created on
 first use. CPU drivers such as lavapipe run every arm of a branch under a mask, so a run-time
-switch over 49 ops cost 7x the op itself there. Dispatches are recorded into one command buffer and submitted
-when the host needs data (or the queue grows long), with a memory barrier between dispatches
-(from the patch) so that dependent kernels are ordered on real GPUs.
+switch over 49 ops cost 7x the op itself there.
+
+Submission: dispatches are recorded into a command buffer and submitted when the host needs data
+(or the queue grows long) without waiting; the host waits only when it reads a value (to_numpy,
+synchronize) or needs staging room, and then for everything it submitted. All work goes to one
+queue. Ordering is by barriers, which the backend places itself (the patched Kompute records
+none): each launch declares the operands it reads and writes (`reads=`, `writes=`), `Hazards`
+tracks the arena and staging words read and written since the last barrier, and a dispatch gets
+one global barrier before it only if it reads a word still being written or writes a word still
+being read or written; a launch that declares nothing gets one always and counts as touching
+everything. Every submission ends with one barrier (compute writes before later compute reads and
+writes, and before host reads), so work submitted later, or read by the host after its fence, is
+ordered after it without tracking across submissions. Reused arena words are covered by the same
+rule: a new owner's first write waits for the old owner's queued readers. vk.stats() counts the
+barriers recorded into submitted work (`barriers`).
 
 Device-side errors: index tensors on the device are checked by the kernels that read them, since
 the host never sees their values. The staging buffer's last word is the *error word*: a kernel
@@ -37,9 +49,14 @@ SPIRV_DIR = pathlib.Path(__file__).resolve().parent.parent / "_spirv"
 ALIGN_WORDS = 16                  # 64-byte sub-allocation granularity
 LARGE_WORDS = 1 << 18             # blocks of 1 MiB and more are cut from the top of free space
 MAX_GROUPS = 65535                # Vulkan's guaranteed maxComputeWorkGroupCount[0]
-MAX_PENDING = 4096                # dispatches queued before a submit is forced
+MAX_PENDING = 256                 # dispatches queued before they are submitted (the device starts)
 MAX_BUFFER_BYTES = (1 << 32) - (1 << 16)  # Kompute sizes buffers with 32-bit integers
 ERROR_WORDS = ALIGN_WORDS         # staging's top words, kept from transfers; the last: errors
+MAX_IN_FLIGHT = 64                # submissions queued before the host waits for them
+ARENA, STAGING = 0, 1             # the two buffers every kernel binds, as Hazards names them
+# Vulkan flags for the barriers (VkAccessFlagBits, VkPipelineStageFlagBits)
+SHADER_READ, SHADER_WRITE, HOST_READ = 0x20, 0x40, 0x2000
+COMPUTE_STAGE, HOST_STAGE = 0x800, 0x4000
 
 
 def f32_bits(x):
@@ -116,8 +133,10 @@ class ArenaPool:
     Releases are queued and applied at the next allocation: a Block can die in a garbage
     collection that starts inside the allocator itself.
 
-    Reusing a block while earlier queued kernels still read it is safe: all work runs in one queue
-    with a full barrier between dispatches, so a later writer waits for every earlier reader.
+    Reusing a block while earlier queued kernels still read it is safe: all work runs in one queue,
+    and a dispatch that writes words an earlier one in its submission read (and has not been
+    barriered from) gets a barrier first (see Hazards); earlier submissions each ended with a
+    barrier. So a later writer waits for every earlier reader, whether or not the host waited.
     """
 
     def __init__(self, capacity_words):
@@ -237,19 +256,70 @@ class DeviceArray:
         return DeviceArray(self.backend, self.block, shape, strides, offset, self.dtype)
 
 
+class Hazards:
+    """The words that dispatches queued since the last barrier read and write, as (buffer, first,
+    end) ranges (buffer ARENA or STAGING), or `everything` after a dispatch that declared nothing.
+    `conflicts` says whether a dispatch must wait for them (read after write, write after read,
+    write after write); the caller then records a barrier and clears them."""
+    __slots__ = ("reads", "writes", "everything")
+
+    def __init__(self):
+        self.reads, self.writes, self.everything = [], [], False
+
+    def clear(self):
+        self.reads, self.writes, self.everything = [], [], False
+
+    def conflicts(self, reads, writes):
+        """Whether ranges `reads`, `writes` (None: unknown, so anything) touch pending work."""
+        if writes is None:
+            return self.everything or bool(self.reads or self.writes)
+        if self.everything:
+            return True
+        return any(_overlaps(r, self.writes) for r in reads) or \
+            any(_overlaps(w, self.writes) or _overlaps(w, self.reads) for w in writes)
+
+    def add(self, reads, writes):
+        if writes is None:
+            self.everything = True
+        else:
+            self.reads += reads
+            self.writes += writes
+
+
+def _overlaps(range_, ranges):
+    buffer, first, end = range_
+    return any(b == buffer and f < end and first < e for b, f, e in ranges)
+
+
+def _ranges(arrays):
+    """The arena words of `arrays` (DeviceArrays, whole blocks; ranges pass through; None and
+    scalars are skipped)."""
+    out = []
+    for a in arrays:
+        if isinstance(a, DeviceArray):
+            out.append((ARENA, a.block.word, a.block.word + a.block.words))
+        elif isinstance(a, tuple):
+            out.append(a)
+    return out
+
+
 class Recording:
     """What a capture keeps (see vkgrad.compile): the dispatches queued while it recorded, with
-    their profiler labels, and the arena memory they may address, for as long as the recording
-    lives: every block allocated while recording, and every older block a dispatch addressed.
-    Those still alive at the end are held; the words of those that died form `free` (see
-    ArenaPool), reused while recording and reserved afterwards. `owner`: the capturing thread."""
-    __slots__ = ("pool", "owner", "dispatches", "touched", "blocks", "free")
+    their profiler labels and the ranges they read and write, and the arena memory they may
+    address, for as long as the recording lives: every block allocated while recording, and every
+    older block a dispatch addressed. Those still alive at the end are held; the words of those
+    that died form `free` (see ArenaPool), reused while recording and reserved afterwards.
+    `owner`: the capturing thread. `sequence`: the dispatches recorded once into a command buffer
+    of their own (with their barriers, `barriers` of them), which every replay submits again."""
+    __slots__ = ("pool", "owner", "dispatches", "touched", "blocks", "free", "sequence",
+                 "barriers")
 
     def __init__(self, pool):
         self.pool, self.owner = pool, threading.get_ident()
-        self.dispatches = []              # (kp.OpAlgoDispatch, kernel label, op name)
+        self.dispatches = []              # (kp.OpAlgoDispatch, label, op name, reads, writes)
         self.touched = weakref.WeakSet()  # blocks allocated or addressed so far, while alive
         self.blocks, self.free = (), FreeSpace()
+        self.sequence, self.barriers = None, 0
 
     def touch(self, block):
         block.recording = self
@@ -292,6 +362,9 @@ class VulkanBackend(Backend):
         mapped = self._staging.data()  # the mapped memory itself, not a copy
         self._staging_words = mapped[:-ERROR_WORDS]
         self._error_word = mapped[-1:]
+        # staging as launch(reads=, writes=) name it: whole, as the validation layer counts a
+        # kernel that may touch one word of a binding (the error word, say) as touching it all
+        self.staging_range = (STAGING, 0, mapped.size)
         self._error_names = []      # error code - 1 -> the op named in the IndexError
         self._error = 0             # the code found by the last waits, not yet raised
         self.counters.device_bytes_allocated += arena_bytes + staging_bytes
@@ -299,9 +372,19 @@ class VulkanBackend(Backend):
         self._staging_used = 0      # words of staging handed out since the last wait
         self._algorithms = {}
         self._user_spirv = {}       # (family, variant) -> SPIR-V of kernels registered at run time
-        self._sequence = manager.sequence()
-        self._pending = 0
         self._profiled = None       # while profiling: [(kernel, op)] per queued dispatch
+        self._sequence = manager.sequence()  # where eager dispatches are recorded
+        self._spare = []            # eager sequences done with, to record into again
+        self._in_flight = []        # sequences submitted since the last wait (eager, replays)
+        self._submitted = 0         # submissions since the last wait
+        self._pending = 0           # dispatches recorded into _sequence, not yet submitted
+        self._hazards = Hazards()   # what _sequence's dispatches since its last barrier touch
+        self._barrier = kp.OpMemoryBarrier([], SHADER_WRITE, SHADER_READ | SHADER_WRITE,
+                                           COMPUTE_STAGE, COMPUTE_STAGE)
+        # the end of every submission: also before host reads of staging after the fence
+        self._end_barrier = kp.OpMemoryBarrier([], SHADER_WRITE,
+                                               SHADER_READ | SHADER_WRITE | HOST_READ,
+                                               COMPUTE_STAGE, COMPUTE_STAGE | HOST_STAGE)
 
     # ---- memory ---------------------------------------------------------------------------------
     def empty(self, shape, dtype):
@@ -316,6 +399,8 @@ class VulkanBackend(Backend):
         host = np.asarray(array, dtype=dtype.np_dtype, order="C")
         out = self.empty(host.shape, dtype)
         raw = host.reshape(-1).view(np.uint8)
+        self.counters.transfers += 1
+        self.counters.transfer_bytes += raw.size
         with self._lock:
             done = 0
             while done < raw.size:
@@ -337,13 +422,15 @@ class VulkanBackend(Backend):
         first_word, skip = divmod(array.start, dtype.per_word)
         total_words = -(-(skip + n) // dtype.per_word)
         out = np.empty(total_words * 4, np.uint8)
+        self.counters.transfers += 1
+        self.counters.transfer_bytes += out.size
         with self._lock:
             done = 0
             while done < total_words:
                 chunk = min(total_words - done, self._staging_room())
                 word = self._staging_alloc(chunk)
                 self._transfer(False, chunk, first_word + done, word)
-                self._submit()
+                self._wait()
                 out[done * 4:(done + chunk) * 4] = self._staging_words[word:word + chunk].view(np.uint8)
                 done += chunk
             self._raise_device_error()
@@ -363,7 +450,7 @@ class VulkanBackend(Backend):
     def _staging_room(self):
         room = self._staging_words.size - self._staging_used
         if room < ALIGN_WORDS:
-            self._submit()  # staging space is reclaimed only once the device has consumed it
+            self._wait()  # staging space is reclaimed only once the device has consumed it
             room = self._staging_words.size
         return room
 
@@ -373,7 +460,10 @@ class VulkanBackend(Backend):
         return word
 
     def _transfer(self, to_arena, words, arena_word, staging_word):
-        self.launch("transfer", "", words, [words, arena_word, staging_word], (int(to_arena),))
+        arena = (ARENA, arena_word, arena_word + words)
+        staging = self.staging_range
+        self.launch("transfer", "", words, [words, arena_word, staging_word], (int(to_arena),),
+                    reads=[staging if to_arena else arena], writes=[arena if to_arena else staging])
 
     def memory_stats(self):
         return {"arena_bytes": self.pool.capacity * 4, "in_use_bytes": self.pool.in_use * 4,
@@ -401,31 +491,41 @@ class VulkanBackend(Backend):
             self.counters.pipelines_created += 1
         return algo
 
-    def launch(self, family, variant, threads, push, spec=()):
+    def launch(self, family, variant, threads, push, spec=(), reads=(), writes=None):
         """Queue one dispatch of `family`/`variant` covering `threads` invocations (kernels loop
         over the rest when the grid is capped). `push` is a list of ints, at most PUSH_WORDS;
-        `spec` a tuple of ints, the kernel's specialization constants (constant_id 0, 1, ...)."""
+        `spec` a tuple of ints, the kernel's specialization constants (constant_id 0, 1, ...).
+        `writes`: the DeviceArrays the kernel writes (or reads and writes), `reads`: those it
+        only reads (None entries and scalars skipped; whole blocks count). Without `writes`
+        the kernel may touch anything, so it is ordered after all earlier work and before all
+        later work (see Hazards): correct, but it runs alone."""
         groups = max(1, min(MAX_GROUPS, -(-threads // kernels.WORKGROUP)))
         constants = np.zeros(kernels.PUSH_WORDS, np.int64)
         constants[:len(push)] = push
+        reads, writes = (None, None) if writes is None else (_ranges(reads), _ranges(writes))
         with self._lock:
             op = self._kp.OpAlgoDispatch(self._algorithm(family, variant, tuple(spec)),
                                          constants.astype(np.uint32), (groups, 1, 1))
-            label = f"{family}/{variant}" if variant else family
-            op_name = profiler.current_op()
+            entry = (op, f"{family}/{variant}" if variant else family, profiler.current_op(),
+                     reads, writes)
             recording = self.recording
             if recording is not None:
-                recording.dispatches.append((op, label, op_name))
-            self._queue(op, label, op_name)
+                recording.dispatches.append(entry)
+            self._queue(*entry)
 
-    def _queue(self, op, label, op_name):
+    def _queue(self, op, label, op_name, reads, writes):
+        if self._hazards.conflicts(reads, writes):
+            self._record_barrier(self._barrier)
+            self._hazards.clear()
+        self._hazards.add(reads, writes)
         self._sequence.record(op)
+        self.counters.dispatches_recorded += 1
         if self._profiled is not None:
             self._profiled.append((label, op_name))
         self.counters.dispatches += 1
         self._pending += 1
         if self._pending >= MAX_PENDING:
-            self._submit()
+            self._flush()
 
     # ---- capture and replay (vkgrad.compile) ---------------------------------------------------
     def begin_capture(self):
@@ -436,27 +536,86 @@ class VulkanBackend(Backend):
         return self.pool.begin_recording() is not None
 
     def end_capture(self):
-        return self.pool.end_recording()
+        """Finish the capture and record its dispatches once into a command buffer of their own,
+        with barriers where one depends on another (the submission before ends with one)."""
+        recording = self.pool.end_recording()
+        with self._lock:
+            sequence, hazards = self.manager.sequence(), Hazards()
+            for op, _, _, reads, writes in recording.dispatches:
+                if hazards.conflicts(reads, writes):
+                    sequence.record(self._barrier)
+                    recording.barriers += 1
+                    hazards.clear()
+                hazards.add(reads, writes)
+                sequence.record(op)
+            sequence.record(self._end_barrier)
+            recording.barriers += 1
+            recording.sequence = sequence
+            self.counters.dispatches_recorded += len(recording.dispatches)
+        return recording
 
     def replay(self, recording):
-        """Queue a Recording's dispatches again, in their order: the same kernels, on the same
-        memory, with the same push constants. No op runs, nothing is allocated."""
+        """Submit a Recording's command buffer again, after what is queued (the copies of a
+        compiled step's arguments): the same kernels, on the same memory, with the same push
+        constants. No op runs, nothing is allocated or recorded, and the host does not wait.
+        While profiling, its dispatches are queued one by one instead, for their timestamps."""
         with self._lock:
-            for op, label, op_name in recording.dispatches:
-                self._queue(op, label, op_name)
+            if self._profiled is not None:
+                for entry in recording.dispatches:
+                    self._queue(*entry)
+                return
+            self._flush()
+            self._submit(recording.sequence)
+            self.counters.dispatches += len(recording.dispatches)
+            self.counters.barriers += recording.barriers
 
-    def _submit(self):
-        """Submit everything queued and wait for it; keep the error word's code for the next
-        _raise_device_error()."""
+    def _record_barrier(self, barrier):
+        self._sequence.record(barrier)
+        self.counters.barriers += 1
+        if self._profiled is not None:
+            self._profiled.append(None)  # its timestamp is no kernel's
+
+    def _submit(self, sequence, eager=False):
+        """Submit `sequence` without waiting (after waiting for all earlier submissions, when
+        MAX_IN_FLIGHT are queued). `eager`: it goes back to the spares once waited for."""
+        if self._submitted >= MAX_IN_FLIGHT:
+            self._wait()
+        sequence.eval_async()
+        self.counters.submits += 1
+        self._submitted += 1
+        if not any(s is sequence for s, _ in self._in_flight):
+            self._in_flight.append((sequence, eager))
+
+    def _flush(self):
+        """Submit the eager dispatches queued so far, ended by a barrier, without waiting."""
         with self._lock:
-            if self._pending:
-                self._sequence.eval()
-                if self._profiled is not None:
-                    self._collect_times()
+            if not self._pending:
+                return
+            self._record_barrier(self._end_barrier)
+            self._hazards.clear()
+            self._pending = 0
+            if self._profiled is not None:  # one timestamped sequence, waited for at once
+                self._submit(self._sequence)
+                self._wait()
+                self._collect_times()
                 self._sequence.clear()
-                self.counters.submits += 1
+                return
+            self._submit(self._sequence, eager=True)
+            self._sequence = self._spare.pop() if self._spare else self.manager.sequence()
+
+    def _wait(self):
+        """Submit what is queued and wait for everything submitted; keep the error word's code
+        for the next _raise_device_error(). Staging is free again afterwards."""
+        with self._lock:
+            self._flush()
+            if self._in_flight:
+                for sequence, eager in self._in_flight:
+                    sequence.eval_await()
+                    if eager:
+                        sequence.clear()
+                        self._spare.append(sequence)
+                self._in_flight, self._submitted = [], 0
                 self.counters.host_syncs += 1
-                self._pending = 0
                 if self._error_word[0]:
                     self._error = self._error or int(self._error_word[0])
                     self._error_word[0] = 0
@@ -464,7 +623,7 @@ class VulkanBackend(Backend):
 
     def synchronize(self):
         with self._lock:
-            self._submit()
+            self._wait()
             self._raise_device_error()
 
     def error_code(self, name):
@@ -486,11 +645,12 @@ class VulkanBackend(Backend):
         """While on, dispatches are recorded into a sequence that writes a timestamp after each
         one (where the device supports timestamps), and their times go to vkgrad.profiler."""
         with self._lock:
-            self._submit()
+            self._wait()
             if on == (self._profiled is not None):
                 return
             self._profiled = [] if on else None
-            stamps = MAX_PENDING + 1 if on and self.info.get("timestamps_supported") else 0
+            # a timestamp after each recorded command: dispatches and barriers
+            stamps = 2 * MAX_PENDING + 2 if on and self.info.get("timestamps_supported") else 0
             self._sequence = self.manager.sequence(0, stamps)
 
     def _collect_times(self):
@@ -498,8 +658,9 @@ class VulkanBackend(Backend):
         if self.info.get("timestamps_supported"):
             ticks = self._sequence.get_timestamps()
             scale = self.info.get("timestamp_period", 1.0) * 1e-9
-            seconds = [(b - a) * scale for a, b in zip(ticks, ticks[1:])]
-        profiler.add_kernel_times(self._profiled, seconds)
+            seconds = [(b - a) * scale for a, b, entry in zip(ticks, ticks[1:], self._profiled)
+                       if entry is not None]
+        profiler.add_kernel_times([e for e in self._profiled if e is not None], seconds)
         self._profiled = []
 
     def run(self, op, *args, **params):

@@ -97,18 +97,21 @@ def strided_copy(shape, dst, dst_strides, src, src_strides=None, index=None, add
                                               and dst.start % per == 0
                                               and (n % per == 0 or fresh))):
         mode = "MODE_WORDS"  # plain stores: each invocation owns whole words of dst
+    # what it reads and writes (the kernel may write the error word, in staging)
+    access = ([src, array], [dst, dst.backend.staging_range])
     _launch_copy(dst.backend, shape, strides, starts, [idx_n, scale, checked],
-                 [_G[mode], _G["INDEX_" + side.upper()], *codes])
+                 [_G[mode], _G["INDEX_" + side.upper()], *codes], access)
 
 
-def _launch_copy(backend, shape, strides, starts, index_params, spec):
+def _launch_copy(backend, shape, strides, starts, index_params, spec, access):
     words = spec[0] == _G["MODE_WORDS"]
     if len(shape) > MAXD:  # too many dims survive coalescing: one dispatch per leading index
         if words and _ITEMSIZE[spec[2]] < 4:
             spec = [_G["MODE_STORE"], *spec[1:]]  # slices of a packed dst may share words
         for i in range(shape[0]):
             _launch_copy(backend, shape[1:], [s[1:] for s in strides],
-                         [b + i * s[0] for b, s in zip(starts, strides)], index_params, spec)
+                         [b + i * s[0] for b, s in zip(starts, strides)], index_params, spec,
+                         access)
         return
     n = prod(shape)
     pad = [0] * (MAXD - len(shape))
@@ -116,7 +119,8 @@ def _launch_copy(backend, shape, strides, starts, index_params, spec):
     for s in strides:
         push += [*s, *pad]
     per = 4 // _ITEMSIZE[spec[2]]
-    backend.launch("gather", "", -(-n // per) if words else n, push, tuple(spec))
+    backend.launch("gather", "", -(-n // per) if words else n, push, tuple(spec),
+                   reads=access[0], writes=access[1])
 
 
 def _scan_launch(backend, phase, threads, **f):

@@ -133,7 +133,8 @@ def launch(backend, name, a, kept, axes, out, scale, chunk=None, index=None):
             pieces, chunk, 0 if index is None else index.start]
     domain = "float" if a.dtype.is_floating else "int"
     backend.launch("reduce", domain, -(-n_out // per_group) * kernels.WORKGROUP, push,
-                   (code, out.dtype.code, a.dtype.code, group, stage))
+                   (code, out.dtype.code, a.dtype.code, group, stage),
+                   reads=[a], writes=[out, index])
 
 
 _REDUCE_SHAPES = [((), None), ((1000,), None), ((3, 4, 5), 0), ((3, 4, 5), -1), ((3, 4, 5), (0, 2)),
