@@ -337,9 +337,7 @@ def _scatter_reduce_vjp(ctx, g):
         gs = where(single, _gather(g * reduced(a, where(single, 1.0, src)), index, axis),
                    _gather(g * out, index, axis) / where(zero, 1.0, src))
     else:
-        hit_a = a == out
-        if free is not None:
-            hit_a = hit_a & ~free
+        hit_a = a == out  # torch counts t's ties also when include_self=False (t then gets 0)
         hit_src = src == _gather(out, index, axis)
         share = g / reduced(hit_a.astype(a.dtype), hit_src.astype(a.dtype), "sum", True)
         ga, gs = where(hit_a, share, 0.0), where(hit_src, _gather(share, index, axis), 0.0)
