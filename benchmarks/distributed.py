@@ -40,7 +40,7 @@ def parse(argv):
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=10, help="all-reduces timed per side")
-    p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("build") / "bench")
+    p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("build/benchmarks"))
     p.add_argument("--worker", type=pathlib.Path, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
