@@ -85,7 +85,8 @@ def test_smooth_l1_and_huber(device, name, param, value, reduction, rng):
          lambda x, y: getattr(TF, name)(x, y, reduction=reduction, **{param: value}), [a, b],
          27)
     module = {"smooth_l1_loss": nn.SmoothL1Loss, "huber_loss": nn.HuberLoss}[name]
-    got = module(reduction, value)(vk.tensor(a, vk.float32, device), vk.tensor(b, vk.float32, device))
+    got = module(reduction, value)(vk.tensor(a, vk.float32, device),
+                                   vk.tensor(b, vk.float32, device))
     ref = getattr(TF, name)(torch.from_numpy(a), torch.from_numpy(b), reduction=reduction,
                             **{param: value})
     assert_op_close(got.numpy(), ref.numpy(), "float32", 27, 0, "module")

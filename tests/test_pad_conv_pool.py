@@ -59,7 +59,7 @@ def test_pad_bad_arguments(call, match):
         call(vk.ones((2, 4)))
 
 
-# ---- convolution: padding="same", transposed ------------------------------------------------------
+# ---- convolution: padding="same", transposed -----------------------------------------------------
 @pytest.mark.parametrize("wshape,kwargs", [((3, 2, 4, 3), dict(padding="same")),
                                            ((3, 2, 2, 2), dict(padding="same", dilation=(1, 3))),
                                            ((4, 1, 3, 4), dict(padding="same", groups=2)),
@@ -148,7 +148,7 @@ def test_conv_bad_arguments(call, match):
         call()
 
 
-# ---- interpolate -----------------------------------------------------------------------------------
+# ---- interpolate ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("shape,kwargs", [
     ((2, 3, 5, 7), dict(size=(8, 3))), ((1, 2, 4, 5), dict(scale_factor=2)),
     ((1, 2, 5, 7), dict(scale_factor=1.7)), ((2, 1, 6, 5), dict(scale_factor=(0.5, 2.3))),
@@ -190,7 +190,7 @@ def test_interpolate_bad_arguments(kwargs, match):
         F.interpolate(x, **kwargs)
 
 
-# ---- pooling: ceil_mode, return_indices, divisor_override, max_unpool2d -------------------------------
+# ---- pooling: ceil_mode, return_indices, divisor_override, max_unpool2d --------------------------
 POOLS = [dict(kernel_size=3, stride=2), dict(kernel_size=2), dict(kernel_size=3, stride=2,
                                                                    padding=1),
          dict(kernel_size=(3, 2), stride=(2, 3), padding=1)]
@@ -260,3 +260,17 @@ def test_unpool_bad_arguments():
         F.max_unpool2d(vk.ones((1, 1, 2, 2)), vk.ones((1, 1, 2, 2)), 2)
     with pytest.raises(ValueError, match="divisor_override"):
         F.avg_pool2d(vk.ones((1, 1, 4, 4)), 2, divisor_override=0)
+
+
+@pytest.mark.parametrize("shape,size", [((2, 3, 7, 9), (3, 4)), ((1, 2, 5, 5), 1),
+                                        ((1, 2, 3, 3), (5, None)), ((2, 1, 8, 6), (4, 3))])
+def test_adaptive_max_pool2d(device, shape, size, rng):
+    """Overlapping, uneven and upsampling bins; indices and the gradient at the first maximum."""
+    x = rng.standard_normal(shape)
+    both(device, rng, lambda t: F.adaptive_max_pool2d(t, size),
+         lambda t: TF.adaptive_max_pool2d(t, size), [x], 2)
+    xs = x.astype(np.float32)
+    out, idx = nn.AdaptiveMaxPool2d(size, return_indices=True)(vk.tensor(xs, device=device))
+    ref, ref_idx = TF.adaptive_max_pool2d(torch.from_numpy(xs), size, return_indices=True)
+    np.testing.assert_array_equal(out.numpy(), ref.numpy())
+    np.testing.assert_array_equal(idx.numpy(), ref_idx.numpy())

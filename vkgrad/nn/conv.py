@@ -1,4 +1,5 @@
-"""Conv1d, Conv2d, ConvTranspose1d and ConvTranspose2d, on the convolution ops of vkgrad/ops/conv.py.
+"""Conv1d, Conv2d, ConvTranspose1d and ConvTranspose2d, on the convolution ops of
+vkgrad/ops/conv.py.
 
 >>> conv = nn.Conv2d(1, 6, 5, device="vulkan")   # weight [6, 1, 5, 5], bias [6]
 >>> conv(vk.randn(8, 1, 28, 28, device="vulkan")).shape

@@ -1,11 +1,11 @@
-"""MaxPool2d, AvgPool2d, MaxUnpool2d and AdaptiveAvgPool2d, on the pooling ops of
+"""MaxPool2d, AvgPool2d, MaxUnpool2d, AdaptiveAvgPool2d and AdaptiveMaxPool2d, on the pooling ops of
 vkgrad/ops/conv.py. A window that the op would refuse (a kernel or stride below 1, padding
 outside 0 .. kernel / 2) is refused when the layer is built."""
 from ..ops.conv import pool_window
 from . import functional as F
 from .module import Module
 
-__all__ = ["MaxPool2d", "AvgPool2d", "MaxUnpool2d", "AdaptiveAvgPool2d"]
+__all__ = ["MaxPool2d", "AvgPool2d", "MaxUnpool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d"]
 
 
 class MaxPool2d(Module):
@@ -84,6 +84,21 @@ class AdaptiveAvgPool2d(Module):
 
     def forward(self, x):
         return F.adaptive_avg_pool2d(x, self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+class AdaptiveMaxPool2d(Module):
+    """The maximum of [N, C, H, W] over the same bins as AdaptiveAvgPool2d, [N, C, *output_size];
+    return_indices: also each maximum's position in its plane."""
+
+    def __init__(self, output_size, return_indices=False):
+        super().__init__()
+        self.output_size, self.return_indices = output_size, return_indices
+
+    def forward(self, x):
+        return F.adaptive_max_pool2d(x, self.output_size, self.return_indices)
 
     def extra_repr(self):
         return f"output_size={self.output_size}"

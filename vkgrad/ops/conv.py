@@ -499,7 +499,8 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     """Transposed 2-D convolution, as torch.nn.functional.conv_transpose2d: conv2d's gradient
     with respect to its input (for the same stride, padding, dilation and groups),
 
-        out[n, g*O/G + o, h*sh - ph + i*dh, w*sw - pw + j*dw] += weight[c, o, i, j] * input[n, c, h, w]
+        out[n, g*O/G + o, h*sh - ph + i*dh, w*sw - pw + j*dw] += weight[c, o, i, j]
+                                                                   * input[n, c, h, w]
 
     summed over the channels c of group g and the taps (i, j), plus bias[g*O/G + o]; input
     (N, C, H, W) (or (C, H, W)), weight (C, O/G, kH, kW) (PyTorch's layout, in_channels first),
@@ -700,10 +701,7 @@ def adaptive_avg_pool2d(input, output_size):
     Sizes that divide evenly are plain avg_pool2d; otherwise the bins are separable, so the
     result is Ah @ x @ Aw^T with Ah[y, h] = 1 / (rows in bin y) for the rows of bin y."""
     x, unbatch = _batched("adaptive_avg_pool2d", input, 2)
-    sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * 2
-    if len(sizes) == 2:
-        sizes = tuple(n if s is None else s for s, n in zip(sizes, x.shape[2:]))
-    oh, ow = _tuple("adaptive_avg_pool2d", "output_size", sizes, 2, 1)
+    oh, ow = _adaptive_size("adaptive_avg_pool2d", x, output_size)
     h, w = x.shape[2:]
     if h % oh == 0 and w % ow == 0:
         return unbatch(avg_pool2d(x, (h // oh, w // ow)))
@@ -716,13 +714,61 @@ def adaptive_avg_pool2d(input, output_size):
     return unbatch(out if out.dtype is x.dtype else out.astype(x.dtype))
 
 
+def _adaptive_size(name, x, output_size):
+    """output_size (an int or a pair, None keeping that input size) as a pair."""
+    sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * 2
+    if len(sizes) == 2:
+        sizes = tuple(n if s is None else s for s, n in zip(sizes, x.shape[2:]))
+    return _tuple(name, "output_size", sizes, 2, 1)
+
+
+def _bin_bounds(n, m):
+    """[(lo, hi)] of adaptive pooling's m bins over n positions: floor(i n / m) to
+    ceil((i + 1) n / m)."""
+    return [(i * n // m, -(-(i + 1) * n // m)) for i in range(m)]
+
+
 def _bins(n, m):
     """(m, n) averaging matrix of adaptive pooling's m bins over n positions."""
     a = np.zeros((m, n))
-    for i in range(m):
-        lo, hi = i * n // m, -(-(i + 1) * n // m)
+    for i, (lo, hi) in enumerate(_bin_bounds(n, m)):
         a[i, lo:hi] = 1.0 / (hi - lo)
     return a
+
+
+def _bin_taps(n, m):
+    """(m, K) source positions of each bin, K the largest bin, a shorter bin repeating its last
+    position (after its first occurrences, so the first maximum is a real one)."""
+    bounds = _bin_bounds(n, m)
+    k = max(hi - lo for lo, hi in bounds)
+    return np.array([np.minimum(np.arange(lo, lo + k), hi - 1) for lo, hi in bounds])
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False):
+    """Max pooling to a fixed output size, as torch.nn.functional.adaptive_max_pool2d: output
+    cell (y, x) is the maximum of the input rows floor(y*H/OH) to ceil((y+1)*H/OH) - 1 and
+    likewise columns. The gradient goes to each bin's first maximum (row-major), as PyTorch;
+    return_indices: also its position h*W + w in the plane (int32).
+
+    Composed: two gathers lay each bin's taps out along a last axis (shorter bins repeating
+    their last tap), whose argmax picks the maximum (take_along_axis)."""
+    x, unbatch = _batched("adaptive_max_pool2d", input, 2)
+    (oh, ow), (n, c, h, w) = _adaptive_size("adaptive_max_pool2d", x, output_size), x.shape
+    rows, cols = _bin_taps(h, oh), _bin_taps(w, ow)
+    kh, kw = rows.shape[1], cols.shape[1]
+    from ..tensor import _narrow, _widen, tensor
+    from .indexing import take, take_along_axis
+    # bf16: the gradient sums overlapping bins' shares in float32 and rounds once
+    taps = take(take(_widen(x), rows.reshape(-1), 2), cols.reshape(-1), 3)
+    taps = taps.reshape(n, c, oh, kh, ow, kw).transpose(0, 1, 2, 4, 3, 5).reshape(
+        n, c, oh, ow, kh * kw)
+    best = taps.argmax(axis=4, keepdims=True)
+    out = unbatch(_narrow(take_along_axis(taps, best, 4).reshape(n, c, oh, ow), x.dtype))
+    if not return_indices:
+        return out
+    positions = (rows[:, None, :, None] * w + cols[None, :, None, :]).reshape(oh, ow, kh * kw)
+    positions = tensor(positions.astype(np.int32), device=x.device).broadcast_to(taps.shape)
+    return out, unbatch(take_along_axis(positions, best, 4).reshape(n, c, oh, ow))
 
 
 # ---- the ops and their tests (tests/test_ops.py, tests/test_autograd_ops.py) --------------------
