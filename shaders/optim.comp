@@ -7,20 +7,27 @@
 // parameter and the state in place. The math runs in f32;
 // a bf16 parameter is rounded once at the end (from its f32 master copy when MASTER is set).
 // The formulas are PyTorch's (see vkgrad/ops/optimizers.py, which runs the same ones in numpy).
+// Adam and RMSprop count their steps on the device (counter.glsl): the dispatch reads the f32
+// step count at p.step_at and leaves it one higher (unless p.advance is 0), so a recorded step
+// replays with the right count. Adam's step size lr / bc1 and sqrt(bc2), bc_k = 1 - beta_k^t,
+// are computed once per workgroup in double-float arithmetic from lr and the betas given as
+// f32 pairs (hi + lo), and rounded once to f32: the host's float64 values, rounded to f32.
 //
-//   rule     h[0]     h[1]          h[2]          h[3]         h[4]    h[5]      h[6]  h[7]
-//   SGD      lr       weight_decay  momentum      1-dampening
-//   ADAM     lr/bc1   weight_decay  decay_factor  1-beta1      beta2   1-beta2   eps   sqrt(bc2)
-//   RMSPROP  lr       weight_decay  alpha         1-alpha      eps     momentum
+//   rule     h[0]   h[1]          h[2]          h[3]         h[4]      h[5]     h[6]  h[7]
+//   SGD      lr     weight_decay  momentum      1-dampening
+//   ADAM     lr     weight_decay  decay_factor  1-beta1      beta2     1-beta2  eps   lr lo
+//            h[8]: beta1, h[9]: beta1 lo, h[10]: beta2 lo
+//   RMSPROP  lr     weight_decay  alpha         1-alpha      eps       momentum
 //   state    s[0]             s[1]              s[2]
 //   SGD      momentum_buffer
 //   ADAM     exp_avg          exp_avg_sq        max_exp_avg_sq
 //   RMSPROP  square_avg       momentum_buffer   grad_avg        (s[3]: f32 master weights)
 #include "common.glsl"
+#include "counter.glsl"
 
 layout(local_size_x = 256) in;
 
-#define MAXD 4
+#define MAXD 3
 layout(constant_id = 0) const uint RULE = 0u;
 layout(constant_id = 1) const uint FLAGS = 0u;
 layout(constant_id = 2) const uint P_DT = 0u;
@@ -29,7 +36,9 @@ layout(constant_id = 3) const uint G_DT = 0u;
 layout(push_constant) uniform Params {
     uint n; uint ndim; uint p_start; uint g_start;
     uint s[4];                   // starts (in f32 elements) of the contiguous f32 state buffers
-    float h[8];                  // hyper-parameters (see the table above)
+    uint step_at; uint arrive_at;  // ADAM, RMSPROP: the f32 step count and its arrival word
+    uint advance;                // 0: read the step only (a split parameter's earlier parts)
+    float h[11];                 // hyper-parameters (see the table above)
     uint shape[MAXD]; int p_strides[MAXD]; int g_strides[MAXD];
 } p;
 
@@ -39,7 +48,82 @@ bool has(uint flag) { return (FLAGS & flag) != 0u; }
 float state(uint k, uint i) { return has(FLAG_FRESH) ? 0.0 : uintBitsToFloat(arena[p.s[k] + i]); }
 void set_state(uint k, uint i, float v) { arena[p.s[k] + i] = floatBitsToUint(v); }
 
+// Double-float arithmetic: a value is hi + lo (|lo| <= ulp(hi) / 2), about 44 bits from
+// correctly rounded f32 +, -, * (precise: never contracted into fma). Division and sqrt take
+// an f32 estimate (Vulkan lets them err by a few ulps) and correct it with an exact residual.
+vec2 df_quick(float a, float b) {  // |a| >= |b|
+    precise float s = a + b;
+    precise float e = b - (s - a);
+    return vec2(s, e);
+}
+vec2 df_sum(float a, float b) {
+    precise float s = a + b; precise float v = s - a; precise float e = (a - (s - v)) + (b - v);
+    return vec2(s, e);
+}
+vec2 df_split(float a) {  // a = hi + lo, each of 12 significant bits (Veltkamp)
+    precise float c = 4097.0 * a;
+    precise float hi = c - (c - a);
+    precise float lo = a - hi;
+    return vec2(hi, lo);
+}
+vec2 df_prod(float a, float b) {
+    vec2 x = df_split(a), y = df_split(b);
+    precise float q = a * b;
+    precise float e = ((x.x * y.x - q) + x.x * y.y + x.y * y.x) + x.y * y.y;
+    return vec2(q, e);
+}
+vec2 df_mul(vec2 a, vec2 b) {
+    vec2 q = df_prod(a.x, b.x);
+    precise float e = q.y + (a.x * b.y + a.y * b.x);
+    return df_quick(q.x, e);
+}
+vec2 df_add(vec2 a, vec2 b) {
+    vec2 s = df_sum(a.x, b.x);
+    precise float e = s.y + (a.y + b.y);
+    return df_quick(s.x, e);
+}
+vec2 df_div(vec2 a, vec2 b) {
+    float q1 = a.x / b.x;
+    vec2 r = df_add(a, -df_mul(b, vec2(q1, 0.0)));
+    float q2 = r.x / b.x;
+    r = df_add(r, -df_mul(b, vec2(q2, 0.0)));
+    return df_add(df_quick(q1, q2), vec2(r.x / b.x, 0.0));
+}
+vec2 df_sqrt(vec2 a) {
+    float s = sqrt(a.x);
+    vec2 r = df_add(a, -df_prod(s, s));
+    return df_add(vec2(s, 0.0), vec2(r.x / (2.0 * s), 0.0));
+}
+vec2 df_pow(vec2 b, uint t) {  // b^t by squaring
+    vec2 r = vec2(1.0, 0.0);
+    for (; t != 0u; t >>= 1) {
+        if ((t & 1u) != 0u) r = df_mul(r, b);
+        if (t > 1u) b = df_mul(b, b);
+    }
+    return r;
+}
+float df_round(vec2 a) { precise float r = a.x + a.y; return r; }
+
+shared float step_size, bc2_sqrt;  // ADAM: lr / bc1 and sqrt(bc2) of this step
+
 void main() {
+    bool counts = RULE != RULE_SGD;
+    float t = 0.0;  // this step's number (f32 counts exactly to 2^24, as PyTorch's step)
+    if (counts) {
+        counter_load(p.step_at, 1u);
+        t = uintBitsToFloat(counter_words[0]) + 1.0;
+        if (RULE == RULE_ADAM) {
+            if (gl_LocalInvocationIndex == 0u) {
+                vec2 one = vec2(1.0, 0.0);
+                uint k = uint(clamp(t, 0.0, 16777216.0));
+                vec2 bc1 = df_add(one, -df_pow(vec2(p.h[8], p.h[9]), k));
+                vec2 bc2 = df_add(one, -df_pow(vec2(p.h[4], p.h[10]), k));
+                step_size = df_round(df_div(vec2(p.h[0], p.h[7]), bc1));
+                bc2_sqrt = df_round(df_sqrt(bc2));
+            }
+            barrier();
+        }
+    }
     uint threads = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
     for (uint i = gl_GlobalInvocationID.x; i < p.n; i += threads) {
         int po, go;
@@ -77,7 +161,7 @@ void main() {
                 v = max(state(2, i), v);
                 set_state(2, i, v);
             }
-            w -= p.h[0] * (m / (sqrt(v) / p.h[7] + p.h[6]));
+            w -= step_size * (m / (sqrt(v) / bc2_sqrt + p.h[6]));
         } else {  // RULE_RMSPROP
             if (p.h[1] != 0.0) g += p.h[1] * w;
             float sq = state(0, i) * p.h[2] + p.h[3] * g * g;
@@ -112,4 +196,6 @@ void main() {
             atomicXor(arena[e >> 1], (old_bits ^ bits) << shift);
         }
     }
+    if (counts && p.advance != 0u)
+        counter_store(p.step_at, 1u, p.arrive_at, uvec4(floatBitsToUint(t), 0u, 0u, 0u));
 }

@@ -5,6 +5,9 @@
 // eye. Each invocation owns four consecutive elements (one Philox counter's four words), which
 // is a whole number of words for every packing (f32/int32: 4, bf16: 2, uint8/bool: 1), so packed
 // outputs never share a word between invocations. The op push constant selects the pattern.
+// A random draw reads its Philox key and first counter from a generator's cursor in the arena,
+// words [counter lo, counter hi, key lo, key hi, arrivals] (vkgrad/random.py), and advances the
+// counter past the ones it used (counter.glsl), so a replayed draw takes fresh counters.
 //
 //   op             a             b              c                   d
 //   UNIFORM        low (f32)     high-low (f32)
@@ -13,7 +16,9 @@
 //   ARANGE_FLOAT   first (f32)   step (f32)     index set to d      value (f32)   int outputs floor
 //   ARANGE_INT     first (int)   step (int)
 //   EYE            columns       diagonal k (int)
+//   WORDS          word 0        word 1         word 2              word 3        (0 after)
 #include "common.glsl"
+#include "counter.glsl"
 #include "philox.glsl"
 
 layout(local_size_x = 256) in;
@@ -24,7 +29,7 @@ layout(constant_id = 1) const uint OUT_DT = 0u;
 layout(push_constant) uniform Params {
     uint n; uint out_start;
     uint a; uint b; uint c; uint d;
-    uint key0; uint key1; uint ctr_lo; uint ctr_hi;   // Philox key and the first counter
+    uint cursor;   // random draws: the generator's cursor (see above)
 } p;
 
 // Box-Muller's log and sin/cos from basic arithmetic: Vulkan rounds +, - and * correctly but
@@ -97,6 +102,7 @@ uint element_bits(uint i, uint k, uvec4 words) {
         return f32_to_bits(OUT_DT, v);
     }
     if (OP == OP_ARANGE_INT) return i32_to_bits(OUT_DT, int(p.a) + int(i) * int(p.b));
+    if (OP == OP_WORDS) return i < 4u ? uvec4(p.a, p.b, p.c, p.d)[i] : 0u;
     // OP_EYE: ones where column - row == k
     return i32_to_bits(OUT_DT, int(i % p.a) - int(i / p.a) == int(p.b) ? 1 : 0);
 }
@@ -106,12 +112,15 @@ void main() {
     uint groups = (p.n + 3u) / 4u;
     uint threads = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
     bool random = OP == OP_UNIFORM || OP == OP_NORMAL || OP == OP_RANDINT;
+    if (random) counter_load(p.cursor, 4u);
+    uvec2 first_counter = uvec2(counter_words[0], counter_words[1]);
+    uvec2 key = uvec2(counter_words[2], counter_words[3]);
     for (uint g = gl_GlobalInvocationID.x; g < groups; g += threads) {
         uvec4 words = uvec4(0u);
         if (random) {
             uint carry;
-            uint lo = uaddCarry(p.ctr_lo, g, carry);
-            words = philox4x32_10(uvec4(lo, p.ctr_hi + carry, 0u, 0u), uvec2(p.key0, p.key1));
+            uint lo = uaddCarry(first_counter.x, g, carry);
+            words = philox4x32_10(uvec4(lo, first_counter.y + carry, 0u, 0u), key);
         }
         for (uint k = 0u; k < 4u; k += per_word) {
             uint first = 4u * g + k;
@@ -121,5 +130,10 @@ void main() {
                 packed |= place_bits(OUT_DT, element_bits(first + j, k + j, words), first + j);
             arena[(p.out_start + first) / per_word] = packed;
         }
+    }
+    if (random) {
+        uint carry;
+        uint lo = uaddCarry(first_counter.x, groups, carry);
+        counter_store(p.cursor, 2u, p.cursor + 4u, uvec4(lo, first_counter.y + carry, 0u, 0u));
     }
 }

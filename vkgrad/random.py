@@ -18,6 +18,13 @@ elements uses counters offset .. offset + ceil(n / 4) - 1, element i taking word
 offset + i // 4, and then advances the offset past them: a generator's whole state is
 (seed, offset), and consecutive calls never reuse a counter.
 
+Once a generator has drawn on a Vulkan device, its state lives there, in a cursor of five words
+(offset lo, offset hi, seed lo, seed hi, and an arrival count the kernel uses): random.comp reads
+its key and first counter from the cursor and advances the offset itself, so a step recorded by
+vkgrad.compile replays with fresh numbers, the same stream as eager execution. get_state(),
+set_state(), manual_seed() and host draws from such a generator read or write the cursor (a
+read waits for the device).
+
 Distributions, from 32-bit words x:
   uniform   low + (high - low) * u, u = (x >> 8) / 2^24 in [0, 1) (bf16: (x >> 24) / 2^8, so
             that rounding cannot reach 1); computed in float32, then rounded to the dtype
@@ -80,7 +87,9 @@ class Generator:
     functions; they share `default_generator` otherwise."""
 
     def __init__(self, seed=DEFAULT_SEED):
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._cursors = {}   # backend -> its cursor, a DeviceArray of 5 uint32 words
+        self._home = None    # the backend whose cursor holds the state; None: _seed, _offset do
         self.manual_seed(seed)
 
     def manual_seed(self, seed):
@@ -91,6 +100,7 @@ class Generator:
     def get_state(self):
         """(seed, offset) as plain ints: the offset counts Philox counters used so far."""
         with self._lock:
+            self._pull()
             return self._seed, self._offset
 
     def set_state(self, state):
@@ -105,15 +115,47 @@ class Generator:
                 raise ValueError(f"generator state {name} {v} is outside [0, 2^64)")
         with self._lock:
             self._seed, self._offset = seed, offset
+            self._push()
 
     def _take(self, counters):
-        """Reserve `counters` consecutive counters: returns (seed, first offset)."""
+        """Reserve `counters` consecutive counters for a host draw: returns (seed, first
+        offset)."""
         with self._lock:
+            self._pull()
             offset = self._offset
             self._offset = (offset + counters) % (1 << 64)
-        # a recorded step would draw the same numbers again: replay only from this position
-        compiler.guard(self.get_state, (self._seed, offset))
+            self._push()
         return self._seed, offset
+
+    def _cursor(self, backend):
+        """The cursor on `backend` that its draws read and advance, holding the state from now
+        on (moved there from the host or another device)."""
+        with self._lock:
+            if self._home is not backend:
+                self._pull()
+                if backend not in self._cursors:
+                    self._cursors[backend] = backend.empty((5,), dtypes.uint32)
+                self._home = backend
+                self._push()
+        # a recorded draw reads this cursor: replay only while it holds the state
+        compiler.guard(lambda: self._home is backend, True)
+        return self._cursors[backend]
+
+    def _pull(self):
+        """Take the state back from the device cursor holding it, if any (waits for it)."""
+        if self._home is not None:
+            lo, hi, key_lo, key_hi, _ = (int(w) for w in self._home.to_numpy(
+                self._cursors[self._home]))
+            self._seed, self._offset = key_lo | key_hi << 32, lo | hi << 32
+
+    def _push(self):
+        """Write the state into the device cursor holding it, if any. A step being recorded
+        cannot repeat that write: it records again on its next call."""
+        if self._home is not None:
+            seed, offset = self._seed, self._offset
+            launch(self._home, (5,), dtypes.uint32, "words", offset & MASK32, offset >> 32,
+                   *_key(seed), out=self._cursors[self._home])
+            compiler.guard(lambda: False, True)
 
     def __repr__(self):
         seed, offset = self.get_state()
@@ -138,14 +180,16 @@ def set_rng_state(state):
     default_generator.set_state(state)
 
 
-def launch(backend, shape, dtype, op, a=0, b=0, c=0, d=0, key=(0, 0), counter=0):
-    """Queue shaders/random.comp filling a fresh contiguous DeviceArray with pattern `op`
-    (kernels.RANDOM_OPS); a..d are its 32-bit parameters (see the shader's table)."""
-    out = backend.empty(shape, dtype)
+def launch(backend, shape, dtype, op, a=0, b=0, c=0, d=0, cursor=None, out=None):
+    """Queue shaders/random.comp filling a fresh contiguous DeviceArray (or `out`) with pattern
+    `op` (kernels.RANDOM_OPS); a..d are its 32-bit parameters (see the shader's table), `cursor`
+    the generator cursor that random draws read and advance."""
+    out = backend.empty(shape, dtype) if out is None else out
     if out.size:
         push = [out.size, out.start, a & MASK32, b & MASK32, c & MASK32, d & MASK32,
-                *key, counter & MASK32, counter >> 32]
-        backend.launch("random", "", -(-out.size // 4), push, (kernels.RANDOM_CODES[op], dtype.code))
+                0 if cursor is None else cursor.start]
+        backend.launch("random", "", -(-out.size // 4), push, (kernels.RANDOM_CODES[op], dtype.code),
+                       writes=[out, cursor])
     return out
 
 
@@ -218,16 +262,18 @@ def _sample(op, shape, dtype, device, generator, a, b):
     if generator is not None and not isinstance(generator, Generator):
         raise TypeError(f"generator must be a vkgrad.Generator, not {type(generator).__name__}")
     n = prod(shape)
-    counters = -(-n // 4)
-    seed, offset = (generator or default_generator)._take(counters)
+    generator = generator or default_generator
     if device.kind == "host":
+        counters = -(-n // 4)
+        seed, offset = generator._take(counters)
         values = _HOST[op](_words(seed, offset, counters), dtype, a, b)[:n]
         if op == "randint":
             values = values.view(np.int32) if dtype is dtypes.int32 else values
         data = values.astype(dtype.np_dtype).reshape(shape)
     else:
         words = (a, b) if op == "randint" else (_f32_word(a), _f32_word(b))
-        data = launch(device.backend, shape, dtype, op, *words, key=_key(seed), counter=offset)
+        data = launch(device.backend, shape, dtype, op, *words,
+                      cursor=generator._cursor(device.backend))
     return Tensor._wrap(data, device)
 
 

@@ -1,19 +1,25 @@
 """Fused optimizer updates: one step of SGD, Adam(W) or RMSprop applied to one parameter in place.
 
-`update(rule, param, grad, buffers, master, flags, **hyper)` runs where the parameter lives:
+`update(rule, param, grad, buffers, master, step, arrivals, flags, **hyper)` runs where the
+parameter lives:
   host    numpy, vectorised, in place on the parameter's array and the state arrays
   Vulkan  ONE dispatch of shaders/optim.comp, which reads the parameter (any float dtype, any
           strides), its gradient and the state buffers and writes them back; nothing is read back
           to the host, and hyper-parameters travel as float bits in push constants, so changing
-          the learning rate or the step count never creates a pipeline.
-The optimizer classes in vkgrad.optim own the state and compute the step-dependent scalars (Adam's
-bias corrections) on the host as Python floats. The formulas are PyTorch's (per element, f32):
+          the learning rate never creates a pipeline.
+Adam and RMSprop count steps in `step`, a float32 scalar (as PyTorch's) beside the parameter's
+state, which the update itself advances: on the host in numpy, on Vulkan in the kernel (with
+`arrivals`, a uint32 scalar word it needs for that, 0 between dispatches). The kernel also
+computes Adam's bias corrections from it, so a recorded step (vkgrad.compile) replays with the
+right count; the host computes them as Python floats. The formulas are PyTorch's (per element,
+f32):
 
   SGD      g += wd p;  b = g (first step) or momentum b + (1 - dampening) g;
            g = g + momentum b (nesterov) or b;  p -= lr g
   Adam     p *= 1 - lr wd (AdamW: decay_factor);  g += wd p (Adam);  m += (1 - beta1)(g - m);
            v = beta2 v + (1 - beta2) g^2;  v = max(v_max, v) (amsgrad);
-           p -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps),  bc_k = 1 - beta_k^step
+           p -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps),  bc_k = 1 - beta_k^t
+           (t: the step count after this step; lr / bc1 and sqrt(bc2) in float64, then f32)
   RMSprop  g += wd p;  s = alpha s + (1 - alpha) g^2;  a = alpha a + (1 - alpha) g (centered);
            d = sqrt(s - a^2 (centered)) + eps;  b = momentum b + g / d, p -= lr b (momentum)
            or p -= lr g / d
@@ -30,16 +36,18 @@ from .. import dtypes, kernels, layout
 from ..backend.vulkan import f32_bits
 from .registry import Op, OpTest
 
-MAXD = 4  # dims optim.comp's push constants describe (after coalescing)
+MAXD = 3  # dims optim.comp's push constants describe (after coalescing)
 
-# rule -> names of optim.comp's hyper-parameter slots h[0], h[1], ... (unnamed slots are 0)
+# rule -> names of optim.comp's hyper-parameter slots h[0], h[1], ... (unnamed slots are 0);
+# NAME_lo is the low part of NAME: NAME - float32(NAME), rounded to float32
 HYPER = {
     "sgd": ("lr", "weight_decay", "momentum", "one_minus_dampening"),
-    "adam": ("step_size", "weight_decay", "decay_factor", "one_minus_beta1", "beta2",
-             "one_minus_beta2", "eps", "bias_correction2_sqrt"),
+    "adam": ("lr", "weight_decay", "decay_factor", "one_minus_beta1", "beta2",
+             "one_minus_beta2", "eps", "lr_lo", "beta1", "beta1_lo", "beta2_lo"),
     "rmsprop": ("lr", "weight_decay", "alpha", "one_minus_alpha", "eps", "momentum"),
 }
-HYPER_SLOTS = 8
+HYPER_SLOTS = 11
+COUNTED = ("adam", "rmsprop")  # rules that count their steps
 
 
 def state_dtype(param_dtype):
@@ -47,15 +55,18 @@ def state_dtype(param_dtype):
     return param_dtype if param_dtype is dtypes.float64 else dtypes.float32
 
 
-def update(rule, param, grad, buffers, master=None, flags=(), **hyper):
+def update(rule, param, grad, buffers, master=None, step=None, arrivals=None, flags=(), **hyper):
     """Apply one step of `rule` to `param` (a Tensor) in place, on its device.
 
     grad: a Tensor of param's shape and device (any float dtype, any strides);
     buffers: the rule's three state slots (contiguous Tensors of state_dtype shaped like param,
     or None where the configuration needs none); master: float32 Tensor or None;
-    flags: names from kernels.OPTIM_FLAGS; hyper: the rule's HYPER values as Python floats.
+    step (COUNTED rules): the float32 scalar Tensor of steps taken, advanced by one here;
+    arrivals (COUNTED rules, Vulkan): a uint32 scalar Tensor holding 0, the kernel's own;
+    flags: names from kernels.OPTIM_FLAGS; hyper: the rule's HYPER values as Python floats
+    (Adam: lr, beta1 and beta2 themselves, without the _lo parts).
     """
-    arrays = [None if t is None else t._data for t in (*buffers, master)]
+    arrays = [None if t is None else t._data for t in (*buffers, master, step, arrivals)]
     param.device.backend.run(OPS_UPDATE, param._data, grad._data, *arrays, rule=rule,
                              flags=frozenset(flags), hyper=hyper)
 
@@ -73,6 +84,14 @@ def _sgd(w, g, buffers, flags, lr, weight_decay, momentum, one_minus_dampening):
             b += one_minus_dampening * g
         g = g + momentum * b if "NESTEROV" in flags else b
     w -= lr * g
+
+
+def _bias_corrected(hyper, t):
+    """Adam's hyper-parameters for step `t`: lr and beta1 become lr / bc1 and sqrt(bc2)."""
+    hyper = dict(hyper)
+    lr, beta1 = hyper.pop("lr"), hyper.pop("beta1")
+    return dict(hyper, step_size=lr / (1 - beta1 ** t),
+                bias_correction2_sqrt=(1 - hyper["beta2"] ** t) ** 0.5)
 
 
 def _adam(w, g, buffers, flags, step_size, weight_decay, decay_factor, one_minus_beta1, beta2,
@@ -112,8 +131,12 @@ def _rmsprop(w, g, buffers, flags, lr, weight_decay, alpha, one_minus_alpha, eps
 _HOST_RULES = {"sgd": _sgd, "adam": _adam, "rmsprop": _rmsprop}
 
 
-def _host(param, grad, b0, b1, b2, master, rule, flags, hyper):
+def _host(param, grad, b0, b1, b2, master, step, arrivals, rule, flags, hyper):
     compute = state_dtype(dtypes.dtype(param.dtype)).np_dtype
+    if step is not None:
+        step += np.float32(1)
+        if rule == "adam":
+            hyper = _bias_corrected(hyper, float(step))
     if "MASTER" in flags:
         if "FRESH_MASTER" in flags:
             master[...] = param
@@ -139,27 +162,39 @@ def _host(param, grad, b0, b1, b2, master, rule, flags, hyper):
 
 
 # ---- Vulkan: one optim.comp dispatch ----------------------------------------------------------
-def _vulkan(backend, param, grad, b0, b1, b2, master, rule, flags, hyper):
-    if param.size == 0:
+def _vulkan(backend, param, grad, b0, b1, b2, master, step, arrivals, rule, flags, hyper,
+            advance=True):
+    if param.size == 0 and rule not in COUNTED:
         return param
     shape, (p_strides, g_strides) = layout.coalesce(param.shape, param.strides, grad.strides)
     if len(shape) > MAXD:
-        # Too many dims survive coalescing: one dispatch per leading index.
+        # Too many dims survive coalescing: one dispatch per leading index; the last advances
+        # the step count that all of them read.
         for i in range(param.shape[0]):
             _vulkan(backend, *[None if a is None else _index0(a, i)
-                               for a in (param, grad, b0, b1, b2, master)],
-                    rule=rule, flags=flags, hyper=hyper)
+                               for a in (param, grad, b0, b1, b2, master)], step, arrivals,
+                    rule=rule, flags=flags, hyper=hyper, advance=i == param.shape[0] - 1)
         return param
     pad = [0] * (MAXD - len(shape))
-    values = [hyper.get(name, 0.0) for name in HYPER[rule]]
+    values = [_slot(hyper, name) for name in HYPER[rule]]
     values += [0.0] * (HYPER_SLOTS - len(values))
+    counter = [0, 0, 0] if step is None else [step.start, arrivals.start, int(advance)]
     push = [param.size, len(shape), param.start, grad.start,
-            *[0 if a is None else a.start for a in (b0, b1, b2, master)],
+            *[0 if a is None else a.start for a in (b0, b1, b2, master)], *counter,
             *[f32_bits(v) for v in values], *shape, *pad, *p_strides, *pad, *g_strides, *pad]
     backend.launch("optim", "", param.size, push,
                    (kernels.OPTIM_RULES.index(rule), sum(kernels.OPTIM_FLAGS[f] for f in flags),
-                    param.dtype.code, grad.dtype.code))
+                    param.dtype.code, grad.dtype.code),
+                   reads=[grad], writes=[param, b0, b1, b2, master, step, arrivals])
     return param
+
+
+def _slot(hyper, name):
+    """The value of a HYPER slot: NAME_lo is what float32 rounding leaves of NAME."""
+    if name.endswith("_lo"):
+        value = hyper[name[:-3]]
+        return value - float(np.float32(value))
+    return hyper.get(name, 0.0)
 
 
 def _index0(a, i):

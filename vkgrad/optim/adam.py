@@ -2,15 +2,17 @@
 
 >>> opt = vk.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
 
-Per parameter at step t (counted per parameter), with g the gradient (negated when maximize):
+Per parameter at step t (counted per parameter, from 1), with g the gradient (negated when
+maximize):
     p = p * (1 - lr * weight_decay)            AdamW (decoupled)
     g = g + weight_decay * p                   Adam (L2 penalty)
     m = m + (1 - beta1) * (g - m)
     v = beta2 * v + (1 - beta2) * g * g
     v_max = max(v_max, v), used for v          amsgrad
     p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
-The bias corrections are computed on the host as Python floats and reach the kernel as push
-constants, as does everything else: a step never reads device memory back.
+The step count t lives beside the parameter's state (a float32 scalar, as PyTorch's) and the
+update kernel advances it and computes the bias corrections from it, so a step never reads
+device memory back and a recorded step (vkgrad.compile) replays with the right t.
 """
 from .optimizer import Optimizer
 
@@ -42,18 +44,16 @@ class Adam(Optimizer):
     def _buffer_names(self, group):
         return self.BUFFERS if group["amsgrad"] else self.BUFFERS[:2]
 
-    def _config(self, group, state):
-        step = state["step"] = state.get("step", 0) + 1
+    def _config(self, group):
         beta1, beta2 = group["betas"]
         lr, wd = group["lr"], group["weight_decay"]
         decoupled = group["decoupled_weight_decay"]
         flags = {name for name, on in (("AMSGRAD", group["amsgrad"]),
                                        ("MAXIMIZE", group["maximize"])) if on}
-        return flags, dict(step_size=lr / (1 - beta1 ** step),
-                           weight_decay=0.0 if decoupled else wd,
+        return flags, dict(lr=lr, weight_decay=0.0 if decoupled else wd,
                            decay_factor=1 - lr * wd if decoupled else 1.0,
-                           one_minus_beta1=1 - beta1, beta2=beta2, one_minus_beta2=1 - beta2,
-                           eps=group["eps"], bias_correction2_sqrt=(1 - beta2 ** step) ** 0.5)
+                           one_minus_beta1=1 - beta1, beta1=beta1, beta2=beta2,
+                           one_minus_beta2=1 - beta2, eps=group["eps"])
 
 
 class AdamW(Adam):

@@ -14,9 +14,10 @@ runs one fused update per parameter with a gradient (vkgrad/ops/optimizers.py), 
 where the parameter lives; parameters whose grad is None are skipped. A step first checks every
 gradient against its parameter (shape, dtype, device) and, if one does not fit, raises having
 changed nothing. Hyper-parameters are checked as groups are added. State tensors are float32
-(float64 for float64 host parameters) and shaped like their parameter; counters such as Adam's
-`step` stay Python ints on the host (state_dict() exports them as float32 tensors, as PyTorch
-stores them).
+(float64 for float64 host parameters) and shaped like their parameter. Adam's and RMSprop's
+`step` is a float32 scalar Tensor on the parameter's device, as PyTorch's, which the update
+advances there (on Vulkan, in the kernel: nothing is read back, and a recorded step replays
+with the right count); state_dict() exports it as a float32 tensor on the host.
 
 bf16 parameters are updated in f32 and rounded once per step. `master_weights=True` keeps an f32
 copy of each bf16 parameter in the state ("master_weight"), updates that copy and writes its
@@ -49,6 +50,7 @@ class Optimizer:
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
         self.state = defaultdict(dict)   # parameter -> its state (Tensor hashes by identity)
+        self._arrivals = {}              # parameter -> the kernel's step-count arrival word
         self.param_groups = []
         if isinstance(params, Tensor):
             raise TypeError("params must be an iterable of Tensors or of dicts, not a Tensor "
@@ -135,6 +137,14 @@ class Optimizer:
             if isinstance(value, Tensor) and value.device != p.device:
                 state[key] = value.to(p.device)
         flags, hyper = self._constants(p, group, state)
+        step = arrivals = None
+        if self.RULE in optimizers.COUNTED:
+            if "step" not in state:
+                state["step"] = zeros((), dtypes.float32, p.device)
+            step = state["step"]
+            arrivals = self._arrivals.get(p)
+            if p.device.kind == "vulkan" and (arrivals is None or arrivals.device != p.device):
+                arrivals = self._arrivals[p] = zeros((), dtypes.uint32, p.device)
         names = self._buffer_names(group)
         for name in names:
             if name not in state:  # a buffer appears when its option is switched on mid-run
@@ -145,21 +155,23 @@ class Optimizer:
         master = state[MASTER] if "MASTER" in flags else None
         buffers = [state[name] if name in names else None for name in self.BUFFERS]
         buffers += [None] * (3 - len(buffers))
-        optimizers.update(self.RULE, p, p.grad, buffers, master, flags, **hyper)
-        # a recorded step (vkgrad.compile) repeats these constants and does not advance the
-        # host counters (`step`): replay only while the next step would bake the same ones and
-        # advance none (not past a scheduler's change or a first step, never with a counter)
-        compiler.guard(lambda: self._next_step(p, group, state), (flags, hyper, _counters(state)))
+        optimizers.update(self.RULE, p, p.grad, buffers, master, step, arrivals, flags, **hyper)
+        # a recorded step (vkgrad.compile) repeats these constants on these state tensors:
+        # replay only while the next step would bake the same ones (not past a scheduler's
+        # change, a first step or a load_state_dict)
+        kept = (*state.values(), arrivals)  # alive while the guard is: their ids stay theirs
+        compiler.guard(lambda: self._recorded(p, group, kept),
+                       (flags, hyper, tuple(map(id, kept))))
 
-    def _next_step(self, p, group, state):
-        """(flags, hyper-parameters, host counters after it) of `p`'s next step; `state` stays."""
-        ahead = dict(state)
-        flags, hyper = self._constants(p, group, ahead)
-        return flags, hyper, _counters(ahead)
+    def _recorded(self, p, group, kept):
+        """What a recorded step of `p` depends on now: (flags, hyper, ids of its state)."""
+        state = self.state.get(p, {})
+        flags, hyper = self._constants(p, group, state)
+        return flags, hyper, tuple(map(id, (*state.values(), self._arrivals.get(p))))
 
     def _constants(self, p, group, state):
-        """(flags, hyper-parameters) of `p`'s next step; counters in `state` advance."""
-        flags, hyper = self._config(group, state)
+        """(flags, hyper-parameters) of `p`'s next step."""
+        flags, hyper = self._config(group)
         names = self._buffer_names(group)
         if names and not any(name in state for name in names):
             flags.add("FRESH")
@@ -173,9 +185,9 @@ class Optimizer:
         """The BUFFERS that `group`'s configuration uses."""
         raise NotImplementedError
 
-    def _config(self, group, state):
+    def _config(self, group):
         """(flags: set of kernels.OPTIM_FLAGS names, hyper: dict of HYPER values) for one
-        parameter's step; counters in `state` advance here."""
+        parameter's step."""
         raise NotImplementedError
 
     def _check(self, group):
@@ -193,7 +205,7 @@ class Optimizer:
         """{"state": {index: {name: Tensor}}, "param_groups": [{hyper-parameters, "params":
         [indices]}]}: PyTorch's layout, indices numbering parameters across groups in order.
         State tensors are the live ones (not copies), as in PyTorch; `step` is a float32
-        tensor on the host."""
+        tensor on the host (a copy: reading a device's count waits for the device)."""
         index, groups = {}, []
         for group in self.param_groups:
             packed = {k: v for k, v in group.items() if k != "params"}
@@ -204,7 +216,7 @@ class Optimizer:
             for p in group["params"]:
                 if self.state.get(p):
                     state[index[id(p)]] = {
-                        k: tensor(np.float32(v), device="host") if k == "step" else v
+                        k: tensor(np.float32(v.item()), device="host") if k == "step" else v
                         for k, v in self.state[p].items()}
         return {"state": state, "param_groups": groups}
 
@@ -244,8 +256,8 @@ class Optimizer:
 
 
 def _load_value(name, value, p, index):
-    if name == "step":
-        return int(float(value))
+    if name == "step":  # a number or a scalar tensor, as torch versions save it
+        return tensor(np.float32(float(value)), device=p.device)
     t = value if isinstance(value, Tensor) else tensor(np.asarray(value))
     if t.shape != p.shape:
         raise ValueError(f"state {name!r} of parameter {index} has shape {t.shape}, the "
@@ -255,7 +267,3 @@ def _load_value(name, value, p, index):
     # always a copy: the loaded dict stays apart
     return t.astype(optimizers.state_dtype(p.dtype)).to(p.device)
 
-
-def _counters(state):
-    """The plain values (not tensors) of an optimizer state: its host counters."""
-    return {k: v for k, v in state.items() if not isinstance(v, Tensor)}

@@ -34,8 +34,7 @@ class RMSprop(Optimizer):
         return tuple(name for name, on in zip(self.BUFFERS, (True, group["momentum"] > 0,
                                                              group["centered"])) if on)
 
-    def _config(self, group, state):
-        state["step"] = state.get("step", 0) + 1
+    def _config(self, group):
         flags = {name for name, on in (("MOMENTUM", group["momentum"] > 0),
                                        ("CENTERED", group["centered"]),
                                        ("MAXIMIZE", group["maximize"])) if on}

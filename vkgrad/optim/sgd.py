@@ -32,7 +32,7 @@ class SGD(Optimizer):
     def _buffer_names(self, group):
         return ("momentum_buffer",) if group["momentum"] != 0 else ()
 
-    def _config(self, group, state):
+    def _config(self, group):
         flags = {name for name, on in (("MOMENTUM", group["momentum"] != 0),
                                        ("NESTEROV", group["nesterov"]),
                                        ("MAXIMIZE", group["maximize"])) if on}
