@@ -15,8 +15,8 @@ All-reduce (at 2 ranks and above): a 25 MB float32 bucket (DistributedDataParall
 bucket_cap_mb), vkgrad.distributed.all_reduce on a host tensor, and the non-blocking reduction
 a DistributedDataParallel bucket goes through (start_all_reduce(..., "mean").wait()), against
 mpi4py's own comm.Allreduce(MPI.IN_PLACE, array, MPI.SUM) on a numpy array of the same size, in
-turns, in the same job; the median of --repeats each, on the slowest rank. Prints a markdown table and writes distributed.json into
---out.
+turns, in the same job; the median of --repeats each, on the slowest rank. Prints markdown
+tables and writes distributed.json into --out.
 """
 import argparse
 import json

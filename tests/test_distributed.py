@@ -250,10 +250,10 @@ def collectives(n):
 def test_host_and_lavapipe_ranks_equal_one_process(tmp_path):
     if len(vk.devices()) < 2:
         pytest.skip("no Vulkan device")
-    out = run_ok(2, {"devices": ["vulkan:0", "host"], "dtypes": ["float32"], "B": B,
+    out = run_ok(2, {"devices": ["vulkan:0", "host"], "dtypes": ["float32", "bfloat16"], "B": B,
                      "steps": STEPS, "bucket_mb": 0.0003, "checks": True, "collectives": True},
                  tmp_path)
-    check_equal(out, 2, ["float32"])
+    check_equal(out, 2, ["float32", "bfloat16"])
     assert out["collectives"] == [collectives(2)] * 2
     transfers, buckets = out["backward_transfers"]
     assert buckets > 1 and transfers == 2 * buckets

@@ -3,7 +3,7 @@
 Start every rank with an MPI launcher and call `init()` once; a process started without a
 launcher is a world of one:
 
-    mpiexec -n 2 python train.py            # Open MPI's mpiexec from `pip install vkgrad[distributed]`
+    mpiexec -n 2 python train.py     # Open MPI's mpiexec: pip install 'vkgrad[distributed]'
 
 >>> import vkgrad.distributed as dist
 >>> dist.init()

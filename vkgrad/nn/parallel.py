@@ -13,8 +13,9 @@ reverse registration order: the order backward tends to finish them. A hook on e
 (autograd.register_post_accumulate_grad_hook) notes when its gradient is final; when a bucket's
 gradients all are, its gradients are concatenated into one flat tensor on their device, copied
 to the host in one transfer, and its all-reduce (MPI_Iallreduce, not blocking) starts while the
-rest of the backward pass runs (the last bucket's, with nothing left to overlap, blocks). Buckets start in index order on every rank (MPI wants the same
-collective order everywhere), so a bucket that finishes early waits for the ones before it. At
+rest of the backward pass runs (the last bucket's, with nothing left to overlap, blocks).
+Buckets start in index order on every rank (MPI wants the same collective order everywhere),
+so a bucket that finishes early waits for the ones before it. At
 the end of backward (autograd.queue_callback) every bucket is waited for, divided by the world
 size, copied back in one transfer, and each parameter's .grad becomes a view of it.
 `events` records the order of that backward's gradients and bucket starts and waits.
