@@ -802,6 +802,20 @@ def _conv1d_cases(rng):
             ([r((1, 2, 9)), r((2, 1, 4))], {"groups": 2, "dilation": 2})]
 
 
+def _conv_transpose_cases(rng):
+    r = rng.standard_normal
+    return [([r((2, 4, 5, 6)), r((4, 3, 3, 2)), r(3)], {"stride": 2, "padding": 1,
+                                                       "output_padding": 1}),
+            ([r((1, 6, 4, 3)), r((6, 2, 3, 3))], {"groups": 3, "stride": (2, 3),
+                                                  "dilation": (1, 2), "output_padding": (1, 2)}),
+            ([r((2, 2, 3, 3)), r((2, 3, 2, 2)), r(3)], {"dilation": 3, "output_padding": 2})]
+
+
+def _conv_transpose_length(inputs, params):
+    w = inputs[1]
+    return w.shape[0] * prod(w.shape[2:]) + (len(inputs) > 2)
+
+
 def _conv_length(inputs, params):
     w = inputs[1]
     return prod(w.shape[1:]) + (len(inputs) > 2)
@@ -830,6 +844,13 @@ _MAX_POOLS = [((2, 3, 7, 6), {"kernel_size": 2}),
               ((1, 2, 9, 8), {"kernel_size": 3, "stride": 2, "padding": 1}),
               ((2, 1, 5, 7), {"kernel_size": (2, 3), "stride": 1}),
               ((1, 2, 8, 9), {"kernel_size": 3, "stride": (2, 1), "padding": 1, "dilation": 2})]
+_CEIL_POOLS = [((2, 3, 7, 8), {"kernel_size": 3, "stride": 2, "ceil_mode": True}),
+               ((1, 2, 7, 8), {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True}),
+               ((1, 2, 5, 7), {"kernel_size": (2, 3), "stride": (2, 3), "ceil_mode": True})]
+_AVG_CEIL_POOLS = _CEIL_POOLS + [
+    ((1, 2, 7, 8), {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True,
+                    "count_include_pad": False}),
+    ((2, 1, 6, 6), {"kernel_size": 2, "divisor_override": 3})]
 _AVG_POOLS = [((2, 3, 7, 6), {"kernel_size": 2}),
               ((1, 2, 9, 8), {"kernel_size": 3, "stride": 2, "padding": 1}),
               ((1, 2, 9, 8), {"kernel_size": 3, "stride": 2, "padding": 1,
@@ -909,9 +930,12 @@ IM2COL = Op("im2col", _im2col_host, _im2col_vulkan, vjp=_im2col_vjp, saves=(), t
     OpTest(conv2d, _torch("conv2d"), _conv_cases, reduction_length=_conv_length),
     OpTest(conv1d, _torch("conv1d"), _conv1d_cases, reduction_length=_conv_length)])
 COL2IM = Op("col2im", _col2im_host, _col2im_vulkan, vjp=_col2im_vjp, saves=(), tests=[
-    OpTest(fold, _torch("fold"), _fold_cases, reduction_length=_window_length)])
+    OpTest(fold, _torch("fold"), _fold_cases, reduction_length=_window_length),
+    OpTest(conv_transpose2d, _torch("conv_transpose2d"), _conv_transpose_cases,
+           reduction_length=_conv_transpose_length)])
 MAX_POOL = Op("max_pool2d", _max_pool_host, _max_pool_vulkan, vjp=_max_pool_vjp, tests=[
-    OpTest(max_pool2d, _torch("max_pool2d"), _pool_cases(_MAX_POOLS))])
+    OpTest(max_pool2d, _torch("max_pool2d"), _pool_cases(_MAX_POOLS)),
+    OpTest(max_pool2d, _torch("max_pool2d"), _pool_cases(_CEIL_POOLS))])
 MAX_POOL_BACKWARD = Op(
     "max_pool2d_backward", _max_pool_back_host, _max_pool_back_vulkan, vjp=_max_pool_back_vjp,
     tests=[OpTest(_max_pool_backward_call, _torch_pool_backward("max_pool2d"),
@@ -921,7 +945,9 @@ AVG_POOL = Op("avg_pool2d", _avg_pool_host, _avg_pool_vulkan, vjp=_avg_pool_vjp,
     OpTest(avg_pool2d, _torch("avg_pool2d"), _pool_cases(_AVG_POOLS),
            reduction_length=_window_length),
     OpTest(adaptive_avg_pool2d, _torch("adaptive_avg_pool2d"), _adaptive_cases,
-           reduction_length=_bin_length)])
+           reduction_length=_bin_length),
+    OpTest(avg_pool2d, _torch("avg_pool2d"), _pool_cases(_AVG_CEIL_POOLS),
+           reduction_length=_window_length)])
 AVG_POOL_BACKWARD = Op(
     "avg_pool2d_backward", _avg_pool_back_host, _avg_pool_back_vulkan, vjp=_avg_pool_back_vjp,
     saves=(), tests=[OpTest(_avg_pool_backward_call, _torch_pool_backward("avg_pool2d"),
