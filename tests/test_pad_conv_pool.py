@@ -174,6 +174,19 @@ def test_interpolate_bilinear(device, shape, kwargs, rng):
          16)
 
 
+def test_interpolate_area_and_upsample(device, rng):
+    x = rng.standard_normal((2, 3, 7, 9))
+    check_f32(device, lambda t: F.interpolate(t, size=(3, 4), mode="area"),
+              lambda t: TF.interpolate(t, size=(3, 4), mode="area"), [x], 12)
+    check_f32(device, lambda t: F.interpolate(t, scale_factor=0.5, mode="area"),
+              lambda t: TF.interpolate(t, scale_factor=0.5, mode="area"), [x], 12)
+    for kwargs in (dict(scale_factor=2), dict(size=(5, 4), mode="bilinear", align_corners=True)):
+        xs = x.astype(np.float32)
+        got = nn.Upsample(**kwargs)(vk.tensor(xs, device=device)).numpy()
+        ref = torch.nn.Upsample(**kwargs)(torch.from_numpy(xs)).numpy()
+        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+
+
 def test_interpolate_linear(device, rng):
     for align in (False, True):
         check_f32(device, lambda t: F.interpolate(t, size=11, mode="linear", align_corners=align),

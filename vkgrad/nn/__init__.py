@@ -20,6 +20,6 @@ from .loss import (BCELoss, BCEWithLogitsLoss, CosineSimilarity, CrossEntropyLos
                    KLDivLoss, L1Loss, MSELoss, MultiMarginLoss, NLLLoss, SmoothL1Loss)
 from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
 from .pooling import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d,
-                      MaxUnpool2d)
+                      MaxUnpool2d, Upsample)
 from .sparse import Embedding
 from .transformer import MultiheadAttention, TransformerEncoderLayer

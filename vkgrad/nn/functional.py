@@ -459,7 +459,8 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     the two; an int or float applies to every spatial dim).
 
     mode "nearest": out[j] = x[min(floor(j * r), n - 1)], r = 1 / scale_factor if given (and
-    recompute_scale_factor is not True), else n / m; "nearest-exact": floor((j + 0.5) * r).
+    recompute_scale_factor is not True), else n / m; "nearest-exact": floor((j + 0.5) * r);
+    "area" (2 spatial dims): adaptive_avg_pool2d to the output size.
     "linear" (1 spatial dim), "bilinear" (2), "trilinear" (3): per dim, out[j] = (1 - t) x[i]
     + t x[i + 1] at the source position s = i + t: s = j (n - 1) / (m - 1) with align_corners,
     else max((j + 0.5) r - 0.5, 0); the index at the last input repeats it. PyTorch's float32
@@ -474,13 +475,16 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
             raise ValueError(f"interpolate: mode {mode!r} needs a {_LINEAR_MODES[mode] + 2}-D "
                              f"input, got shape {input.shape}")
         align_corners = bool(align_corners)
-    elif mode in ("nearest", "nearest-exact"):
+    elif mode in ("nearest", "nearest-exact", "area"):
+        if mode == "area" and dims != 2:
+            raise ValueError(f"interpolate: mode 'area' needs a 4-D input, got shape "
+                             f"{input.shape}")
         if align_corners is not None:
             raise ValueError(f"interpolate: align_corners is only for the linear modes, not "
                              f"{mode!r}")
     else:
-        raise ValueError(f"interpolate: mode must be 'nearest', 'nearest-exact', 'linear', "
-                         f"'bilinear' or 'trilinear', not {mode!r}")
+        raise ValueError(f"interpolate: mode must be 'nearest', 'nearest-exact', 'area', "
+                         f"'linear', 'bilinear' or 'trilinear', not {mode!r}")
     if (size is None) == (scale_factor is None):
         raise ValueError("interpolate: give either size or scale_factor")
     spatial = input.shape[2:]
@@ -497,6 +501,8 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     if len(sizes) != dims or any(operator.index(m) < 1 for m in sizes):
         raise ValueError(f"interpolate: the output size {sizes} must be {dims} positive sizes "
                          f"for the input of shape {input.shape}")
+    if mode == "area":
+        return adaptive_avg_pool2d(input, sizes)
     x = _widen(input)
     for axis, (n, m, scale) in enumerate(zip(spatial, sizes, scales), 2):
         if mode.startswith("nearest"):

@@ -1,11 +1,12 @@
-"""MaxPool2d, AvgPool2d, MaxUnpool2d, AdaptiveAvgPool2d and AdaptiveMaxPool2d, on the pooling ops of
+"""MaxPool2d, AvgPool2d, MaxUnpool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d and Upsample, on the pooling ops of
 vkgrad/ops/conv.py. A window that the op would refuse (a kernel or stride below 1, padding
 outside 0 .. kernel / 2) is refused when the layer is built."""
 from ..ops.conv import pool_window
 from . import functional as F
 from .module import Module
 
-__all__ = ["MaxPool2d", "AvgPool2d", "MaxUnpool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d"]
+__all__ = ["MaxPool2d", "AvgPool2d", "MaxUnpool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
+           "Upsample"]
 
 
 class MaxPool2d(Module):
@@ -102,3 +103,23 @@ class AdaptiveMaxPool2d(Module):
 
     def extra_repr(self):
         return f"output_size={self.output_size}"
+
+
+class Upsample(Module):
+    """F.interpolate of the input to `size` or by `scale_factor`, in `mode` ("nearest",
+    "nearest-exact", "area", "linear", "bilinear", "trilinear"), as torch.nn.Upsample."""
+
+    def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                 recompute_scale_factor=None):
+        super().__init__()
+        self.size, self.scale_factor, self.mode = size, scale_factor, mode
+        self.align_corners, self.recompute_scale_factor = align_corners, recompute_scale_factor
+
+    def forward(self, x):
+        return F.interpolate(x, self.size, self.scale_factor, self.mode, self.align_corners,
+                             self.recompute_scale_factor)
+
+    def extra_repr(self):
+        what = f"size={self.size}" if self.size is not None else \
+            f"scale_factor={self.scale_factor}"
+        return f"{what}, mode={self.mode!r}"
