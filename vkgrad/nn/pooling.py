@@ -1,6 +1,7 @@
 """MaxPool2d, AvgPool2d, MaxUnpool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d and Upsample, on
-the pooling ops of vkgrad/ops/conv.py (Upsample: F.interpolate). A window that the op would refuse (a kernel or stride below 1, padding
-outside 0 .. kernel / 2) is refused when the layer is built."""
+the pooling ops of vkgrad/ops/conv.py (Upsample: F.interpolate). A window that the op would
+refuse (a kernel or stride below 1, padding outside 0 .. kernel / 2) is refused when the layer
+is built."""
 from ..ops.conv import pool_window
 from . import functional as F
 from .module import Module
