@@ -24,9 +24,9 @@ from .ops.linalg import dot, einsum, matmul, outer  # after .tensor: it adds Ten
 from .ops.indexing import add_at, one_hot, take, take_along_axis  # after .tensor, as linalg
 from .ops.sorting import (argsort, masked_select, nonzero, scatter, scatter_add, scatter_reduce,
                           sort, topk)
-from .ops.movement import (chunk, concatenate, cummax, cummin, cumprod, cumsum, diag, diagonal, flip,
-                           logcumsumexp, meshgrid, pad, repeat, roll, split, squeeze, stack,
-                           tile)
+from .ops.movement import (chunk, concatenate, cummax, cummin, cumprod, cumsum, diag, diagonal,
+                           flip, logcumsumexp, meshgrid, pad, repeat, roll, split, squeeze,
+                           stack, tile)
 from .ops.transformer_ops import masked_fill, tril, triu
 from .serialization import load, save
 from . import nn  # noqa: E402  (built on everything above)

@@ -380,7 +380,8 @@ class Tensor:
         axes = _axes(axis, self.ndim)
         for a in axes:
             if strict and self.shape[a] != 1:
-                raise ValueError(f"cannot squeeze axis {a} of size {self.shape[a]} (shape {self.shape})")
+                raise ValueError(f"cannot squeeze axis {a} of size {self.shape[a]} "
+                                 f"(shape {self.shape})")
         return self.reshape([n for i, n in enumerate(self.shape) if i not in axes
                              or n != 1])
 

@@ -156,8 +156,8 @@ def scan_rows(src, dst, axis, combine="sum"):
     chunk, nchunks = _chunking(length, rows)
     sums = backend.empty((rows * (nchunks + 1),), dst.dtype) if nchunks > 1 else None
     fields = dict(combine=combine, is_float=int(dst.dtype.is_floating), len=length, rows=rows,
-                  chunk=chunk, nchunks=nchunks, src=src, src_step=src.strides[axis], dst_start=dst.start,
-                  dst_step=dst.strides[axis], sums_start=sums.start if sums else 0, shape=shape,
+                  chunk=chunk, nchunks=nchunks, src=src, src_step=src.strides[axis],
+                  dst_start=dst.start, dst_step=dst.strides[axis], sums_start=sums.start if sums else 0, shape=shape,
                   src_strides=src_strides, dst_strides=dst_strides)
     if sums is not None:
         _scan_launch(backend, "SCAN_CHUNKS", rows * nchunks, **fields)

@@ -1,5 +1,5 @@
-"""Moving data around: concatenate, stack, split, chunk, pad, flip, roll, tile, repeat, cumsum,
-diagonal, diag, meshgrid.
+"""Moving data around: concatenate, stack, split, chunk, pad, flip, roll, tile, repeat, diagonal,
+diag, meshgrid, and the running ops cumsum, cumprod, cummax, cummin, logcumsumexp.
 
 >>> import vkgrad as vk
 >>> a = vk.tensor([[1, 2], [3, 4]], device="vulkan")
@@ -10,12 +10,16 @@ diagonal, diag, meshgrid.
 >>> a.cumsum(axis=0).tolist()
 [[1, 2], [4, 6]]
 
-Semantics are numpy's. flip and split return views (no copy: flip negates strides, split slices)
-and stack concatenates views with a new axis. The others write one new tensor through
-shaders/gather.comp (strided copies: one dispatch per input of concatenate, per piece of roll, one
-for tile or repeat, two for pad) or shaders/scan.comp (cumsum). Integer cumsum wraps at 32 bits
-(int32, or uint32 for unsigned inputs, where numpy would use 64 bits); floating cumsum accumulates
-in float32 and rounds once to the input's dtype, on both backends.
+Semantics are numpy's (torch's for chunk, cummax, cummin and logcumsumexp, which numpy lacks).
+flip, split, chunk, diagonal and meshgrid return views (no copy: flip negates strides, split
+slices, diagonal adds two strides, meshgrid broadcasts) and stack concatenates views with a new
+axis. The others write one new tensor through shaders/gather.comp (strided copies: one dispatch
+per input of concatenate, per piece of roll, one for tile or repeat, two for pad) or
+shaders/scan.comp (the running ops: one associative combination per op, in chunks). Integer
+cumsum and cumprod wrap at 32 bits (int32, or uint32 for unsigned inputs, where numpy would use
+64 bits); floating running ops accumulate in float32 and round once to the input's dtype, on both
+backends. cummax/cummin find their indices with a second, integer scan; their values are
+gathered at those indices (so the gradient goes there). A 0-d tensor accepts axis 0 and -1.
 """
 import itertools
 import operator
@@ -605,9 +609,10 @@ def _cases_cumprod(rng):
         return np.asarray(rng.uniform(0.8, 1.25, shape) * rng.choice([-1, 1], shape))
     zeros = x((3, 7))
     zeros[0, 2] = zeros[1, 0] = zeros[1, 4] = zeros[2, 6] = 0  # one zero, two zeros, last zero
-    return [([x((5, 6))], {"axis": 1}), ([x((5, 6))], {"axis": 0}), ([x((2, 3, 4))], {"axis": None}),
-            ([x((3, 1000))], {"axis": 1}), ([x(())], {"axis": None}), ([x((0, 3))], {"axis": 0}),
-            ([zeros], {"axis": 1}), ([x((70, 3, 2))], {"axis": 0})]
+    return [([x((5, 6))], {"axis": 1}), ([x((5, 6))], {"axis": 0}),
+            ([x((2, 3, 4))], {"axis": None}), ([x((3, 1000))], {"axis": 1}),
+            ([x(())], {"axis": None}), ([x((0, 3))], {"axis": 0}), ([zeros], {"axis": 1}),
+            ([x((70, 3, 2))], {"axis": 0})]
 
 
 def _cases_extreme(rng):

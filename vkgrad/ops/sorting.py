@@ -16,6 +16,15 @@ shaders/sort.comp, a bitonic network over rows padded to a power of two: one dis
 host synchronisation. Values are gathered with the permutation (take_along_axis), so they are the
 input's bits and their gradient is the gather's (added back at the permuted places). Indices are
 int32 (torch's are int64).
+
+scatter and scatter_reduce (torch's) write through shaders/gather.comp with the index on the
+destination side: plain stores, or compare-and-swap combinations (add, mul, max, min) so that
+repeated indices combine; index tensors on the device are checked by the kernel (IndexError at
+the next synchronisation), host indices before anything runs. mean is a sum divided by a count.
+
+Host synchronisation: nonzero, Tensor.nonzero and masked_select return as many elements as the
+data selects, so they read that count back from the device (a wait); every other op here stays on
+the device.
 """
 from collections import namedtuple
 from math import prod
@@ -74,12 +83,14 @@ def _argsort_vulkan(backend, a, axis, descending):
     head = [n, rows, pow2, len(shape), a.start, a.strides[axis], keys.start, index.start]
     tail = [int(descending), *shape, *pad, *strides, *pad]
     spec = lambda phase: (kernels.SORT_CODES[phase], a.dtype.code)  # noqa: E731
-    backend.launch("sort", "", rows * pow2, [*head, 0, 0, *tail], spec("SORT_INIT"))
+    backend.launch("sort", "", rows * pow2, [*head, 0, 0, *tail], spec("SORT_INIT"),
+                   reads=[a], writes=[keys, index])
     k = 2
     while k <= pow2:
         j = k // 2
         while j:
-            backend.launch("sort", "", rows * pow2, [*head, k, j, *tail], spec("SORT_STEP"))
+            backend.launch("sort", "", rows * pow2, [*head, k, j, *tail], spec("SORT_STEP"),
+                           writes=[keys, index])
             j //= 2
         k *= 2
     # the first n slots of each padded row, with the sorted axis back in its place
