@@ -370,11 +370,25 @@ float c_fmod(float a, float b) {
     return with_sign(r, a);
 }
 
-float py_mod(float a, float b) {  // numpy's float remainder: sign follows the divisor
-    if (b == 0.0) return NAN_F;
-    float r = a - b * trunc(a / b);
+// numpy's floor division (npy_divmod), exact where floor(a / b) is not: (a - fmod(a, b)) / b
+// moved to the divisor's side and rounded to the nearest integer; NaN for an infinite a.
+float py_floordiv(float a, float b) {
+    if (b == 0.0) return a / b;
+    float m = c_fmod(a, b);
+    float q = (a - m) / b;
+    if (m != 0.0 && ((b < 0.0) != (m < 0.0))) q -= 1.0;
+    if (q == 0.0) return with_sign(0.0, a / b);
+    float f = floor(q);
+    return q - f > 0.5 ? f + 1.0 : f;
+}
+
+// numpy's float remainder: fmod moved to the divisor's side, so it has the divisor's sign
+// (torch's too; a zero is signed as the divisor, as numpy), and a finite a with an infinite b
+// keeps a (or gives b) instead of a - inf * 0.
+float py_mod(float a, float b) {
+    float r = c_fmod(a, b);
     if (r != 0.0 && ((r < 0.0) != (b < 0.0))) r += b;
-    return r;
+    return r == 0.0 ? with_sign(0.0, b) : r;
 }
 #else
 // Integer division truncated toward zero, on magnitudes (GLSL leaves / and % of negative
@@ -389,8 +403,8 @@ T trunc_div(T a, T b) {
     return a / b;
 #endif
 }
-T c_fmod(T a, T b) {  // a - trunc(a / b) b: the sign of a, as C and numpy's fmod
-    return a - trunc_div(a, b) * b;
+T c_fmod(T a, T b) {  // a - trunc(a / b) b: the sign of a, as C and numpy's fmod (0 for b 0)
+    return b == T(0) ? T(0) : a - trunc_div(a, b) * b;
 }
 T py_floordiv(T a, T b) {  // rounded toward -inf (numpy, Python)
     T q = trunc_div(a, b);
@@ -453,7 +467,7 @@ T apply(T a, T b, T c) {
     case OP_NEG: return -a;
     case OP_ABS: return abs(a);
     case OP_DIV: return a / b;
-    case OP_FLOORDIV: return b == 0.0 ? a / b : floor(a / b);
+    case OP_FLOORDIV: return py_floordiv(a, b);
     case OP_MOD: return py_mod(a, b);
     case OP_POW: {  // GLSL's pow is undefined for a < 0 or a == 0 with b <= 0; numpy's is not
         if (b == 0.0 || a == 1.0) return 1.0;  // IEEE: also for a NaN or infinite other side

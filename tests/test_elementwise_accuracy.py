@@ -106,6 +106,20 @@ EDGES = {
     "gelu": {np.inf: np.inf, -np.inf: np.nan, -20.0: -0.0},  # torch: gelu(-inf) is NaN
     "gelu_tanh": {np.inf: np.inf, -20.0: -0.0},
     "silu": {np.inf: np.inf, -200.0: -0.0},
+    "log2": {0.0: -np.inf, np.inf: np.inf, -1.0: np.nan, 8.0: 3.0, 0.5: -1.0, 1.0: 0.0},
+    "log10": {0.0: -np.inf, np.inf: np.inf, -1.0: np.nan, 1.0: 0.0},
+    "exp2": {np.inf: np.inf, -np.inf: 0.0, 128.0: np.inf, -151.0: 0.0, 10.0: 1024.0, -3.0: 0.125},
+    "tan": {np.inf: np.nan, -np.inf: np.nan, 0.0: 0.0},
+    "asin": {1.0: np.float32(np.pi / 2), -1.0: -np.float32(np.pi / 2), 1.5: np.nan,
+             -np.inf: np.nan},
+    "acos": {1.0: 0.0, -1.0: np.float32(np.pi), 2.0: np.nan, 0.0: np.float32(np.pi / 2)},
+    "atan": {np.inf: np.float32(np.pi / 2), -np.inf: -np.float32(np.pi / 2)},
+    "sinh": {np.inf: np.inf, -np.inf: -np.inf, 90.0: np.inf, -90.0: -np.inf},
+    "cosh": {np.inf: np.inf, -np.inf: np.inf, 90.0: np.inf, 0.0: 1.0},
+    "asinh": {np.inf: np.inf, -np.inf: -np.inf},
+    "acosh": {1.0: 0.0, np.inf: np.inf, 0.5: np.nan, -np.inf: np.nan},
+    "atanh": {1.0: np.inf, -1.0: -np.inf, 2.0: np.nan},
+    "trunc": {2.7: 2.0, -2.7: -2.0, np.inf: np.inf, -0.5: -0.0},
 }
 
 
@@ -151,3 +165,128 @@ def test_bf16_python_scalar_at_f32_precision(op, device):
     got = fn(vk.tensor(x, device=device), 0.1)
     assert got.dtype is (vk.bool_ if op == "lt" else vk.bfloat16)
     np.testing.assert_array_equal(got.numpy(), expected)
+
+
+def _pairs(dtype):
+    """Dividends and divisors of every sign (zeros too for floats), as numpy arrays."""
+    a = np.array([7, -7, 7, -7, 6, -6, 0, 5, -2147483647, 2147483647, -2147483648], np.int64)
+    b = np.array([3, 3, -3, -3, 3, -3, 5, 7, -1, -1, 7], np.int64)
+    if dtype == "int32":
+        return a.astype(np.int32), b.astype(np.int32)
+    x = np.array([7.5, -7.5, 7.5, -7.5, 6.0, -6.0, 0.0, -0.0, 1.0, -1.0, 0.0, 3.0, np.inf, 1e-3],
+                 np.float32)
+    y = np.array([2.0, 2.0, -2.0, -2.0, 3.0, 3.0, 5.0, 5.0, 0.0, 0.0, 0.0, np.inf, 2.0, 0.1],
+                 np.float32)
+    return x, y
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int32"])
+def test_division_rules_against_torch(dtype, device):
+    """remainder (the divisor's sign), fmod (the dividend's) and div's rounding modes, as torch,
+    for floats (zero and infinite divisors too) and int32 (INT_MIN / -1 wraps, as numpy)."""
+    a, b = _pairs(dtype)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    va, vb = vk.tensor(a, device=device), vk.tensor(b, device=device)
+    cases = {"remainder": (vk.remainder(va, vb), torch.remainder(ta, tb)),
+             "fmod": (vk.fmod(va, vb), torch.fmod(ta, tb)),
+             "trunc": (vk.div(va, vb, rounding_mode="trunc"), torch.div(ta, tb,
+                                                                       rounding_mode="trunc")),
+             "floor": (va.div(vb, rounding_mode="floor"), torch.div(ta, tb, rounding_mode="floor")),
+             "true": (vk.div(va, vb), torch.div(ta, tb))}
+    for name, (got, expected) in cases.items():
+        assert got.dtype.name == str(expected.dtype).replace("torch.", ""), name
+        np.testing.assert_array_equal(got.numpy(), expected.numpy(), err_msg=name)
+        if dtype == "float32":  # signed zeros as torch; remainder's as numpy's (the divisor's)
+            signs = np.signbit(np.remainder(a, b) if name == "remainder" else expected.numpy())
+            number = ~np.isnan(expected.numpy())  # (a NaN's sign bit means nothing)
+            np.testing.assert_array_equal(np.signbit(got.numpy())[number], signs[number],
+                                          err_msg=name)
+    # (torch raises for integer division by zero, and traps on INT_MIN / -1; vkgrad gives
+    # numpy's 0, and INT_MIN with a zero remainder)
+    if dtype == "int32":
+        lowest, minus1 = vk.tensor([-2 ** 31], device=device), vk.tensor([-1], device=device)
+        for got, expected in [(vk.div(lowest, minus1, rounding_mode="trunc"), -2 ** 31),
+                              (lowest // minus1, -2 ** 31), (vk.fmod(lowest, minus1), 0),
+                              (vk.remainder(lowest, minus1), 0)]:
+            np.testing.assert_array_equal(got.numpy(), [expected])
+        zero = vk.tensor(np.zeros(2, np.int32), device=device)
+        for got in (vk.fmod(va[:2], zero), vk.remainder(va[:2], zero),
+                    vk.div(va[:2], zero, rounding_mode="trunc")):
+            np.testing.assert_array_equal(got.numpy(), [0, 0])
+    with pytest.raises(ValueError, match="rounding_mode"):
+        vk.div(va, vb, rounding_mode="round")
+
+
+def test_shifts_and_invert_against_torch(device):
+    """<<, >> and ~ as torch and numpy: counts outside [0, 32) shift every bit out (0; -1 for a
+    negative value shifted right), never GLSL's undefined shift; ~ of bool is not."""
+    rng = np.random.default_rng(0)
+    a = rng.integers(-2 ** 31, 2 ** 31, 200).astype(np.int32)
+    a[:4] = [1, -1, -2147483648, 2147483647]
+    count = rng.integers(-5, 70, 200).astype(np.int32)
+    count[:8] = [31, 31, 32, 32, 0, -1, 33, 64]
+    ta, tc = torch.from_numpy(a), torch.from_numpy(count)
+    va, vc = vk.tensor(a, device=device), vk.tensor(count, device=device)
+    np.testing.assert_array_equal((va << vc).numpy(), (ta << tc).numpy())
+    np.testing.assert_array_equal((va >> vc).numpy(), (ta >> tc).numpy())
+    np.testing.assert_array_equal(vk.left_shift(va, vc).numpy(), np.left_shift(a, count))
+    np.testing.assert_array_equal(vk.right_shift(va, vc).numpy(), np.right_shift(a, count))
+    np.testing.assert_array_equal((3 << vc[:20]).numpy(), (3 << tc[:20]).numpy())
+    np.testing.assert_array_equal((va >> 3).numpy(), (ta >> 3).numpy())
+    u8 = np.array([0, 1, 127, 128, 255], np.uint8)
+    np.testing.assert_array_equal((vk.tensor(u8, device=device) << 1).numpy(), u8 << 1)
+    for x in (a, u8, np.array([True, False, True])):
+        np.testing.assert_array_equal((~vk.tensor(x, device=device)).numpy(), ~x)
+        np.testing.assert_array_equal(vk.bitwise_not(vk.tensor(x, device=device)).numpy(),
+                                      (~torch.from_numpy(x)).numpy())
+    with pytest.raises(TypeError, match="integer and bool"):
+        ~vk.tensor([1.0], device=device)
+    with pytest.raises(TypeError, match="integer and bool"):
+        vk.tensor([1.0], device=device) << 1
+
+
+def test_binary_edges_against_torch(device):
+    """copysign, logaddexp, atan2 and lerp at signed zeros, infinities and NaN, as torch."""
+    v = np.array([0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, 1e-30, -3.5, 100.0], np.float32)
+    x, y = np.repeat(v, v.size), np.tile(v, v.size)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    vx, vy = vk.tensor(x, device=device), vk.tensor(y, device=device)
+    for name, got, expected in [("copysign", vk.copysign(vx, vy), torch.copysign(tx, ty)),
+                                ("logaddexp", vx.logaddexp(vy), torch.logaddexp(tx, ty)),
+                                ("atan2", vk.atan2(vx, vy), torch.atan2(tx, ty))]:
+        got, expected = got.numpy(), expected.numpy()
+        exact = ~np.isfinite(expected) | (expected == 0) | (np.abs(expected) == np.float32(
+            np.pi)) | (np.abs(expected) == np.float32(np.pi / 2))
+        np.testing.assert_array_equal(got[exact], expected[exact], err_msg=name)
+        number = ~np.isnan(expected)
+        np.testing.assert_array_equal(np.signbit(got)[number], np.signbit(expected)[number],
+                                      err_msg=name)
+        np.testing.assert_allclose(got, expected, rtol=4 * 2 ** -24, err_msg=name)
+    w = np.array([0.0, 1.0, 0.5, 0.25, 2.0, -1.0, np.nan, 0.75], np.float32)
+    start = np.arange(8, dtype=np.float32) - 3
+    end = np.array([1.0, -2.0, np.inf, 4.0, 1e-30, 5.0, 1.0, -7.0], np.float32)
+    expected = torch.lerp(torch.from_numpy(start), torch.from_numpy(end), torch.from_numpy(w))
+    got = vk.tensor(start, device=device).lerp(vk.tensor(end, device=device),
+                                               vk.tensor(w, device=device))
+    np.testing.assert_array_equal(got.numpy(), expected.numpy())
+
+
+def test_isclose_against_torch(device):
+    a = np.array([1.0, 1.0, np.inf, np.inf, -np.inf, np.nan, 0.0, 1e-9, 100.0, 1.0], np.float32)
+    b = np.array([1.0 + 1e-6, 1.1, np.inf, -np.inf, 1e30, np.nan, 1e-9, 0.0, 100.001, np.inf],
+                 np.float32)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    for dtype in ("float32", "bfloat16"):
+        va, vb = vk.tensor(a, dtype, device), vk.tensor(b, dtype, device)
+        tta, ttb = ta.to(getattr(torch, dtype)), tb.to(getattr(torch, dtype))
+        for kwargs in ({}, {"rtol": 0.0, "atol": 1e-3}, {"equal_nan": True}, {"rtol": 0.2}):
+            got = vk.isclose(va, vb, **kwargs)
+            assert got.dtype is vk.bool_
+            np.testing.assert_array_equal(got.numpy(), torch.isclose(tta, ttb, **kwargs).numpy(),
+                                          err_msg=f"{dtype} {kwargs}")
+            assert va.allclose(vb, **kwargs) == torch.allclose(tta, ttb, **kwargs)
+    assert vk.allclose(vk.tensor(a[:2], device=device), vk.tensor(a[:2], device=device))
+    ints = vk.tensor([1, 2, 3], device=device)
+    np.testing.assert_array_equal(vk.isclose(ints, ints + 1, atol=1).numpy(), [True] * 3)
+    with pytest.raises(ValueError, match="non-negative"):
+        vk.isclose(ints, ints, rtol=-1)
