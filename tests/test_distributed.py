@@ -100,6 +100,9 @@ JOB = textwrap.dedent('''
         parts = [vk.zeros(2, device=dev, dtype=vk.bfloat16) for _ in range(n)]
         dist.all_gather(parts, vk.tensor([r, -r], device=dev, dtype=vk.bfloat16))
         got["all_gather"] = [p.tolist() for p in parts]
+        t = vk.zeros(2, device=dev)
+        dist.reduce_scatter(t, [vk.tensor([r, 10.0 * q], device=dev) for q in range(n)])
+        got["reduce_scatter"] = t.tolist()
         out["collectives"] = dist.allgather_object(got)
     if cfg.get("checks"):
         # one transfer down and one up per bucket in a backward pass (counted on Vulkan)
@@ -231,11 +234,11 @@ def test_three_host_ranks_equal_one_process_and_collectives(tmp_path):
     out = run_ok(3, {"devices": ["host"] * 3, "dtypes": ["float32"], "B": B, "steps": STEPS,
                      "bucket_mb": 25, "collectives": True}, tmp_path)
     check_equal(out, 3, ["float32"])
-    assert out["collectives"] == [collectives(3)] * 3
+    assert out["collectives"] == [collectives(3, q) for q in range(3)]
 
 
-def collectives(n):
-    """What JOB's collectives give on every rank of n."""
+def collectives(n, q):
+    """What JOB's collectives give on rank q of n."""
     ranks = range(n)
     return {"sum": [sum(r + 1.0 for r in ranks), sum(-2.0 * r for r in ranks), 0.5 * n],
             "mean": [(n + 1) / 2, -(n - 1.0), 0.5], "max": [float(n), 0.0, 0.5],
@@ -243,7 +246,8 @@ def collectives(n):
             # 1 + (n - 1) 2^-8 rounded once; pairwise, 1 + 2^-8 would round to 1 every time
             "bf16 sum": [{2: 1.0, 3: 1.0078125}[n]],
             "int max": [n - 1, 2 * (n - 1)], "broadcast": [[n - 0.5]],
-            "all_gather": [[r, -r] for r in ranks]}
+            "all_gather": [[r, -r] for r in ranks],
+            "reduce_scatter": [sum(ranks), 10.0 * n * q]}
 
 
 @pytest.mark.vulkan
@@ -254,7 +258,7 @@ def test_host_and_lavapipe_ranks_equal_one_process(tmp_path):
                      "steps": STEPS, "bucket_mb": 0.0003, "checks": True, "collectives": True},
                  tmp_path)
     check_equal(out, 2, ["float32", "bfloat16"])
-    assert out["collectives"] == [collectives(2)] * 2
+    assert out["collectives"] == [collectives(2, q) for q in range(2)]
     transfers, buckets = out["backward_transfers"]
     assert buckets > 1 and transfers == 2 * buckets
     assert out["state_keys"][0] == out["state_keys"][1]
