@@ -226,6 +226,16 @@ def test_max_pool2d_ceil_mode_and_indices(device, kwargs, rng):
         np.testing.assert_array_equal(idx.numpy(), ref_idx.numpy())
 
 
+def test_asymmetric_padding_through_pad(device, rng):
+    """(left, right, top, bottom) padding for conv and pooling is F.pad first, as in torch."""
+    x = rng.standard_normal((1, 2, 5, 6))
+    w = rng.standard_normal((3, 2, 3, 2))
+    check_f32(device, lambda t, w: F.conv2d(F.pad(t, (0, 1, 2, 1)), w),
+              lambda t, w: TF.conv2d(TF.pad(t, (0, 1, 2, 1)), w), [x, w], 12)
+    check_f32(device, lambda t: F.max_pool2d(F.pad(t, (1, 0, 0, 2), value=float("-inf")), 2),
+              lambda t: TF.max_pool2d(TF.pad(t, (1, 0, 0, 2), value=float("-inf")), 2), [x], 1)
+
+
 @pytest.mark.parametrize("kwargs", POOLS[:3])
 @pytest.mark.parametrize("count_include_pad,divisor_override", [(True, None), (False, None),
                                                                 (True, 5)])
