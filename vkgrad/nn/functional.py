@@ -139,7 +139,7 @@ def log_softmax(x, axis=-1, *, dim=None):
 
 
 def _check_number(value, name, fn):
-    if isinstance(value, Tensor) or not isinstance(value, (int, float)):
+    if not isinstance(value, (int, float, np.number)):
         raise TypeError(f"{fn}: {name} must be a number, not {type(value).__name__}")
 
 
