@@ -16,7 +16,7 @@ in both runs, so they may land one ulp apart; ATOL_BF16 allows two (seen: one).
 """
 import json
 import os
-import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -162,18 +162,32 @@ def reference(n, dtype, opt):
     return {k: v.astype(vk.float32).numpy() for k, v in model.state_dict().items()}
 
 
-def mpirun(n, cfg, tmp_path, timeout=60):
+def launch(n, args, timeout):
+    """`mpiexec -n n` over loopback, one BLAS thread a rank; the finished process, with .elapsed
+    seconds. Past `timeout` the whole process group (mpiexec and its ranks) is killed."""
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    cmd = [str(MPIEXEC), "-n", str(n), "--oversubscribe", "--mca", "btl_tcp_if_include", "lo",
+           sys.executable, *map(str, args)]
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    done = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    done.elapsed = time.monotonic() - start
+    return done
+
+
+def mpirun(n, cfg, tmp_path, timeout=60):
     job = tmp_path / "job.py"
     job.write_text(JOB)
     cfg = dict(cfg, out=str(tmp_path / "out.json"))
-    cmd = [str(MPIEXEC), "-n", str(n), "--oversubscribe", "--mca", "btl_tcp_if_include", "lo",
-           sys.executable, str(job), json.dumps(cfg), str(Path(__file__).parent)]
-    start = time.monotonic()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    proc.elapsed = time.monotonic() - start
-    return proc
+    return launch(n, [job, json.dumps(cfg), Path(__file__).parent], timeout)
 
 
 def run_ok(n, cfg, tmp_path):
@@ -364,20 +378,16 @@ def test_post_accumulate_grad_hook_sees_final_grads_and_callbacks_run_at_the_end
 
 # ---- the example: make train-dist --------------------------------------------------------------
 def test_mnist_lenet5_distributed_trains_and_resumes_on_other_ranks(tmp_path):
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OPENBLAS_NUM_THREADS="1")
     ckpt = tmp_path / "c.safetensors"
 
-    def launch(n, *args):
-        cmd = [str(MPIEXEC), "-n", str(n), "--oversubscribe", sys.executable,
-               str(ROOT / "examples" / "mnist_lenet5.py"), "--distributed", "--device", "host",
-               "--limit", "192", "--checkpoint", str(ckpt), "--plot", str(tmp_path / "p.png"),
-               *args]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    def train(n, *args):
+        proc = launch(n, [ROOT / "examples" / "mnist_lenet5.py", "--distributed", "--device",
+                          "host", "--limit", "192", "--checkpoint", ckpt, "--plot",
+                          tmp_path / "p.png", *args], timeout=120)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc.stdout
-    out = launch(2, "--epochs", "1")
+    out = train(2, "--epochs", "1")
     assert out.count("epoch 1/1:") == 1                  # rank 0 alone prints
     assert "on 2 ranks" in out and "192 training and 192 test images" in out
-    out = launch(3, "--epochs", "2", "--resume")         # another world size continues
+    out = train(3, "--epochs", "2", "--resume")         # another world size continues
     assert "resumed from" in out and out.count("epoch 2/2:") == 1 and "epoch 1/2" not in out
