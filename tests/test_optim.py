@@ -356,6 +356,8 @@ def test_load_state_dict_validates_and_leaves_the_optimizer_unchanged(device):
         (changed(params=lambda sd: sd["param_groups"][1]["params"].pop()), "has 1 parameters"),
         (changed(shape=lambda sd: sd["state"][3].update(exp_avg=vk.zeros((4,)))), r"shape \(4,\)"),
         (changed(index=lambda sd: sd["state"].update({9: {"step": 1}})), "parameter 9"),
+        (changed(step=lambda sd: sd["state"][1].update(step=float("nan"))),
+         "'step' of parameter 1"),
     ]
     for sd, message in bad:
         with pytest.raises(ValueError, match=message):

@@ -188,8 +188,8 @@ def launch(backend, shape, dtype, op, a=0, b=0, c=0, d=0, cursor=None, out=None)
     if out.size:
         push = [out.size, out.start, a & MASK32, b & MASK32, c & MASK32, d & MASK32,
                 0 if cursor is None else cursor.start]
-        backend.launch("random", "", -(-out.size // 4), push, (kernels.RANDOM_CODES[op], dtype.code),
-                       writes=[out, cursor])
+        backend.launch("random", "", -(-out.size // 4), push,
+                       (kernels.RANDOM_CODES[op], dtype.code), writes=[out, cursor])
     return out
 
 

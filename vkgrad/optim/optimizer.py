@@ -257,7 +257,11 @@ class Optimizer:
 
 def _load_value(name, value, p, index):
     if name == "step":  # a number or a scalar tensor, as torch versions save it
-        return tensor(np.float32(float(value)), device=p.device)
+        step = float(value)
+        if not 0 <= step < float("inf"):
+            raise ValueError(f"state 'step' of parameter {index} is {step}: a step count is a "
+                             "finite number >= 0")
+        return tensor(np.float32(step), device=p.device)
     t = value if isinstance(value, Tensor) else tensor(np.asarray(value))
     if t.shape != p.shape:
         raise ValueError(f"state {name!r} of parameter {index} has shape {t.shape}, the "
