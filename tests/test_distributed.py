@@ -117,6 +117,17 @@ JOB = textwrap.dedent('''
         out["state_keys"] = [list(ddp.state_dict()), list(bare.state_dict())]
         bare.load_state_dict(ddp.state_dict())
         ddp.load_state_dict(bare.state_dict())
+        # buffers: rank 0's at wrap, and again before each training forward
+        bn = nn.Sequential(nn.Linear(8, 3), nn.BatchNorm1d(3)).to(dev)
+        with vk.no_grad():
+            bn[1].running_mean[...] = float(r + 1)
+        ddp = DDP(bn)
+        seen = [bn[1].running_mean.tolist()]
+        with vk.no_grad():
+            bn[1].running_mean[...] = float(r + 5)
+        ddp(vk.tensor(x, device=dev))   # running_mean: 0.9 * 5 + 0.1 * this batch's mean
+        seen.append(np.allclose(bn[1].running_mean.numpy(), 4.5, atol=0.2))
+        out["buffers"] = dist.allgather_object(seen)
     if r == 0:
         with open(cfg["out"], "w") as f:
             json.dump(out, f)
@@ -242,6 +253,7 @@ def test_two_host_ranks_equal_one_process_and_overlap(tmp_path):
                                    atol=2.0 ** -20, err_msg=k)
     assert out["state_keys"][0] == out["state_keys"][1]
     assert out["backward_transfers"][0] == 0   # host tensors: MPI works on their memory
+    assert out["buffers"] == [[[1.0, 1.0, 1.0], True]] * 2
 
 
 def test_three_host_ranks_equal_one_process_and_collectives(tmp_path):
