@@ -128,6 +128,7 @@ JOB = textwrap.dedent('''
         ddp(vk.tensor(x, device=dev))   # running_mean: 0.9 * 5 + 0.1 * this batch's mean
         seen.append(np.allclose(bn[1].running_mean.numpy(), 4.5, atol=0.2))
         out["buffers"] = dist.allgather_object(seen)
+        out["default_device"] = [str(dist.device()), dist.local_rank()]
     if r == 0:
         with open(cfg["out"], "w") as f:
             json.dump(out, f)
@@ -254,6 +255,10 @@ def test_two_host_ranks_equal_one_process_and_overlap(tmp_path):
     assert out["state_keys"][0] == out["state_keys"][1]
     assert out["backward_transfers"][0] == 0   # host tensors: MPI works on their memory
     assert out["buffers"] == [[[1.0, 1.0, 1.0], True]] * 2
+    # no Vulkan GPU here (lavapipe is a CPU driver and not counted): the ranks stay on the host
+    gpus = [d for d in vk.devices()[1:] if d.info()["device_type"] in
+            ("discrete-gpu", "integrated-gpu", "virtual-gpu")]
+    assert out["default_device"] == (["vulkan:0", 0] if len(gpus) >= 2 else ["host", 0])
 
 
 def test_three_host_ranks_equal_one_process_and_collectives(tmp_path):
