@@ -556,16 +556,16 @@ class VulkanBackend(Backend):
 
     def replay(self, recording):
         """Submit a Recording's command buffer again, after what is queued (the copies of a
-        compiled step's arguments): the same kernels, on the same memory, with the same push
-        constants. No op runs, nothing is allocated or recorded, and the host does not wait.
+        compiled step's arguments) in the same submission: the same kernels, on the same memory,
+        with the same push constants. No op runs, nothing is allocated or recorded, and the host does not wait.
         While profiling, its dispatches are queued one by one instead, for their timestamps."""
         with self._lock:
             if self._profiled is not None:
                 for entry in recording.dispatches:
                     self._queue(*entry)
                 return
-            self._flush()
-            self._submit(recording.sequence)
+            # the argument copies go first, in the same submission
+            self._submit(recording.sequence, after=self._close() if self._pending else None)
             self.counters.dispatches += len(recording.dispatches)
             self.counters.barriers += recording.barriers
 
@@ -575,33 +575,48 @@ class VulkanBackend(Backend):
         if self._profiled is not None:
             self._profiled.append(None)  # its timestamp is no kernel's
 
-    def _submit(self, sequence, eager=False):
+    def _submit(self, sequence, eager=False, after=None):
         """Submit `sequence` without waiting (after waiting for all earlier submissions, when
-        MAX_IN_FLIGHT are queued). `eager`: it goes back to the spares once waited for."""
+        MAX_IN_FLIGHT are queued). `eager`: it goes back to the spares once waited for.
+        `after`: an eager sequence (from _close) submitted just before it, in one submission."""
         if self._submitted >= MAX_IN_FLIGHT:
             self._wait()
-        sequence.eval_async()
+        if after is None:
+            sequence.eval_async()
+        else:
+            sequence.eval_async_after(after)
+            self._in_flight.append((after, True))
         self.counters.submits += 1
         self._submitted += 1
         if not any(s is sequence for s, _ in self._in_flight):
             self._in_flight.append((sequence, eager))
+
+    def _end_sequence(self):
+        self._record_barrier(self._end_barrier)
+        self._hazards.clear()
+        self._pending = 0
+
+    def _close(self):
+        """End the eager dispatches queued so far with a barrier; their sequence, to submit
+        (a fresh one takes their place)."""
+        self._end_sequence()
+        closed = self._sequence
+        self._sequence = self._spare.pop() if self._spare else self.manager.sequence()
+        return closed
 
     def _flush(self):
         """Submit the eager dispatches queued so far, ended by a barrier, without waiting."""
         with self._lock:
             if not self._pending:
                 return
-            self._record_barrier(self._end_barrier)
-            self._hazards.clear()
-            self._pending = 0
             if self._profiled is not None:  # one timestamped sequence, waited for at once
+                self._end_sequence()
                 self._submit(self._sequence)
                 self._wait()
                 self._collect_times()
                 self._sequence.clear()
                 return
-            self._submit(self._sequence, eager=True)
-            self._sequence = self._spare.pop() if self._spare else self.manager.sequence()
+            self._submit(self._close(), eager=True)
 
     def _wait(self):
         """Submit what is queued and wait for everything submitted; keep the error word's code
@@ -609,8 +624,9 @@ class VulkanBackend(Backend):
         with self._lock:
             self._flush()
             if self._in_flight:
-                for sequence, eager in self._in_flight:
-                    sequence.eval_await()
+                for sequence, _ in self._in_flight:
+                    sequence.eval_await()  # (one submitted with a later one: nothing to wait)
+                for sequence, eager in self._in_flight:  # all done: eager ones record again
                     if eager:
                         sequence.clear()
                         self._spare.append(sequence)
