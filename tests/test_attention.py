@@ -251,3 +251,29 @@ def test_multihead_attention_bad_input():
         nn.MultiheadAttention(8, 2, kdim=4)
     with pytest.raises(ValueError, match="activation"):
         nn.TransformerEncoderLayer(8, 2, activation="tanh")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_fused_matches_composed(causal, dtype, device):
+    """Without a mask SDPA takes the fused op (one attention.comp dispatch on Vulkan); an
+    all-True bool mask forces the composed reference. Both compute in float32 and round once, so
+    they differ by the float32 bound of the module docstring plus one bf16 rounding each."""
+    rng = np.random.default_rng(5)
+    b, big_l, e = (2, 2), 33, 128                      # the longest rows the kernel holds
+    q, k, v = (_rounded(rng.standard_normal((*b, big_l, e)), dtype) for _ in range(3))
+    w = _rounded(rng.standard_normal((*b, big_l, e)), dtype)
+    keep = np.tril(np.ones((big_l, big_l), bool)) if causal else np.ones((big_l, big_l), bool)
+    results = []
+    for mask in (None, vk.tensor(keep, device=device)):
+        ts = [vk.tensor(x, dtype=dtype, device=device, requires_grad=True) for x in (q, k, v)]
+        out = F.scaled_dot_product_attention(*ts, attn_mask=mask,
+                                             is_causal=causal and mask is None)
+        (out.astype(vk.float32) * vk.tensor(w, dtype="float32", device=device)).sum().backward()
+        results.append([out.numpy().astype(np.float64)]
+                       + [t.grad.numpy().astype(np.float64) for t in ts])
+    f32, half_ulp = _bound(q, k, v, None, e ** -0.5, dtype)
+    for fused, composed, what in zip(*results, ["out", "dq", "dk", "dv"]):
+        scale = np.abs(composed).max()
+        tol = 8 * f32 * scale * (1 if what == "out" else big_l) + 2 * half_ulp * np.abs(composed)
+        assert (np.abs(fused - composed) <= tol + 1e-30).all(), (what, np.abs(fused - composed).max())

@@ -85,6 +85,7 @@ FAMILIES = {
     "conv": {"": [f"{k}={v}" for k, v in CONV_CODES.items()]},
     "optim": {"": [f"RULE_{r.upper()}={i}" for i, r in enumerate(OPTIM_RULES)]
               + [f"FLAG_{k}={v}" for k, v in OPTIM_FLAGS.items()]},
+    "attention": {"": []},
 }
 
 # Every kernel declares its push constants within this many 32-bit words (Vulkan guarantees 128 B).

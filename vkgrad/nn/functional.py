@@ -29,7 +29,7 @@ from ..ops.conv import (adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, co
 from ..ops.indexing import take, take_along_axis
 from ..ops.movement import pad as _pad_numpy
 from ..random import rand
-from ..ops.transformer_ops import tril
+from ..ops.transformer_ops import MAX_FUSED_FEATURES, fused_attention, tril
 from ..tensor import (Tensor, _add_narrow, _narrow, _widen, clip, elementwise, full, tensor,
                       where)
 
@@ -770,6 +770,11 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
                                  is_causal=False, scale=None, generator=None):
     """softmax(Q K^T * scale + M) V, torch's F.scaled_dot_product_attention.
 
+    Without a mask and dropout (is_causal allowed) it runs as one fused op (vkgrad/ops/
+    transformer_ops.py: on Vulkan one dispatch of an online softmax that stores no L x S scores);
+    otherwise, and for rows longer than MAX_FUSED_FEATURES, it is composed from matmul, where
+    and softmax, the reference the fused op is tested against.
+
     query [..., L, E], key [..., S, E], value [..., S, Ev] -> [..., L, Ev]; the leading (batch,
     head) dims broadcast. scale defaults to 1 / sqrt(E). attn_mask broadcasts to [..., L, S]: a
     bool mask says which keys take part (True) and a floating one is added to the scores;
@@ -796,6 +801,15 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         raise ValueError(f"scaled_dot_product_attention: dropout_p must be in [0, 1], not "
                          f"{dropout_p}")
     scale = e ** -0.5 if scale is None else float(scale)
+    ev, dtype = value.shape[-1], query.dtype
+    if (attn_mask is None and dropout_p == 0 and dtype.is_floating and key.dtype is dtype
+            and value.dtype is dtype and max(e, ev) <= MAX_FUSED_FEATURES
+            and (dtype is not dtypes.bfloat16 or ev % 2 == 0)
+            and query.shape[:-2] == key.shape[:-2] == value.shape[:-2]):
+        # the fused op (one dispatch on Vulkan, no L x S scores), the leading dims flattened
+        # (broadcast ones are composed: their summed bf16 gradients would round twice)
+        q, k, v = (t.reshape((-1, *t.shape[-2:])) for t in (query, key, value))
+        return fused_attention(q, k, v, scale, is_causal).reshape((*query.shape[:-1], ev))
     scores = (_widen(query) @ _widen(key).swapaxes(-1, -2)) * scale
     if is_causal:
         attn_mask = tril(full((big_l, s), True, dtypes.bool_, query.device))
