@@ -1,4 +1,4 @@
-"""Train a character-level GPT on Python's own documentation: the second main job (`make train-gpt`).
+"""Train a character-level GPT on Python's documentation: the second main job (`make train-gpt`).
 
     python examples/char_gpt.py                            # best device, the default model
     python examples/char_gpt.py --device vulkan --dtype bf16 --iters 2000 --layers 4 --width 128

@@ -276,4 +276,5 @@ def test_fused_matches_composed(causal, dtype, device):
     for fused, composed, what in zip(*results, ["out", "dq", "dk", "dv"]):
         scale = np.abs(composed).max()
         tol = 8 * f32 * scale * (1 if what == "out" else big_l) + 2 * half_ulp * np.abs(composed)
-        assert (np.abs(fused - composed) <= tol + 1e-30).all(), (what, np.abs(fused - composed).max())
+        diff = np.abs(fused - composed)
+        assert (diff <= tol + 1e-30).all(), (what, diff.max())
