@@ -16,12 +16,15 @@ queue. Ordering is by barriers, which the backend places itself (the patched Kom
 none): each launch declares the operands it reads and writes (`reads=`, `writes=`), `Hazards`
 tracks the arena and staging words read and written since the last barrier, and a dispatch gets
 one global barrier before it only if it reads a word still being written or writes a word still
-being read or written; a launch that declares nothing gets one always and counts as touching
-everything. Every submission ends with one barrier (compute writes before later compute reads and
-writes, and before host reads), so work submitted later, or read by the host after its fence, is
-ordered after it without tracking across submissions. Reused arena words are covered by the same
-rule: a new owner's first write waits for the old owner's queued readers. vk.stats() counts the
-barriers recorded into submitted work (`barriers`).
+being read or written; a launch that declares nothing gets one unless nothing is pending, and
+counts as touching everything. Every submission ends with one barrier (compute writes before
+later compute reads and writes, and before host reads), so work submitted later, or read by the
+host after its fence, is ordered after it without tracking across submissions. Reused arena words
+are covered by the same rule: a new owner's first write waits for the old owner's queued readers.
+A compiled step (vkgrad.compile) is recorded once into a command buffer of its own, with its
+barriers placed the same way, and every replay submits it again (see end_capture, replay).
+vk.stats() counts the barriers recorded into submitted work (`barriers`) and the dispatches
+recorded into command buffers (`dispatches_recorded`: a replay records none).
 
 Device-side errors: index tensors on the device are checked by the kernels that read them, since
 the host never sees their values. The staging buffer's last word is the *error word*: a kernel
@@ -557,8 +560,9 @@ class VulkanBackend(Backend):
     def replay(self, recording):
         """Submit a Recording's command buffer again, after what is queued (the copies of a
         compiled step's arguments) in the same submission: the same kernels, on the same memory,
-        with the same push constants. No op runs, nothing is allocated or recorded, and the host does not wait.
-        While profiling, its dispatches are queued one by one instead, for their timestamps."""
+        with the same push constants. No op runs, nothing is allocated or recorded, and the host
+        does not wait. While profiling, its dispatches are queued one by one instead, for their
+        timestamps."""
         with self._lock:
             if self._profiled is not None:
                 for entry in recording.dispatches:
