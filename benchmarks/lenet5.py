@@ -303,7 +303,8 @@ def format_table(results, vkgrad_labels):
 
 
 def format_counters(counters):
-    keys = ["dispatches", "submits", "host_syncs", "pipelines_created", "device_bytes_allocated"]
+    keys = ["dispatches", "dispatches_recorded", "barriers", "submits", "host_syncs",
+            "pipelines_created", "device_bytes_allocated"]
     lines = ["vkgrad device work per training step (steady state, mean of "
              f"{COUNTED_STEPS} steps, vk.stats()):", "",
              "| vkgrad on | dtype | " + " | ".join(k.replace("_", " ") for k in keys) + " |",
