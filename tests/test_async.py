@@ -9,7 +9,7 @@ import pytest
 
 import vkgrad as vk
 import vkgrad.nn.functional as F
-from vkgrad.backend.vulkan import ARENA, STAGING, Hazards
+from vkgrad.backend.vulkan import ARENA, MAX_TRACKED, STAGING, Hazards
 
 
 def _lenet_trainer(device, optimizer="sgd"):
@@ -47,6 +47,10 @@ def test_hazards_order_only_dependent_ranges():
     assert not h.conflicts(None, None)
     h.add(None, None)
     assert h.conflicts([], [(STAGING, 0, 1)])
+    h.clear()
+    for i in range(MAX_TRACKED):  # independent, but past what is worth checking
+        h.add([], [(ARENA, i, i + 1)])
+    assert h.conflicts([], [(ARENA, 1000, 1001)])
 
 
 def test_independent_kernels_share_a_barrier(vulkan):

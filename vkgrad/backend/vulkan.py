@@ -57,6 +57,7 @@ MAX_BUFFER_BYTES = (1 << 32) - (1 << 16)  # Kompute sizes buffers with 32-bit in
 ERROR_WORDS = ALIGN_WORDS         # staging's top words, kept from transfers; the last: errors
 MAX_IN_FLIGHT = 64                # submissions queued before the host waits for them
 ARENA, STAGING = 0, 1             # the two buffers every kernel binds, as Hazards names them
+MAX_TRACKED = 64                  # ranges Hazards tracks before it asks for a barrier anyway
 # Vulkan flags for the barriers (VkAccessFlagBits, VkPipelineStageFlagBits)
 SHADER_READ, SHADER_WRITE, HOST_READ = 0x20, 0x40, 0x2000
 COMPUTE_STAGE, HOST_STAGE = 0x800, 0x4000
@@ -263,7 +264,9 @@ class Hazards:
     """The words that dispatches queued since the last barrier read and write, as (buffer, first,
     end) ranges (buffer ARENA or STAGING), or `everything` after a dispatch that declared nothing.
     `conflicts` says whether a dispatch must wait for them (read after write, write after read,
-    write after write); the caller then records a barrier and clears them."""
+    write after write); the caller then records a barrier and clears them. Past MAX_TRACKED
+    ranges it says so anyway, which bounds the cost of the check (a long run of independent
+    kernels, an optimizer's updates of many parameters, then shares one barrier per run)."""
     __slots__ = ("reads", "writes", "everything")
 
     def __init__(self):
@@ -276,7 +279,7 @@ class Hazards:
         """Whether ranges `reads`, `writes` (None: unknown, so anything) touch pending work."""
         if writes is None:
             return self.everything or bool(self.reads or self.writes)
-        if self.everything:
+        if self.everything or len(self.reads) + len(self.writes) >= MAX_TRACKED:
             return True
         return any(_overlaps(r, self.writes) for r in reads) or \
             any(_overlaps(w, self.writes) or _overlaps(w, self.reads) for w in writes)
