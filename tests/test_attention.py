@@ -278,3 +278,14 @@ def test_fused_matches_composed(causal, dtype, device):
         tol = 8 * f32 * scale * (1 if what == "out" else big_l) + 2 * half_ulp * np.abs(composed)
         diff = np.abs(fused - composed)
         assert (diff <= tol + 1e-30).all(), (what, diff.max())
+
+
+def test_causal_forward_is_one_dispatch(vulkan):
+    """On Vulkan causal attention is one attention.comp dispatch: no L x S scores, no matmul."""
+    q = vk.randn(2, 4, 16, 8, device=vulkan)
+    vk.synchronize()
+    vk.reset_stats()
+    with vk.no_grad():
+        out = F.scaled_dot_product_attention(q, q, q, is_causal=True)
+    assert vk.stats()["dispatches_recorded"] == 1
+    assert out.shape == (2, 4, 16, 8)

@@ -781,8 +781,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     is_causal masks key j for query i where j > i (the top-left triangle, as torch, also when
     L != S) and may not be combined with attn_mask. A query that no key takes part for gets a zero
     output and zero gradients (torch's rule), not NaN. dropout_p > 0 drops attention weights as
-    F.dropout does (whether or not a module is training, as torch). bf16: computed in float32
-    and rounded once.
+    F.dropout does (whether or not a module is training, as torch; `generator` as F.dropout's).
+    bf16: computed in float32 and rounded once.
     """
     for name, t in (("query", query), ("key", key), ("value", value)):
         _check_tensor(t, name, "scaled_dot_product_attention")
