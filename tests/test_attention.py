@@ -289,3 +289,16 @@ def test_causal_forward_is_one_dispatch(vulkan):
         out = F.scaled_dot_product_attention(q, q, q, is_causal=True)
     assert vk.stats()["dispatches_recorded"] == 1
     assert out.shape == (2, 4, 16, 8)
+
+
+def test_tri_and_masked_fill_bad_input(device):
+    x = vk.ones((3, 4), device=device)
+    with pytest.raises(ValueError, match="at least 2 dims"):
+        vk.tril(vk.ones(3, device=device))
+    with pytest.raises(TypeError, match="must be a bool Tensor"):
+        x.masked_fill(x, 0.0)
+    with pytest.raises(ValueError, match="does not broadcast to the input's shape"):
+        x.masked_fill(vk.ones((2, 3, 4), dtype=vk.bool_, device=device), 0.0)
+    with pytest.raises(ValueError, match="scalar or 0-d"):
+        x.masked_fill(x > 0, vk.ones(2, device=device))
+    np.testing.assert_array_equal(x.triu(1).numpy(), np.triu(np.ones((3, 4)), 1))

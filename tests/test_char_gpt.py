@@ -1,7 +1,11 @@
-"""examples/char_gpt.py: a small configuration learns, resumes, runs alike on every device; and the
-recipe it uses (AdamW groups, warm-up then cosine, gradient clipping) steps as torch's does."""
+"""examples/char_gpt.py: a small configuration learns, resumes, runs alike on every device; the
+recipe it uses (AdamW groups, warm-up then cosine, gradient clipping) steps as torch's does; and
+benchmarks/gpt.py's agreement check passes."""
 import importlib.util
+import json
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -83,3 +87,15 @@ def test_recipe_steps_as_torch(device):
     np.testing.assert_allclose(our_lrs, their_lrs, rtol=1e-12)
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose(a, b, rtol=0, atol=12 * 8 * 2.0 ** -24 * (np.abs(b).max() + 1))
+
+
+def test_benchmark_agrees_with_torch(tmp_path):
+    """benchmarks/gpt.py's check: vkgrad's first losses match torch's from the same weights."""
+    script = EXAMPLE.parent.parent / "benchmarks" / "gpt.py"
+    result = subprocess.run([sys.executable, str(script), "--quick", "--devices", "host",
+                             "--dtypes", "f32", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK: every row agrees with torch cpu" in result.stdout
+    report = json.loads((tmp_path / "gpt.json").read_text())
+    assert report["failures"] == [] and report["results"][0]["difference"] <= 1e-4
