@@ -258,7 +258,9 @@ def test_repr_matches_torch():
     assert repr(nn.Linear(256, 128)) == "Linear(in_features=256, out_features=128, bias=True)"
     assert repr(lenet(nn)).startswith(
         "Sequential(\n  (0): Conv2d(1, 6, kernel_size=(5, 5), stride=(1, 1))\n  (1): ReLU()\n"
-        "  (2): MaxPool2d(kernel_size=2, stride=2, padding=0, dilation=1)\n")
+        "  (2): MaxPool2d(kernel_size=2, stride=2, padding=0, dilation=1, ceil_mode=False)\n")
+    for args in [(2,), (3, 1, 1), (2, 2, 0, 1, False, True)]:
+        assert repr(nn.MaxPool2d(*args)) == repr(torch.nn.MaxPool2d(*args))
 
 
 # ---- containers ----------------------------------------------------------------------------------
