@@ -28,6 +28,24 @@ uint f32_to_bf16(float v) {
 bool f32_is_nan(float v) { return (floatBitsToUint(v) & 0x7fffffffu) > 0x7f800000u; }
 bool f32_is_inf(float v) { return (floatBitsToUint(v) & 0x7fffffffu) == 0x7f800000u; }
 
+// ---- float -> integer ------------------------------------------------------------------------
+// GLSL leaves int(v) and uint(v) undefined for NaN, infinities and values out of range (devices
+// differ: NVIDIA saturates, x86 wraps), so every conversion goes through these, which define it as
+// docs/numerics.md does (and the host does): truncate toward zero, saturate to the type's range,
+// NaN to 0. 2^31 and 2^32 are exact in f32, so the bounds compare exactly.
+int f32_to_i32(float v) {
+    if (f32_is_nan(v)) return 0;
+    if (v >= 2147483648.0) return 0x7fffffff;
+    if (v <= -2147483648.0) return int(0x80000000u);
+    return int(v);
+}
+
+uint f32_to_u32(float v) {
+    if (f32_is_nan(v) || v <= 0.0) return 0u;  // (-1, 0) truncates to 0 too
+    if (v >= 4294967296.0) return 0xffffffffu;
+    return uint(v);
+}
+
 // ---- raw element access ---------------------------------------------------------------------------
 uint load_bits(uint dt, uint start, int index) {
     uint e = uint(int(start) + index);
@@ -50,21 +68,24 @@ float load_f32(uint dt, uint start, int index) {
 int load_i32(uint dt, uint start, int index) {
     if (dt == DT_IMM) return int(start);
     uint b = load_bits(dt, start, index);
-    if (dt == DT_FLOAT32) return int(uintBitsToFloat(b));
-    if (dt == DT_BFLOAT16) return int(bf16_to_f32(b));
+    if (dt == DT_FLOAT32) return f32_to_i32(uintBitsToFloat(b));
+    if (dt == DT_BFLOAT16) return f32_to_i32(bf16_to_f32(b));
     return int(b);
 }
 
-uint load_u32(uint dt, uint start, int index) { return uint(load_i32(dt, start, index)); }
+uint load_u32(uint dt, uint start, int index) {
+    if (dt == DT_FLOAT32 || dt == DT_BFLOAT16) return f32_to_u32(load_f32(dt, start, index));
+    return uint(load_i32(dt, start, index));
+}
 
 // Bits of `v` as an element of `dt`, not yet shifted into place within its word.
 uint f32_to_bits(uint dt, float v) {
     if (dt == DT_FLOAT32) return floatBitsToUint(v);
     if (dt == DT_BFLOAT16) return f32_to_bf16(v);
-    if (dt == DT_INT32) return uint(int(v));
-    if (dt == DT_BOOL) return v != 0.0 ? 1u : 0u;
-    if (dt == DT_UINT8) return uint(int(v)) & 0xffu;
-    return uint(v);
+    if (dt == DT_INT32) return uint(f32_to_i32(v));
+    if (dt == DT_BOOL) return v != 0.0 ? 1u : 0u;  // NaN is true, as in numpy
+    if (dt == DT_UINT8) return min(f32_to_u32(v), 255u);
+    return f32_to_u32(v);
 }
 
 uint i32_to_bits(uint dt, int v) {

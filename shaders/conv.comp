@@ -69,7 +69,7 @@ ivec2 window_argmax(uint n, uint c, uint oh, uint ow) {
             int w = int(ow * p.sw + j * p.dw) - int(p.pw);
             if (w < 0 || w >= int(p.W)) continue;
             float v = load_f32(A_DT, p.a_start, a_at(n, c, h, w));
-            if (arg.x < 0 || v > best || (isnan(v) && !isnan(best))) {
+            if (arg.x < 0 || v > best || (f32_is_nan(v) && !f32_is_nan(best))) {
                 best = v;
                 arg = ivec2(h, w);
             }

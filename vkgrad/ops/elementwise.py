@@ -461,6 +461,19 @@ def _index0(a, out_shape, i):
     return a.view(a.shape[1:], a.strides[1:], a.offset + i * a.strides[0])
 
 
+def cast(x, np_dtype):
+    """`x` as `np_dtype`, defined where numpy's astype is not (docs/numerics.md): a float becomes
+    an integer by truncation toward zero, saturated to the integer type's range, NaN becoming 0,
+    as f32_to_i32 and f32_to_u32 in shaders/common.glsl do; every other cast is numpy's."""
+    x = np.asarray(x)
+    target = np.dtype(np_dtype)
+    if target.kind not in "iu" or not (x.dtype.kind == "f" or x.dtype == dtypes.bfloat16.np_dtype):
+        return x.astype(target)
+    info = np.iinfo(target)
+    wide = x.astype(np.float64)  # exact for float32 and bf16 values and for both bounds
+    return np.where(np.isnan(wide), 0, np.clip(np.trunc(wide), info.min, info.max)).astype(target)
+
+
 def _host_type(name, compute):
     """The numpy type the host computes op `name` in: bf16 in float32 (rounded once, at the end,
     as on the device; Python scalars enter at float32 precision), except for copies and
@@ -478,8 +491,9 @@ def _make(name, fn, result, arity, domain):
                   for i, a in enumerate(args)]
         with np.errstate(all="ignore"):
             r = HOST.get(name, fn)(*arrays)
-        # identity is astype: always a copy, as on the device
-        return np.asarray(r).astype(out_dtype.np_dtype, copy=name == "identity")
+            if name == "identity":  # astype: always a copy, as on the device
+                return cast(r, out_dtype.np_dtype)
+        return np.asarray(r).astype(out_dtype.np_dtype, copy=False)
 
     def vulkan(backend, *args, compute, out_dtype):
         shape = layout.broadcast_shapes(*[a.shape for a in args if isinstance(a, DeviceArray)])

@@ -1,0 +1,120 @@
+"""Behaviour that lavapipe gives for free and a GPU driver need not (issue 17).
+
+- NaN and infinities through the ops that must test for them: the shaders test bits, never
+  isnan/isinf, which a driver may fold to false under fast math. The inputs include the NaNs
+  nearest infinity (0x7f800001, 0xff800001) and the largest finite float, so a bit test off by one
+  fails here.
+- float -> integer casts, which GLSL leaves undefined for NaN, infinities and values out of range:
+  docs/numerics.md defines them (truncate, saturate, NaN to 0), on the host and the device alike.
+- Grids past 65,535 workgroups: kernels loop over the rest; user kernels refuse what they would skip.
+"""
+import math
+
+import numpy as np
+import pytest
+
+import vkgrad as vk
+import vkgrad.nn.functional as F
+
+# widening a signalling NaN (0x7f800001) to float64 quiets it, and numpy warns about that
+pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")
+
+F32 = np.array([0x7fc00000, 0xffc00000, 0x7f800001, 0xff800001, 0x7f800000, 0xff800000, 0x7f7fffff,
+                0xff7fffff, 0x3fc00000, 0xbfc00000, 0, 0x80000000], np.uint32).view(np.float32)
+# bf16 has no NaN as near infinity as 0x7f800001; its nearest, 0x7f81, is in the rounded set
+BF16 = np.array([0x7fc0, 0xffc0, 0x7f81, 0xff81, 0x7f80, 0xff80, 0x7f7f, 0xff7f, 0x3fc0, 0xbfc0, 0,
+                 0x8000], np.uint16).view(vk.bfloat16.np_dtype)
+
+
+def _specials(dtype):
+    return F32 if dtype == "float32" else BF16
+
+
+def _values(t):
+    return t.numpy().astype(np.float64)
+
+
+def _same(result, expected):
+    np.testing.assert_array_equal(result, np.asarray(expected, np.float64))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_nan_and_infinities_through_unary_ops(device, dtype):
+    x = _specials(dtype)
+    wide = x.astype(np.float64)
+    t = vk.tensor(x, device=device)
+    _same(_values(vk.relu(t)), np.where(np.isnan(wide), wide, np.maximum(wide, 0)))
+    _same(_values(vk.clip(t, -1.0, 1.0)), np.clip(wide, -1, 1))
+    _same(_values(vk.isnan(t)), np.isnan(wide))
+    _same(_values(vk.isinf(t)), np.isinf(wide))
+    _same(_values(vk.isfinite(t)), np.isfinite(wide))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_nan_and_infinities_through_maximum_and_minimum(device, dtype):
+    x = _specials(dtype)
+    a, b = np.meshgrid(x, x, indexing="ij")  # every pair, both orders
+    ta, tb = vk.tensor(a, device=device), vk.tensor(b, device=device)
+    wa, wb = a.astype(np.float64), b.astype(np.float64)
+    _same(_values(vk.maximum(ta, tb)), np.maximum(wa, wb))
+    _same(_values(vk.minimum(ta, tb)), np.minimum(wa, wb))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_nan_and_infinities_through_argmax_and_max(device, dtype):
+    # Each row puts one special first, then the rest: NaN wins, the first of equal values wins.
+    x = _specials(dtype)
+    rows = np.stack([np.roll(x, -k) for k in range(len(x))])
+    t = vk.tensor(rows, device=device)
+    wide = rows.astype(np.float64)
+    np.testing.assert_array_equal(t.argmax(axis=1).numpy(), np.argmax(wide, axis=1))
+    np.testing.assert_array_equal(t.argmin(axis=1).numpy(), np.argmin(wide, axis=1))
+    _same(_values(t.max(axis=1)), np.max(wide, axis=1))
+    _same(_values(t.min(axis=1)), np.min(wide, axis=1))
+    no_nan = np.stack([np.roll(x[4:], -k) for k in range(len(x) - 4)])  # infinity wins, 0 == -0
+    t = vk.tensor(no_nan, device=device)
+    np.testing.assert_array_equal(t.argmax(axis=1).numpy(), np.argmax(no_nan, axis=1))
+    np.testing.assert_array_equal(t.argmin(axis=1).numpy(), np.argmin(no_nan, axis=1))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_nan_and_infinities_through_max_pool(device, dtype):
+    # 2x2 windows over pairs of specials (every ordered pair): NaN wins, then the larger value.
+    x = _specials(dtype)
+    a, b = np.meshgrid(x, x, indexing="ij")
+    img = np.stack([a, b], axis=-1).reshape(1, 1, len(x), 2 * len(x))
+    img = np.repeat(img, 2, axis=2)  # rows twice: each 2x2 window holds the pair twice
+    out = F.max_pool2d(vk.tensor(img, device=device), kernel_size=2, stride=2)
+    wide = img.astype(np.float64).reshape(len(x), 2, len(x), 2)
+    expected = np.where(np.isnan(wide).any(axis=(1, 3)), np.nan, wide.max(axis=(1, 3)))
+    _same(_values(out)[0, 0], expected)
+
+
+# ---- float -> integer casts ----------------------------------------------------------------------
+CAST_INPUTS = [math.nan, -math.nan, math.inf, -math.inf, -1.0, 3e9, -3e9, 2.75, -2.75, -0.5, 255.5,
+               256.0, 300.0, 2147483520.0, 2147483648.0, 4294967040.0, 4294967296.0, -2147483648.0]
+
+
+def _defined_cast(v, np_dtype):
+    """docs/numerics.md's rule, one Python float at a time: NaN 0, truncate, saturate."""
+    if math.isnan(v):
+        return 0
+    info = np.iinfo(np_dtype)
+    return int(max(info.min, min(info.max, math.trunc(v) if math.isfinite(v) else v)))
+
+
+@pytest.mark.parametrize("src", ["float32", "bfloat16"])
+@pytest.mark.parametrize("dst", ["int32", "uint32", "uint8"])
+def test_float_to_int_casts_are_defined(device, src, dst):
+    x = np.array(CAST_INPUTS, np.float32).astype(vk.dtype(src).np_dtype)
+    expected = [_defined_cast(float(v), np.dtype(dst)) for v in x.astype(np.float64)]
+    result = vk.tensor(x, device=device).astype(dst).numpy()
+    assert result.dtype == np.dtype(dst)
+    assert result.tolist() == expected
+
+
+@pytest.mark.parametrize("src", ["float32", "bfloat16"])
+def test_float_to_bool_is_nonzero(device, src):
+    x = np.array(CAST_INPUTS + [0.0, -0.0], np.float32).astype(vk.dtype(src).np_dtype)
+    result = vk.tensor(x, device=device).astype("bool").numpy()
+    assert result.tolist() == [True] * len(CAST_INPUTS) + [False, False]  # NaN is true
