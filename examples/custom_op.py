@@ -28,16 +28,19 @@ layout(push_constant) uniform Params { uint n; uint dt; uint x; uint y; float b;
 
 void main() {
     uint per = elems_per_word(p.dt);           // elements per 32-bit word: 1 (f32) or 2 (bf16)
-    uint word = gl_GlobalInvocationID.x;
-    if (word * per >= p.n) return;
-    uint bits = 0u;
-    for (uint k = 0u; k < per && word * per + k < p.n; ++k) {
-        uint i = word * per + k;
-        float v = load_f32(p.dt, p.x, int(i));
-        float r = 0.5 * (v + sqrt(v * v + p.b));
-        bits |= place_bits(p.dt, f32_to_bits(p.dt, r), i);
+    uint words = (p.n + per - 1u) / per;
+    uint threads = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+    // grid-stride: the grid holds at most vk.Kernel.MAX_THREADS invocations, words may be more
+    for (uint word = gl_GlobalInvocationID.x; word < words; word += threads) {
+        uint bits = 0u;
+        for (uint k = 0u; k < per && word * per + k < p.n; ++k) {
+            uint i = word * per + k;
+            float v = load_f32(p.dt, p.x, int(i));
+            float r = 0.5 * (v + sqrt(v * v + p.b));
+            bits |= place_bits(p.dt, f32_to_bits(p.dt, r), i);
+        }
+        arena[p.y / per + word] = bits;        // y is fresh, so it starts on a word boundary
     }
-    arena[p.y / per + word] = bits;            // y is fresh, so it starts on a word boundary
 }
 """)
 
@@ -50,7 +53,8 @@ def squareplus_forward(x, b):
     x = x.contiguous()
     y = vk.empty(x.shape, dtype=x.dtype, device=x.device)
     per = 2 if x.dtype == vk.bfloat16 else 1
-    SQUAREPLUS.launch(-(-x.size // per), x.size, x.dtype, x, y, float(b))
+    words = -(-x.size // per)
+    SQUAREPLUS.launch(min(words, vk.Kernel.MAX_THREADS), x.size, x.dtype, x, y, float(b))
     return y
 
 

@@ -118,3 +118,38 @@ def test_float_to_bool_is_nonzero(device, src):
     x = np.array(CAST_INPUTS + [0.0, -0.0], np.float32).astype(vk.dtype(src).np_dtype)
     result = vk.tensor(x, device=device).astype("bool").numpy()
     assert result.tolist() == [True] * len(CAST_INPUTS) + [False, False]  # NaN is true
+
+
+# ---- grids past 65,535 workgroups -----------------------------------------------------------------
+def test_kernels_cover_more_than_65535_workgroups(vulkan):
+    # More elements than one capped grid has invocations (65,535 x 256): the kernels loop over the
+    # rest. About 67 MB each, one at a time (lavapipe's arena is 128 MB).
+    n = vk.Kernel.MAX_THREADS + 1000
+    filled = vk.arange(n, dtype="int32", device=vulkan)  # random.comp
+    assert (filled.numpy() == np.arange(n, dtype=np.int32)).all()
+    del filled
+    summed = vk.tensor([1.5], device=vulkan).broadcast_to((n,)) + 2.0  # elementwise.comp
+    assert (summed.numpy() == 3.5).all()
+
+
+SCALE = vk.Kernel("scale_strided", """
+#version 450
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+layout(local_size_x = 256) in;
+layout(push_constant) uniform Params { uint n; uint x; uint y; } p;
+void main() {
+    for (uint i = gl_GlobalInvocationID.x; i < p.n; i += gl_NumWorkGroups.x * gl_WorkGroupSize.x)
+        arena[p.y + i] = floatBitsToUint(2.0 * uintBitsToFloat(arena[p.x + i]));
+}""")
+
+
+def test_user_kernel_grid_is_capped_with_a_clear_error(vulkan):
+    x = vk.arange(1000, dtype="float32", device=vulkan)
+    y = vk.zeros(1000, device=vulkan)
+    SCALE.launch(256, x.size, x, y)  # one workgroup, looping over 1000 elements
+    np.testing.assert_array_equal(y.numpy(), 2.0 * np.arange(1000, dtype=np.float32))
+    before = vulkan.backend.counters.dispatches
+    with pytest.raises(ValueError, match=r"scale_strided: 16776961 threads .*Kernel.MAX_THREADS"):
+        SCALE.launch(vk.Kernel.MAX_THREADS + 1, x.size, x, y)
+    assert vulkan.backend.counters.dispatches == before  # nothing queued

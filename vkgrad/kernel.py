@@ -20,7 +20,9 @@ f32_to_bits, place_bits, ...). Arguments become push constants, one 32-bit word 
 a tensor gives the index of its first element in the arena (counted in elements of its dtype:
 for float32, int32 and uint32 that is a word index), a dtype its DT_* code (for the helpers),
 a float its float32 bits, an int itself.
-Tensors must be contiguous. The DT_* dtype codes and OP_* codes are predefined. Kernels are
+Tensors must be contiguous. One launch holds at most Kernel.MAX_THREADS invocations (65,535
+workgroups of 256, what every device takes); a kernel over more elements loops over them with a
+grid stride, as examples/custom_op.py's does, and a larger `threads` raises. The DT_* dtype codes and OP_* codes are predefined. Kernels are
 compiled with glslangValidator once per source and version of the headers (cached in
 ~/.cache/vkgrad/kernels) and get one pipeline per device, like vkgrad's own. `#include` finds
 vkgrad's shared headers (common.glsl, philox.glsl), which the package carries in
@@ -34,7 +36,7 @@ import shutil
 import subprocess
 
 from . import kernels
-from .backend.vulkan import f32_bits
+from .backend.vulkan import MAX_GROUPS, f32_bits
 from .dtypes import DType
 
 INCLUDE = pathlib.Path(__file__).resolve().parent / "_spirv" / "include"
@@ -56,10 +58,23 @@ class Kernel:
             self._spirv = _compile(self.name, self.source)
         return self._spirv
 
+    # Vulkan guarantees 65,535 workgroups along x, and the grid is one-dimensional: a kernel
+    # over more elements loops over them (grid-stride, see examples/custom_op.py).
+    MAX_THREADS = MAX_GROUPS * kernels.WORKGROUP
+
     def launch(self, threads, *args):
         """Queue one dispatch of at least `threads` invocations (workgroups of the shader's
-        local size, assumed 256 along x), with `args` as push constants."""
+        local size, assumed 256 along x), with `args` as push constants. `threads` is at most
+        MAX_THREADS (16,776,960): a kernel over more elements launches MAX_THREADS and steps
+        its index by gl_NumWorkGroups.x * gl_WorkGroupSize.x."""
         from .tensor import Tensor
+        if threads > self.MAX_THREADS:
+            raise ValueError(
+                f"kernel {self.name}: {threads} threads need more than the {MAX_GROUPS} "
+                f"workgroups of {kernels.WORKGROUP} a Vulkan device is sure to launch; launch at "
+                f"most vk.Kernel.MAX_THREADS ({self.MAX_THREADS}) and loop over the rest in the "
+                "shader: for (uint i = gl_GlobalInvocationID.x; i < n; i += gl_NumWorkGroups.x * "
+                "gl_WorkGroupSize.x)")
         tensors = [a for a in args if isinstance(a, Tensor)]
         if not tensors:
             raise ValueError(f"kernel {self.name}: needs at least one tensor argument")
