@@ -44,7 +44,7 @@ from .. import dtypes, kernels, layout
 from ..autograd import check_inplace
 from ..backend.vulkan import DeviceArray
 from ..tensor import _ADVANCED, Tensor, _check_device_dtype, tensor, tensor_method, zeros
-from .elementwise import assign, contiguous
+from .elementwise import assign, cast, contiguous
 from .elementwise import launch as elementwise_launch
 from .registry import OPS, Op, OpTest, apply
 
@@ -56,9 +56,10 @@ _ITEMSIZE = {d.code: d.itemsize for d in dtypes.ALL if d.on_device}
 
 # ---- kernel launchers (movement.py uses them too) -----------------------------------------------
 def scalar_bits(value, dtype):
-    """The bits of Python scalar `value` converted to `dtype` (numpy's cast), for gather.comp."""
+    """The bits of Python scalar `value` converted to `dtype` (elementwise.cast: numpy's, with
+    float -> int defined), for gather.comp."""
     with np.errstate(all="ignore"):
-        a = np.asarray(value).astype(dtype.np_dtype)
+        a = cast(value, dtype.np_dtype)
     return int(a.view({1: np.uint8, 2: np.uint16, 4: np.uint32}[dtype.itemsize]))
 
 
@@ -422,7 +423,8 @@ def _index_vulkan(backend, a, *operands, key, caller="indexing"):
 def _write_host(a, value, *operands, key, add):
     key = _host_key(key, operands)
     if not add:
-        a[key] = value
+        with np.errstate(invalid="ignore"):
+            a[key] = cast(value, a.dtype)  # float -> int as on the device (docs/numerics.md)
     elif _accumulator(a.dtype) != a.dtype:  # bf16: add every value in float32, round once
         total = a.astype(np.float32)
         np.add.at(total, key, np.asarray(value).astype(np.float32))
