@@ -3,6 +3,10 @@
 Vulkan parametrisations carry the `vulkan` marker, so `pytest -m vulkan` (make test-sync) runs
 exactly the device tests. Where a Vulkan device exists, its tests run; they are never skipped.
 """
+import atexit
+import os
+import shutil
+import tempfile
 from math import sqrt
 
 import ml_dtypes
@@ -10,6 +14,14 @@ import numpy as np
 import pytest
 
 import vkgrad as vk
+
+# Vulkan pipelines are cached on disk across runs (vkgrad/backend/pipeline_cache.py). A test
+# session, and the processes its tests start, keep theirs in a folder of the session's own,
+# removed at exit (after the backends save into it: atexit runs handlers last-registered
+# first), so that no session depends on what an earlier one left in the user's cache.
+_PIPELINES = tempfile.mkdtemp(prefix="vkgrad-pipelines-")
+os.environ.setdefault("VKGRAD_PIPELINE_CACHE", _PIPELINES)
+atexit.register(shutil.rmtree, _PIPELINES, True)
 
 DEVICES = vk.devices()
 VULKAN = [d for d in DEVICES if d.kind == "vulkan"]

@@ -6,8 +6,11 @@
   name and version string (VkPhysicalDeviceDriverProperties, Vulkan 1.2) and the memory heaps.
 - `instance_layers()`: the layers the loader finds (it searches VK_LAYER_PATH and the standard
   manifest folders such as /usr/share/vulkan/explicit_layer.d itself).
+- `instance_extensions()`: the instance extensions the loader offers.
 
-Each call creates and destroys its own VkInstance; `python -m vkgrad` reports all three.
+Each call creates and destroys its own VkInstance; `python -m vkgrad` reports the first three.
+Like the patched Kompute, the instance enables VK_KHR_portability_enumeration where the loader
+offers it, without which a current loader on macOS lists no MoltenVK device.
 Every function raises LoaderError, with the reason, where there is no loader or no driver.
 """
 import contextlib
@@ -20,6 +23,8 @@ _STRUCTURE_TYPE = {"application_info": 0, "instance_create_info": 1,
                    "physical_device_properties_2": 1000059001,
                    "physical_device_driver_properties": 1000196000}
 _MEMORY_HEAP_DEVICE_LOCAL = 0x1
+PORTABILITY_ENUMERATION = "VK_KHR_portability_enumeration"
+_CREATE_ENUMERATE_PORTABILITY = 0x1  # VK_INSTANCE_CREATE_ENUMERATE_PORTABILITY_BIT_KHR
 
 
 class LoaderError(RuntimeError):
@@ -75,6 +80,10 @@ class _MemoryProperties(ctypes.Structure):
                 ("memoryHeapCount", ctypes.c_uint32), ("memoryHeaps", _MemoryHeap * 16)]
 
 
+class _ExtensionProperties(ctypes.Structure):
+    _fields_ = [("extensionName", ctypes.c_char * 256), ("specVersion", ctypes.c_uint32)]
+
+
 class _LayerProperties(ctypes.Structure):
     _fields_ = [("layerName", ctypes.c_char * 256), ("specVersion", ctypes.c_uint32),
                 ("implementationVersion", ctypes.c_uint32), ("description", ctypes.c_char * 256)]
@@ -104,6 +113,10 @@ def _instance(vulkan, api_version=None):
         if api_version else None
     info = _InstanceCreateInfo(sType=_STRUCTURE_TYPE["instance_create_info"],
                                pApplicationInfo=ctypes.pointer(app) if app else None)
+    if PORTABILITY_ENUMERATION in _extension_names(vulkan):
+        names = (ctypes.c_char_p * 1)(PORTABILITY_ENUMERATION.encode())
+        info.flags = _CREATE_ENUMERATE_PORTABILITY
+        info.enabledExtensionCount, info.ppEnabledExtensionNames = 1, ctypes.addressof(names)
     instance = ctypes.c_void_p()
     if vulkan.vkCreateInstance(ctypes.byref(info), None, ctypes.byref(instance)) != 0:
         raise LoaderError("vkCreateInstance failed: no Vulkan driver is installed")
@@ -131,8 +144,9 @@ def count_physical_devices():
 def physical_devices():
     """One dict per device, in the loader's order (which Kompute lists them in too): name,
     vendor_id, device_id, api_version, driver_version (raw), driver_id, driver_name, driver_info
-    and conformance_version (None where the device or loader predates Vulkan 1.2), and
-    memory_heaps, a list of {"size": bytes, "device_local": bool}."""
+    and conformance_version (None where the device or loader predates Vulkan 1.2), extensions
+    (the device extensions' names) and memory_heaps, a list of {"size": bytes,
+    "device_local": bool}."""
     vulkan = _library()
     # Vulkan 1.2 where the loader has it: the driver properties are core there.
     api = VK_API_VERSION_1_2 if loader_version(vulkan) >= VK_API_VERSION_1_1 else None
@@ -158,11 +172,28 @@ def physical_devices():
             memory = _MemoryProperties()
             vulkan.vkGetPhysicalDeviceMemoryProperties(ctypes.c_void_p(handle),
                                                        ctypes.byref(memory))
+            info["extensions"] = _extension_names(vulkan, ctypes.c_void_p(handle))
             info["memory_heaps"] = [
                 {"size": heap.size, "device_local": bool(heap.flags & _MEMORY_HEAP_DEVICE_LOCAL)}
                 for heap in memory.memoryHeaps[:memory.memoryHeapCount]]
             found.append(info)
     return found
+
+
+def _extension_names(vulkan, device=None):
+    """The extensions the loader offers (instance), or those a physical device offers."""
+    count = ctypes.c_uint32()
+    enumerate_ = (lambda *a: vulkan.vkEnumerateDeviceExtensionProperties(device, *a)) \
+        if device else vulkan.vkEnumerateInstanceExtensionProperties
+    enumerate_(None, ctypes.byref(count), None)
+    found = (_ExtensionProperties * count.value)()
+    enumerate_(None, ctypes.byref(count), found)
+    return [e.extensionName.decode(errors="replace") for e in found[:count.value]]
+
+
+def instance_extensions():
+    """The names of the instance extensions the loader offers."""
+    return _extension_names(_library())
 
 
 def instance_layers():
