@@ -141,8 +141,8 @@ def test_pad_errors(device):
         vk.pad(t, ((1, -1), (0, 0)))
     with pytest.raises(ValueError, match=r"pad_width of shape \(3, 2\).*\(2, 3\)"):
         vk.pad(t, ((1, 1), (1, 1), (1, 1)))
-    with pytest.raises(ValueError, match="mode='constant'"):
-        vk.pad(t, 1, mode="reflect")
+    with pytest.raises(ValueError, match="mode must be one of .*not 'symmetric'"):
+        vk.pad(t, 1, mode="symmetric")  # numpy's, not (yet) vkgrad's
     with pytest.raises(TypeError, match="integers"):
         vk.pad(t, 1.5)
     with pytest.raises(ValueError, match="0-d"):
