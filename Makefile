@@ -10,7 +10,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 NP ?= 2
 
-.PHONY: help setup shaders test test-sync train train-dist train-gpt bench clean distclean
+.PHONY: help setup shaders test test-sync train train-dist train-gpt bench gpu-check clean distclean
 
 help:
 	@echo "make setup      Debian packages, .venv, patched Kompute, vkgrad (editable), shaders"
@@ -21,6 +21,8 @@ help:
 	@echo "make test-sync  the Vulkan tests under the Khronos validation layer with"
 	@echo "                synchronisation validation; fails on any message from the layer"
 	@echo "make bench      run every benchmarks/*.py"
+	@echo "make gpu-check  on a GPU machine: build what is missing from .gpu-carry/, run the"
+	@echo "                Vulkan tests and benchmarks, write a report (docs/benchmarks.md)"
 	@echo "make clean      remove build outputs (keeps .venv); distclean removes .venv too"
 
 # The set-up runs again only when what it depends on changed; scripts/setup.sh writes the stamp.
@@ -61,6 +63,13 @@ bench: setup shaders
 	@shopt -s nullglob; files=(benchmarks/*.py); \
 	if [ $${#files[@]} -eq 0 ]; then echo "bench: no benchmarks/*.py"; exit 0; fi; \
 	for f in "$${files[@]}"; do echo "== $$f"; $(PY) "$$f" $(ARGS); done
+
+# On a machine with a GPU, which may lack the loader, kp, a network and .venv: everything comes
+# from .gpu-carry/ (scripts/gpu-check-prepare.sh fills it). Uses .venv's Python where there is
+# one, else python3 (PYTHON=... overrides). GPU_CHECK_ARGS="--quick -k conv --out DIR".
+GPU_CHECK_ARGS ?=
+gpu-check:
+	PYTHON=$${PYTHON:-$(if $(wildcard $(PY)),$(PY),python3)} bash scripts/gpu-check.sh $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf build dist vkgrad/_spirv .pytest_cache .hypothesis *.egg-info
