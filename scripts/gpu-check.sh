@@ -83,9 +83,9 @@ run_phase() {
     fi
     log "$name (at most ${limit} s): $*"
     local t0=$SECONDS
-    timeout -k 10 "$limit" "$@" > "$WORK/$name.out" 2>&1
-    status=$?
-    cat "$WORK/$name.out" >> "$LOG"
+    # Into the log as it comes, so that a run stopped from outside still leaves it there.
+    timeout -k 10 "$limit" "$@" 2>&1 | tee "$WORK/$name.out" >> "$LOG"
+    status=${PIPESTATUS[0]}
     log "$name: exit status $status after $((SECONDS - t0)) s"
     [ $status -eq 124 ] && FAILED+=("$name (stopped after $limit s)")
     [ $status -ne 0 ] && [ $status -ne 124 ] && FAILED+=("$name (exit status $status)")
@@ -184,11 +184,15 @@ build_kp() {
     fi || return 1
     (
         # scripts/setup.sh's flags; the headers and fmt come from the sysroot, ahead of /usr.
+        # kp's setup.py appends the job count to its argument list character by character
+        # (16 becomes `-j 1 6`), so it must be one digit.
         export KOMPUTE_OPT_USE_BUILT_IN_VULKAN_HEADER=OFF KOMPUTE_OPT_USE_BUILT_IN_FMT=OFF \
                KOMPUTE_OPT_USE_BUILT_IN_PYBIND11=OFF KOMPUTE_OPT_INSTALL=OFF \
                KOMPUTE_OPT_DISABLE_VK_DEBUG_LAYERS=ON \
-               KOMPUTE_PYTHON_NUM_PARALLEL_THREADS="$(nproc)" \
+               KOMPUTE_PYTHON_NUM_PARALLEL_THREADS="$(( $(nproc) < 9 ? $(nproc) : 9 ))" \
                CMAKE_POLICY_VERSION_MINIMUM=3.5  # CMake 4 refuses older minimums without it
+        # CMake's default generator needs make; the GPU machine's image promises ninja.
+        command -v make >/dev/null || export CMAKE_GENERATOR=${CMAKE_GENERATOR:-Ninja}
         export PYTHONPATH=$DEPS:$PYTHONPATH
         export CMAKE_PREFIX_PATH="$("$PY" -m pybind11 --cmakedir):$SYSROOT/usr"
         export CPATH=$SYSROOT/usr/include LIBRARY_PATH=$LIBDIR
@@ -207,9 +211,8 @@ if "$PY" -c 'import kp' 2>/dev/null; then
 else
     log "kp-build: the carried kp sdist with the patch"
     t0=$SECONDS
-    build_kp > "$WORK/kp-build.out" 2>&1
-    status=$?
-    cat "$WORK/kp-build.out" >> "$LOG"
+    build_kp 2>&1 | tee "$WORK/kp-build.out" >> "$LOG"
+    status=${PIPESTATUS[0]}
     log "kp-build: exit status $status after $((SECONDS - t0)) s"
     tag=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
     prebuilt=$(compgen -G "$CARRY/wheels/kp/kp-0.9.0-$tag-*.whl" | head -n1)
