@@ -37,7 +37,8 @@ KP_SDIST_SHA256=$(sed -n 's/^KP_SDIST_SHA256=//p' scripts/setup.sh)
 PYBIND11_VERSION=$(sed -n 's/^PYBIND11_VERSION=//p' scripts/setup.sh)
 log() { printf 'gpu-check-prepare: %s\n' "$*"; }
 
-compgen -G 'vkgrad/_spirv/*.spv' >/dev/null || { echo "no vkgrad/_spirv/*.spv: run make shaders first" >&2; exit 1; }
+compgen -G 'vkgrad/_spirv/*.spv' >/dev/null \
+    || { echo "gpu-check-prepare: no vkgrad/_spirv/*.spv: run make shaders first" >&2; exit 1; }
 rm -rf "$C"
 mkdir -p "$C"/deb/root "$C"/deb/sysroot "$C"/sdist "$C"/wheels/{build,py,kp} "$C"/cache/wheels
 
@@ -67,7 +68,9 @@ download() {   # download DIR REQUIREMENT...
         --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$dir" "$@"
 }
 # This machine's versions, so that the device tests what is tested here.
-pinned() { for n in "$@"; do echo "$n==$("$VPY" -c "import importlib.metadata as m; print(m.version('$n'))")"; done; }
+pinned() {
+    for n in "$@"; do echo "$n==$("$VPY" -c "import importlib.metadata as m; print(m.version('$n'))")"; done
+}
 log "wheels"
 download "$C/wheels/build" "pybind11==$PYBIND11_VERSION" $(pinned setuptools wheel packaging)
 download "$C/wheels/py" $(pinned ml_dtypes safetensors tqdm pytest pytest-timeout hypothesis)
@@ -92,7 +95,8 @@ fi
 tree=$(git ls-files -z -co --exclude-standard | xargs -0 du -cb 2>/dev/null | tail -n1 | cut -f1)
 carried=$(du -cb "$C" vkgrad/_spirv | tail -n1 | cut -f1)
 total=$((tree + carried))
-log "sizes: tree $((tree / 1024)) KiB + .gpu-carry and vkgrad/_spirv $((carried / 1024)) KiB = $((total / 1048576)) MiB of 64"
+log "sizes: tree $((tree / 1024)) KiB + .gpu-carry and vkgrad/_spirv $((carried / 1024)) KiB" \
+    "= $((total / 1048576)) MiB of 64"
 [ "$total" -lt $((60 * 1048576)) ] || { echo "gpu-check-prepare: over 60 MiB" >&2; exit 1; }
 find "$C" -type f -printf '  %P (%s bytes)\n' | sort
 

@@ -23,8 +23,8 @@
 #      machine's own torch is the reference) that is missing or too old is installed from the
 #      carried wheels (.gpu-carry/wheels/py/);
 #   5. `python -m vkgrad`, `pytest -m "vulkan and not full_run and not slow"` (-k EXPR narrows
-#      it; pytest-xdist spreads it over up to 8 processes where installed) and benchmarks/*.py on the
-#      Vulkan devices, each with torch on the CPU and on CUDA when torch sees a GPU.
+#      it; pytest-xdist spreads it over up to 8 processes where installed) and benchmarks/*.py
+#      on the Vulkan devices, each with torch on the CPU and on CUDA when torch sees a GPU.
 #      distributed.py is left out: it measures host ranks only.
 # Each phase has a time limit inside one overall budget (GPU_CHECK_BUDGET seconds, default 450),
 # so a slow phase never costs the later ones their turn. Writes into --out (default $OUT where
@@ -273,7 +273,7 @@ def version(n):
     except md.PackageNotFoundError:
         return "-"
 print(", ".join(f"{n} {version(n)}" for n in names))' 2>&1)"
-"$PY" -c 'import torch; print(f"- torch CUDA: {torch.cuda.get_device_name() if torch.cuda.is_available() else None}")' \
+"$PY" -c 'import torch; c = torch.cuda.is_available(); print(f"- torch CUDA: {c and torch.cuda.get_device_name()}")' \
     >> "$REPORT" 2>>"$LOG"
 
 [ "$SETUP_ONLY" -eq 1 ] && finish
