@@ -6,7 +6,8 @@
   fails here.
 - float -> integer casts, which GLSL leaves undefined for NaN, infinities and values out of range:
   docs/numerics.md defines them (truncate, saturate, NaN to 0), on the host and the device alike.
-- Grids past 65,535 workgroups: kernels loop over the rest; user kernels refuse what they would skip.
+- Grids past 65,535 workgroups: kernels loop over the rest; user kernels refuse what they would
+  skip. Device limits (shared memory, workgroup size) are read from the SPIR-V and checked.
 """
 import math
 
@@ -15,13 +16,14 @@ import pytest
 
 import vkgrad as vk
 import vkgrad.nn.functional as F
+from vkgrad import kernels
 
 # widening a signalling NaN (0x7f800001) to float64 quiets it, and numpy warns about that
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")
 
 F32 = np.array([0x7fc00000, 0xffc00000, 0x7f800001, 0xff800001, 0x7f800000, 0xff800000, 0x7f7fffff,
                 0xff7fffff, 0x3fc00000, 0xbfc00000, 0, 0x80000000], np.uint32).view(np.float32)
-# bf16 has no NaN as near infinity as 0x7f800001; its nearest, 0x7f81, is in the rounded set
+# the same in bf16, whose NaN nearest infinity is 0x7f81 (0x7f810000 as a float32)
 BF16 = np.array([0x7fc0, 0xffc0, 0x7f81, 0xff81, 0x7f80, 0xff80, 0x7f7f, 0xff7f, 0x3fc0, 0xbfc0, 0,
                  0x8000], np.uint16).view(vk.bfloat16.np_dtype)
 
@@ -43,7 +45,7 @@ def test_nan_and_infinities_through_unary_ops(device, dtype):
     x = _specials(dtype)
     wide = x.astype(np.float64)
     t = vk.tensor(x, device=device)
-    _same(_values(vk.relu(t)), np.where(np.isnan(wide), wide, np.maximum(wide, 0)))
+    _same(_values(vk.relu(t)), np.maximum(wide, 0))  # NaN stays NaN
     _same(_values(vk.clip(t, -1.0, 1.0)), np.clip(wide, -1, 1))
     _same(_values(vk.isnan(t)), np.isnan(wide))
     _same(_values(vk.isinf(t)), np.isinf(wide))
@@ -75,6 +77,22 @@ def test_nan_and_infinities_through_argmax_and_max(device, dtype):
     t = vk.tensor(no_nan, device=device)
     np.testing.assert_array_equal(t.argmax(axis=1).numpy(), np.argmax(no_nan, axis=1))
     np.testing.assert_array_equal(t.argmin(axis=1).numpy(), np.argmin(no_nan, axis=1))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_nan_and_infinities_through_long_reductions(device, dtype, rng):
+    # rows longer than a workgroup: the partial results of many threads combine
+    rows = rng.standard_normal((3, 5000)).astype(np.float32)
+    rows[:, 100], rows[:, 4000] = np.inf, -np.inf
+    rows[1, 2000] = rows[1, 3000] = np.nan
+    rows[2, 4999] = np.nan
+    rows = rows.astype(vk.dtype(dtype).np_dtype)
+    t, wide = vk.tensor(rows, device=device), rows.astype(np.float64)
+    np.testing.assert_array_equal(t.argmax(axis=1).numpy(), [100, 2000, 4999])
+    np.testing.assert_array_equal(t.argmin(axis=1).numpy(), [4000, 2000, 4999])
+    _same(_values(t.max(axis=1)), np.max(wide, axis=1))
+    _same(_values(t.min(axis=1)), np.min(wide, axis=1))
+    _same(_values(t.max()), np.nan)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -120,7 +138,19 @@ def test_float_to_bool_is_nonzero(device, src):
     assert result.tolist() == [True] * len(CAST_INPUTS) + [False, False]  # NaN is true
 
 
-# ---- grids past 65,535 workgroups -----------------------------------------------------------------
+@pytest.mark.parametrize("dst", ["int32", "uint32", "uint8"])
+def test_float_values_written_into_integer_tensors_cast_as_astype(device, dst):
+    x = np.array(CAST_INPUTS, np.float32)
+    expected = [_defined_cast(float(v), np.dtype(dst)) for v in x]
+    t = vk.zeros(len(x), dtype=dst, device=device)
+    t[:] = vk.tensor(x, device=device)  # a float tensor: gather.comp converts
+    assert t.numpy().tolist() == expected
+    for i, v in enumerate(x):
+        t[i] = float(v)  # a Python float: converted on the host, as a push constant
+    assert t.numpy().tolist() == expected
+
+
+# ---- grids past 65,535 workgroups ----------------------------------------------------------------
 def test_kernels_cover_more_than_65535_workgroups(vulkan):
     # More elements than one capped grid has invocations (65,535 x 256): the kernels loop over the
     # rest. About 67 MB each, one at a time (lavapipe's arena is 128 MB).
@@ -153,3 +183,53 @@ def test_user_kernel_grid_is_capped_with_a_clear_error(vulkan):
     with pytest.raises(ValueError, match=r"scale_strided: 16776961 threads .*Kernel.MAX_THREADS"):
         SCALE.launch(vk.Kernel.MAX_THREADS + 1, x.size, x, y)
     assert vulkan.backend.counters.dispatches == before  # nothing queued
+
+
+# ---- device limits -------------------------------------------------------------------------------
+def test_shared_memory_and_workgroup_size_read_from_spirv(vulkan):
+    from vkgrad.backend.vulkan import SPIRV_DIR, spirv_needs
+    bk = 16  # matmul.comp's K slice: BK rows of BM / 4 and BN / 4 vec4s
+    for variant, (bm, bn, _) in kernels.MATMUL_TILES.items():
+        spirv = (SPIRV_DIR / kernels.spirv_name("matmul", variant)).read_bytes()
+        assert spirv_needs(spirv) == (bk * (bm + bn) * 4, (256, 1, 1))
+    reduce = (SPIRV_DIR / kernels.spirv_name("reduce", "float")).read_bytes()
+    assert spirv_needs(reduce) == (256 * 4 + 256 * 4, (256, 1, 1))  # values and indices
+
+
+def test_matmul_picks_tiles_that_fit_shared_memory(vulkan, monkeypatch):
+    from vkgrad.ops.linalg import DIRECT, _variant
+    backend = vulkan.backend
+    monkeypatch.setattr(backend, "is_cpu", False)  # as a GPU would choose
+    monkeypatch.setattr(backend, "_limit_errors", {})
+    # 16 x 256 outputs: "flat" (16 x 256 tiles, 17,408 bytes) wastes nothing, and fits 32 KiB
+    assert _variant(backend, 16, 256) == "flat"
+    monkeypatch.setattr(backend, "_limit_errors", {})
+    monkeypatch.setitem(backend.info, "max_compute_shared_memory_size", 16384)  # Vulkan's least
+    assert _variant(backend, 16, 256) == "64"  # the least padding among the tiles that fit
+    assert not backend.fits("matmul", "flat") and backend.fits("matmul", "64")
+    monkeypatch.setattr(backend, "_limit_errors", {})
+    monkeypatch.setitem(backend.info, "max_compute_shared_memory_size", 4096)
+    assert _variant(backend, 16, 256) == DIRECT  # no tile fits: the kernel without shared memory
+
+
+BIG_SHARED = vk.Kernel("big_shared", """
+#version 450
+layout(local_size_x = 256) in;
+shared float tile[16384];  // 64 KiB: more than lavapipe's 32 KiB
+layout(std430, binding = 0) buffer Arena { uint arena[]; };
+layout(push_constant) uniform Params { uint x; } p;
+void main() {
+    tile[gl_LocalInvocationID.x] = 1.0;
+    barrier();
+    arena[p.x + gl_LocalInvocationID.x] = floatBitsToUint(tile[255u - gl_LocalInvocationID.x]);
+}""")
+
+
+def test_kernel_beyond_the_device_limits_is_refused_clearly(vulkan):
+    x = vk.zeros(256, device=vulkan)
+    before = vulkan.backend.counters.dispatches
+    limit = vulkan.info()["shared_memory_size"]
+    with pytest.raises(RuntimeError, match=rf"big_shared.* needs 65536 bytes of shared memory; "
+                                           rf".* allows {limit}"):
+        BIG_SHARED.launch(256, x)
+    assert vulkan.backend.counters.dispatches == before

@@ -6,8 +6,9 @@ small transfer kernel moves words between the two). Every kernel binds the same 
 operands are addressed by element offsets in push constants. What selects code paths (op codes,
 modes, operand dtypes) is given as specialization constants instead, so the driver compiles each
 combination into straight-line code: one pipeline per (kernel variant, constants), created on
-first use. CPU drivers such as lavapipe run every arm of a branch under a mask, so a run-time
-switch over 49 ops cost 7x the op itself there.
+first use through the Manager's pipeline cache, which is kept on disk across runs
+(pipeline_cache.py). CPU drivers such as lavapipe run every arm of a branch under a mask, so a
+run-time switch over 49 ops cost 7x the op itself there.
 
 Submission: dispatches are recorded into a command buffer and submitted when the host needs data
 (or the queue grows long) without waiting; the host waits only when it reads a value (to_numpy,
@@ -41,12 +42,13 @@ import pathlib
 import struct
 import threading
 import weakref
-from math import prod
+from math import inf, prod
 
 import numpy as np
 
 from .. import kernels, layout, profiler
 from .base import Backend
+from .pipeline_cache import PipelineCache
 
 SPIRV_DIR = pathlib.Path(__file__).resolve().parent.parent / "_spirv"
 ALIGN_WORDS = 16                  # 64-byte sub-allocation granularity
@@ -61,6 +63,44 @@ MAX_TRACKED = 64                  # ranges Hazards tracks before it asks for a b
 # Vulkan flags for the barriers (VkAccessFlagBits, VkPipelineStageFlagBits)
 SHADER_READ, SHADER_WRITE, HOST_READ = 0x20, 0x40, 0x2000
 COMPUTE_STAGE, HOST_STAGE = 0x800, 0x4000
+
+
+def spirv_needs(spirv):
+    """(bytes of shared memory, (x, y, z) workgroup size) a SPIR-V compute module declares:
+    the sizes of its Workgroup-storage variables (arrays, vectors and structs of 32- and 16-bit
+    scalars, packed; lengths from constants, spec constants at their defaults: inf where they
+    cannot be read) and its LocalSize (or the WorkgroupSize built-in constant that overrides it)."""
+    words = np.frombuffer(spirv, np.uint32)
+    sizes, constants, pointers, composites = {}, {}, {}, {}
+    shared, local, builtin = 0, (1, 1, 1), None
+    i = 5  # after the header
+    while i < len(words):
+        count, op = int(words[i]) >> 16, int(words[i]) & 0xFFFF
+        w = [int(v) for v in words[i + 1:i + count]]
+        if op in (20, 21, 22):       # OpTypeBool, OpTypeInt, OpTypeFloat
+            sizes[w[0]] = 4 if op == 20 else w[1] // 8
+        elif op in (23, 24):         # OpTypeVector, OpTypeMatrix
+            sizes[w[0]] = sizes[w[1]] * w[2]
+        elif op == 28:               # OpTypeArray (element, length id); other types stay unsized
+            sizes[w[0]] = sizes.get(w[1], inf) * constants.get(w[2], inf)
+        elif op == 30:               # OpTypeStruct
+            sizes[w[0]] = sum(sizes.get(m, inf) for m in w[1:])
+        elif op == 32:               # OpTypePointer (storage class, type)
+            pointers[w[0]] = (w[1], w[2])
+        elif op in (43, 50):         # OpConstant, OpSpecConstant: (type, id, value)
+            constants[w[1]] = w[2]
+        elif op in (44, 51):         # OpConstantComposite, OpSpecConstantComposite
+            composites[w[1]] = w[2:]
+        elif op == 59 and pointers[w[0]][0] == 4:  # OpVariable in Workgroup storage
+            shared += sizes.get(pointers[w[0]][1], inf)
+        elif op == 16 and w[1] == 17:  # OpExecutionMode LocalSize x y z
+            local = tuple(w[2:5])
+        elif op == 71 and w[1:3] == [11, 25]:  # OpDecorate BuiltIn WorkgroupSize
+            builtin = w[0]
+        i += count
+    if builtin in composites:
+        local = tuple(constants[c] for c in composites[builtin])
+    return shared, local
 
 
 def f32_bits(x):
@@ -377,7 +417,9 @@ class VulkanBackend(Backend):
         self.pool = ArenaPool(arena_bytes // 4)
         self._staging_used = 0      # words of staging handed out since the last wait
         self._algorithms = {}
+        self.pipeline_cache = PipelineCache(manager, info)  # on disk across runs
         self._user_spirv = {}       # (family, variant) -> SPIR-V of kernels registered at run time
+        self._limit_errors = {}     # (family, variant) -> why it exceeds the device, or None
         self._profiled = None       # while profiling: [(kernel, op)] per queued dispatch
         self._sequence = manager.sequence()  # where eager dispatches are recorded
         self._spare = []            # eager sequences done with, to record into again
@@ -480,21 +522,53 @@ class VulkanBackend(Backend):
         """Make SPIR-V compiled at run time (vkgrad.Kernel) launchable as `family`."""
         self._user_spirv[(family, "")] = spirv
 
+    def _spirv(self, family, variant):
+        spirv = self._user_spirv.get((family, variant))
+        if spirv is None:
+            path = SPIRV_DIR / kernels.spirv_name(family, variant)
+            if not path.exists():
+                raise RuntimeError(f"compiled shader {path} is missing: run `make shaders`")
+            spirv = path.read_bytes()
+        return spirv
+
+    def fits(self, family, variant):
+        """Whether kernel `family`/`variant` fits this device's limits: its shared memory
+        within maxComputeSharedMemorySize, its workgroup within maxComputeWorkGroupSize and
+        maxComputeWorkGroupInvocations (variants choosers skip those that do not)."""
+        return self._limit_error(family, variant) is None
+
+    def _limit_error(self, family, variant):
+        """Why `family`/`variant` cannot run here, or None (read from its SPIR-V, once)."""
+        key = (family, variant)
+        if key not in self._limit_errors:
+            shared, size = spirv_needs(self._spirv(family, variant))
+            limits = [(shared, self.info["max_compute_shared_memory_size"],
+                       "bytes of shared memory")]
+            limits += [(n, m, f"invocations along {axis}") for n, m, axis
+                       in zip(size, self.info["max_work_group_size"], "xyz")]
+            limits.append((prod(size), self.info["max_work_group_invocations"],
+                           "invocations per workgroup"))
+            self._limit_errors[key] = next(
+                (f"kernel {family}{'/' + variant if variant else ''} needs {need} {what}; "
+                 f"{self.info['device_name']} allows {most}"
+                 for need, most, what in limits if need > most), None)
+        return self._limit_errors[key]
+
     def _algorithm(self, family, variant, spec):
         key = (family, variant, spec)
         algo = self._algorithms.get(key)
         if algo is None:
-            spirv = self._user_spirv.get((family, variant))
-            if spirv is None:
-                path = SPIRV_DIR / kernels.spirv_name(family, variant)
-                if not path.exists():
-                    raise RuntimeError(f"compiled shader {path} is missing: run `make shaders`")
-                spirv = path.read_bytes()
+            error = self._limit_error(family, variant)
+            if error is not None:
+                raise RuntimeError(error)
+            spirv = self._spirv(family, variant)
             algo = self.manager.algorithm(
                 [self._arena, self._staging], spirv, (1, 1, 1),
                 np.array(spec, np.uint32), np.zeros(kernels.PUSH_WORDS, np.uint32))
             self._algorithms[key] = algo
             self.counters.pipelines_created += 1
+            self.counters.pipeline_cache_hits += algo.pipeline_cache_hit()
+            self.pipeline_cache.created += 1
         return algo
 
     def launch(self, family, variant, threads, push, spec=(), reads=(), writes=None):

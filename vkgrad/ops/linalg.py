@@ -63,10 +63,14 @@ def _matmul_vulkan(backend, a, b):
 def _variant(backend, m, n):
     """The matmul.comp variant for an m x n output: DIRECT on CPU devices; elsewhere the tile
     shape that wastes least work on padding (ties: the larger tile, which reuses each loaded
-    value more)."""
+    value more), among those that fit the device's limits (DIRECT, which needs no shared
+    memory, when none does)."""
     if backend.is_cpu:
         return DIRECT
-    return min(kernels.MATMUL_TILES, key=lambda v: (
+    tiles = [v for v in kernels.MATMUL_TILES if backend.fits("matmul", v)]
+    if not tiles:
+        return DIRECT
+    return min(tiles, key=lambda v: (
         -(-m // kernels.MATMUL_TILES[v][0]) * kernels.MATMUL_TILES[v][0]
         * -(-n // kernels.MATMUL_TILES[v][1]) * kernels.MATMUL_TILES[v][1],
         -kernels.MATMUL_TILES[v][0] * kernels.MATMUL_TILES[v][1]))
