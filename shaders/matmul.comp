@@ -43,6 +43,14 @@ layout(push_constant) uniform Params {
     uint batch[MAXB]; int a_sb[MAXB]; int b_sb[MAXB];
 } p;
 
+// Bits of an accumulated result as an element of dt. Integer products accumulate exactly in f32
+// (within 2^24) and wrap to a narrower output as integers do, as numpy's: uint8 is mod 256, not
+// saturated like a float cast.
+uint result_bits(uint dt, float v) {
+    if (dt == DT_FLOAT32 || dt == DT_BFLOAT16 || dt == DT_BOOL) return f32_to_bits(dt, v);
+    return i32_to_bits(dt, f32_to_i32(v));
+}
+
 // Write columns col..col+3 of one output row, starting at element e. Words wholly inside the four
 // are stored plainly; a word shared with a neighbour's columns (odd N with bf16, edges) is
 // updated bit-field by bit-field with atomics, so no neighbouring write is lost.
@@ -51,14 +59,14 @@ void store4(uint e, uint col, vec4 v) {
     if (e % per == 0u && col + 4u <= p.N) {
         for (uint w = 0u; w < 4u; w += per) {
             uint word = 0u;
-            for (uint q = 0u; q < per; ++q) word |= place_bits(dt, f32_to_bits(dt, v[w + q]), q);
+            for (uint q = 0u; q < per; ++q) word |= place_bits(dt, result_bits(dt, v[w + q]), q);
             arena[(e + w) / per] = word;
         }
         return;
     }
     [[unroll]] for (uint c = 0u; c < 4u; ++c) {
         if (col + c >= p.N) break;
-        uint bits = f32_to_bits(dt, v[c]);
+        uint bits = result_bits(dt, v[c]);
         if (per == 1u) {
             arena[e + c] = bits;
         } else {
