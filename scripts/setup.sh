@@ -115,7 +115,9 @@ build_kp_wheel() {
         export KOMPUTE_OPT_USE_BUILT_IN_VULKAN_HEADER=OFF KOMPUTE_OPT_USE_BUILT_IN_FMT=OFF \
                KOMPUTE_OPT_USE_BUILT_IN_PYBIND11=OFF KOMPUTE_OPT_INSTALL=OFF \
                KOMPUTE_OPT_DISABLE_VK_DEBUG_LAYERS=ON \
-               KOMPUTE_PYTHON_NUM_PARALLEL_THREADS="$(nproc)"
+               KOMPUTE_PYTHON_NUM_PARALLEL_THREADS="$(( $(nproc) < 9 ? $(nproc) : 9 ))"
+        # (kp's setup.py passes the count to the build one character at a time: 16 cores would
+        # become `-j 1 6`, so it stays a single digit.)
         CMAKE_PREFIX_PATH="$("$VPY" -m pybind11 --cmakedir)${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
         export CMAKE_PREFIX_PATH
         "${PIP[@]}" wheel --quiet --no-deps --no-build-isolation -w "$tmp/out" "$tmp/kp-$KP_VERSION"
