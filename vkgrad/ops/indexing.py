@@ -263,6 +263,24 @@ def _check_index_dtype(dtype):
                          f"{getattr(dtype, 'name', dtype)}")
 
 
+def checked_index(indices, device, low, n, caller, axis_name):
+    """`indices` as a Tensor on `device`. Indices that come from the host (numpy arrays, lists,
+    a host tensor for a Vulkan op) are range-checked here, before their upload: each must lie in
+    [low, n), else IndexError names `caller` and `axis_name`. Device indices are left to the
+    kernels' own check (raised at the next synchronisation); boolean ones to the caller."""
+    if isinstance(indices, Tensor) and not (indices.device.kind == "host"
+                                            and device.kind != "host"):
+        return indices
+    host = indices.numpy() if isinstance(indices, Tensor) else np.asarray(indices)
+    _check_index_dtype(host.dtype)
+    if host.dtype.kind != "b":
+        bad = host[(host < low) | (host >= n)]
+        if bad.size:
+            raise IndexError(f"{caller}: index {bad.flat[0]} is out of bounds for {axis_name} "
+                             f"with size {n}")
+    return Tensor._wrap(device.backend.from_numpy(host, dtypes.dtype(host.dtype)), device)
+
+
 def _expand(template, shape):
     """[(entry, axis, pos)]: the key with its Ellipsis (or the missing trailing dims) as full
     slices; `axis` is the first dim of `shape` that the entry indexes, `pos` its place in the key
@@ -601,16 +619,8 @@ def take_along_axis(a, indices, axis, *, caller="take_along_axis", labels=False)
         a, axis = a.reshape(-1), 0
     axis = layout.normalize_axis(axis, a.ndim)
     n = a.shape[axis]
-    if not isinstance(indices, Tensor) or (indices.device.kind == "host"
-                                           and a.device.kind != "host"):
-        host = indices.numpy() if isinstance(indices, Tensor) else np.asarray(indices)
-        _check_index_dtype(host.dtype)
-        bad = host[(host < (0 if labels else -n)) | (host >= n)]
-        if bad.size:
-            raise IndexError(f"{caller}: index {bad.flat[0]} is out of bounds for axis {axis} "
-                             f"with size {n}")
-        indices = Tensor._wrap(a.device.backend.from_numpy(host, dtypes.dtype(host.dtype)),
-                               a.device)
+    indices = checked_index(indices, a.device, 0 if labels else -n, n, caller,
+                            f"axis {axis}")
     _check_index_dtype(indices.dtype)
     if indices.dtype.kind == "b":
         raise IndexError(f"take_along_axis needs integer indices, not {indices.dtype.name}")

@@ -36,7 +36,7 @@ from ..backend.vulkan import DeviceArray
 from ..tensor import Tensor, _axes, _narrow, _widen, tensor_method, where, zeros
 from .elementwise import compute_domain, contiguous
 from .elementwise import launch as elementwise_launch
-from .indexing import _check_index_dtype, strided_copy, take_along_axis
+from .indexing import _check_index_dtype, checked_index, strided_copy, take_along_axis
 from .registry import OPS, Op, OpTest, apply
 
 MAXD = 5  # row dims that sort.comp describes (after coalescing)
@@ -224,17 +224,8 @@ def _scatter_reduce_vulkan(backend, a, index, src, axis, reduce, include_self):
 def _scatter_args(name, t, dim, index, src):
     """(axis, index on t's device, src cut to index's shape): torch's rules, checked."""
     axis = layout.normalize_axis(dim, max(t.ndim, 1))
-    if not isinstance(index, Tensor) or (index.device.kind == "host" and t.device.kind != "host"):
-        host = index.numpy() if isinstance(index, Tensor) else np.asarray(index)
-        _check_index_dtype(host.dtype)
-        if host.dtype.kind != "b":
-            n = t.shape[axis] if t.ndim else 1
-            bad = host[(host < 0) | (host >= n)]
-            if bad.size:
-                raise IndexError(f"{name}: index {bad.flat[0]} is out of bounds for dim {axis} "
-                                 f"with size {n}")
-        index = Tensor._wrap(t.device.backend.from_numpy(host, dtypes.dtype(host.dtype)),
-                             t.device)
+    index = checked_index(index, t.device, 0, t.shape[axis] if t.ndim else 1, name,
+                          f"dim {axis}")
     _check_index_dtype(index.dtype)
     if index.dtype.kind == "b":
         raise IndexError(f"{name} needs integer indices, not {index.dtype.name}")
