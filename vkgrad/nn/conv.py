@@ -93,17 +93,7 @@ class _ConvNd(Module):
         return F.pad(x, flat, self.padding_mode), (0,) * self._n
 
     def extra_repr(self):
-        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-             f"stride={self.stride}")
-        if self.padding != (0,) * self._n:
-            s += f", padding={self.padding}"
-        if self.dilation != (1,) * self._n:
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        return s
+        return _conv_repr(self, (("padding", 0), ("dilation", 1)))
 
 
 class Conv1d(_ConvNd):
@@ -125,6 +115,20 @@ class Conv2d(_ConvNd):
         x, padding = self._padded(x)
         return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation,
                         self.groups)
+
+
+def _conv_repr(m, optional):
+    """PyTorch's repr of a conv layer: channels, kernel_size and stride, then each of the
+    (name, default) `optional` settings and groups and bias only where they differ."""
+    s = f"{m.in_channels}, {m.out_channels}, kernel_size={m.kernel_size}, stride={m.stride}"
+    for name, default in optional:
+        if getattr(m, name) != (default,) * m._n:
+            s += f", {name}={getattr(m, name)}"
+    if m.groups != 1:
+        s += f", groups={m.groups}"
+    if m.bias is None:
+        s += ", bias=False"
+    return s
 
 
 class _ConvTransposeNd(Module):
@@ -177,16 +181,7 @@ class _ConvTransposeNd(Module):
         return extra
 
     def extra_repr(self):
-        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-             f"stride={self.stride}")
-        for name, default in (("padding", 0), ("output_padding", 0), ("dilation", 1)):
-            if getattr(self, name) != (default,) * self._n:
-                s += f", {name}={getattr(self, name)}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        return s
+        return _conv_repr(self, (("padding", 0), ("output_padding", 0), ("dilation", 1)))
 
 
 class ConvTranspose1d(_ConvTransposeNd):
