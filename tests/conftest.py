@@ -111,3 +111,22 @@ def assert_op_close(result, expected, dtype, length, magnitude, err_msg, steps=1
         raise AssertionError(f"{err_msg}: {(~ok).sum()} of {ok.size} values out of tolerance "
                              f"({dtype}): got {result.ravel()[bad]}, expected "
                              f"{np.asarray(expected).ravel()[bad]} (tolerance {tol.ravel()[bad]})")
+
+
+# ---- a LeNet5 training step (test_compile.py, test_async.py) --------------------------------------
+def lenet_trainer(device, dtype="float32", optimizer="sgd"):
+    """(model, optimizer, step(x, y) -> loss): a seeded LeNet5 and its training step."""
+    vk.manual_seed(0)
+    model = vk.models.lenet5(device=device, dtype=dtype)
+    opt = {"sgd": lambda ps: vk.optim.SGD(ps, lr=0.05, momentum=0.9),
+           "adam": lambda ps: vk.optim.Adam(ps, lr=1e-3),
+           "rmsprop": lambda ps: vk.optim.RMSprop(ps, lr=1e-3)}[optimizer](model.parameters())
+
+    def step(x, y):
+        opt.zero_grad()
+        loss = vk.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return model, opt, step

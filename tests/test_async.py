@@ -8,24 +8,9 @@ import numpy as np
 import pytest
 
 import vkgrad as vk
-import vkgrad.nn.functional as F
 from vkgrad.backend.vulkan import ARENA, MAX_TRACKED, STAGING, Hazards
 
-
-def _lenet_trainer(device, optimizer="sgd"):
-    vk.manual_seed(0)
-    model = vk.models.lenet5(device=device)
-    opt = {"sgd": lambda ps: vk.optim.SGD(ps, lr=0.05, momentum=0.9),
-           "adam": lambda ps: vk.optim.Adam(ps, lr=1e-3)}[optimizer](model.parameters())
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return model, step
+from conftest import lenet_trainer
 
 
 def _batches(device, count, batch=8):
@@ -85,10 +70,10 @@ def test_freed_block_reused_while_queued_work_reads_it(vulkan):
 
 
 def test_uploads_and_eager_steps_queue_without_waiting(vulkan):
-    _, step = _lenet_trainer(vulkan)
+    _, _, step = lenet_trainer(vulkan)
     batches = _batches(vulkan, 3)
     reference = [step(x, y).item() for x, y in batches]
-    _, step = _lenet_trainer(vulkan)
+    _, _, step = lenet_trainer(vulkan)
     vk.reset_stats()
     batches = _batches(vulkan, 3)  # uploads, queued
     losses = [step(x, y) for x, y in batches]
@@ -101,12 +86,12 @@ def test_uploads_and_eager_steps_queue_without_waiting(vulkan):
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_queued_compiled_steps_equal_synchronous_run(vulkan, optimizer):
     batches = _batches(vulkan, 6)
-    model, step = _lenet_trainer(vulkan, optimizer)
+    model, _, step = lenet_trainer(vulkan, optimizer=optimizer)
     compiled = vk.compile(step)
     reference = [compiled(x, y).item() for x, y in batches]  # read after every step
     params = [p.numpy().copy() for p in model.parameters()]
 
-    model, step = _lenet_trainer(vulkan, optimizer)
+    model, _, step = lenet_trainer(vulkan, optimizer=optimizer)
     compiled = vk.compile(step)
     losses = [compiled(x, y).item() for x, y in batches[:3]]  # records, then replays
     capture = next(iter(compiled._captures.values()))

@@ -11,22 +11,7 @@ import pytest
 import vkgrad as vk
 import vkgrad.nn.functional as F
 
-
-def _lenet_trainer(device, dtype, optimizer="sgd"):
-    vk.manual_seed(0)
-    model = vk.models.lenet5(device=device, dtype=dtype)
-    opt = {"sgd": lambda ps: vk.optim.SGD(ps, lr=0.05, momentum=0.9),
-           "adam": lambda ps: vk.optim.Adam(ps, lr=1e-3),
-           "rmsprop": lambda ps: vk.optim.RMSprop(ps, lr=1e-3)}[optimizer](model.parameters())
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return model, opt, step
+from conftest import lenet_trainer
 
 
 def _batches(device, dtype, count, batch=8, seed=0):
@@ -37,8 +22,8 @@ def _batches(device, dtype, count, batch=8, seed=0):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_replayed_training_equals_eager_bit_for_bit(vulkan, dtype):
-    eager_model, _, eager_step = _lenet_trainer(vulkan, dtype)
-    model, _, step = _lenet_trainer(vulkan, dtype)
+    eager_model, _, eager_step = lenet_trainer(vulkan, dtype)
+    model, _, step = lenet_trainer(vulkan, dtype)
     compiled = vk.compile(step)
     for x, y in _batches(vulkan, dtype, 6):
         assert compiled(x, y).item() == eager_step(x, y).item()
@@ -49,7 +34,7 @@ def test_replayed_training_equals_eager_bit_for_bit(vulkan, dtype):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_replayed_step_is_one_submit_one_wait_no_allocation(vulkan, dtype):
-    _, _, step = _lenet_trainer(vulkan, dtype)
+    _, _, step = lenet_trainer(vulkan, dtype)
     compiled = vk.compile(step)
     batches = _batches(vulkan, dtype, 3)
     for x, y in batches:  # records (first step), records again (momentum exists), replays
@@ -102,8 +87,8 @@ def test_new_shapes_or_values_record_their_own_step(vulkan, rng):
 
 
 def test_learning_rate_change_records_again(vulkan):
-    eager_model, eager_opt, eager_step = _lenet_trainer(vulkan, "float32")
-    model, opt, step = _lenet_trainer(vulkan, "float32")
+    eager_model, eager_opt, eager_step = lenet_trainer(vulkan, "float32")
+    model, opt, step = lenet_trainer(vulkan, "float32")
     compiled = vk.compile(step)
     for i, (x, y) in enumerate(_batches(vulkan, "float32", 6)):
         if i == 4:  # as a scheduler would, after the step has replayed
@@ -119,8 +104,8 @@ def test_optimizers_with_step_counters_replay(vulkan, optimizer):
     # the kernel advances the step count on the device (and computes Adam's bias corrections
     # from it): the first step records, the second records again (no longer a first step),
     # later ones replay
-    eager_model, eager_opt, eager_step = _lenet_trainer(vulkan, "float32", optimizer)
-    model, opt, step = _lenet_trainer(vulkan, "float32", optimizer)
+    eager_model, eager_opt, eager_step = lenet_trainer(vulkan, "float32", optimizer)
+    model, opt, step = lenet_trainer(vulkan, "float32", optimizer)
     compiled = vk.compile(step)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
