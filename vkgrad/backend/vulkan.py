@@ -304,7 +304,7 @@ class Hazards:
     """The words that dispatches queued since the last barrier read and write, as (buffer, first,
     end) ranges (buffer ARENA or STAGING), or `everything` after a dispatch that declared nothing.
     `conflicts` says whether a dispatch must wait for them (read after write, write after read,
-    write after write); the caller then records a barrier and clears them. Past MAX_TRACKED
+    write after write); `place` takes a dispatch in and says whether to record a barrier first. Past MAX_TRACKED
     ranges it says so anyway, which bounds the cost of the check (a long run of independent
     kernels, an optimizer's updates of many parameters, then shares one barrier per run)."""
     __slots__ = ("reads", "writes", "everything")
@@ -330,6 +330,15 @@ class Hazards:
         else:
             self.reads += reads
             self.writes += writes
+
+    def place(self, reads, writes):
+        """Take in a dispatch's ranges; returns whether a barrier must be recorded before it
+        (and if so, forgets what came before that barrier)."""
+        barrier = self.conflicts(reads, writes)
+        if barrier:
+            self.clear()
+        self.add(reads, writes)
+        return barrier
 
 
 def _overlaps(range_, ranges):
@@ -594,10 +603,8 @@ class VulkanBackend(Backend):
             self._queue(*entry)
 
     def _queue(self, op, label, op_name, reads, writes):
-        if self._hazards.conflicts(reads, writes):
+        if self._hazards.place(reads, writes):
             self._record_barrier(self._barrier)
-            self._hazards.clear()
-        self._hazards.add(reads, writes)
         self._sequence.record(op)
         self.counters.dispatches_recorded += 1
         if self._profiled is not None:
@@ -622,11 +629,9 @@ class VulkanBackend(Backend):
         with self._lock:
             sequence, hazards = self.manager.sequence(), Hazards()
             for op, _, _, reads, writes in recording.dispatches:
-                if hazards.conflicts(reads, writes):
+                if hazards.place(reads, writes):
                     sequence.record(self._barrier)
                     recording.barriers += 1
-                    hazards.clear()
-                hazards.add(reads, writes)
                 sequence.record(op)
             sequence.record(self._end_barrier)
             recording.barriers += 1
