@@ -1,4 +1,4 @@
-"""vkgrad.compile: run a step once while recording its Vulkan dispatches, then replay them.
+"""vkgrad.compile: run a step once while recording its kernels, then replay them.
 
 >>> model = vk.models.lenet5().to("vulkan")
 >>> opt = vk.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -38,8 +38,13 @@ What a replay cannot see is checked or refused:
   raises: pass data in as arguments and return what you want to read.
 - Python control flow runs only while recording, so the function must do the same work on every
   call.
-A function without Vulkan tensor arguments (host tensors, say) runs eagerly on every call: the
-host has no queue of dispatches to replay.
+On the host the same API records the step's numpy kernel calls instead (every op's host
+implementation, fill, copy and random draw goes through `NumpyBackend.call`): a replay copies
+the arguments in and runs those calls again in order, each on the arrays the replay produced
+before it, with no Tensor, autograd, op-table or optimizer code in between, then writes the new
+values into the arrays that outlived the recording (gradients, results); random draws take the
+generator's next counters on every replay, so dropout is fresh and equals eager. The guards are
+the same as on Vulkan. The results are those of eager execution, bit for bit.
 
 Capture is per thread: while one thread records, other threads' work on the device runs eagerly
 and stays out of the recording. A device records one step at a time; a compiled call that would
@@ -113,7 +118,7 @@ class Compiled:
         from .tensor import Tensor
         values = [*args, *(kwargs[k] for k in sorted(kwargs))]
         backends = {id(v.device.backend): v.device.backend for v in values
-                    if isinstance(v, Tensor) and v.device.kind == "vulkan"}
+                    if isinstance(v, Tensor)}
         if _active() is not None or len(backends) != 1:
             return self.fn(*args, **kwargs)  # inside another recording, or nothing to replay
         backend, = backends.values()
@@ -147,6 +152,12 @@ class Compiled:
         finally:
             capture.recording = backend.end_capture()
             _local.active = None
+        problem = getattr(capture.recording, "problem", None)
+        if problem is not None:
+            capture.guards.append((lambda: False, True))
+            warnings.warn(f"vkgrad.compile: {getattr(self.fn, '__name__', 'the step')} runs "
+                          f"eagerly: {problem}, which a replay could not follow",
+                          RuntimeWarning, stacklevel=3)
         return capture
 
     @staticmethod

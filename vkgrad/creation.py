@@ -36,7 +36,8 @@ def _make(shape, dtype, device, host, op, *words):
     device = as_device(device)
     _check_device_dtype(device, dtype)
     if device.kind == "host":
-        return Tensor._wrap(host().astype(dtype.np_dtype).reshape(shape), device)
+        return Tensor._wrap(device.backend.call(
+            lambda: host().astype(dtype.np_dtype).reshape(shape)), device)
     return Tensor._wrap(launch(device.backend, shape, dtype, op, *words), device)
 
 

@@ -119,12 +119,13 @@ class Generator:
 
     def _take(self, counters):
         """Reserve `counters` consecutive counters for a host draw: returns (seed, first
-        offset)."""
+        offset). The state comes back to the host from the device cursor holding it, if any,
+        and stays here until a device draws again."""
         with self._lock:
             self._pull()
+            self._home = None
             offset = self._offset
             self._offset = (offset + counters) % (1 << 64)
-            self._push()
         return self._seed, offset
 
     def _cursor(self, backend):
@@ -254,6 +255,17 @@ def _host_randint(words, dtype, low, span):
 _HOST = {"uniform": _host_uniform, "normal": _host_normal, "randint": _host_randint}
 
 
+def _host_draw(op, shape, dtype, generator, a, b):
+    """`op`'s draws from the generator's next counters, on the host."""
+    n = prod(shape)
+    counters = -(-n // 4)
+    seed, offset = generator._take(counters)
+    values = _HOST[op](_words(seed, offset, counters), dtype, a, b)[:n]
+    if op == "randint":
+        values = values.view(np.int32) if dtype is dtypes.int32 else values
+    return values.astype(dtype.np_dtype).reshape(shape)
+
+
 def _sample(op, shape, dtype, device, generator, a, b):
     """A Tensor of `shape` drawn by `op` with parameters (a, b) from `generator`."""
     from .tensor import Tensor, _check_device_dtype
@@ -261,15 +273,9 @@ def _sample(op, shape, dtype, device, generator, a, b):
     _check_device_dtype(device, dtype)
     if generator is not None and not isinstance(generator, Generator):
         raise TypeError(f"generator must be a vkgrad.Generator, not {type(generator).__name__}")
-    n = prod(shape)
     generator = generator or default_generator
-    if device.kind == "host":
-        counters = -(-n // 4)
-        seed, offset = generator._take(counters)
-        values = _HOST[op](_words(seed, offset, counters), dtype, a, b)[:n]
-        if op == "randint":
-            values = values.view(np.int32) if dtype is dtypes.int32 else values
-        data = values.astype(dtype.np_dtype).reshape(shape)
+    if device.kind == "host":  # a recorded step (vkgrad.compile) draws afresh on each replay
+        data = device.backend.call(_host_draw, op, shape, dtype, generator, a, b)
     else:
         words = (a, b) if op == "randint" else (_f32_word(a), _f32_word(b))
         data = launch(device.backend, shape, dtype, op, *words,

@@ -300,7 +300,7 @@ class Tensor:
             raise TypeError(f"cannot write {value.dtype.name} results into a {self.dtype.name} "
                             "tensor in place")
         if self.device.kind == "host":
-            np.copyto(self._data, value._data, casting="unsafe")
+            self.device.backend.call(np.copyto, self._data, value._data, casting="unsafe")
         elif self.dtype.per_word == 1 or (self._data.is_contiguous()
                                            and self._data.start % self.dtype.per_word == 0):
             from .ops.elementwise import assign
@@ -581,7 +581,7 @@ def full(shape, fill_value, dtype=None, device=None, requires_grad=False):
     device = as_device(device)
     _check_device_dtype(device, dtype)
     if device.kind == "host":
-        data = np.full(shape, fill_value, dtype.np_dtype)
+        data = device.backend.call(np.full, shape, fill_value, dtype.np_dtype)
     else:
         from .ops.elementwise import launch, compute_domain
         compute = dtype if dtype.is_floating or not isinstance(fill_value, float) \

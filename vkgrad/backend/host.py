@@ -2,6 +2,8 @@
 import ctypes
 import os
 import platform
+import threading
+import weakref
 
 import numpy as np
 
@@ -38,15 +40,184 @@ class NumpyBackend(Backend):
     def __init__(self):
         super().__init__()
         self.keeps_freed_memory = keep_freed_memory()
+        self._capture = threading.local()  # .recording: the HostRecording this thread captures
 
     def empty(self, shape, dtype):
         return np.empty(shape, dtype.np_dtype)
 
     def from_numpy(self, array, dtype):
+        self._refuse_while_capturing("copies host data into a tensor (vkgrad.tensor inside the "
+                                     "step)")
         return np.asarray(array, dtype=dtype.np_dtype)
 
     def to_numpy(self, array):
+        self._refuse_while_capturing("reads a tensor's value (.item(), .numpy(), print)")
         return array
 
     def run(self, op, *args, **params):
-        return op.host(*args, **params)
+        return self.call(op.host, *args, **params)
+
+    def call(self, fn, *args, **kwargs):
+        """Run the numpy kernel `fn(*args, **kwargs)` and return its result (arrays, a tuple of
+        them, or None for one that writes in place). Every piece of numpy work the host does on
+        tensors comes through here (op implementations, fills, copies, random draws), so a step
+        being captured by vkgrad.compile in this thread records it."""
+        result = fn(*args, **kwargs)
+        if isinstance(result, np.generic):
+            result = np.asarray(result)  # the array a Tensor will wrap, known to the recording
+        recording = getattr(self._capture, "recording", None)
+        if recording is not None:
+            recording.add(fn, args, kwargs, result)
+        return result
+
+    # ---- capture and replay (vkgrad.compile) ----------------------------------------------------
+    def begin_capture(self):
+        """Record, in the calling thread, every kernel call from now on (captures on the host are
+        per thread and never conflict)."""
+        self._capture.recording = HostRecording()
+        return True
+
+    def end_capture(self):
+        recording, self._capture.recording = self._capture.recording, None
+        recording.finish()
+        return recording
+
+    def replay(self, recording):
+        recording.replay()
+
+    def _refuse_while_capturing(self, what):
+        if getattr(self._capture, "recording", None) is not None:
+            raise RuntimeError(f"a step being captured by vkgrad.compile {what}: a replay would "
+                               "not repeat that. Pass inputs as arguments and return what you "
+                               "need to read, then read it after the call")
+
+
+def _root(a):
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+class HostRecording:
+    """The numpy kernel calls of one captured host step, replayed on new values.
+
+    Each call is kept with its function, its constant operands (arrays from before the step, such
+    as parameters, optimizer state and the compiled step's input slots, and Python values) and,
+    for the operands that earlier calls produced, the slot the producer's result goes to. A
+    replay runs the calls in order, each on the arrays the replay itself produced (numpy kernels
+    give the same bits for the same inputs, so a replay equals the eager step), then copies into
+    the arrays of the capture that outlived it (gradients, the step's results) their new values,
+    so the tensors holding them see the latest call's values. Calls that write in place (the
+    optimizer update, a copy into a parameter) write the same constant arrays again.
+
+    An operand made from a produced array without a kernel call (a numpy view taken outside the
+    op table), or a read-only view of a result that outlives the step, would go stale on replay:
+    the recording then keeps the reason in `problem` and vkgrad.compile runs the step eagerly.
+    """
+
+    def __init__(self):
+        self.calls = []      # (fn, args, kwargs, arg refs, kwarg refs, out slots or None)
+        self.nslots = 0      # results the calls produce (a replay keeps them in a list)
+        self.escapes = []    # (slot, array of the capture that outlived it)
+        self._produced = {}  # id(array) -> (weakref, slot), arrays the calls produced
+        self._roots = {}     # id(root array) -> weakref: memory the calls allocated
+        self._kept = {}      # id(root array) -> weakref: memory of the constant operands
+        self.problem = None  # why a replay could not repeat the step, if it could not
+
+    def _slot_of(self, a):
+        entry = self._produced.get(id(a))
+        if entry is not None and entry[0]() is a:
+            return entry[1]
+        root = _root(a)
+        self._kept.setdefault(id(root), weakref.ref(root))
+        known = self._roots.get(id(root))
+        if known is not None and known() is root:
+            self.problem = ("an operand was derived from a result of the step outside vkgrad's "
+                            "ops (a numpy view of a tensor's array)")
+        return None
+
+    def _template(self, values, keys):
+        """(values, [(key, index or None, slot)]) for one call's operands: the slots of the
+        produced arrays among them, directly or as items of a tuple or list (index keys)."""
+        values, refs = list(values), []
+        for i, (key, v) in enumerate(zip(keys, values)):
+            if isinstance(v, np.ndarray):
+                slot = self._slot_of(v)
+                if slot is not None:
+                    values[i] = None  # (the recording must not keep the step's arrays alive)
+                    refs.append((key, None, slot))
+            elif isinstance(v, (list, tuple)):
+                items = list(v)
+                for j, e in enumerate(v):
+                    slot = self._slot_of(e) if isinstance(e, np.ndarray) else None
+                    if slot is not None:
+                        items[j] = None
+                        refs.append((key, j, slot))
+                values[i] = type(v)(items)
+        return values, refs
+
+    @staticmethod
+    def _fill(values, refs, slots):
+        """A call's operands with the produced ones taken from this replay's `slots`."""
+        for key, j, slot in refs:
+            if j is None:
+                values[key] = slots[slot]
+            else:
+                seq = list(values[key])
+                seq[j] = slots[slot]
+                values[key] = type(values[key])(seq)
+        return values
+
+    def add(self, fn, args, kwargs, result):
+        problem = self.problem
+        args, arg_refs = self._template(args, range(len(args)))
+        names = list(kwargs)
+        values, kw_refs = self._template(kwargs.values(), names)
+        if self.problem is not problem:
+            self.problem += f", given to {getattr(fn, '__qualname__', fn)}"
+        kwargs = dict(zip(names, values))
+        outs = None
+        if result is not None:
+            results = result if isinstance(result, tuple) else (result,)
+            outs = []
+            for r in results:
+                slot, self.nslots = self.nslots, self.nslots + 1
+                outs.append(slot)
+                if isinstance(r, np.ndarray):
+                    self._produced[id(r)] = (weakref.ref(r), slot)
+                    root = _root(r)
+                    kept = self._kept.get(id(root))
+                    if kept is None or kept() is not root:  # (a view of a constant is stable)
+                        self._roots[id(root)] = weakref.ref(root)
+            outs = tuple(outs) if isinstance(result, tuple) else outs[0]
+        self.calls.append((fn, tuple(args), kwargs, arg_refs, kw_refs, outs))
+
+    def finish(self):
+        """The capture is over: what it produced and something still holds (a gradient, the
+        step's result, a view of one) must receive each replay's new value."""
+        for ref, slot in self._produced.values():
+            a = ref()
+            if a is not None:
+                if not a.flags.writeable:
+                    self.problem = "a read-only view of the step's results outlived the step"
+                self.escapes.append((slot, a))
+        self._produced = self._roots = self._kept = None
+
+    def replay(self):
+        slots = [None] * self.nslots
+        for fn, args, kwargs, arg_refs, kw_refs, outs in self.calls:
+            if arg_refs:
+                args = self._fill(list(args), arg_refs, slots)
+            if kw_refs:
+                kwargs = self._fill(dict(kwargs), kw_refs, slots)
+            result = fn(*args, **kwargs)
+            if outs is None:
+                continue
+            if isinstance(outs, tuple):
+                for slot, r in zip(outs, result):
+                    slots[slot] = r
+            else:
+                slots[outs] = np.asarray(result) if isinstance(result, np.generic) else result
+        for slot, target in self.escapes:
+            if slots[slot] is not target:
+                np.copyto(target, slots[slot])

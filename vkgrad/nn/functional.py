@@ -26,7 +26,7 @@ from ..autograd import no_grad
 from ..creation import arange
 from ..ops.conv import (adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, conv1d, conv2d,
                         conv_transpose1d, conv_transpose2d, fold, max_pool2d, max_unpool2d, unfold)
-from ..ops.indexing import take, take_along_axis
+from ..ops.indexing import host_check, take, take_along_axis
 from ..ops.movement import pad as _pad_numpy
 from ..random import rand
 from ..ops.transformer_ops import MAX_FUSED_FEATURES, fused_attention, tril
@@ -532,13 +532,16 @@ def _class_targets(input, target, ignore_index, fn):
                          f"got {target.shape}")
     c = input.shape[axis]
     if target.device.kind == "host" and target.size:
-        labels = target.numpy()
-        bad = labels[(labels < 0) | (labels >= c)]
-        if ignore_index is not None:
-            bad = bad[bad != ignore_index]
-        if bad.size:
-            raise IndexError(f"{fn}: target {bad.flat[0]} is out of bounds for {c} classes")
+        host_check(target, _check_labels, c, ignore_index, fn)
     return target.to(input.device), axis, c
+
+
+def _check_labels(labels, c, ignore_index, fn):
+    bad = labels[(labels < 0) | (labels >= c)]
+    if ignore_index is not None:
+        bad = bad[bad != ignore_index]
+    if bad.size:
+        raise IndexError(f"{fn}: target {bad.flat[0]} is out of bounds for {c} classes")
 
 
 def _class_loss(logp, target, weight, ignore_index, reduction, label_smoothing, axis, c, fn):

@@ -240,7 +240,7 @@ def _prepare(t, key):
         elif isinstance(k, Tensor) and (k.device.kind != "host" or t.device.kind == "host"):
             _check_index_dtype(k.dtype)
             if k.device.kind == "host":
-                template.append(k.numpy())
+                template.append(k._data)  # (a step compiled on the host reads it on replay)
             else:
                 operands.append(k)
                 template.append(_Ref(len(operands) - 1, k.shape, k.dtype))
@@ -261,6 +261,18 @@ def _check_index_dtype(dtype):
         raise IndexError("only integers, slices (`:`), ellipsis (`...`), None and integer or "
                          f"boolean arrays are valid indices, not an array of "
                          f"{getattr(dtype, 'name', dtype)}")
+
+
+def host_check(t, check, *args):
+    """Run `check(values, *args)`, which raises on bad values, over a host tensor's values as a
+    host kernel call: a step compiled on the host (vkgrad.compile) checks every call's values."""
+    t.device.backend.call(check, t._data, *args)
+
+
+def _check_one_hot(values, num_classes):
+    if values.min() < 0 or values.max() >= num_classes:
+        raise ValueError(f"one_hot: labels must lie in [0, {num_classes}), found "
+                         f"{values.min() if values.min() < 0 else values.max()}")
 
 
 def checked_index(indices, device, low, n, caller, axis_name):
@@ -651,10 +663,7 @@ def one_hot(labels, num_classes, dtype=dtypes.float32):
     if num_classes < 0:
         raise ValueError(f"one_hot: num_classes must be >= 0, not {num_classes}")
     if labels.device.kind == "host" and labels.size:
-        values = labels.numpy()
-        if values.min() < 0 or values.max() >= num_classes:
-            raise ValueError(f"one_hot: labels must lie in [0, {num_classes}), found "
-                             f"{values.min() if values.min() < 0 else values.max()}")
+        host_check(labels, _check_one_hot, num_classes)
     _check_device_dtype(labels.device, dtype)
     return apply(OPS["one_hot"], labels, num_classes=num_classes, dtype=dtype)
 
