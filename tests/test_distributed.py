@@ -103,6 +103,26 @@ JOB = textwrap.dedent('''
         t = vk.zeros(2, device=dev)
         dist.reduce_scatter(t, [vk.tensor([r, 10.0 * q], device=dev) for q in range(n)])
         got["reduce_scatter"] = t.tolist()
+        for op in dist.OPS:
+            t = vk.zeros(3, device=dev)
+            dist.reduce_scatter(t, [vk.tensor([r + q, -2.0 * r, 0.5], device=dev)
+                                    for q in range(n)], op=op)
+            got[f"reduce_scatter {op}"] = t.tolist()
+        t = vk.zeros(2, device=dev, dtype=vk.bfloat16)
+        dist.reduce_scatter(t, [vk.tensor([1.0 if r == 0 else 2.0 ** -8, q], device=dev,
+                                          dtype=vk.bfloat16) for q in range(n)])
+        got["reduce_scatter bf16"] = t.tolist()
+        t = vk.zeros((2, 2), device=dev, dtype=vk.int32).T    # not contiguous, in and out
+        dist.reduce_scatter(t, [vk.tensor([[r, q], [1, 2]], device=dev, dtype=vk.int32).T
+                                for q in range(n)], op="max")
+        got["reduce_scatter int"] = t.tolist()
+        t = vk.zeros((), device=dev)
+        dist.reduce_scatter(t, [vk.tensor(float(r * q), device=dev) for q in range(n)])
+        got["reduce_scatter 0-d"] = t.tolist()
+        try:
+            dist.reduce_scatter(t, [t] * (n + 1))
+        except ValueError as e:
+            got["reduce_scatter error"] = str(e)
         out["collectives"] = dist.allgather_object(got)
     if cfg.get("checks"):
         # one transfer down and one up per bucket in a backward pass (counted on Vulkan)
@@ -224,11 +244,12 @@ def check_equal(out, n, dtypes):
 
 
 # ---- tests --------------------------------------------------------------------------------------
-def test_two_host_ranks_equal_one_process_and_overlap(tmp_path):
+def test_two_host_ranks_equal_one_process_overlap_and_collectives(tmp_path):
     out = run_ok(2, {"devices": ["host", "host"], "dtypes": ["float32", "bfloat16"],
                      "B": B, "steps": STEPS, "bucket_mb": 0.0003, "no_sync": True,
-                     "checks": True}, tmp_path)
+                     "checks": True, "collectives": True}, tmp_path)
     check_equal(out, 2, ["float32", "bfloat16"])
+    assert out["collectives"] == [collectives(2, q) for q in range(2)]
     # Overlap: the first bucket's all-reduce started before the backward pass had finished
     # the last gradient.
     events = [tuple(e) for e in out["events"]]
@@ -278,7 +299,17 @@ def collectives(n, q):
             "bf16 sum": [{2: 1.0, 3: 1.0078125}[n]],
             "int max": [n - 1, 2 * (n - 1)], "broadcast": [[n - 0.5]],
             "all_gather": [[r, -r] for r in ranks],
-            "reduce_scatter": [sum(ranks), 10.0 * n * q]}
+            "reduce_scatter": [sum(ranks), 10.0 * n * q],
+            "reduce_scatter sum": [sum(ranks) + n * q, -2.0 * sum(ranks), 0.5 * n],
+            "reduce_scatter mean": [(n - 1) / 2 + q, -(n - 1.0), 0.5],
+            "reduce_scatter max": [n - 1.0 + q, 0.0, 0.5],
+            "reduce_scatter min": [float(q), -2.0 * (n - 1), 0.5],
+            # bf16 summed in f32 and rounded once, as "bf16 sum"
+            "reduce_scatter bf16": [{2: 1.0, 3: 1.0078125}[n], float(n * q)],
+            "reduce_scatter int": [[n - 1, 1], [q, 2]],
+            "reduce_scatter 0-d": float(q * sum(ranks)),
+            "reduce_scatter error": f"reduce_scatter: input_list must hold {n} tensors of "
+                                    "shape () and dtype float32 like the output"}
 
 
 @pytest.mark.vulkan

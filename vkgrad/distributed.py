@@ -143,6 +143,28 @@ def _check_op(op, dtype):
         raise ValueError(f"op='mean' needs a floating tensor, not {dtype.name}")
 
 
+def _mpi_op(op):
+    MPI = _mpi()
+    return {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}[op]
+
+
+def _reduce_ranks(parts, op):
+    """The reduction over axis 0 (one entry per rank) of the 2-byte-float array `parts`, in
+    float32, in rank order, rounded once to parts' dtype ("mean": the sum over the count)."""
+    wide = parts.astype(np.float32)
+    reduced = {"sum": np.sum, "mean": np.sum, "max": np.max, "min": np.min}[op](wide, 0)
+    if op == "mean":
+        reduced /= np.float32(len(parts))
+    return reduced.astype(parts.dtype)
+
+
+def _divide_for_mean(array, op, n):
+    """An MPI sum made a mean: `array` divided by the world size in place (op "mean")."""
+    if op == "mean":
+        np.divide(array, array.dtype.type(n), out=array)
+    return array
+
+
 class Work:
     """A started collective (torch's Work): wait() completes it and returns its result."""
 
@@ -178,24 +200,11 @@ def start_all_reduce(array, op="sum", blocking=False):
         request = None if blocking else comm.Iallgather(send, recv)
         if blocking:
             comm.Allgather(send, recv)
-
-        def finish():
-            wide = gathered.astype(np.float32)
-            reduced = {"sum": np.sum, "mean": np.sum, "max": np.max, "min": np.min}[op](wide, 0)
-            if op == "mean":
-                reduced /= np.float32(n)
-            return reduced.astype(array.dtype)
-        return Work(request, finish)
-    mpi_op = {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}[op]
-    request = None if blocking else comm.Iallreduce(MPI.IN_PLACE, array, mpi_op)
+        return Work(request, lambda: _reduce_ranks(gathered, op))
+    request = None if blocking else comm.Iallreduce(MPI.IN_PLACE, array, _mpi_op(op))
     if blocking:
-        comm.Allreduce(MPI.IN_PLACE, array, mpi_op)
-
-    def finish():
-        if op == "mean":
-            np.divide(array, array.dtype.type(n), out=array)
-        return array
-    return Work(request, finish)
+        comm.Allreduce(MPI.IN_PLACE, array, _mpi_op(op))
+    return Work(request, lambda: _divide_for_mean(array, op, n))
 
 
 def _host_array(t, what):
@@ -266,19 +275,37 @@ def all_gather(tensor_list, tensor):
 
 
 def reduce_scatter(output, input_list, op="sum"):
-    """Fill `output` on rank r with the reduction over all ranks of their `input_list[r]`
-    (torch's shape: world_size() tensors like `output`). It is the all-reduce of the whole list
-    followed by each rank taking its part: simple, and bf16 rounded once as in all_reduce, but
-    it moves world_size() times the bytes of MPI_Reduce_scatter_block."""
+    """Fill `output` on rank r with the reduction ("sum", "mean", "max" or "min") over all
+    ranks of their `input_list[r]` (torch's shape: world_size() tensors of output's shape and
+    dtype, on any device). MPI_Reduce_scatter_block: the list is packed into one host buffer,
+    and each rank receives only its reduced block, so a rank moves about (n - 1) / n of the
+    list each way rather than an all-reduce's 2 (n - 1) / n. bfloat16 travels as bfloat16
+    (MPI_Alltoall: rank r receives every rank's input_list[r]) and is reduced in float32 in
+    rank order and rounded once, as in all_reduce."""
     comm = _world("reduce_scatter")
     n = comm.Get_size()
+    if not isinstance(output, Tensor):
+        raise TypeError(f"reduce_scatter: expected a vkgrad Tensor, not {type(output).__name__}")
     _check_op(op, output.dtype)
     if len(input_list) != n or any(not isinstance(t, Tensor) or t.shape != output.shape
                                    or t.dtype is not output.dtype for t in input_list):
         raise ValueError(f"reduce_scatter: input_list must hold {n} tensors of shape "
                          f"{output.shape} and dtype {output.dtype.name} like the output")
-    stacked = np.stack([_host_array(t, "reduce_scatter")[0] for t in input_list])
-    _write(output, start_all_reduce(stacked, op, blocking=True).wait()[comm.Get_rank()])
+    send = np.empty((n,) + output.shape, output.dtype.np_dtype)
+    for q, t in enumerate(input_list):
+        send[q] = t.numpy()                       # one transfer per Vulkan tensor
+    if _gathers(output.dtype):
+        parts = np.empty_like(send)
+        comm.Alltoall(send.view(np.uint16), parts.view(np.uint16))
+        _write(output, _reduce_ranks(parts, op))
+        return
+    a = output.numpy() if output.device.kind == "host" else None
+    own = a is not None and a.flags.c_contiguous and a.flags.writeable
+    recv = a if own else np.empty(output.shape, output.dtype.np_dtype)
+    comm.Reduce_scatter_block(send, recv, _mpi_op(op))
+    _divide_for_mean(recv, op, n)
+    if not own:
+        _write(output, recv)
 
 
 def allgather_object(obj):
