@@ -89,11 +89,10 @@ def evaluate(model, loader):
 
 
 def training_step(model, optimizer):
-    """step(x, y) -> (loss, correct predictions), both on the device. With SGD it goes through
-    vk.compile: on Vulkan its dispatches are recorded once and replayed for every batch of the
-    same size (bit-exact, no Python ops); Adam's step counter (its bias correction) would make
-    it record every call, so Adam steps run eagerly, and so do distributed steps (their
-    all-reduces go through the host)."""
+    """step(x, y) -> (loss, correct predictions), both on the device, through vk.compile: the
+    step is recorded once and replayed for every batch of the same size (bit-exact, no Python
+    ops), on Vulkan as a command buffer, on the host as its numpy calls. Distributed steps run
+    eagerly (their all-reduces go through MPI, which a replay does not repeat)."""
     def step(x, y):
         optimizer.zero_grad()
         logits = model(x)
@@ -103,8 +102,7 @@ def training_step(model, optimizer):
         with vk.no_grad():
             return loss, (logits.argmax(axis=1) == y).sum()
 
-    compiled = isinstance(optimizer, vk.optim.SGD) and not dist.is_initialized()
-    return vk.compile(step) if compiled else step
+    return step if dist.is_initialized() else vk.compile(step)
 
 
 def train_epoch(model, step, loader, epoch, epochs):

@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import dtypes, kernels, layout
 from ..tensor import Tensor, tensor_method
+from . import host_blas
 from .registry import Op, OpTest, apply
 
 MAXB = 3    # batch dims matmul.comp describes (after coalescing); more are looped on the host
@@ -34,7 +35,7 @@ def _matmul_host(a, b):
     out = dtypes.result_type(dtypes.dtype(a.dtype), dtypes.dtype(b.dtype))
     # bf16 products accumulate in float32 and round once, as on the device.
     compute = np.float32 if out is dtypes.bfloat16 else out.np_dtype
-    r = np.matmul(a.astype(compute, copy=False), b.astype(compute, copy=False))
+    r = host_blas.matmul(a.astype(compute, copy=False), b.astype(compute, copy=False))
     return np.asarray(r).astype(out.np_dtype, copy=False)
 
 
