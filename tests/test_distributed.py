@@ -148,6 +148,18 @@ JOB = textwrap.dedent('''
         ddp(vk.tensor(x, device=dev))   # running_mean: 0.9 * 5 + 0.1 * this batch's mean
         seen.append(np.allclose(bn[1].running_mean.numpy(), 4.5, atol=0.2))
         out["buffers"] = dist.allgather_object(seen)
+        # vk.compile refuses a DDP step (a replay would skip the all-reduces) and leaves the
+        # model to train eagerly: after one eager backward the ranks hold the same gradients
+        ddp = DDP(make_model(dev, "float32", seed=r))
+        step = vk.compile(lambda x, y: F.cross_entropy(ddp(x), y).backward())
+        try:
+            step(vk.tensor(x, device=dev), vk.tensor(y, device=dev))
+        except NotImplementedError as e:
+            out["compile"] = str(e)
+        F.cross_entropy(ddp(vk.tensor(x[r:r + 1], device=dev)),
+                        vk.tensor(y[r:r + 1], device=dev)).backward()
+        out["eager_grads"] = dist.allgather_object(
+            [p.grad.numpy().ravel().tolist() for p in ddp.parameters()])
         out["default_device"] = [str(dist.device()), dist.local_rank()]
     if r == 0:
         with open(cfg["out"], "w") as f:
@@ -243,6 +255,13 @@ def check_equal(out, n, dtypes):
                                            err_msg=f"{dtype} {opt} {k}")
 
 
+def check_compile_refused(out):
+    assert out["compile"].startswith("vkgrad.compile cannot record a DistributedDataParallel "
+                                      "step") and "eagerly" in out["compile"], out["compile"]
+    mine, theirs = out["eager_grads"]
+    assert mine == theirs and any(v != 0 for g in mine for v in g)
+
+
 # ---- tests --------------------------------------------------------------------------------------
 def test_two_host_ranks_equal_one_process_overlap_and_collectives(tmp_path):
     out = run_ok(2, {"devices": ["host", "host"], "dtypes": ["float32", "bfloat16"],
@@ -276,6 +295,7 @@ def test_two_host_ranks_equal_one_process_overlap_and_collectives(tmp_path):
     assert out["state_keys"][0] == out["state_keys"][1]
     assert out["backward_transfers"][0] == 0   # host tensors: MPI works on their memory
     assert out["buffers"] == [[[1.0, 1.0, 1.0], True]] * 2
+    check_compile_refused(out)
     # no Vulkan GPU here (lavapipe is a CPU driver and not counted): the ranks stay on the host
     gpus = [d for d in vk.devices()[1:] if d.info()["device_type"] in
             ("discrete-gpu", "integrated-gpu", "virtual-gpu")]
@@ -324,6 +344,7 @@ def test_host_and_lavapipe_ranks_equal_one_process(tmp_path):
     transfers, buckets = out["backward_transfers"]
     assert buckets > 1 and transfers == 2 * buckets
     assert out["state_keys"][0] == out["state_keys"][1]
+    check_compile_refused(out)
 
 
 def test_a_failing_rank_ends_the_job_and_is_named(tmp_path):

@@ -64,6 +64,11 @@ def _active():
     return getattr(_local, "active", None)
 
 
+def is_compiling():
+    """Whether this thread is recording a step for vkgrad.compile (torch.compiler.is_compiling)."""
+    return _active() is not None
+
+
 def guard(read, value):
     """While a step is being recorded: `value`, what `read()` returns now, is baked into the
     recorded kernels, so a replay is valid only while `read()` still returns it. Otherwise,

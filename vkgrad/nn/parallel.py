@@ -24,6 +24,7 @@ import contextlib
 
 from .. import autograd
 from .. import distributed as dist
+from ..compiler import is_compiling
 from ..ops.movement import concatenate
 from ..tensor import from_numpy
 from .module import Module
@@ -105,10 +106,22 @@ class DistributedDataParallel(Module):
             buckets.append(_Bucket(current))
         return buckets
 
+    @staticmethod
+    def _refuse_compile():
+        """vkgrad.compile replays a step's kernels only: the buckets' MPI all-reduces, on host
+        memory, would not be replayed, and each rank would step on its own gradients."""
+        if is_compiling():
+            raise NotImplementedError(
+                "vkgrad.compile cannot record a DistributedDataParallel step: a replay would "
+                "skip its all-reduces (MPI calls on host memory) and leave every rank with its "
+                "own gradients. Run the DistributedDataParallel step eagerly, without "
+                "vkgrad.compile")
+
     # ---- the backward pass ----------------------------------------------------------------------
     def _ready(self, p, bucket):
         if not self._sync:
             return
+        self._refuse_compile()
         if not self._queued:
             self._queued = True
             self.events.clear()
@@ -165,6 +178,7 @@ class DistributedDataParallel(Module):
 
     # ---- the Module API -------------------------------------------------------------------------
     def forward(self, *args, **kwargs):
+        self._refuse_compile()
         if self.broadcast_buffers and self.training:
             for b in self.module.buffers():
                 dist.broadcast(b, 0)
