@@ -1,16 +1,33 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// Fused attention forward, flash-attention style: out[r] = softmax(q[r] K^T * scale) V for each
-// query row r = (b, i) of `rows` = B * L, one invocation per row, with an online softmax, so the
-// L x S scores are never stored. Row r reads q[b, i, :], keys and values k[b, j, :], v[b, j, :]
-// for j < S (j <= i when CAUSAL: the top-left triangle), all contiguous in the arena:
+// Fused attention, flash-attention style: softmax(Q K^T * scale + M) V and its gradients with the
+// L x S scores and weights never stored. Each invocation owns one row and recomputes the scores
+// it needs, one key (or query) at a time, in registers. For batch b (the flattened leading dims
+// of B), query i < L and key j < S, with every tensor contiguous in the arena:
 //   q[b, i, e] at q_start + (b L + i) E + e,  k[b, j, e] at k_start + (b S + j) E + e,
-//   v[b, j, c] at v_start + (b S + j) EV + c,  out[b, i, c] at out_start + (b L + i) EV + c.
-// Online softmax over the keys seen so far: m their largest score, l = sum exp(s_j - m) and
-// acc = sum exp(s_j - m) v_j; a new score s gives m' = max(m, s), and l, acc scale by
-// exp(m - m') before adding exp(s - m'). out = acc / l; a row without keys (S = 0) is 0, as
-// torch. Everything in f32; out rounds once to DT (bf16 rows must hold whole words: EV even,
-// out_start even). E, EV <= MAXE. DT (q, k, v and out) and CAUSAL are specialization constants.
+//   v[b, j, c] at v_start + (b S + j) EV + c,  rows of out, dO (g_start) and dq as q's with
+//   width EV, EV and E; dk, dv as k's and v's; lse[b, i] and D[b, i] (float32) at (b L + i).
+// The score s_ij = (q_i * scale) . k_j + M_ij. Key j takes part for query i unless CAUSAL and
+// j > i (the top-left triangle, also when L != S), or s_ij = -inf: a False in a bool mask
+// (MASK 1) gives M = -inf, an additive mask (MASK 2, of dtype MDT) gives its value, -inf too.
+// M[b, i, j] sits at mask_start + (b / n_lo) s_hi + (b % n_lo) s_lo + i s_l + j s_s (element
+// strides; 0 along broadcast dims), so a mask broadcasts over batch and heads unexpanded.
+//
+// PASS 0, the forward (rows = B L): an online softmax over the keys taking part so far: m their
+//   largest score, l = sum exp(s_j - m), acc = sum exp(s_j - m) v_j; a new score s gives
+//   m' = max(m, s), and l, acc scale by exp(m - m') before adding exp(s - m'). out = acc / l and
+//   lse = m + log l, the row's log-sum-exp, kept for the backward. A row no key takes part for
+//   gets out = 0 (torch's rule) and lse = 0 (never read: no P of that row is recomputed).
+// PASS 1, dq (rows = B L): with P_ij = exp(s_ij - lse_i) and dP_ij = dO_i . v_j, first
+//   D_i = sum_j P_ij dP_ij (= rowsum(dO * out)), then dq_i = scale sum_j P_ij (dP_ij - D_i) k_j.
+// PASS 2, dk and dv (rows = B S; after pass 1, which wrote D): for key j, over the queries i
+//   that see it (i >= j when CAUSAL: queries above the diagonal are never visited),
+//   dv_j = sum_i P_ij dO_i and dk_j = scale sum_i P_ij (dP_ij - D_i) q_i.
+// So no pass writes what another reads but D, and every sum is one invocation's: no atomics,
+// the same bits on every run. Everything is computed in f32; each output rounds once to its
+// dtype: ODT for the E-wide rows (dq, dk), ODTV for the EV-wide ones (out, dv); DT is that of
+// q, k, v and dO. A bf16 output needs an even width (one invocation owns whole words of its
+// rows; the caller asks for f32 and rounds otherwise). E, EV <= MAXE.
 #include "common.glsl"
 
 layout(local_size_x = 256) in;
@@ -18,40 +35,132 @@ layout(local_size_x = 256) in;
 #define MAXE 128
 layout(constant_id = 0) const uint DT = 0u;
 layout(constant_id = 1) const uint CAUSAL = 0u;
+layout(constant_id = 2) const uint PASS = 0u;
+layout(constant_id = 3) const uint MASK = 0u;
+layout(constant_id = 4) const uint MDT = 0u;
+layout(constant_id = 5) const uint ODT = 0u;
+layout(constant_id = 6) const uint ODTV = 0u;
 
 layout(push_constant) uniform Params {
-    uint rows; uint L; uint S; uint E; uint EV;
-    uint q_start; uint k_start; uint v_start; uint out_start; float scale;
+    uint rows; uint L; uint S; uint E; uint EV; float scale;
+    uint q_start; uint k_start; uint v_start; uint lse_start; uint g_start; uint d_start;
+    uint out_start; uint outv_start;  // out (pass 0); dq (1); dk and dv (2)
+    uint mask_start; uint n_lo; int s_hi; int s_lo; int s_l; int s_s;
 } p;
+
+const uint NEG_INF = 0xff800000u;
+
+// The mask's term of s_ij for batch b: 0 without a mask, 0 or -inf from a bool one.
+float mask_term(uint b, uint i, uint j) {
+    if (MASK == 0u) return 0.0;
+    uint hi = b / p.n_lo;
+    int at = int(hi) * p.s_hi + int(b - hi * p.n_lo) * p.s_lo + int(i) * p.s_l + int(j) * p.s_s;
+    if (MASK == 1u) return load_bits(DT_BOOL, p.mask_start, at) != 0u ? 0.0 : uintBitsToFloat(NEG_INF);
+    return load_f32(MDT, p.mask_start, at);
+}
+
+bool takes_part(float s) { return floatBitsToUint(s) != NEG_INF; }
+
+// Row `row` of width n, each value times `f`, rounded once to `dt` at element `start`.
+#define STORE_ROW(dt, start, row, width, vals, f) {                                        \
+    uint o_ = (start) + (row) * (width);                                                   \
+    if (dt == DT_BFLOAT16) {                                                               \
+        for (uint c_ = 0u; c_ < (width); c_ += 2u)                                         \
+            arena[(o_ + c_) >> 1] = f32_to_bf16(vals[c_] * (f))                            \
+                                    | (f32_to_bf16(vals[c_ + 1u] * (f)) << 16);            \
+    } else {                                                                               \
+        for (uint c_ = 0u; c_ < (width); ++c_) arena[o_ + c_] = floatBitsToUint(vals[c_] * (f)); \
+    }                                                                                      \
+}
+
+// q_i * scale into registers: every pass forms s_ij = sum_e (q_ie * scale) k_je in this order,
+// so the backward recomputes the forward's scores bit for bit.
+#define LOAD_Q(qs, row) for (uint e_ = 0u; e_ < p.E; ++e_) \
+    qs[e_] = load_f32(DT, p.q_start, int((row) * p.E + e_)) * p.scale;
+
+void forward_row(uint r) {
+    uint b = r / p.L, i = r - b * p.L;
+    float qs[MAXE], acc[MAXE];
+    LOAD_Q(qs, r);
+    for (uint c = 0u; c < p.EV; ++c) acc[c] = 0.0;
+    uint keys = CAUSAL == 1u ? min(i + 1u, p.S) : p.S;
+    float m = 0.0, l = 0.0;
+    for (uint j = 0u; j < keys; ++j) {
+        uint kj = (b * p.S + j) * p.E, vj = (b * p.S + j) * p.EV;
+        float s = 0.0;
+        for (uint e = 0u; e < p.E; ++e) s += qs[e] * load_f32(DT, p.k_start, int(kj + e));
+        s += mask_term(b, i, j);
+        if (!takes_part(s)) continue;
+        float m2 = l == 0.0 ? s : max(m, s);  // l >= 1 once a key took part
+        float shrink = l == 0.0 ? 0.0 : exp(m - m2), w = exp(s - m2);
+        l = l * shrink + w;
+        for (uint c = 0u; c < p.EV; ++c)
+            acc[c] = acc[c] * shrink + w * load_f32(DT, p.v_start, int(vj + c));
+        m = m2;
+    }
+    STORE_ROW(ODTV, p.out_start, r, p.EV, acc, l == 0.0 ? 0.0 : 1.0 / l);
+    arena[p.lse_start + r] = floatBitsToUint(l == 0.0 ? 0.0 : m + log(l));
+}
+
+void dq_row(uint r) {
+    uint b = r / p.L, i = r - b * p.L;
+    float qs[MAXE], g[MAXE], dq[MAXE];
+    LOAD_Q(qs, r);
+    for (uint c = 0u; c < p.EV; ++c) g[c] = load_f32(DT, p.g_start, int(r * p.EV + c));
+    for (uint e = 0u; e < p.E; ++e) dq[e] = 0.0;
+    uint keys = CAUSAL == 1u ? min(i + 1u, p.S) : p.S;
+    float lse = uintBitsToFloat(arena[p.lse_start + r]), d = 0.0;
+    for (uint sweep = 0u; sweep < 2u; ++sweep) {  // sweep 0 sums D, sweep 1 dq
+        for (uint j = 0u; j < keys; ++j) {
+            uint kj = (b * p.S + j) * p.E, vj = (b * p.S + j) * p.EV;
+            float s = 0.0, dp = 0.0;
+            for (uint e = 0u; e < p.E; ++e) s += qs[e] * load_f32(DT, p.k_start, int(kj + e));
+            s += mask_term(b, i, j);
+            if (!takes_part(s)) continue;
+            for (uint c = 0u; c < p.EV; ++c) dp += g[c] * load_f32(DT, p.v_start, int(vj + c));
+            float pij = exp(s - lse);
+            if (sweep == 0u) {
+                d += pij * dp;
+            } else {
+                float ds = pij * (dp - d);
+                for (uint e = 0u; e < p.E; ++e) dq[e] += ds * load_f32(DT, p.k_start, int(kj + e));
+            }
+        }
+    }
+    arena[p.d_start + r] = floatBitsToUint(d);
+    STORE_ROW(ODT, p.out_start, r, p.E, dq, p.scale);
+}
+
+void dkv_row(uint r) {
+    uint b = r / p.S, j = r - b * p.S;
+    float k[MAXE], v[MAXE], dk[MAXE], dv[MAXE];
+    for (uint e = 0u; e < p.E; ++e) { k[e] = load_f32(DT, p.k_start, int(r * p.E + e)); dk[e] = 0.0; }
+    for (uint c = 0u; c < p.EV; ++c) { v[c] = load_f32(DT, p.v_start, int(r * p.EV + c)); dv[c] = 0.0; }
+    for (uint i = CAUSAL == 1u ? j : 0u; i < p.L; ++i) {
+        uint ir = b * p.L + i;
+        float s = 0.0, dp = 0.0;
+        for (uint e = 0u; e < p.E; ++e)
+            s += (load_f32(DT, p.q_start, int(ir * p.E + e)) * p.scale) * k[e];
+        s += mask_term(b, i, j);
+        if (!takes_part(s)) continue;
+        float pij = exp(s - uintBitsToFloat(arena[p.lse_start + ir]));
+        for (uint c = 0u; c < p.EV; ++c) {
+            float gc = load_f32(DT, p.g_start, int(ir * p.EV + c));
+            dp += gc * v[c];
+            dv[c] += pij * gc;
+        }
+        float ds = pij * (dp - uintBitsToFloat(arena[p.d_start + ir]));
+        for (uint e = 0u; e < p.E; ++e) dk[e] += ds * load_f32(DT, p.q_start, int(ir * p.E + e));
+    }
+    STORE_ROW(ODT, p.out_start, r, p.E, dk, p.scale);
+    STORE_ROW(ODTV, p.outv_start, r, p.EV, dv, 1.0);
+}
 
 void main() {
     uint threads = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
     for (uint r = gl_GlobalInvocationID.x; r < p.rows; r += threads) {
-        uint b = r / p.L, i = r - b * p.L;
-        float q[MAXE], acc[MAXE];
-        for (uint e = 0u; e < p.E; ++e) q[e] = load_f32(DT, p.q_start, int(r * p.E + e)) * p.scale;
-        for (uint c = 0u; c < p.EV; ++c) acc[c] = 0.0;
-        uint keys = CAUSAL == 1u ? min(i + 1u, p.S) : p.S;
-        float m = 0.0, l = 0.0;
-        for (uint j = 0u; j < keys; ++j) {
-            uint kj = (b * p.S + j) * p.E, vj = (b * p.S + j) * p.EV;
-            float s = 0.0;
-            for (uint e = 0u; e < p.E; ++e) s += q[e] * load_f32(DT, p.k_start, int(kj + e));
-            float m2 = j == 0u ? s : max(m, s);
-            float shrink = j == 0u ? 0.0 : exp(m - m2), w = exp(s - m2);
-            l = l * shrink + w;
-            for (uint c = 0u; c < p.EV; ++c)
-                acc[c] = acc[c] * shrink + w * load_f32(DT, p.v_start, int(vj + c));
-            m = m2;
-        }
-        float inv = keys == 0u ? 0.0 : 1.0 / l;
-        uint o = p.out_start + r * p.EV;
-        if (DT == DT_BFLOAT16) {
-            for (uint c = 0u; c < p.EV; c += 2u)
-                arena[(o + c) >> 1] = f32_to_bf16(acc[c] * inv)
-                                      | (f32_to_bf16(acc[c + 1u] * inv) << 16);
-        } else {
-            for (uint c = 0u; c < p.EV; ++c) arena[o + c] = floatBitsToUint(acc[c] * inv);
-        }
+        if (PASS == 0u) forward_row(r);
+        else if (PASS == 1u) dq_row(r);
+        else dkv_row(r);
     }
 }

@@ -7,6 +7,10 @@ for the normalising sum, and out = p @ v adds S u max|v|. So |out - ref| <= 4 (E
 u max|v|, and the gradients, one more product each, the same bound times the magnitude of their
 reference. bf16 rounds the float32 result once: one more half ulp, at most 2^-8 |ref|.
 """
+import subprocess
+import sys
+from pathlib import Path
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -15,6 +19,9 @@ import torch
 import vkgrad as vk
 import vkgrad.nn.functional as F
 from vkgrad import nn
+from vkgrad.ops.transformer_ops import composed_weights, fused_fits
+
+from conftest import bf16_ulp
 
 U32 = 2.0 ** -24
 
@@ -253,42 +260,186 @@ def test_multihead_attention_bad_input():
         nn.TransformerEncoderLayer(8, 2, activation="tanh")
 
 
+# ---- the fused op (forward and backward) on awkward shapes, against torch and the composed ----
+# (batch, heads, L, S, E, Ev, mask): L, S in 1, 7, 17, 65, 130; odd widths (bf16 writes those
+# rows in float32 and rounds them once); masks broadcast over batch or heads or both.
+FUSED = {
+    "1x1": (1, 1, 1, 1, 8, 8, "none"),
+    "causal L<S": (2, 3, 7, 17, 8, 6, "causal"),
+    "causal L>S": (2, 2, 17, 7, 16, 16, "causal"),
+    "causal odd width": (1, 2, 65, 65, 33, 33, "causal"),
+    "causal 130": (1, 1, 130, 130, 16, 16, "causal"),
+    "bool per batch": (2, 2, 130, 17, 16, 8, "bool (B, 1, L, S)"),
+    "bool shared": (1, 3, 17, 130, 8, 16, "bool (L, S)"),
+    "key padding": (3, 1, 1, 130, 33, 8, "bool (B, 1, 1, S)"),
+    "additive per head": (2, 3, 7, 65, 16, 9, "additive (1, H, 1, S)"),
+    "additive -inf rows": (2, 1, 65, 7, 8, 8, "additive (B, H, L, S) with -inf"),
+    "plain 130x65": (1, 2, 130, 65, 33, 16, "none"),
+}
+
+
+def _fused_inputs(case, dtype):
+    b, h, big_l, s, e, ev, kind = FUSED[case]
+    rng = np.random.default_rng(sum(map(ord, case)))
+    q, k, v, w = (_rounded(rng.standard_normal(shape), dtype)
+                  for shape in ((b, h, big_l, e), (b, h, s, e), (b, h, s, ev), (b, h, big_l, ev)))
+    mask = None
+    if kind.startswith("bool"):
+        shape = {"(B, 1, L, S)": (b, 1, big_l, s), "(L, S)": (big_l, s),
+                 "(B, 1, 1, S)": (b, 1, 1, s)}[kind[5:]]
+        mask = rng.random(shape) > 0.4
+    elif kind.startswith("additive"):
+        mask = _rounded(rng.standard_normal((1, h, 1, s) if "(1, H" in kind else (b, h, big_l, s)),
+                        dtype)
+        if "-inf" in kind:
+            mask[rng.random(mask.shape) < 0.3] = -np.inf
+            mask[0, 0, 3] = -np.inf  # a query no key takes part for
+    return q, k, v, w, mask, kind == "causal"
+
+
+def _vk_sdpa(q, k, v, w, mask, causal, dtype, device, composed=False):
+    """(out, dq, dk, dv) as float64 from the fused op (through F.scaled_dot_product_attention)
+    or the composed reference (transformer_ops.composed_weights)."""
+    ts = [vk.tensor(x, dtype=dtype, device=device, requires_grad=True) for x in (q, k, v)]
+    m = None if mask is None else vk.tensor(mask, dtype=bool if mask.dtype == bool else dtype,
+                                            device=device)
+    if composed:
+        out = composed_weights(ts[0], ts[1], m, q.shape[-1] ** -0.5,
+                                                      causal) @ ts[2].astype(vk.float32)
+        out = out.astype(dtype)
+    else:
+        assert fused_fits(*ts, m)
+        out = F.scaled_dot_product_attention(*ts, attn_mask=m, is_causal=causal)
+    assert out.dtype is vk.dtype(dtype)
+    grads = vk.grad(out, ts, vk.tensor(w, dtype=dtype, device=device))
+    return [x.numpy().astype(np.float64) for x in (out, *grads)]
+
+
+def _tolerances(q, k, v, refs, dtype):
+    """Per-element bounds of (out, dq, dk, dv): the module docstring's float32 bound times each
+    result's largest magnitude, for the gradients plus 4 u per term of the sums they add
+    (dP = g v^T: Ev terms, D: S, the products with P or dS: L or S), and for bf16 half a bf16 ulp
+    of the result: its one rounding."""
+    f32, _ = _bound(q, k, v, None, q.shape[-1] ** -0.5, dtype)
+    extra = 4 * (v.shape[-1] + q.shape[-2] + k.shape[-2]) * U32
+    out = []
+    for i, ref in enumerate(refs):
+        tol = (f32 + (extra if i else 0.0)) * np.abs(ref).max(initial=0.0)
+        if dtype == "bfloat16":
+            tol = tol + 0.5 * bf16_ulp(np.abs(ref) + tol)
+        out.append(tol + 1e-30)
+    return out
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("causal", [False, True])
-def test_fused_matches_composed(causal, dtype, device):
-    """Without a mask SDPA takes the fused op (one attention.comp dispatch on Vulkan); an
-    all-True bool mask forces the composed reference. Both compute in float32 and round once, so
-    they differ by the float32 bound of the module docstring plus one bf16 rounding each."""
-    rng = np.random.default_rng(5)
-    b, big_l, e = (2, 2), 33, 128                      # the longest rows the kernel holds
-    q, k, v = (_rounded(rng.standard_normal((*b, big_l, e)), dtype) for _ in range(3))
-    w = _rounded(rng.standard_normal((*b, big_l, e)), dtype)
-    keep = np.tril(np.ones((big_l, big_l), bool)) if causal else np.ones((big_l, big_l), bool)
-    results = []
-    for mask in (None, vk.tensor(keep, device=device)):
-        ts = [vk.tensor(x, dtype=dtype, device=device, requires_grad=True) for x in (q, k, v)]
-        out = F.scaled_dot_product_attention(*ts, attn_mask=mask,
-                                             is_causal=causal and mask is None)
-        (out.astype(vk.float32) * vk.tensor(w, dtype="float32", device=device)).sum().backward()
-        results.append([out.numpy().astype(np.float64)]
-                       + [t.grad.numpy().astype(np.float64) for t in ts])
-    f32, half_ulp = _bound(q, k, v, None, e ** -0.5, dtype)
-    for fused, composed, what in zip(*results, ["out", "dq", "dk", "dv"]):
-        scale = np.abs(composed).max()
-        tol = 8 * f32 * scale * (1 if what == "out" else big_l) + 2 * half_ulp * np.abs(composed)
-        diff = np.abs(fused - composed)
-        assert (diff <= tol + 1e-30).all(), (what, diff.max())
+@pytest.mark.parametrize("case", list(FUSED))
+def test_fused_forward_backward_matches_torch(case, dtype, device):
+    q, k, v, w, mask, causal = _fused_inputs(case, dtype)
+    tq, tk, tv = (torch.tensor(x, requires_grad=True) for x in (q, k, v))
+    tout = torch.nn.functional.scaled_dot_product_attention(
+        tq, tk, tv, attn_mask=None if mask is None else torch.tensor(mask), is_causal=causal)
+    (tout * torch.tensor(w)).sum().backward()
+    refs = [x.detach().numpy() for x in (tout, tq.grad, tk.grad, tv.grad)]
+    got = _vk_sdpa(q, k, v, w, mask, causal, dtype, device)
+    for g, ref, tol, what in zip(got, refs, _tolerances(q, k, v, refs, dtype), ["out", "dq", "dk", "dv"]):
+        bad = np.abs(g - ref) > tol
+        assert not bad.any(), (what, np.abs(g - ref).max(), np.argwhere(bad)[:3])
 
 
-def test_causal_forward_is_one_dispatch(vulkan):
-    """On Vulkan causal attention is one attention.comp dispatch: no L x S scores, no matmul."""
-    q = vk.randn(2, 4, 16, 8, device=vulkan)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("case", ["causal L<S", "causal odd width", "bool per batch",
+                                  "additive -inf rows", "key padding"])
+def test_fused_matches_composed(case, dtype, device):
+    """The fused op against the composed reference on the same device: both compute in float32
+    (each within the float32 bound of the exact result) and round once, so they differ by twice
+    the bounds of test_fused_forward_backward_matches_torch."""
+    q, k, v, w, mask, causal = _fused_inputs(case, dtype)
+    fused = _vk_sdpa(q, k, v, w, mask, causal, dtype, device)
+    composed = _vk_sdpa(q, k, v, w, mask, causal, dtype, device, composed=True)
+    for a, b, tol, what in zip(fused, composed, _tolerances(q, k, v, composed, dtype),
+                               ["out", "dq", "dk", "dv"]):
+        assert (np.abs(a - b) <= 2 * tol).all(), (what, np.abs(a - b).max())
+
+
+def test_fused_double_backward_matches_torch(device):
+    """Under create_graph the fused op's backward is the composed reference's, which
+    differentiates again: d/dq of |dL/dq|^2 against torch."""
+    q, k, v, w, mask, causal = _fused_inputs("causal L<S", "float32")
+    tq = torch.tensor(q, requires_grad=True)
+    tout = torch.nn.functional.scaled_dot_product_attention(tq, torch.tensor(k), torch.tensor(v),
+                                                            is_causal=True)
+    (tg,) = torch.autograd.grad((tout * torch.tensor(w)).sum(), tq, create_graph=True)
+    (tg * tg).sum().backward()
+    vq, vk_, vv, vw = (vk.tensor(x, dtype="float32", device=device) for x in (q, k, v, w))
+    vq.requires_grad_()
+    out = F.scaled_dot_product_attention(vq, vk_, vv, is_causal=True)
+    (g,) = vk.grad((out * vw).sum(), vq, create_graph=True)
+    np.testing.assert_allclose(g.numpy(), tg.detach().numpy(), atol=1e-5)
+    (g * g).sum().backward()
+    np.testing.assert_allclose(vq.grad.numpy(), tq.grad.numpy(), atol=1e-4)
+
+
+def test_fused_dispatches(vulkan):
+    """On Vulkan causal attention is one attention.comp dispatch forward (no L x S scores, no
+    matmul) and two backward (dq, then dk and dv); one when only dq is wanted."""
+    q, k, v = (vk.randn(2, 4, 16, 8, device=vulkan).requires_grad_() for _ in range(3))
+    g = vk.randn(2, 4, 16, 8, device=vulkan)
     vk.synchronize()
     vk.reset_stats()
     with vk.no_grad():
-        out = F.scaled_dot_product_attention(q, q, q, is_causal=True)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     assert vk.stats()["dispatches_recorded"] == 1
     assert out.shape == (2, 4, 16, 8)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    vk.synchronize()
+    vk.reset_stats()
+    vk.grad(out, [q, k, v], g)
+    assert vk.stats()["dispatches_recorded"] == 2
+    out = F.scaled_dot_product_attention(q, k.detach(), v.detach(), is_causal=True)
+    vk.synchronize()
+    vk.reset_stats()
+    vk.grad(out, [q], g)
+    assert vk.stats()["dispatches_recorded"] == 1
+
+
+MEMORY_CHILD = """
+import sys
+import numpy as np
+import vkgrad as vk
+import vkgrad.nn.functional as F
+from vkgrad.ops.transformer_ops import composed_weights
+device, big_l = vk.device(sys.argv[1]), int(sys.argv[2])
+x = [vk.randn(1, 2, big_l, 8, device=device).requires_grad_() for _ in range(3)]
+g = vk.randn(1, 2, big_l, 8, device=device)
+growth = []
+for fused in (True, False):
+    vk.synchronize()
+    start = vk.memory_stats(device)["in_use_bytes"]
+    if fused:
+        out = F.scaled_dot_product_attention(*x, is_causal=True)
+    else:
+        out = composed_weights(x[0], x[1], None, 8 ** -0.5, True) @ x[2]
+    grads = vk.grad(out, x, g)
+    vk.synchronize()
+    growth.append(vk.memory_stats(device)["peak_bytes"] - start)
+    del out, grads
+print(*growth)
+"""
+
+
+def test_fused_backward_stores_no_scores(vulkan):
+    """The arena's peak, in a fresh process, above what the inputs hold: forward and backward
+    of causal attention over 2 heads of L = S = 1024 allocate less than one L x S float32 matrix
+    (4 MiB) fused (out, dq, dk, dv, lse and D are 2 x 1024 x (4 x 8 + 2) floats), while the
+    composed reference allocates several."""
+    big_l = 1024
+    child = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(vulkan), str(big_l)],
+                           capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert child.returncode == 0, child.stderr
+    fused, composed = map(int, child.stdout.split())
+    scores = big_l * big_l * 4
+    assert fused < scores / 8, (fused, scores)
+    assert composed > 2 * scores, (composed, scores)
 
 
 def test_tri_and_masked_fill_bad_input(device):

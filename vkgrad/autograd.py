@@ -122,9 +122,11 @@ class OpContext:
     shapes  the operands' shapes (None for scalars)
     params  the keyword parameters the op was called with
     output  the result, with its graph (recreated on access, so a node never holds its own output)
+    stats   the forward's by-products an op with "stats" in its saves returned (Tensors)
     needs_input_grad  per operand, whether its gradient is wanted (rules skip the others)
     """
-    __slots__ = ("inputs", "shapes", "params", "needs_input_grad", "_output", "_node", "_device")
+    __slots__ = ("inputs", "shapes", "params", "needs_input_grad", "stats", "_output", "_node",
+                 "_device")
 
     @property
     def output(self):
@@ -134,9 +136,9 @@ class OpContext:
         return out
 
 
-def record(op, operands, params, out):
+def record(op, operands, params, out, stats=()):
     """Attach a node for `op` to its result `out` (called by `apply` when an operand requires
-    grad and grad mode is on)."""
+    grad and grad mode is on); `stats` are the arrays of the op's by-products its vjp reads."""
     from .tensor import Tensor
     if not out.dtype.is_floating:
         return out
@@ -146,6 +148,7 @@ def record(op, operands, params, out):
     ctx.params = params
     ctx._output = out._data if "output" in op.saves else None
     ctx._device = out.device
+    ctx.stats = tuple(Tensor._wrap(a, out.device) for a in stats)
     parents = tuple(edge(o) if isinstance(o, Tensor) else None for o in operands)
     inputs = tuple((o.shape, o.dtype) if isinstance(o, Tensor) else None for o in operands)
     ctx.shapes = tuple(i and i[0] for i in inputs)

@@ -28,9 +28,11 @@ from ..ops.conv import (adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, co
                         conv_transpose1d, conv_transpose2d, fold, max_pool2d, max_unpool2d, unfold)
 from ..ops.indexing import host_check, take, take_along_axis
 from ..ops.movement import pad as _pad_numpy
+from ..ops.registry import OPS, apply
+from ..ops import rownorm  # noqa: F401  (registers the fused row ops)
 from ..random import rand
-from ..ops.transformer_ops import MAX_FUSED_FEATURES, fused_attention, tril
-from ..tensor import (Tensor, _add_narrow, _narrow, _widen, clip, elementwise, full, tensor,
+from ..ops.transformer_ops import composed_weights, fused_attention, fused_fits
+from ..tensor import (Tensor, _add_narrow, _narrow, _widen, clip, elementwise, tensor,
                       where)
 
 __all__ = [
@@ -119,23 +121,23 @@ def tanh(x):
     return x.tanh()
 
 
+def _row_op(name, x, axis):
+    """Fused row op `name` (vkgrad/ops/rownorm.py) along `axis`; integer inputs in float32."""
+    x = x if x.dtype.is_floating else x.astype(dtypes.float32)
+    return apply(OPS[name], x, axis=layout.normalize_axis(axis, x.ndim))
+
+
 def softmax(x, axis=-1, *, dim=None):
     """exp(x_i - m) / sum_j exp(x_j - m) along `axis` (`dim` is PyTorch's name for it), with m the
-    maximum along the axis so that exp cannot overflow. Built from primitives, so it is
-    differentiable twice (m is a constant to autograd: the result does not depend on it)."""
-    axis = _axis(axis, dim)
-    z = _widen(x)
-    e = (z - z.max(axis=axis, keepdims=True).detach()).exp()
-    return _narrow(e / e.sum(axis=axis, keepdims=True), x.dtype)
+    maximum along the axis so that exp cannot overflow. One fused op (one dispatch on Vulkan),
+    differentiable twice; bf16 computes in float32 and rounds once."""
+    return _row_op("softmax", x, _axis(axis, dim))
 
 
 def log_softmax(x, axis=-1, *, dim=None):
     """x_i - m - log(sum_j exp(x_j - m)) along `axis` (`dim` too): log(softmax(x)) without its
-    underflow (m, the maximum along the axis, is a constant to autograd)."""
-    axis = _axis(axis, dim)
-    z = _widen(x)
-    z = z - z.max(axis=axis, keepdims=True).detach()
-    return _narrow(z - z.exp().sum(axis=axis, keepdims=True).log(), x.dtype)
+    underflow (m the maximum along the axis). One fused op, as softmax."""
+    return _row_op("log_softmax", x, _axis(axis, dim))
 
 
 def _check_number(value, name, fn):
@@ -331,15 +333,13 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     if k == 0 or x.shape[x.ndim - k:] != normalized_shape or x.ndim < k:
         raise ValueError(f"layer_norm: input of shape {x.shape} does not end in normalized_shape "
                          f"{normalized_shape}")
-    axes = tuple(range(x.ndim - k, x.ndim))
-    z = _widen(x)
-    d = z - z.mean(axis=axes, keepdims=True)
-    y = d * ((d * d).mean(axis=axes, keepdims=True) + eps).rsqrt()
-    if weight is not None:
-        y = y * weight
-    if bias is not None:
-        y = y + bias
-    return _narrow(y, x.dtype)
+    if not x.dtype.is_floating:
+        x = x.astype(dtypes.float32)
+    # one fused op (one dispatch on Vulkan, backward one more and the sums for weight and bias);
+    # weight and bias broadcast to normalized_shape
+    weight, bias = (None if v is None else v.broadcast_to(normalized_shape)
+                    for v in (weight, bias))
+    return apply(OPS["layer_norm"], x, weight, bias, k=k, eps=float(eps))
 
 
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
@@ -605,9 +605,15 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         loss = -(logp * q).sum(axis=axis)
         return _narrow(_reduce(loss, reduction), input.dtype)
     target, axis, c = _class_targets(input, target, ignore_index, "cross_entropy")
-    logp = log_softmax(_widen(input), axis)
-    return _narrow(_class_loss(logp, target, weight, ignore_index, reduction, label_smoothing,
-                               axis, c, "cross_entropy"), input.dtype)
+    if weight is not None and weight._requires_grad or not input.dtype.is_floating:
+        logp = log_softmax(_widen(input), axis)  # composed: differentiable in the weights too
+        return _narrow(_class_loss(logp, target, weight, ignore_index, reduction,
+                                   label_smoothing, axis, c, "cross_entropy"), input.dtype)
+    # one fused op over the logits (two dispatches on Vulkan for "mean" and "sum", one for
+    # "none"; its backward one more)
+    return apply(OPS["cross_entropy"], input, target, weight, axis=axis,
+                 ignore_index=-2 ** 31 if ignore_index is None else int(ignore_index),
+                 smoothing=float(label_smoothing), reduction=reduction)
 
 
 def mse_loss(input, target, reduction="mean"):
@@ -773,10 +779,12 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
                                  is_causal=False, scale=None, generator=None):
     """softmax(Q K^T * scale + M) V, torch's F.scaled_dot_product_attention.
 
-    Without a mask and dropout (is_causal allowed) it runs as one fused op (vkgrad/ops/
-    transformer_ops.py: on Vulkan one dispatch of an online softmax that stores no L x S scores);
-    otherwise, and for rows longer than MAX_FUSED_FEATURES, it is composed from matmul, where
-    and softmax, the reference the fused op is tested against.
+    Without dropout it runs as one fused op (vkgrad/ops/transformer_ops.py: on Vulkan one
+    dispatch forward and two backward, which store no L x S scores or weights) whenever
+    fused_fits says it can: q, k, v of one dtype with equal leading dims, rows of at most
+    MAX_FUSED_FEATURES, a mask without a gradient that folds. Otherwise it is composed from
+    matmul, where and softmax (transformer_ops.composed_weights), the reference the fused op is
+    tested against.
 
     query [..., L, E], key [..., S, E], value [..., S, Ev] -> [..., L, Ev]; the leading (batch,
     head) dims broadcast. scale defaults to 1 / sqrt(E). attn_mask broadcasts to [..., L, S]: a
@@ -804,37 +812,20 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         raise ValueError(f"scaled_dot_product_attention: dropout_p must be in [0, 1], not "
                          f"{dropout_p}")
     scale = e ** -0.5 if scale is None else float(scale)
-    ev, dtype = value.shape[-1], query.dtype
-    if (attn_mask is None and dropout_p == 0 and dtype.is_floating and key.dtype is dtype
-            and value.dtype is dtype and max(e, ev) <= MAX_FUSED_FEATURES
-            and (dtype is not dtypes.bfloat16 or ev % 2 == 0)
-            and query.shape[:-2] == key.shape[:-2] == value.shape[:-2]):
-        # the fused op (one dispatch on Vulkan, no L x S scores), the leading dims flattened
-        # (broadcast ones are composed: their summed bf16 gradients would round twice)
-        q, k, v = (t.reshape((-1, *t.shape[-2:])) for t in (query, key, value))
-        return fused_attention(q, k, v, scale, is_causal).reshape((*query.shape[:-1], ev))
-    scores = (_widen(query) @ _widen(key).swapaxes(-1, -2)) * scale
-    if is_causal:
-        attn_mask = tril(full((big_l, s), True, dtypes.bool_, query.device))
     if attn_mask is not None:
         _check_tensor(attn_mask, "attn_mask", "scaled_dot_product_attention")
+        scores = (*layout.broadcast_shapes(query.shape[:-2], key.shape[:-2]), big_l, s)
         try:
-            fits = layout.broadcast_shapes(attn_mask.shape, scores.shape) == scores.shape
+            fits = layout.broadcast_shapes(attn_mask.shape, scores) == scores
         except ValueError:
             fits = False
         if not fits:
             raise ValueError(f"scaled_dot_product_attention: attn_mask of shape "
                              f"{attn_mask.shape} does not broadcast to the scores' shape "
-                             f"{scores.shape} [..., L, S]")
-        if attn_mask.dtype is dtypes.bool_:
-            scores = where(attn_mask, scores, float("-inf"))
-        else:
-            scores = scores + _widen(attn_mask)
-    # softmax along the keys; rows without a key (max = -inf) come out 0 instead of 0 / 0
-    m = scores.max(axis=-1, keepdims=True).detach()
-    w = (scores - where(m == float("-inf"), 0.0, m)).exp()
-    total = w.sum(axis=-1, keepdims=True)
-    w = w / where(total == 0, 1.0, total)
+                             f"{scores} [..., L, S]")
+    if dropout_p == 0 and fused_fits(query, key, value, attn_mask):
+        return fused_attention(query, key, value, attn_mask, scale, is_causal)
+    w = composed_weights(query, key, attn_mask, scale, is_causal)
     if dropout_p > 0:
         w = dropout(w, dropout_p, generator=generator)
     return _narrow(w @ _widen(value), query.dtype)

@@ -5,7 +5,9 @@ An `Op` bundles, side by side:
   vulkan(backend, *arrays, **params) Vulkan implementation (kernel launches)
   vjp(ctx, grad) -> grads            backward rule in Tensor ops, one gradient (or None) per
                                      operand; ctx.inputs, ctx.output, ctx.params (vkgrad.autograd)
-  saves                              what vjp reads: "inputs" and/or "output" (the rest is freed)
+  saves                              what vjp reads: "inputs" and/or "output" (the rest is freed);
+                                     "stats": host and vulkan return (result, stats), a tuple of
+                                     arrays (a forward's by-products) vjp reads as ctx.stats
   tests                              OpTests: how tests/test_ops.py and test_autograd.py check it
 """
 from dataclasses import dataclass, field
@@ -73,7 +75,10 @@ def _apply(op, operands, params):
                              + ", ".join(str(t.device) for t in tensors)
                              + "; move them with .to(device) first")
     args = [t._data if isinstance(t, Tensor) else t for t in operands]
-    out = Tensor._wrap(device.backend.run(op, *args, **params), device)
+    result, stats = device.backend.run(op, *args, **params), ()
+    if "stats" in op.saves:
+        result, stats = result
+    out = Tensor._wrap(result, device)
     if op.vjp is not None and any(t._requires_grad for t in tensors) and is_grad_enabled():
-        record(op, operands, params, out)
+        record(op, operands, params, out, stats)
     return out

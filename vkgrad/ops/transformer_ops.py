@@ -12,19 +12,25 @@ dispatch each (shaders/random.comp), one comparison makes the mask and one `wher
 leading dims broadcast. masked_fill(x, mask, value) is where(mask, value, x). Both round nothing,
 so every dtype passes through exactly.
 
-attention(q, k, v, scale, causal) is softmax(q k^T * scale) v without a mask (or with the causal
-one) over [B, L, E], [B, S, E], [B, S, Ev]: F.scaled_dot_product_attention's fused path. On Vulkan
-it is one dispatch of shaders/attention.comp (an online softmax per query row, so the L x S
-scores are never stored, and a causal row reads only the keys it sees); the host computes it with
-numpy. Both compute in float32 and round the output once. Its backward recomputes the weights
-P = softmax(q k^T * scale) in Tensor ops: dv = P^T g, dS = P * (g v^T - rowsum(P * g v^T)),
-dq = dS k * scale, dk = dS^T q * scale.
+attention(q, k, v, mask, scale, causal) is softmax(q k^T * scale + M) v over [..., L, E],
+[..., S, E], [..., S, Ev] (M: causal, a bool or an additive mask broadcast over the leading dims):
+F.scaled_dot_product_attention's fused path. The forward also returns each row's log-sum-exp
+lse = log sum_j exp(s_ij), kept for the backward (the op's "stats"). The backward is flash
+attention's: P = exp(s - lse) recomputed, D = rowsum(P * dP) with dP = g v^T, dS = P (dP - D),
+dq = dS k * scale, dk = dS^T q * scale, dv = P^T g. On Vulkan the forward is one dispatch of
+shaders/attention.comp and the backward two (dq and D over query rows, then dk and dv over key
+rows), none of which stores an L x S matrix, a causal one visiting only the pairs j <= i; the
+host computes the same in numpy. Both compute in float32 (float64 for float64 on the host) and
+round each result once. Under create_graph the backward is the composed reference's
+(composed_weights), so that it differentiates again.
 """
 import operator
+from math import prod
 
 import numpy as np
 
 from .. import dtypes, layout
+from ..autograd import grad as autograd_grad, is_grad_enabled
 from ..backend.vulkan import f32_bits
 from ..random import launch as pattern_launch
 from ..tensor import Tensor, _narrow, _widen, full, tensor_method, where
@@ -95,61 +101,194 @@ def masked_fill(x, mask, value):
 MAX_FUSED_FEATURES = 128  # attention.comp's MAXE: the longest q/k and v rows it keeps in registers
 
 
-def _attention_host(q, k, v, scale, causal):
+def _fold_mask(mask_shape, lead, big_l, s):
+    """How attention.comp finds a contiguous mask of `mask_shape` broadcast to (*lead, L, S):
+    (n_lo, s_hi, s_lo, s_l, s_s), element strides (0 along broadcast dims) with the leading dims
+    folded into two, batch b = hi n_lo + lo at hi s_hi + lo s_lo; None if they do not fold."""
+    target = (*lead, big_l, s)
+    strides = layout.broadcast_strides(mask_shape, layout.contiguous_strides(mask_shape), target)
+    groups = []  # (size, stride) of runs of leading dims that index like one dim
+    for n, st in zip(lead, strides):
+        if n == 1:
+            continue
+        if groups and groups[-1][1] == st * n:
+            groups[-1] = (groups[-1][0] * n, st)
+        else:
+            groups.append((n, st))
+    if len(groups) > 2:
+        return None
+    (_, s_hi), (n_lo, s_lo) = [(1, 0)] * (2 - len(groups)) + groups
+    return n_lo, s_hi, s_lo, *strides[-2:]
+
+
+def fused_fits(query, key, value, mask):
+    """Whether F.scaled_dot_product_attention can run as the fused op: q, k, v of one floating
+    dtype with equal leading dims and rows of at most MAX_FUSED_FEATURES, and a mask that is
+    None, bool, or floating without a gradient, whose leading dims fold into two."""
+    dtype, lead = query.dtype, query.shape[:-2]
+    if not (dtype.is_floating and key.dtype is dtype and value.dtype is dtype
+            and key.shape[:-2] == lead == value.shape[:-2]
+            and max(query.shape[-1], value.shape[-1]) <= MAX_FUSED_FEATURES):
+        return False
+    return mask is None or ((mask.dtype is dtypes.bool_ or mask.dtype.is_floating)
+                            and not mask.requires_grad
+                            and _fold_mask(mask.shape, lead, query.shape[-2], key.shape[-2])
+                            is not None)
+
+
+def _scores_host(q, k, mask, scale, causal):
+    """s = q k^T * scale, -inf where the key takes no part (causal, or a False in a bool mask),
+    plus an additive mask."""
+    s = np.matmul(q, np.swapaxes(k, -1, -2))
+    s *= s.dtype.type(scale)
+    if causal:
+        s = np.where(np.tri(*s.shape[-2:], dtype=bool), s, -np.inf)
+    if mask is not None:
+        s = np.where(mask, s, -np.inf) if mask.dtype == bool else s + mask.astype(s.dtype)
+    return s
+
+
+def _attention_host(q, k, v, mask, scale, causal):
+    """(out, (lse,)) with lse = log sum_j exp(s_ij), 0 for a row without keys (out 0 there)."""
     out = dtypes.dtype(q.dtype)
     compute = np.float64 if out is dtypes.float64 else np.float32  # bf16 too: in float32
     q, k, v = (x.astype(compute) for x in (q, k, v))
-    if k.shape[-2] == 0:
-        return np.zeros((*q.shape[:-1], v.shape[-1]), out.np_dtype)
-    s = np.matmul(q, np.swapaxes(k, -1, -2)) * compute(scale)
+    s = _scores_host(q, k, mask, scale, causal)
+    m = s.max(axis=-1, keepdims=True, initial=-np.inf)
+    m[m == -np.inf] = 0
+    s -= m
+    np.exp(s, out=s)
+    total = s.sum(axis=-1, keepdims=True)
+    total[total == 0] = 1  # a row without keys: its weights and output are 0
+    return (np.matmul(s, v) / total).astype(out.np_dtype), ((m + np.log(total))[..., 0],)
+
+
+def _attention_backward_host(q, k, v, mask, g, lse, scale, causal, need_kv):
+    """P = exp(s - lse), D = rowsum(P * dP) with dP = g v^T, dS = P (dP - D) * scale:
+    (dq, dk, dv) = (dS k, dS^T q, P^T g), each rounded once to its input's dtype."""
+    out = dtypes.dtype(q.dtype).np_dtype
+    q, k, v, g = (x.astype(lse.dtype) for x in (q, k, v, g))
+    p = _scores_host(q, k, mask, scale, causal)
+    p -= lse[..., None]
+    np.exp(p, out=p)
+    ds = np.matmul(g, np.swapaxes(v, -1, -2))
+    ds -= (p * ds).sum(axis=-1, keepdims=True)
+    ds *= p
+    ds *= lse.dtype.type(scale)
+    dq = np.matmul(ds, k).astype(out)
+    if not need_kv:
+        return dq, None, None
+    return (dq, np.matmul(np.swapaxes(ds, -1, -2), q).astype(out),
+            np.matmul(np.swapaxes(p, -1, -2), g).astype(out))
+
+
+def _operands_vulkan(arrays):
+    return [x if x is None or x.strides == layout.contiguous_strides(x.shape) else contiguous(x)
+            for x in arrays]
+
+
+def _output_vulkan(backend, shape, dtype):
+    """An output for attention.comp to write: `dtype`, or float32 where bf16 rows would share
+    words (odd width); _round_vulkan then rounds it once."""
+    wide = dtype is dtypes.bfloat16 and shape[-1] % 2
+    return backend.empty(shape, dtypes.float32 if wide else dtype)
+
+
+def _round_vulkan(backend, array, dtype):
+    return array if array.dtype is dtype else elementwise_launch(
+        backend, "identity", dtype, array.shape, [array], "float")
+
+
+def _push(q, k, v, mask, scale, lse, g=None, d=None, out=None, outv=None):
+    """attention.comp's push constants after `rows`, and its mask's specialization constants."""
+    (big_l, e), (s, ev) = q.shape[-2:], v.shape[-2:]
+    fold, spec = (1, 0, 0, 0, 0), (0, 0)
+    if mask is not None:
+        fold = _fold_mask(mask.shape, q.shape[:-2], big_l, s)
+        spec = (1, 0) if mask.dtype is dtypes.bool_ else (2, mask.dtype.code)
+    starts = [0 if x is None else x.start for x in (q, k, v, lse, g, d, out, outv, mask)]
+    return [big_l, s, e, ev, f32_bits(scale), *starts, *fold], spec
+
+
+def _attention_vulkan(backend, q, k, v, mask, scale, causal):
+    q, k, v, mask = _operands_vulkan((q, k, v, mask))
+    rows = prod(q.shape[:-1])
+    out = _output_vulkan(backend, (*q.shape[:-1], v.shape[-1]), q.dtype)
+    lse = backend.empty(q.shape[:-1], dtypes.float32)
+    if rows:
+        push, spec = _push(q, k, v, mask, scale, lse, out=out)
+        backend.launch("attention", "", rows, [rows, *push],
+                       (q.dtype.code, int(causal), 0, *spec, 0, out.dtype.code),
+                       reads=[q, k, v, mask], writes=[out, lse])
+    return _round_vulkan(backend, out, q.dtype), (lse,)
+
+
+def _attention_backward_vulkan(backend, q, k, v, mask, g, lse, scale, causal, need_kv):
+    """Two attention.comp dispatches: pass 1 over query rows (D and dq), then, if need_kv,
+    pass 2 over key rows (dk and dv), which reads pass 1's D."""
+    q, k, v, mask, g = _operands_vulkan((q, k, v, mask, g))
+    rows_q, rows_k = prod(q.shape[:-1]), prod(k.shape[:-1])
+    d = backend.empty(q.shape[:-1], dtypes.float32)
+    dq = _output_vulkan(backend, q.shape, q.dtype)
+    base = (q.dtype.code, int(causal))
+    if rows_q:
+        push, spec = _push(q, k, v, mask, scale, lse, g, d, dq)
+        backend.launch("attention", "", rows_q, [rows_q, *push],
+                       (*base, 1, *spec, dq.dtype.code, 0),
+                       reads=[q, k, v, mask, g, lse], writes=[d, dq])
+    if not need_kv:
+        return _round_vulkan(backend, dq, q.dtype), None, None
+    dk, dv = _output_vulkan(backend, k.shape, q.dtype), _output_vulkan(backend, v.shape, q.dtype)
+    if rows_k:
+        push, spec = _push(q, k, v, mask, scale, lse, g, d, dk, dv)
+        backend.launch("attention", "", rows_k, [rows_k, *push],
+                       (*base, 2, *spec, dk.dtype.code, dv.dtype.code),
+                       reads=[q, k, v, mask, g, lse, d], writes=[dk, dv])
+    return tuple(_round_vulkan(backend, x, q.dtype) for x in (dq, dk, dv))
+
+
+def composed_weights(query, key, mask, scale, causal):
+    """softmax(Q K^T * scale + M) in float32 Tensor ops (the reference the fused op is tested
+    against): masked keys get exactly 0, and a row no key takes part for is all 0, not 0 / 0."""
+    scores = (_widen(query) @ _widen(key).swapaxes(-1, -2)) * scale
     if causal:
-        s = np.where(np.tri(*s.shape[-2:], dtype=bool), s, compute(-np.inf))
-    w = np.exp(s - s.max(axis=-1, keepdims=True))
-    return np.matmul(w / w.sum(axis=-1, keepdims=True), v).astype(out.np_dtype)
-
-
-def _attention_vulkan(backend, q, k, v, scale, causal):
-    q, k, v = (x if x.strides == layout.contiguous_strides(x.shape) else contiguous(x)
-               for x in (q, k, v))
-    (b, big_l, e), (s, ev) = q.shape, v.shape[-2:]
-    out = backend.empty((b, big_l, ev), q.dtype)
-    if out.size:
-        backend.launch("attention", "", b * big_l,
-                       [b * big_l, big_l, s, e, ev, q.start, k.start, v.start, out.start,
-                        f32_bits(scale)], (q.dtype.code, int(causal)), reads=[q, k, v],
-                       writes=[out])
-    return out
-
-
-def _attention_weights(q, k, scale, causal):
-    """P = softmax(q k^T * scale) in float32 Tensor ops (masked keys get exactly 0)."""
-    s = (_widen(q) @ _widen(k).swapaxes(-1, -2)) * scale
-    if causal:
-        s = where(tril(full(s.shape[-2:], True, dtypes.bool_, s.device)), s, float("-inf"))
-    w = (s - s.max(axis=-1, keepdims=True).detach()).exp()
-    return w / w.sum(axis=-1, keepdims=True)
+        mask = tril(full(scores.shape[-2:], True, dtypes.bool_, scores.device))
+    if mask is not None:
+        scores = (where(mask, scores, float("-inf")) if mask.dtype is dtypes.bool_
+                  else scores + _widen(mask))
+    m = scores.max(axis=-1, keepdims=True).detach()
+    w = (scores - where(m == float("-inf"), 0.0, m)).exp()
+    total = w.sum(axis=-1, keepdims=True)
+    return w / where(total == 0, 1.0, total)
 
 
 def _attention_vjp(ctx, g):
-    q, k, v = ctx.inputs
+    q, k, v, mask = ctx.inputs
     scale, causal = ctx.params["scale"], ctx.params["causal"]
-    if k.shape[-2] == 0:  # no keys: the output is 0 whatever the inputs
-        return tuple(full(x.shape, 0, x.dtype, x.device) if need else None
-                     for x, need in zip(ctx.inputs, ctx.needs_input_grad))
-    p, g = _attention_weights(q, k, scale, causal), _widen(g)
-    dp = g @ _widen(v).swapaxes(-1, -2)
-    ds = p * (dp - (p * dp).sum(axis=-1, keepdims=True)) * scale
-    grads = (lambda: ds @ _widen(k), lambda: ds.swapaxes(-1, -2) @ _widen(q),
-             lambda: p.swapaxes(-1, -2) @ g)
-    return tuple(_narrow(rule(), x.dtype) if need else None
-                 for rule, need, x in zip(grads, ctx.needs_input_grad, ctx.inputs))
+    needs = ctx.needs_input_grad[:3]
+    if is_grad_enabled():  # create_graph: the composed reference's gradients, which differentiate
+        out = _narrow(composed_weights(q, k, mask, scale, causal) @ _widen(v), q.dtype)
+        grads = iter(autograd_grad(out, [x for x, n in zip((q, k, v), needs) if n], g,
+                                   create_graph=True))
+        return tuple(next(grads) if n else None for n in needs) + (None,)
+    arrays = g.device.backend.run(
+        ATTENTION_BACKWARD, q._data, k._data, v._data, None if mask is None else mask._data,
+        (g if g.dtype is q.dtype else g.astype(q.dtype))._data, ctx.stats[0]._data, scale=scale, causal=causal,
+        need_kv=needs[1] or needs[2])
+    return tuple(Tensor._wrap(a, g.device) if n else None for a, n in zip(arrays, needs)) + (None,)
 
 
-def fused_attention(q, k, v, scale, causal):
-    """softmax(q k^T * scale) v (causal: key j only for query i >= j) for q [B, L, E],
-    k [B, S, E], v [B, S, Ev] of one floating dtype, E and Ev at most MAX_FUSED_FEATURES
-    (and Ev even for bf16): the op F.scaled_dot_product_attention uses when it can."""
-    return apply(OPS["attention"], q, k, v, scale=float(scale), causal=bool(causal))
+def fused_attention(q, k, v, mask, scale, causal):
+    """softmax(q k^T * scale + M) v for q [..., L, E], k [..., S, E], v [..., S, Ev] of one
+    floating dtype and equal leading dims, E and Ev at most MAX_FUSED_FEATURES; key j takes no
+    part for query i where causal and j > i, or where a bool mask is False; a floating mask is
+    added to the scores (it gets no gradient); the mask broadcasts to [..., L, S] (fused_fits says
+    which do). The op F.scaled_dot_product_attention uses when it can: on Vulkan one
+    attention.comp dispatch forward and two backward, none of which stores L x S values."""
+    if mask is not None and mask.requires_grad:
+        raise ValueError("fused_attention: the mask gets no gradient; use "
+                         "F.scaled_dot_product_attention, which composes this case")
+    return apply(OPS["attention"], q, k, v, mask, scale=float(scale), causal=bool(causal))
 
 
 # ---- the op and its tests ------------------------------------------------------------------------
@@ -181,24 +320,32 @@ OPS["where"].tests.append(OpTest(
 
 def _cases_attention(rng):
     x = rng.standard_normal
-    return [([x((2, 5, 8)), x((2, 7, 8)), x((2, 7, 6))], {"scale": 8 ** -0.5, "causal": False}),
-            ([x((3, 9, 4)), x((3, 9, 4)), x((3, 9, 4))], {"scale": 0.5, "causal": True}),
-            ([x((1, 4, 16)), x((1, 6, 16)), x((1, 6, 2))], {"scale": 0.25, "causal": True}),
-            ([x((2, 3, 4)), x((2, 0, 4)), x((2, 0, 2))], {"scale": 1.0, "causal": False}),
-            ([x((1, 40, 128)), x((1, 40, 128)), x((1, 40, 128))], {"scale": 128 ** -0.5,
-                                                                    "causal": True})]
+    keep = lambda shape: rng.random(shape) > 0.3  # noqa: E731
+    return [([x((2, 5, 8)), x((2, 7, 8)), x((2, 7, 6)), None], {"scale": 8 ** -0.5, "causal": False}),
+            ([x((3, 9, 4)), x((3, 9, 4)), x((3, 9, 4)), None], {"scale": 0.5, "causal": True}),
+            ([x((1, 4, 16)), x((1, 6, 16)), x((1, 6, 2)), None], {"scale": 0.25, "causal": True}),
+            ([x((2, 3, 4)), x((2, 0, 4)), x((2, 0, 2)), None], {"scale": 1.0, "causal": False}),
+            ([x((2, 2, 5, 3)), x((2, 2, 6, 3)), x((2, 2, 6, 5)), keep((2, 1, 5, 6))],
+             {"scale": 0.6, "causal": False}),
+            ([x((7, 4)), x((7, 4)), x((7, 3)), keep((7,))], {"scale": 0.5, "causal": False}),
+            ([x((1, 40, 128)), x((1, 40, 128)), x((1, 40, 128)), None],
+             {"scale": 128 ** -0.5, "causal": True})]
 
 
-def _attention_reference(q, k, v, scale, causal):
-    if k.shape[-2] == 0:
-        return np.zeros((*q.shape[:-1], v.shape[-1]))
+def _attention_reference(q, k, v, mask, scale, causal):
     s = q @ np.swapaxes(k, -1, -2) * scale
     if causal:
         s = np.where(np.tri(*s.shape[-2:], dtype=bool), s, -np.inf)
-    w = np.exp(s - s.max(axis=-1, keepdims=True))
-    return w / w.sum(axis=-1, keepdims=True) @ v
+    if mask is not None:
+        s = np.where(mask, s, -np.inf)
+    m = s.max(axis=-1, keepdims=True, initial=-np.inf)
+    w = np.exp(s - np.where(m == -np.inf, 0, m))
+    return w / np.maximum(w.sum(axis=-1, keepdims=True), 1e-300) @ v
 
 
-Op("attention", _attention_host, _attention_vulkan, vjp=_attention_vjp, tests=[OpTest(
-    fused_attention, _attention_reference, _cases_attention,
-    reduction_length=lambda inputs, params: max(inputs[0].shape[-1], inputs[1].shape[-2]))])
+Op("attention", _attention_host, _attention_vulkan, vjp=_attention_vjp, saves=("inputs", "stats"),
+   tests=[OpTest(fused_attention, _attention_reference, _cases_attention,
+                 reduction_length=lambda inputs, params: max(inputs[0].shape[-1],
+                                                             inputs[1].shape[-2]))])
+ATTENTION_BACKWARD = Op("attention_backward", _attention_backward_host,
+                        _attention_backward_vulkan, saves=())
