@@ -56,6 +56,12 @@ SORT_CODES = {"SORT_INIT": 0, "SORT_STEP": 1}
 # Modes of conv.comp (im2col, col2im, pooling forward and backward).
 CONV_CODES = {"MODE_IM2COL": 0, "MODE_COL2IM": 1, "MODE_MAXPOOL": 2, "MODE_MAXPOOL_BACK": 3,
               "MODE_AVGPOOL": 4, "MODE_AVGPOOL_BACK": 5}
+# Modes and flags of rownorm.comp (softmax, log-softmax, layer norm, cross-entropy rows).
+ROWNORM_CODES = {"MODE_SOFTMAX": 0, "MODE_LOG_SOFTMAX": 1, "MODE_LAYER_NORM": 2,
+                 "MODE_SOFTMAX_BACK": 3, "MODE_LOG_SOFTMAX_BACK": 4, "MODE_LAYER_NORM_BACK": 5,
+                 "MODE_CROSS_ENTROPY": 6, "MODE_CE_FINISH": 7, "MODE_CE_BACK": 8,
+                 "FLAG_STATS": 1, "FLAG_GXHAT": 2, "FLAG_SMOOTH": 4, "FLAG_MEAN": 8,
+                 "FLAG_NONE": 16}
 # Update rules of optim.comp (one per optimizer) and its flag bits.
 OPTIM_RULES = ["sgd", "adam", "rmsprop"]
 OPTIM_FLAGS = {"MAXIMIZE": 1, "NESTEROV": 2, "MOMENTUM": 4, "AMSGRAD": 8, "CENTERED": 16,
@@ -73,6 +79,8 @@ MATMUL_DIRECT = {"direct": (4, 8)}
 FAMILIES = {
     "elementwise": {"float": ["DOMAIN_FLOAT"], "int": ["DOMAIN_INT"], "uint": ["DOMAIN_UINT"]},
     "reduce": {"float": ["DOMAIN_FLOAT"], "int": ["DOMAIN_INT"]},
+    "rownorm": {"": [f"{k}={v}" for k, v in ROWNORM_CODES.items()],
+                "subgroup": [f"{k}={v}" for k, v in ROWNORM_CODES.items()] + ["SUBGROUPS"]},
     "transfer": {"": []},
     "gather": {"": [f"{k}={v}" for k, v in GATHER_CODES.items()]},
     "scan": {"": [f"{k}={v}" for k, v in SCAN_CODES.items()]},

@@ -3,7 +3,9 @@
 - `count_physical_devices()`: whether there is any device at all. Kompute aborts the process,
   rather than raising, when it finds none, so vkgrad asks the loader first.
 - `physical_devices()`: per device, what Kompute's Python binding does not give: the driver's
-  name and version string (VkPhysicalDeviceDriverProperties, Vulkan 1.2) and the memory heaps.
+  name and version string (VkPhysicalDeviceDriverProperties, Vulkan 1.2), the subgroup
+  operations compute shaders may use (VkPhysicalDeviceSubgroupProperties, Vulkan 1.1) and the
+  memory heaps.
 - `instance_layers()`: the layers the loader finds (it searches VK_LAYER_PATH and the standard
   manifest folders such as /usr/share/vulkan/explicit_layer.d itself).
 - `instance_extensions()`: the instance extensions the loader offers.
@@ -21,7 +23,12 @@ VK_API_VERSION_1_1 = (1 << 22) | (1 << 12)
 VK_API_VERSION_1_2 = (1 << 22) | (2 << 12)
 _STRUCTURE_TYPE = {"application_info": 0, "instance_create_info": 1,
                    "physical_device_properties_2": 1000059001,
-                   "physical_device_driver_properties": 1000196000}
+                   "physical_device_driver_properties": 1000196000,
+                   "physical_device_subgroup_properties": 1000094000}
+# VkSubgroupFeatureFlagBits and the compute stage of VkShaderStageFlagBits
+SUBGROUP_FEATURES = {"basic": 0x1, "vote": 0x2, "arithmetic": 0x4, "ballot": 0x8, "shuffle": 0x10,
+                     "shuffle_relative": 0x20, "clustered": 0x40, "quad": 0x80}
+_STAGE_COMPUTE = 0x20
 _MEMORY_HEAP_DEVICE_LOCAL = 0x1
 PORTABILITY_ENUMERATION = "VK_KHR_portability_enumeration"
 _CREATE_ENUMERATE_PORTABILITY = 0x1  # VK_INSTANCE_CREATE_ENUMERATE_PORTABILITY_BIT_KHR
@@ -69,6 +76,13 @@ class _DriverProperties(ctypes.Structure):
     _fields_ = [("sType", ctypes.c_uint32), ("pNext", ctypes.c_void_p),
                 ("driverID", ctypes.c_uint32), ("driverName", ctypes.c_char * 256),
                 ("driverInfo", ctypes.c_char * 256), ("conformanceVersion", ctypes.c_uint8 * 4)]
+
+
+class _SubgroupProperties(ctypes.Structure):
+    _fields_ = [("sType", ctypes.c_uint32), ("pNext", ctypes.c_void_p),
+                ("subgroupSize", ctypes.c_uint32), ("supportedStages", ctypes.c_uint32),
+                ("supportedOperations", ctypes.c_uint32),
+                ("quadOperationsInAllStages", ctypes.c_uint32)]
 
 
 class _MemoryHeap(ctypes.Structure):
@@ -144,7 +158,9 @@ def count_physical_devices():
 def physical_devices():
     """One dict per device, in the loader's order (which Kompute lists them in too): name,
     vendor_id, device_id, api_version, driver_version (raw), driver_id, driver_name, driver_info
-    and conformance_version (None where the device or loader predates Vulkan 1.2), extensions
+    and conformance_version (None where the device or loader predates Vulkan 1.2),
+    subgroup_operations (the SUBGROUP_FEATURES names compute shaders may use; empty before
+    Vulkan 1.1) and subgroup_size, extensions
     (the device extensions' names) and memory_heaps, a list of {"size": bytes,
     "device_local": bool}."""
     vulkan = _library()
@@ -160,15 +176,25 @@ def physical_devices():
                     "api_version": props.apiVersion, "driver_version": props.driverVersion,
                     "driver_id": None, "driver_name": None, "driver_info": None,
                     "conformance_version": None}
-            if api and props.apiVersion >= VK_API_VERSION_1_2:
+            info.update(subgroup_operations=[], subgroup_size=None)
+            if api and props.apiVersion >= VK_API_VERSION_1_1:
                 driver = _DriverProperties(sType=_STRUCTURE_TYPE["physical_device_driver_properties"])
+                subgroup = _SubgroupProperties(
+                    sType=_STRUCTURE_TYPE["physical_device_subgroup_properties"],
+                    pNext=ctypes.addressof(driver) if props.apiVersion >= VK_API_VERSION_1_2
+                    else None)
                 props2 = _DeviceProperties2(sType=_STRUCTURE_TYPE["physical_device_properties_2"],
-                                            pNext=ctypes.addressof(driver))
+                                            pNext=ctypes.addressof(subgroup))
                 vulkan.vkGetPhysicalDeviceProperties2(ctypes.c_void_p(handle), ctypes.byref(props2))
-                info.update(driver_id=driver.driverID,
-                            driver_name=driver.driverName.decode(errors="replace"),
-                            driver_info=driver.driverInfo.decode(errors="replace"),
-                            conformance_version=".".join(map(str, driver.conformanceVersion)))
+                if subgroup.supportedStages & _STAGE_COMPUTE:
+                    info["subgroup_operations"] = [name for name, bit in SUBGROUP_FEATURES.items()
+                                                   if subgroup.supportedOperations & bit]
+                info["subgroup_size"] = subgroup.subgroupSize
+                if props.apiVersion >= VK_API_VERSION_1_2:
+                    info.update(driver_id=driver.driverID,
+                                driver_name=driver.driverName.decode(errors="replace"),
+                                driver_info=driver.driverInfo.decode(errors="replace"),
+                                conformance_version=".".join(map(str, driver.conformanceVersion)))
             memory = _MemoryProperties()
             vulkan.vkGetPhysicalDeviceMemoryProperties(ctypes.c_void_p(handle),
                                                        ctypes.byref(memory))

@@ -430,6 +430,7 @@ class VulkanBackend(Backend):
         self._user_spirv = {}       # (family, variant) -> SPIR-V of kernels registered at run time
         self._limit_errors = {}     # (family, variant) -> why it exceeds the device, or None
         self._profiled = None       # while profiling: [(kernel, op)] per queued dispatch
+        self._subgroups = None      # whether kernels use subgroup arithmetic (see `subgroups`)
         self._sequence = manager.sequence()  # where eager dispatches are recorded
         self._spare = []            # eager sequences done with, to record into again
         self._in_flight = []        # sequences submitted since the last wait (eager, replays)
@@ -442,6 +443,32 @@ class VulkanBackend(Backend):
         self._end_barrier = kp.OpMemoryBarrier([], SHADER_WRITE,
                                                SHADER_READ | SHADER_WRITE | HOST_READ,
                                                COMPUTE_STAGE, COMPUTE_STAGE | HOST_STAGE)
+
+    @property
+    def subgroups(self):
+        """The subgroup size kernels may rely on, or 0: kernels with a subgroup variant (reduce,
+        rownorm: subgroupAdd/Max/Min, subgroupAny, gl_SubgroupID) use it where the device offers
+        basic, vote and arithmetic subgroup operations in compute shaders (read through the
+        loader on first use) with a power-of-two size of at most 128, and their shared-memory
+        variants elsewhere. Assign False (or set VKGRAD_SUBGROUPS=0 before the device opens) to
+        force the shared-memory variants, True for the device's default; tests run both."""
+        if self._subgroups is None:
+            self.subgroups = os.environ.get("VKGRAD_SUBGROUPS", "1") != "0"
+        return self._subgroups
+
+    @subgroups.setter
+    def subgroups(self, on):
+        size = 0
+        if on:
+            from .loader import physical_devices
+            found = physical_devices()
+            index = getattr(getattr(self, "device", None), "index", 0)
+            mine = found[index] if index < len(found) else {}
+            size = mine.get("subgroup_size") or 0
+            if not {"basic", "vote", "arithmetic"} <= set(mine.get("subgroup_operations", ())) \
+                    or size & (size - 1) or size > 128:
+                size = 0
+        self._subgroups = size
 
     # ---- memory ---------------------------------------------------------------------------------
     def empty(self, shape, dtype):
