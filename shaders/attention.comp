@@ -55,7 +55,8 @@ float mask_term(uint b, uint i, uint j) {
     if (MASK == 0u) return 0.0;
     uint hi = b / p.n_lo;
     int at = int(hi) * p.s_hi + int(b - hi * p.n_lo) * p.s_lo + int(i) * p.s_l + int(j) * p.s_s;
-    if (MASK == 1u) return load_bits(DT_BOOL, p.mask_start, at) != 0u ? 0.0 : uintBitsToFloat(NEG_INF);
+    if (MASK == 1u)
+        return load_bits(DT_BOOL, p.mask_start, at) != 0u ? 0.0 : uintBitsToFloat(NEG_INF);
     return load_f32(MDT, p.mask_start, at);
 }
 
@@ -134,8 +135,14 @@ void dq_row(uint r) {
 void dkv_row(uint r) {
     uint b = r / p.S, j = r - b * p.S;
     float k[MAXE], v[MAXE], dk[MAXE], dv[MAXE];
-    for (uint e = 0u; e < p.E; ++e) { k[e] = load_f32(DT, p.k_start, int(r * p.E + e)); dk[e] = 0.0; }
-    for (uint c = 0u; c < p.EV; ++c) { v[c] = load_f32(DT, p.v_start, int(r * p.EV + c)); dv[c] = 0.0; }
+    for (uint e = 0u; e < p.E; ++e) {
+        k[e] = load_f32(DT, p.k_start, int(r * p.E + e));
+        dk[e] = 0.0;
+    }
+    for (uint c = 0u; c < p.EV; ++c) {
+        v[c] = load_f32(DT, p.v_start, int(r * p.EV + c));
+        dv[c] = 0.0;
+    }
     for (uint i = CAUSAL == 1u ? j : 0u; i < p.L; ++i) {
         uint ir = b * p.L + i;
         float s = 0.0, dp = 0.0;

@@ -341,7 +341,8 @@ def test_fused_forward_backward_matches_torch(case, dtype, device):
     (tout * torch.tensor(w)).sum().backward()
     refs = [x.detach().numpy() for x in (tout, tq.grad, tk.grad, tv.grad)]
     got = _vk_sdpa(q, k, v, w, mask, causal, dtype, device)
-    for g, ref, tol, what in zip(got, refs, _tolerances(q, k, v, refs, dtype), ["out", "dq", "dk", "dv"]):
+    for g, ref, tol, what in zip(got, refs, _tolerances(q, k, v, refs, dtype),
+                                 ["out", "dq", "dk", "dv"]):
         bad = np.abs(g - ref) > tol
         assert not bad.any(), (what, np.abs(g - ref).max(), np.argwhere(bad)[:3])
 
@@ -377,6 +378,22 @@ def test_fused_double_backward_matches_torch(device):
     np.testing.assert_allclose(g.numpy(), tg.detach().numpy(), atol=1e-5)
     (g * g).sum().backward()
     np.testing.assert_allclose(vq.grad.numpy(), tq.grad.numpy(), atol=1e-4)
+
+
+def test_fused_replayed_by_compile(device):
+    """vk.compile replays the fused forward and backward on new values: the log-sum-exp the
+    backward reads is one of the step's results, not a constant of the first call."""
+    def step(q, k, v):
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return vk.grad((out * out).sum(), [q, k, v])
+
+    compiled = vk.compile(step)
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        qkv = [vk.tensor(rng.standard_normal((2, 9, 8)), "float32", device).requires_grad_()
+               for _ in range(3)]
+        for got, expected in zip(compiled(*qkv), step(*qkv)):
+            np.testing.assert_array_equal(got.numpy(), expected.numpy())
 
 
 def test_fused_dispatches(vulkan):

@@ -6,8 +6,8 @@ An `Op` bundles, side by side:
   vjp(ctx, grad) -> grads            backward rule in Tensor ops, one gradient (or None) per
                                      operand; ctx.inputs, ctx.output, ctx.params (vkgrad.autograd)
   saves                              what vjp reads: "inputs" and/or "output" (the rest is freed);
-                                     "stats": host and vulkan return (result, stats), a tuple of
-                                     arrays (a forward's by-products) vjp reads as ctx.stats
+                                     "stats": host and vulkan return (result, *stats), arrays
+                                     of the forward's by-products that vjp reads as ctx.stats
   tests                              OpTests: how tests/test_ops.py and test_autograd.py check it
 """
 from dataclasses import dataclass, field
@@ -77,7 +77,7 @@ def _apply(op, operands, params):
     args = [t._data if isinstance(t, Tensor) else t for t in operands]
     result, stats = device.backend.run(op, *args, **params), ()
     if "stats" in op.saves:
-        result, stats = result
+        result, *stats = result
     out = Tensor._wrap(result, device)
     if op.vjp is not None and any(t._requires_grad for t in tensors) and is_grad_enabled():
         record(op, operands, params, out, stats)

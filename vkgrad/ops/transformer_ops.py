@@ -149,7 +149,7 @@ def _scores_host(q, k, mask, scale, causal):
 
 
 def _attention_host(q, k, v, mask, scale, causal):
-    """(out, (lse,)) with lse = log sum_j exp(s_ij), 0 for a row without keys (out 0 there)."""
+    """(out, lse) with lse = log sum_j exp(s_ij), 0 for a row without keys (out 0 there)."""
     out = dtypes.dtype(q.dtype)
     compute = np.float64 if out is dtypes.float64 else np.float32  # bf16 too: in float32
     q, k, v = (x.astype(compute) for x in (q, k, v))
@@ -160,7 +160,7 @@ def _attention_host(q, k, v, mask, scale, causal):
     np.exp(s, out=s)
     total = s.sum(axis=-1, keepdims=True)
     total[total == 0] = 1  # a row without keys: its weights and output are 0
-    return (np.matmul(s, v) / total).astype(out.np_dtype), ((m + np.log(total))[..., 0],)
+    return (np.matmul(s, v) / total).astype(out.np_dtype), (m + np.log(total))[..., 0]
 
 
 def _attention_backward_host(q, k, v, mask, g, lse, scale, causal, need_kv):
@@ -220,7 +220,7 @@ def _attention_vulkan(backend, q, k, v, mask, scale, causal):
         backend.launch("attention", "", rows, [rows, *push],
                        (q.dtype.code, int(causal), 0, *spec, 0, out.dtype.code),
                        reads=[q, k, v, mask], writes=[out, lse])
-    return _round_vulkan(backend, out, q.dtype), (lse,)
+    return _round_vulkan(backend, out, q.dtype), lse
 
 
 def _attention_backward_vulkan(backend, q, k, v, mask, g, lse, scale, causal, need_kv):
@@ -271,10 +271,10 @@ def _attention_vjp(ctx, g):
         grads = iter(autograd_grad(out, [x for x, n in zip((q, k, v), needs) if n], g,
                                    create_graph=True))
         return tuple(next(grads) if n else None for n in needs) + (None,)
+    g = g if g.dtype is q.dtype else g.astype(q.dtype)
     arrays = g.device.backend.run(
         ATTENTION_BACKWARD, q._data, k._data, v._data, None if mask is None else mask._data,
-        (g if g.dtype is q.dtype else g.astype(q.dtype))._data, ctx.stats[0]._data, scale=scale, causal=causal,
-        need_kv=needs[1] or needs[2])
+        g._data, ctx.stats[0]._data, scale=scale, causal=causal, need_kv=needs[1] or needs[2])
     return tuple(Tensor._wrap(a, g.device) if n else None for a, n in zip(arrays, needs)) + (None,)
 
 
@@ -321,7 +321,8 @@ OPS["where"].tests.append(OpTest(
 def _cases_attention(rng):
     x = rng.standard_normal
     keep = lambda shape: rng.random(shape) > 0.3  # noqa: E731
-    return [([x((2, 5, 8)), x((2, 7, 8)), x((2, 7, 6)), None], {"scale": 8 ** -0.5, "causal": False}),
+    return [([x((2, 5, 8)), x((2, 7, 8)), x((2, 7, 6)), None],
+             {"scale": 8 ** -0.5, "causal": False}),
             ([x((3, 9, 4)), x((3, 9, 4)), x((3, 9, 4)), None], {"scale": 0.5, "causal": True}),
             ([x((1, 4, 16)), x((1, 6, 16)), x((1, 6, 2)), None], {"scale": 0.25, "causal": True}),
             ([x((2, 3, 4)), x((2, 0, 4)), x((2, 0, 2)), None], {"scale": 1.0, "causal": False}),
