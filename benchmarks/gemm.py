@@ -15,8 +15,16 @@ numbers). The result stays on its device; a timed run ends when the device is do
 Agreement: every result is checked against a float64 product of the same inputs, as the largest
 |C - C_ref| / (|A| @ |B|) (the error relative to the size of the terms summed); above 1e-4 (f32)
 or 1e-2 (bf16: the output is rounded to 8 bits) it prints FAIL and exits with status 1.
+Variants: a second table per dtype times every matmul.comp variant each Vulkan device can run
+(the GEMM tiles of vkgrad.kernels.MATMUL_TILES that fit it, and DIRECT), forced through the op's
+`variant=` hook, on square problems (--variant-sizes, default the two largest --sizes) in three
+operand layouts: NN (A @ B), NT (A @ W.T, W stored N x K: a linear layer's forward) and TN
+(X.T @ G, X stored K x M: a weight gradient), next to torch on the same layouts. Where the
+device's peak float32 rate is known (PEAK_F32, or --peak), each cell gives its fraction too;
+"picked" names the variant vkgrad chooses for the problem.
+
 Timing: as benchmarks/lenet5.py (--warmup, up to --repeats, a row stops after --budget seconds
-but runs at least 3 times); the median gives GFLOP/s = 2 M K N / time. Writes a markdown table
+but runs at least 3 times); the median gives GFLOP/s = 2 M K N / time. Writes markdown tables
 per dtype, gemm.json and gemm.png (GFLOP/s per problem) into --out.
 """
 import argparse
@@ -29,6 +37,9 @@ import numpy as np
 import torch
 
 import vkgrad as vk
+from vkgrad import kernels
+from vkgrad.ops.linalg import DIRECT, MATMUL, _gemm_config, _variant
+from vkgrad.ops.registry import apply
 
 from harness import describe, device_label, machine, median, select_devices, timed, torch_devices
 
@@ -39,6 +50,11 @@ LENET = [("conv1 fwd", 6, 25, 57600), ("conv2 fwd", 16, 150, 6400),
          ("fc1 fwd", 100, 256, 128), ("fc2 fwd", 100, 128, 84), ("fc3 fwd", 100, 84, 10),
          ("fc1 dX", 100, 128, 256), ("fc1 dW", 128, 100, 256)]
 TOL = {"f32": 1e-4, "bf16": 1e-2}
+LAYOUTS = ("NN", "NT", "TN")
+# Peak float32 rates in GFLOP/s (an FMA counts 2; CUDA cores, no tensor cores) from the vendors'
+# data sheets, by a piece of the device's name. bf16 products compute in float32: the same peak.
+PEAK_F32 = {"H200": 66900, "H100 80GB HBM3": 66900, "H100 PCIe": 51200, "A100": 19500,
+            "RTX 4090": 82580, "RTX 3090": 35580}
 DTYPES = {"f32": (vk.float32, torch.float32), "bf16": (vk.bfloat16, torch.bfloat16)}
 
 
@@ -50,6 +66,11 @@ def parse(argv):
     p.add_argument("--sizes", type=int, nargs="+", default=None,
                    help="square sizes N (default 256 512 1024 2048)")
     p.add_argument("--no-lenet", action="store_true", help="only the square problems")
+    p.add_argument("--variant-sizes", type=int, nargs="*", default=None,
+                   help="square sizes of the variant table (default: the two largest --sizes; "
+                        "none: no variant table)")
+    p.add_argument("--peak", type=float, default=None,
+                   help="the Vulkan devices' peak float32 GFLOP/s, where PEAK_F32 lacks it")
     p.add_argument("--repeats", type=int, default=None, help="most timed runs per cell (20)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--budget", type=float, default=None,
@@ -62,6 +83,8 @@ def parse(argv):
     for name, value in zip(("sizes", "repeats", "budget"), defaults):
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.variant_sizes is None:
+        args.variant_sizes = sorted(args.sizes)[-2:]
     return args
 
 
@@ -117,15 +140,22 @@ def main(argv=None):
             results.append(entry)
             print(f"  {dt} {name} ({m}x{k} @ {k}x{n}): " + ", ".join(
                 f"{label} {g:.2f} GFLOP/s" for label, g in entry["gflops"].items()), flush=True)
+    vk_devices = [d for d in devices if d.kind == "vulkan"]
+    variants = measure_variants(args, vk_devices, rng, timing, failures) if vk_devices else []
 
     print()
     for dt in args.dtypes:
         print(format_table([e for e in results if e["dtype"] == dt], dt) + "\n")
+        if variants:
+            print(format_variants([e for e in variants if e["dtype"] == dt], dt,
+                                  peaks(args, vk_devices)) + "\n")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "gemm.json"
     path.write_text(json.dumps({"machine": about, "options": {k: v for k, v in vars(args).items()
                                                               if k != "out"},
-                                "results": results, "failures": failures}, indent=1, default=str))
+                                "results": results, "variants": variants,
+                                "peaks": peaks(args, vk_devices), "failures": failures},
+                               indent=1, default=str))
     plot(results, args.out / "gemm.png")
     print(f"wrote {path} and {args.out / 'gemm.png'}")
     for failure in failures:
@@ -133,6 +163,94 @@ def main(argv=None):
     if failures:
         sys.exit(1)
     print("OK: every result agrees with the float64 product")
+
+
+def device_variants(d):
+    """The matmul.comp variants device d can run: the GEMM tiles that fit it, then DIRECT."""
+    return [t for t in kernels.MATMUL_TILES if _gemm_config(d.backend, t) is not None] + [DIRECT]
+
+
+def peaks(args, devices):
+    """{"vulkan:N": peak float32 GFLOP/s} for the Vulkan devices whose peak is known."""
+    out = {}
+    for d in devices:
+        name = d.info()["name"]
+        peak = args.peak or next((v for key, v in PEAK_F32.items() if key in name), None)
+        if peak:
+            out[str(d)] = peak
+    return out
+
+
+def laid_out(x, transposed, to):
+    """x (rows x cols) as `to` makes it from a contiguous array: stored as is, or stored
+    transposed (cols x rows, contiguous) and viewed back as rows x cols."""
+    return to(x) if not transposed else to(np.ascontiguousarray(x.T)).T
+
+
+def measure_variants(args, devices, rng, timing, failures):
+    """Per dtype, square size and layout: GFLOP/s of torch and of every variant of each device."""
+    out = []
+    for dt in args.dtypes:
+        vk_dtype, torch_dtype = DTYPES[dt]
+        for size in args.variant_sizes:
+            a = rng.standard_normal((size, size)).astype(np.float32)
+            b = rng.standard_normal((size, size)).astype(np.float32)
+            if dt == "bf16":
+                a, b = (x.astype(ml_dtypes.bfloat16).astype(np.float32) for x in (a, b))
+            ref = a.astype(np.float64) @ b.astype(np.float64)
+            for lay in LAYOUTS:
+                entry = {"problem": f"{size}x{size}x{size}", "dtype": dt, "layout": lay,
+                         "size": size, "gflops": {}, "picked": {}}
+                ta, tb = lay == "TN", lay == "NT"
+
+                def measure(label, fn, finish, to_numpy):
+                    err = error(to_numpy(fn()), a, b, ref)
+                    seconds = median(timed(fn, finish, **timing))
+                    entry["gflops"][label] = 2 * size ** 3 / seconds / 1e9
+                    if not err <= TOL[dt]:
+                        failures.append(f"{dt} {size}^3 {lay} {label}: error {err:.3g} > "
+                                        f"{TOL[dt]:g}")
+
+                for label, tdev, sync in torch_devices():
+                    to = lambda x: torch.from_numpy(x).to(device=tdev, dtype=torch_dtype)
+                    xa, xb = laid_out(a, ta, to), laid_out(b, tb, to)
+                    measure(label, lambda: xa @ xb, sync, lambda t: t.float().cpu().numpy())
+                for d in devices:
+                    to = lambda x: vk.tensor(x, device=d, dtype=vk_dtype)
+                    va, vb = laid_out(a, ta, to), laid_out(b, tb, to)
+                    entry["picked"][str(d)] = _variant(d.backend, size, size, size)
+                    for v in device_variants(d):
+                        measure(f"{d} {v}", lambda: apply(MATMUL, va, vb, variant=v),
+                                vk.synchronize, lambda t: t.numpy().astype(np.float32))
+                out.append(entry)
+                print(f"  {dt} {size}^3 {lay}: " + ", ".join(
+                    f"{label} {g:.2f}" for label, g in entry["gflops"].items()) + " GFLOP/s",
+                    flush=True)
+    return out
+
+
+def format_variants(entries, dt, peak):
+    """One row per problem and layout, one column per variant (and torch): GFLOP/s, and the
+    fraction of the device's peak where it is known."""
+    labels = list(dict.fromkeys(label for e in entries for label in e["gflops"]))
+    picked = list(dict.fromkeys(label for e in entries for label in e["picked"]))
+
+    def cell(label, g):
+        device = next((p for p in peak if label.startswith(p + " ")), None)
+        return f"{g:.2f}" + (f" ({g / peak[device]:.1%})" if device else "")
+    known = "; ".join(f"{label}: peak {g:,.0f} GFLOP/s" for label, g in peak.items())
+    lines = [f"{dt} matmul by variant and layout, GFLOP/s (median; columns: torch, then vkgrad "
+             "on vulkan:N with each variant"
+             + (f"; in brackets the fraction of the peak, {known}" if peak else "") + ")", "",
+             "| problem | layout | " + " | ".join(labels)
+             + "".join(f" | {p} picks" for p in picked) + " |",
+             "|---|---|" + "---|" * (len(labels) + len(picked))]
+    for e in entries:
+        cells = [cell(label, e["gflops"][label]) if label in e["gflops"] else "—"
+                 for label in labels]
+        lines.append(f"| {e['problem']} | {e['layout']} | " + " | ".join(cells)
+                     + "".join(f" | {e['picked'].get(p, '—')}" for p in picked) + " |")
+    return "\n".join(lines)
 
 
 def format_table(entries, dt):

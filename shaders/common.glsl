@@ -56,13 +56,17 @@ uint load_bits(uint dt, uint start, int index) {
 
 // An operand whose dtype is DT_IMM is a scalar carried in the push constants: `start` holds its
 // bits (a float in the float domain, an int otherwise) and the index is ignored.
-float load_f32(uint dt, uint start, int index) {
-    if (dt == DT_IMM) return uintBitsToFloat(start);
-    uint b = load_bits(dt, start, index);
+// The value of an element of dt (not DT_IMM) whose bits, shifted down, are `b`.
+float bits_to_f32(uint dt, uint b) {
     if (dt == DT_FLOAT32) return uintBitsToFloat(b);
     if (dt == DT_BFLOAT16) return bf16_to_f32(b);
     if (dt == DT_INT32) return float(int(b));
     return float(b);
+}
+
+float load_f32(uint dt, uint start, int index) {
+    if (dt == DT_IMM) return uintBitsToFloat(start);
+    return bits_to_f32(dt, load_bits(dt, start, index));
 }
 
 int load_i32(uint dt, uint start, int index) {

@@ -6,35 +6,39 @@
 // accumulate in f32 and are converted once to the output dtype (integers too: exact while
 // partial sums stay below 2^24).
 //
-// Two ways to compute, chosen per device (vkgrad/ops/linalg.py):
-// - Tiled (GPUs): each 256-thread workgroup computes one BM x BN output tile, its threads
-//   arranged TY x TX; each thread a TM x TN micro-tile of registers (adjacent columns, so packed
-//   outputs are written as whole words where possible). Variants (kernels.MATMUL_TILES) differ
-//   only in BM, BN and TY: square tiles for large products, flat or tall ones for the skinny
-//   products of convolutions. K advances in BK-deep slices staged through shared memory.
-// - DIRECT (CPU devices such as lavapipe): each invocation computes its own TM x TN block
-//   straight from memory, with no shared memory and no barriers. A CPU driver runs a workgroup's
-//   invocations as SIMD lanes on one core, switching between them at every barrier, so staging
-//   through shared memory cost far more than it saved (0.3 GFLOP/s against several with DIRECT);
-//   the CPU's own caches do the staging.
+// Two kernels, chosen per device by vkgrad/ops/linalg.py:
+// - The tiled GEMM (default; GPUs). Every size is a specialization constant that linalg.py
+//   picks from the device's limits (kernels.MATMUL_TILES names the tiles): a workgroup of
+//   WG = (BM / TM) (BN / TN) threads computes a BM x BN output tile, K advancing in BK-deep
+//   slices staged through shared memory. Threads form warps of WARP lanes (the device's
+//   subgroup size), each warp a WM x WN warp tile (WARP_N lanes along N), each lane TM x TN
+//   outputs held in registers: TM / 4 groups of 4 rows and TN / 4 groups of 4 columns, the
+//   groups WARP_M x 4 rows and WARP_N x 4 columns apart, so that a warp's lanes read consecutive
+//   vec4s of shared memory (or the same one) and write consecutive 16-byte runs of C.
+//   Operand layouts (A_AXIS, B_AXIS): each operand's slice is read along its contiguous axis,
+//   K for A in NN and NT (a row-major A), M for A in TN (A = X^T, X row-major), N for B in NN
+//   and TN, K for B in NT (B = W^T), 4 consecutive elements per lane, consecutive lanes on
+//   consecutive vectors: coalesced in every layout. A_LOAD / B_LOAD say how the 4 are read: as
+//   one vector of words (uvec4 for 32-bit dtypes, uvec2 for bf16, one word for 8-bit dtypes)
+//   where the operand's start and other strides keep vectors 16-, 8- or 4-byte aligned; else
+//   one word at a time, each word once (packed bf16 is never read an element per load); or,
+//   for an operand with no unit stride, an element at a time.
+//   Shared memory holds both slices as f32, k-major (a row of BM, or BN, values per k), each
+//   row padded by MATMUL_PAD floats: slices read along K are stored transposed, 4 scalar
+//   stores per lane, and with 2 lanes per row per pass the pad puts a warp's 32 stores of one
+//   component in 32 different banks (16 rows x 2 k's: bank = 16 kq + row, mod 32); slices read
+//   along M or N are stored as whole vec4s. The next slice is loaded into registers while the
+//   current one is multiplied (register prefetch: two barriers per slice, one shared buffer).
+// - DIRECT (CPU devices such as lavapipe, where it measured faster): each invocation computes
+//   its own TM x TN block straight from memory, with no shared memory and no barriers. A CPU
+//   driver runs a workgroup's invocations as SIMD lanes on one core, switching between them at
+//   every barrier, and the CPU's own caches do the staging.
 #include "common.glsl"
 
-#ifdef DIRECT
-#define TM DIRECT_TM
-#define TN DIRECT_TN
-#else
-// BM, BN, TY come from the variant's defines (vkgrad/kernels.py, which linalg.py sizes the grid by)
-#define TX (256 / TY)        // threads along a tile row
-#define TM (BM / TY)         // rows per thread (a multiple of 4)
-#define TN (BN / TX)         // columns per thread (a multiple of 4)
-#define BK 16
-#endif
-layout(local_size_x = 256) in;
-
 #define MAXB 3               // batch dims (after coalescing; padded with size 1, stride 0)
-layout(constant_id = 0) const uint OUT_DT = 0u;
-layout(constant_id = 1) const uint A_DT = 0u;
-layout(constant_id = 2) const uint B_DT = 0u;
+layout(constant_id = SPEC_OUT_DT) const uint OUT_DT = 0u;
+layout(constant_id = SPEC_A_DT) const uint A_DT = 0u;
+layout(constant_id = SPEC_B_DT) const uint B_DT = 0u;
 
 layout(push_constant) uniform Params {
     uint out_start; uint a_start; uint b_start;
@@ -60,7 +64,7 @@ void store4(uint e, uint col, vec4 v) {
         for (uint w = 0u; w < 4u; w += per) {
             uint word = 0u;
             for (uint q = 0u; q < per; ++q) word |= place_bits(dt, result_bits(dt, v[w + q]), q);
-            arena[(e + w) / per] = word;
+            ARENA((e + w) / per) = word;
         }
         return;
     }
@@ -68,11 +72,11 @@ void store4(uint e, uint col, vec4 v) {
         if (col + c >= p.N) break;
         uint bits = result_bits(dt, v[c]);
         if (per == 1u) {
-            arena[e + c] = bits;
+            ARENA(e + c) = bits;
         } else {
             uint width = 32u / per, mask = ((1u << width) - 1u) << (((e + c) % per) * width);
-            atomicAnd(arena[(e + c) / per], ~mask);
-            atomicOr(arena[(e + c) / per], place_bits(dt, bits, e + c));
+            atomicAnd(ARENA((e + c) / per), ~mask);
+            atomicOr(ARENA((e + c) / per), place_bits(dt, bits, e + c));
         }
     }
 }
@@ -89,6 +93,11 @@ void batch_offsets(uint bi, out int a_base, out int b_base) {
     }
 }
 
+#ifdef DIRECT
+#define TM DIRECT_TM
+#define TN DIRECT_TN
+layout(local_size_x = 256) in;
+
 // Write one thread's TM x TN block, whose first element is at (row0, col0), to batch entry bi.
 void store_block(uint bi, uint row0, uint col0, vec4 acc[TM][TN / 4]) {
     uint out_base = p.out_start + bi * p.M * p.N;
@@ -102,7 +111,6 @@ void store_block(uint bi, uint row0, uint col0, vec4 acc[TM][TN / 4]) {
     }
 }
 
-#ifdef DIRECT
 void main() {
     uint blocks_m = (p.M + TM - 1u) / TM, blocks_n = (p.N + TN - 1u) / TN;
     uint n_blocks = blocks_m * blocks_n * p.batch[0] * p.batch[1] * p.batch[2];
@@ -137,63 +145,180 @@ void main() {
     }
 }
 #else
-// Staged slices: 4 consecutive rows of A (columns of B) per vec4, so the inner loop reads vec4s.
-shared vec4 As[BK][BM / 4];
-shared vec4 Bs[BK][BN / 4];
+// The sizes (linalg.py's _gemm_config keeps them consistent: WG = (BM / TM) (BN / TN), every
+// tile size a power of two, TM and TN multiples of 4, BK a multiple of 8, WARP_N dividing
+// BN / TN and WARP / WARP_N dividing BM / TM).
+layout(local_size_x = 256, local_size_x_id = SPEC_WG) in;
+layout(constant_id = SPEC_BM) const uint BM = 64u;
+layout(constant_id = SPEC_BN) const uint BN = 64u;
+layout(constant_id = SPEC_BK) const uint BK = 16u;
+layout(constant_id = SPEC_TM) const uint TM = 4u;
+layout(constant_id = SPEC_TN) const uint TN = 4u;
+layout(constant_id = SPEC_WARP) const uint WARP = 32u;
+layout(constant_id = SPEC_WARP_N) const uint WARP_N = 16u;
+layout(constant_id = SPEC_A_AXIS) const uint A_AXIS = AXIS_K;
+layout(constant_id = SPEC_A_LOAD) const uint A_LOAD = LOAD_CONTIG;
+layout(constant_id = SPEC_B_AXIS) const uint B_AXIS = AXIS_MN;
+layout(constant_id = SPEC_B_LOAD) const uint B_LOAD = LOAD_CONTIG;
+
+const uint THREADS = (BM / TM) * (BN / TN);
+const uint WARP_M = WARP / WARP_N;              // lanes along M in a warp
+const uint WM = WARP_M * TM, WN = WARP_N * TN;  // the warp tile
+const uint WARPS_N = BN / WN;
+const uint A_ROW = BM / 4u + MATMUL_PAD / 4u;   // vec4s per k row of the staged slices
+const uint B_ROW = BN / 4u + MATMUL_PAD / 4u;
+const uint B_OFFSET = BK * A_ROW;               // B's slice follows A's
+const uint A_VECS = BM * BK / 4u, B_VECS = BN * BK / 4u;  // 4-element vectors per slice
+const uint A_LOADS = (A_VECS + THREADS - 1u) / THREADS;   // ... per thread
+const uint B_LOADS = (B_VECS + THREADS - 1u) / THREADS;
+
+shared vec4 slices[BK * (A_ROW + B_ROW)];
+
+// The arena's chunks again, as vectors of words (binding 0 aliased; read only through these).
+layout(std430, binding = 0) readonly buffer ArenaChunk4 { uvec4 v[]; } arena_chunks4[ARENA_SLOTS];
+layout(std430, binding = 0) readonly buffer ArenaChunk2 { uvec2 v[]; } arena_chunks2[ARENA_SLOTS];
+
+// Position of the first element of vector v of a BX x BK slice read along `axis`: (x, k)
+// within the slice. Along K two consecutive vectors share a row, then the next row (so a warp
+// covers 16 rows x 8 k's, 32 bytes of f32 per row); along M or N vectors run along the row.
+uvec2 vector_position(uint axis, uint bx, uint v) {
+    if (axis == AXIS_K) return uvec2((v >> 1u) % bx, (((v >> 1u) / bx) * 2u + (v & 1u)) * 4u);
+    return uvec2((v % (bx / 4u)) * 4u, v / (bx / 4u));
+}
+
+// Elements e, e + step, e + 2 step, e + 3 step (offsets from `start`) of dt as f32, the first
+// `valid` of them (the rest 0). LOAD_ALIGNED with all 4 valid: one vector of words, e a
+// multiple of 4 (step 1); LOAD_CONTIG (step 1): each word once; LOAD_STRIDED: element by element.
+vec4 load4(uint dt, uint mode, uint start, int e, int step, uint valid) {
+    uint per = elems_per_word(dt), i = uint(int(start) + e);
+    if (mode == LOAD_ALIGNED && valid == 4u) {
+        uint slot = (i / per) >> ARENA_SLOT_SHIFT, word = (i / per) & ARENA_SLOT_MASK;
+        if (per == 1u) {
+            uvec4 w = arena_chunks4[slot].v[word >> 2u];
+            return vec4(bits_to_f32(dt, w.x), bits_to_f32(dt, w.y), bits_to_f32(dt, w.z),
+                        bits_to_f32(dt, w.w));
+        }
+        if (per == 2u) {
+            uvec2 w = arena_chunks2[slot].v[word >> 1u];
+            return vec4(bf16_to_f32(w.x & 0xffffu), bf16_to_f32(w.x >> 16u),
+                        bf16_to_f32(w.y & 0xffffu), bf16_to_f32(w.y >> 16u));
+        }
+        uint w = ARENA(i >> 2u);
+        return vec4(bits_to_f32(dt, w & 0xffu), bits_to_f32(dt, (w >> 8u) & 0xffu),
+                    bits_to_f32(dt, (w >> 16u) & 0xffu), bits_to_f32(dt, w >> 24u));
+    }
+    vec4 v = vec4(0.0);
+    if (mode == LOAD_STRIDED) {
+        [[unroll]] for (uint c = 0u; c < 4u; ++c)
+            if (c < valid) v[c] = load_f32(dt, start, e + int(c) * step);
+        return v;
+    }
+    uint width = 32u / per, mask = per == 1u ? 0xffffffffu : (1u << width) - 1u;
+    uint w = i / per, word = valid > 0u ? ARENA(w) : 0u;
+    [[unroll]] for (uint c = 0u; c < 4u; ++c) {
+        if (c >= valid) break;
+        if ((i + c) / per != w) {
+            w = (i + c) / per;
+            word = ARENA(w);
+        }
+        v[c] = bits_to_f32(dt, (word >> (((i + c) % per) * width)) & mask);
+    }
+    return v;
+}
+
+// Vector v of the BX x BK slice at (x0, k0) of an operand with X rows (M or N) and K columns,
+// element (x, k) at base + x s_x + k s_k: zero beyond the operand's edges.
+vec4 load_vector(uint dt, uint axis, uint mode, uint start, int base, int s_x, int s_k, uint x0,
+                 uint x_len, uint k0, uint bx, uint v) {
+    uvec2 at = vector_position(axis, bx, v);
+    uint gx = x0 + at.x, gk = k0 + at.y;
+    uint valid = axis == AXIS_K ? (gx < x_len && gk < p.K ? min(p.K - gk, 4u) : 0u)
+                                : (gk < p.K && gx < x_len ? min(x_len - gx, 4u) : 0u);
+    int e = base + int(gx) * s_x + int(gk) * s_k;
+    return load4(dt, mode, start, e, axis == AXIS_K ? s_k : s_x, valid);
+}
+
+// Put vector v (as load_vector placed it) into the slice at `offset` of shared memory, k-major
+// with `row` vec4s per k.
+void stage(uint offset, uint row, uint axis, uint bx, uint v, vec4 value) {
+    uvec2 at = vector_position(axis, bx, v);
+    if (axis == AXIS_K) {
+        [[unroll]] for (uint c = 0u; c < 4u; ++c)
+            slices[offset + (at.y + c) * row + at.x / 4u][at.x % 4u] = value[c];
+    } else {
+        slices[offset + at.y * row + at.x / 4u] = value;
+    }
+}
 
 void main() {
     uint t = gl_LocalInvocationID.x;
-    uint tx = t % uint(TX), ty = t / uint(TX);
+    uint warp = t / WARP, lane = t % WARP;
+    uint wm = warp / WARPS_N, wn = warp % WARPS_N, lm = lane / WARP_N, ln = lane % WARP_N;
+    // this lane's first vec4 of a k row of each slice; its groups follow WARP_M (WARP_N) apart
+    uint a_first = wm * (WM / 4u) + lm, b_first = B_OFFSET + wn * (WN / 4u) + ln;
     uint tiles_m = (p.M + BM - 1u) / BM, tiles_n = (p.N + BN - 1u) / BN;
-    uint n_batch = p.batch[0] * p.batch[1] * p.batch[2];
-    uint n_tiles = tiles_m * tiles_n * n_batch;
+    uint n_tiles = tiles_m * tiles_n * p.batch[0] * p.batch[1] * p.batch[2];
+    uint n_slices = (p.K + BK - 1u) / BK;
 
     for (uint tile = gl_WorkGroupID.x; tile < n_tiles; tile += gl_NumWorkGroups.x) {
         uint bi = tile / (tiles_m * tiles_n), r = tile % (tiles_m * tiles_n);
         uint m0 = (r / tiles_n) * BM, n0 = (r % tiles_n) * BN;
         int a_base, b_base;
         batch_offsets(bi, a_base, b_base);
-        vec4 acc[TM][TN / 4];
+
+        vec4 acc[TM][TN / 4u];
         [[unroll]] for (uint i = 0u; i < TM; ++i)
             [[unroll]] for (uint j = 0u; j < TN / 4u; ++j) acc[i][j] = vec4(0.0);
+        vec4 a_next[A_LOADS], b_next[B_LOADS];  // the next slice, on its way from memory
+        [[unroll]] for (uint i = 0u; i < A_LOADS; ++i)
+            if (t + i * THREADS < A_VECS && n_slices > 0u)
+                a_next[i] = load_vector(A_DT, A_AXIS, A_LOAD, p.a_start, a_base, p.a_sm, p.a_sk,
+                                        m0, p.M, 0u, BM, t + i * THREADS);
+        [[unroll]] for (uint i = 0u; i < B_LOADS; ++i)
+            if (t + i * THREADS < B_VECS && n_slices > 0u)
+                b_next[i] = load_vector(B_DT, B_AXIS, B_LOAD, p.b_start, b_base, p.b_sn, p.b_sk,
+                                        n0, p.N, 0u, BN, t + i * THREADS);
 
-        for (uint k0 = 0u; k0 < p.K; k0 += BK) {
-            // Stage A[m0:m0+BM, k0:k0+BK] and B[k0:k0+BK, n0:n0+BN], zero outside the matrices.
-            for (uint l = t; l < BK * BM / 4u; l += 256u) {
-                uint k = l % BK, mq = l / BK, gk = k0 + k;
-                vec4 v = vec4(0.0);
-                [[unroll]] for (uint q = 0u; q < 4u; ++q) {
-                    uint gm = m0 + mq * 4u + q;
-                    if (gm < p.M && gk < p.K)
-                        v[q] = load_f32(A_DT, p.a_start,
-                                        a_base + int(gm) * p.a_sm + int(gk) * p.a_sk);
-                }
-                As[k][mq] = v;
-            }
-            for (uint l = t; l < BK * BN / 4u; l += 256u) {
-                uint nq = l % (BN / 4u), k = l / (BN / 4u), gk = k0 + k;
-                vec4 v = vec4(0.0);
-                [[unroll]] for (uint q = 0u; q < 4u; ++q) {
-                    uint gn = n0 + nq * 4u + q;
-                    if (gn < p.N && gk < p.K)
-                        v[q] = load_f32(B_DT, p.b_start,
-                                        b_base + int(gk) * p.b_sk + int(gn) * p.b_sn);
-                }
-                Bs[k][nq] = v;
-            }
+        for (uint s = 0u; s < n_slices; ++s) {
+            barrier();  // everyone is done reading the previous slice
+            [[unroll]] for (uint i = 0u; i < A_LOADS; ++i)
+                if (t + i * THREADS < A_VECS)
+                    stage(0u, A_ROW, A_AXIS, BM, t + i * THREADS, a_next[i]);
+            [[unroll]] for (uint i = 0u; i < B_LOADS; ++i)
+                if (t + i * THREADS < B_VECS)
+                    stage(B_OFFSET, B_ROW, B_AXIS, BN, t + i * THREADS, b_next[i]);
             barrier();
-            for (uint k = 0u; k < BK; ++k) {  // forced unrolling made lavapipe slower
-                vec4 a[TM / 4], b[TN / 4];
-                [[unroll]] for (uint i = 0u; i < TM / 4u; ++i) a[i] = As[k][ty * (TM / 4u) + i];
-                [[unroll]] for (uint j = 0u; j < TN / 4u; ++j) b[j] = Bs[k][tx * (TN / 4u) + j];
+            if (s + 1u < n_slices) {
+                uint k0 = (s + 1u) * BK;
+                [[unroll]] for (uint i = 0u; i < A_LOADS; ++i)
+                    if (t + i * THREADS < A_VECS)
+                        a_next[i] = load_vector(A_DT, A_AXIS, A_LOAD, p.a_start, a_base, p.a_sm,
+                                                p.a_sk, m0, p.M, k0, BM, t + i * THREADS);
+                [[unroll]] for (uint i = 0u; i < B_LOADS; ++i)
+                    if (t + i * THREADS < B_VECS)
+                        b_next[i] = load_vector(B_DT, B_AXIS, B_LOAD, p.b_start, b_base, p.b_sn,
+                                                p.b_sk, n0, p.N, k0, BN, t + i * THREADS);
+            }
+            [[unroll]] for (uint k = 0u; k < BK; ++k) {
+                vec4 a[TM / 4u], b[TN / 4u];
+                [[unroll]] for (uint i = 0u; i < TM / 4u; ++i)
+                    a[i] = slices[k * A_ROW + a_first + i * WARP_M];
+                [[unroll]] for (uint j = 0u; j < TN / 4u; ++j)
+                    b[j] = slices[k * B_ROW + b_first + j * WARP_N];
                 [[unroll]] for (uint i = 0u; i < TM; ++i)
                     [[unroll]] for (uint j = 0u; j < TN / 4u; ++j)
-                        acc[i][j] += a[i / 4u][i % 4u] * b[j];
+                        acc[i][j] = fma(vec4(a[i / 4u][i % 4u]), b[j], acc[i][j]);
             }
-            barrier();
         }
 
-        store_block(bi, m0 + ty * TM, n0 + tx * TN, acc);
+        uint out_base = p.out_start + bi * p.M * p.N;
+        [[unroll]] for (uint i = 0u; i < TM; ++i) {
+            uint row = m0 + wm * WM + (i / 4u) * (WARP_M * 4u) + lm * 4u + i % 4u;
+            [[unroll]] for (uint j = 0u; j < TN / 4u; ++j) {
+                uint col = n0 + wn * WN + j * (WARP_N * 4u) + ln * 4u;
+                if (row < p.M && col < p.N) store4(out_base + row * p.N + col, col, acc[i][j]);
+            }
+        }
     }
 }
 #endif

@@ -188,28 +188,16 @@ def test_user_kernel_grid_is_capped_with_a_clear_error(vulkan):
 # ---- device limits -------------------------------------------------------------------------------
 def test_shared_memory_and_workgroup_size_read_from_spirv(vulkan):
     from vkgrad.backend.vulkan import SPIRV_DIR, spirv_needs
-    bk = 16  # matmul.comp's K slice: BK rows of BM / 4 and BN / 4 vec4s
-    for variant, (bm, bn, _) in kernels.MATMUL_TILES.items():
-        spirv = (SPIRV_DIR / kernels.spirv_name("matmul", variant)).read_bytes()
-        assert spirv_needs(spirv) == (bk * (bm + bn) * 4, (256, 1, 1))
+    # matmul.comp's sizes are specialization constants (spec[i] is constant_id i): BK rows of
+    # BM + PAD and BN + PAD floats, a workgroup of WG (spec[3]) threads, defaults without spec
+    spirv = (SPIRV_DIR / kernels.spirv_name("matmul", "")).read_bytes()
+    pad = kernels.MATMUL_PAD
+    assert spirv_needs(spirv) == (16 * (64 + 64 + 2 * pad) * 4, (256, 1, 1))
+    for wg, bm, bn, bk in [(256, 128, 128, 8), (128, 32, 64, 16), (256, 16, 256, 16)]:
+        spec = (0, 0, 0, wg, bm, bn, bk)
+        assert spirv_needs(spirv, spec) == (bk * (bm + bn + 2 * pad) * 4, (wg, 1, 1))
     reduce = (SPIRV_DIR / kernels.spirv_name("reduce", "float")).read_bytes()
     assert spirv_needs(reduce) == (256 * 4 + 256 * 4, (256, 1, 1))  # values and indices
-
-
-def test_matmul_picks_tiles_that_fit_shared_memory(vulkan, monkeypatch):
-    from vkgrad.ops.linalg import DIRECT, _variant
-    backend = vulkan.backend
-    monkeypatch.setattr(backend, "is_cpu", False)  # as a GPU would choose
-    monkeypatch.setattr(backend, "_limit_errors", {})
-    # 16 x 256 outputs: "flat" (16 x 256 tiles, 17,408 bytes) wastes nothing, and fits 32 KiB
-    assert _variant(backend, 16, 256) == "flat"
-    monkeypatch.setattr(backend, "_limit_errors", {})
-    monkeypatch.setitem(backend.info, "max_compute_shared_memory_size", 16384)  # Vulkan's least
-    assert _variant(backend, 16, 256) == "64"  # the least padding among the tiles that fit
-    assert not backend.fits("matmul", "flat") and backend.fits("matmul", "64")
-    monkeypatch.setattr(backend, "_limit_errors", {})
-    monkeypatch.setitem(backend.info, "max_compute_shared_memory_size", 4096)
-    assert _variant(backend, 16, 256) == DIRECT  # no tile fits: the kernel without shared memory
 
 
 BIG_SHARED = vk.Kernel("big_shared", """

@@ -67,13 +67,24 @@ OPTIM_RULES = ["sgd", "adam", "rmsprop"]
 OPTIM_FLAGS = {"MAXIMIZE": 1, "NESTEROV": 2, "MOMENTUM": 4, "AMSGRAD": 8, "CENTERED": 16,
                "FRESH": 32, "MASTER": 64, "FRESH_MASTER": 128}
 
-# matmul.comp variants: (tile rows BM, tile columns BN, thread rows TY) of a 256-thread
-# workgroup; every thread computes (BM / TY) x (BN * TY / 256) outputs, both multiples of 4.
-MATMUL_TILES = {"": (128, 128, 16), "64": (64, 64, 16), "flat": (16, 256, 4),
-                "tall": (256, 16, 64)}
+# matmul.comp's tiled GEMM: named output tiles (BM rows, BN columns, TM x TN outputs per thread
+# as preferred). linalg.py sizes the rest per device (K slice, thread tile where the workgroup
+# would exceed the device, warp tile from the subgroup size) and passes every size as a
+# specialization constant, in MATMUL_SPEC's order (constant_id = position).
+MATMUL_TILES = {"128x128": (128, 128, 8, 8), "64x64": (64, 64, 4, 4), "32x64": (32, 64, 4, 4),
+                "flat": (16, 256, 4, 4), "tall": (256, 16, 4, 4)}
+MATMUL_BK = (16, 8)   # K slice depths, deepest first: the deepest that fits shared memory
+MATMUL_PAD = 4        # floats after each k row of a staged slice (see matmul.comp: bank spread)
+MATMUL_SPEC = ["OUT_DT", "A_DT", "B_DT", "WG", "BM", "BN", "BK", "TM", "TN", "WARP", "WARP_N",
+               "A_AXIS", "A_LOAD", "B_AXIS", "B_LOAD"]
+# How matmul.comp reads an operand's slice: along which axis (K, or M for A and N for B), and
+# whether as aligned vectors of words, words one at a time, or elements through a stride.
+MATMUL_LAYOUT = {"AXIS_K": 0, "AXIS_MN": 1, "LOAD_STRIDED": 0, "LOAD_CONTIG": 1, "LOAD_ALIGNED": 2}
 # matmul.comp's DIRECT variant for CPU devices: (rows TM, columns TN) per invocation (4 x 8
 # measured fastest on lavapipe, against 2 x 4 up to 8 x 8).
 MATMUL_DIRECT = {"direct": (4, 8)}
+_MATMUL_DEFINES = ([f"SPEC_{name}={i}" for i, name in enumerate(MATMUL_SPEC)]
+                   + [f"{k}={v}" for k, v in MATMUL_LAYOUT.items()] + [f"MATMUL_PAD={MATMUL_PAD}"])
 
 # Kernel families: file in shaders/ -> variant name -> extra defines. One pipeline per variant.
 FAMILIES = {
@@ -86,9 +97,8 @@ FAMILIES = {
     "scan": {"": [f"{k}={v}" for k, v in SCAN_CODES.items()]},
     "sort": {"": [f"{k}={v}" for k, v in SORT_CODES.items()]},
     "random": {"": []},
-    "matmul": {**{name: [f"BM={bm}", f"BN={bn}", f"TY={ty}"]
-                  for name, (bm, bn, ty) in MATMUL_TILES.items()},
-               **{name: ["DIRECT", f"DIRECT_TM={tm}", f"DIRECT_TN={tn}"]
+    "matmul": {"": _MATMUL_DEFINES,
+               **{name: [*_MATMUL_DEFINES, "DIRECT", f"DIRECT_TM={tm}", f"DIRECT_TN={tn}"]
                   for name, (tm, tn) in MATMUL_DIRECT.items()}},
     "conv": {"": [f"{k}={v}" for k, v in CONV_CODES.items()]},
     "optim": {"": [f"RULE_{r.upper()}={i}" for i, r in enumerate(OPTIM_RULES)]

@@ -65,13 +65,21 @@ SHADER_READ, SHADER_WRITE, HOST_READ = 0x20, 0x40, 0x2000
 COMPUTE_STAGE, HOST_STAGE = 0x800, 0x4000
 
 
-def spirv_needs(spirv):
+# OpSpecConstantOp's integer operations that sizes are written with: opcode -> (a, b) -> value
+_SPEC_OPS = {128: lambda a, b: a + b, 130: lambda a, b: a - b, 132: lambda a, b: a * b,
+             134: lambda a, b: a // b if b else inf, 137: lambda a, b: a % b if b else inf}
+
+
+def spirv_needs(spirv, spec=()):
     """(bytes of shared memory, (x, y, z) workgroup size) a SPIR-V compute module declares:
     the sizes of its Workgroup-storage variables (arrays, vectors and structs of 32- and 16-bit
-    scalars, packed; lengths from constants, spec constants at their defaults: inf where they
-    cannot be read) and its LocalSize (or the WorkgroupSize built-in constant that overrides it)."""
+    scalars, packed; lengths from constants and from specialization constants, which take their
+    value from `spec` (constant_id i is spec[i], as launch passes them) or else their default,
+    and unsigned sums, differences, products, quotients and remainders of those: inf where a
+    length cannot be read) and its LocalSize (or the WorkgroupSize built-in constant that
+    overrides it)."""
     words = np.frombuffer(spirv, np.uint32)
-    sizes, constants, pointers, composites = {}, {}, {}, {}
+    sizes, constants, pointers, composites, spec_ids = {}, {}, {}, {}, {}
     shared, local, builtin = 0, (1, 1, 1), None
     i = 5  # after the header
     while i < len(words):
@@ -87,8 +95,16 @@ def spirv_needs(spirv):
             sizes[w[0]] = sum(sizes.get(m, inf) for m in w[1:])
         elif op == 32:               # OpTypePointer (storage class, type)
             pointers[w[0]] = (w[1], w[2])
-        elif op in (43, 50):         # OpConstant, OpSpecConstant: (type, id, value)
+        elif op == 43:               # OpConstant (type, id, value)
             constants[w[1]] = w[2]
+        elif op == 50:               # OpSpecConstant (type, id, default)
+            sid = spec_ids.get(w[1])
+            constants[w[1]] = spec[sid] if sid is not None and sid < len(spec) else w[2]
+        elif op == 52 and w[2] in _SPEC_OPS:  # OpSpecConstantOp (type, id, opcode, a, b)
+            a, b = constants.get(w[3], inf), constants.get(w[4], inf)
+            value = _SPEC_OPS[w[2]](a, b) if inf not in (a, b) else inf
+            if value != inf:
+                constants[w[1]] = value % (1 << 32)
         elif op in (44, 51):         # OpConstantComposite, OpSpecConstantComposite
             composites[w[1]] = w[2:]
         elif op == 59 and pointers[w[0]][0] == 4:  # OpVariable in Workgroup storage
@@ -97,6 +113,8 @@ def spirv_needs(spirv):
             local = tuple(w[2:5])
         elif op == 71 and w[1:3] == [11, 25]:  # OpDecorate BuiltIn WorkgroupSize
             builtin = w[0]
+        elif op == 71 and w[1] == 1:  # OpDecorate SpecId
+            spec_ids[w[0]] = w[2]
         i += count
     if builtin in composites:
         local = tuple(constants[c] for c in composites[builtin])
@@ -428,7 +446,7 @@ class VulkanBackend(Backend):
         self._algorithms = {}
         self.pipeline_cache = PipelineCache(manager, info)  # on disk across runs
         self._user_spirv = {}       # (family, variant) -> SPIR-V of kernels registered at run time
-        self._limit_errors = {}     # (family, variant) -> why it exceeds the device, or None
+        self._limit_errors = {}     # (family, variant, spec) -> why it exceeds the device, or None
         self._profiled = None       # while profiling: [(kernel, op)] per queued dispatch
         self._subgroups = None      # whether kernels use subgroup arithmetic (see `subgroups`)
         self._sequence = manager.sequence()  # where eager dispatches are recorded
@@ -567,17 +585,19 @@ class VulkanBackend(Backend):
             spirv = path.read_bytes()
         return spirv
 
-    def fits(self, family, variant):
-        """Whether kernel `family`/`variant` fits this device's limits: its shared memory
-        within maxComputeSharedMemorySize, its workgroup within maxComputeWorkGroupSize and
-        maxComputeWorkGroupInvocations (variants choosers skip those that do not)."""
-        return self._limit_error(family, variant) is None
+    def fits(self, family, variant, spec=()):
+        """Whether kernel `family`/`variant` with specialization constants `spec` fits this
+        device's limits: its shared memory within maxComputeSharedMemorySize, its workgroup
+        within maxComputeWorkGroupSize and maxComputeWorkGroupInvocations (variants choosers
+        skip those that do not)."""
+        return self._limit_error(family, variant, spec) is None
 
-    def _limit_error(self, family, variant):
-        """Why `family`/`variant` cannot run here, or None (read from its SPIR-V, once)."""
-        key = (family, variant)
+    def _limit_error(self, family, variant, spec=()):
+        """Why `family`/`variant` cannot run here with `spec`, or None (read from its SPIR-V,
+        once per spec)."""
+        key = (family, variant, tuple(spec))
         if key not in self._limit_errors:
-            shared, size = spirv_needs(self._spirv(family, variant))
+            shared, size = spirv_needs(self._spirv(family, variant), spec)
             limits = [(shared, self.info["max_compute_shared_memory_size"],
                        "bytes of shared memory")]
             limits += [(n, m, f"invocations along {axis}") for n, m, axis
@@ -594,7 +614,7 @@ class VulkanBackend(Backend):
         key = (family, variant, spec)
         algo = self._algorithms.get(key)
         if algo is None:
-            error = self._limit_error(family, variant)
+            error = self._limit_error(family, variant, spec)
             if error is not None:
                 raise RuntimeError(error)
             spirv = self._spirv(family, variant)

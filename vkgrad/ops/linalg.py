@@ -28,6 +28,8 @@ MAXB = 3    # batch dims matmul.comp describes (after coalescing); more are loop
 PARALLEL_GROUPS = 64  # fewer workgroups than this leave a device idle: split K (see _splits)
 DIRECT = "direct"      # the matmul.comp variant CPU devices use
 MIN_SPLIT_K = 256     # ... into chunks of at least this many terms
+MAX_THREAD_TILE = 8   # the most rows (columns) of outputs one thread of the tiled GEMM holds
+CPU_TILED_MIN = 256   # CPU devices run the tiled GEMM on products this large along M, N and K
 
 
 # ---- the op ------------------------------------------------------------------------------------
@@ -39,7 +41,17 @@ def _matmul_host(a, b):
     return np.asarray(r).astype(out.np_dtype, copy=False)
 
 
-def _matmul_vulkan(backend, a, b):
+def _matmul_vulkan(backend, a, b, variant=None):
+    """a @ b on a Vulkan device. `variant`: the matmul.comp variant to run (a tile name of
+    kernels.MATMUL_TILES, or DIRECT) instead of the one _variant picks for the device, for
+    tests and benchmarks: `registry.apply(MATMUL, a, b, variant="64x64")`."""
+    if variant is not None and variant != DIRECT:
+        if variant not in kernels.MATMUL_TILES:
+            raise ValueError(f"matmul: no variant {variant!r}; there are "
+                             f"{', '.join([*kernels.MATMUL_TILES, DIRECT])}")
+        if _gemm_config(backend, variant) is None:
+            raise RuntimeError(f"matmul: tile {variant} does not fit "
+                               f"{backend.info['device_name']}")
     out_dtype = dtypes.result_type(a.dtype, b.dtype)
     # numpy's 1-D promotion: a vector is a 1 x K row on the left, a K x 1 column on the right.
     a2 = a.view((1, *a.shape), (0, *a.strides), a.offset) if a.ndim == 1 else a
@@ -52,52 +64,95 @@ def _matmul_vulkan(backend, a, b):
                      a2.offset)
         b3 = b2.view((*batch, k, n), layout.broadcast_strides(b2.shape, b2.strides, (*batch, k, n)),
                      b2.offset)
-        splits = _splits(backend, m, n, k, prod(batch))
+        variant = variant or _variant(backend, m, n, k, prod(batch))
+        splits = _splits(backend, m, n, k, prod(batch), variant)
         if splits == 1:
-            _launch(backend, out, a3, b3)
+            _launch(backend, out, a3, b3, variant)
         else:
-            _split_k(backend, out, a3, b3, splits)
+            _split_k(backend, out, a3, b3, splits, variant)
     shape = batch + ((m,) if a.ndim > 1 else ()) + ((n,) if b.ndim > 1 else ())
     return out.view(shape, layout.contiguous_strides(shape), 0)
 
 
-def _variant(backend, m, n):
-    """The matmul.comp variant for an m x n output: DIRECT on CPU devices; elsewhere the tile
-    shape that wastes least work on padding (ties: the larger tile, which reuses each loaded
-    value more), among those that fit the device's limits (DIRECT, which needs no shared
-    memory, when none does)."""
-    if backend.is_cpu:
+def _gemm_config(backend, tile):
+    """The sizes the tiled GEMM runs kernels.MATMUL_TILES[tile] with on this device, in
+    kernels.MATMUL_SPEC's order from WG to WARP_N, or None where the tile cannot fit.
+
+    The thread tile TM x TN is the tile's own, doubled (the smaller side first, up to
+    MAX_THREAD_TILE) while the workgroup, (BM / TM) (BN / TN) threads, exceeds the device's
+    invocations per workgroup; the warp is the device's subgroup size (at most the workgroup),
+    laid as wide along N as the tile allows; the K slice the deepest of kernels.MATMUL_BK whose
+    shared memory (read from the SPIR-V by backend.fits, as every limit) the device has."""
+    bm, bn, tm, tn = kernels.MATMUL_TILES[tile]
+    info = backend.info
+    most = min(info["max_work_group_invocations"], info["max_work_group_size"][0])
+    while (bm // tm) * (bn // tn) > most and min(tm, tn) < MAX_THREAD_TILE:
+        if tm <= tn and tm < bm:
+            tm *= 2
+        elif tn < bn:
+            tn *= 2
+        else:
+            break
+    threads = (bm // tm) * (bn // tn)
+    warp = 1 << max(0, min(info.get("subgroup_size") or 32, threads).bit_length() - 1)
+    warp_n = min(warp, bn // tn)
+    warp = min(warp, warp_n * (bm // tm))
+    for bk in kernels.MATMUL_BK:
+        sizes = (threads, bm, bn, bk, tm, tn, warp, warp_n)
+        if backend.fits("matmul", "", (0, 0, 0, *sizes)):
+            return sizes
+    return None
+
+
+def _variant(backend, m, n, k, batch=1):
+    """The matmul.comp variant for `batch` m x n outputs of k terms each. On CPU devices DIRECT,
+    unless m, n and k are all at least CPU_TILED_MIN: there the tiled GEMM measured faster on
+    lavapipe (6-8 GFLOP/s against 2-5 at 256 and 512), below it slower (0.3-2 against 2-4 on
+    the skinny products of LeNet5's step), its barriers costing a CPU driver more than they
+    save. Elsewhere (and on CPU devices for the large products), among the tiles that fit the
+    device, the one that wastes least work on padding, then (not on CPU devices) gives the most
+    workgroups up to PARALLEL_GROUPS (a GPU with fewer sits partly idle), then the largest
+    (which reuses each loaded value most). RuntimeError where no tile fits."""
+    if backend.is_cpu and min(m, n, k) < CPU_TILED_MIN:
         return DIRECT
-    tiles = [v for v in kernels.MATMUL_TILES if backend.fits("matmul", v)]
+    tiles = [t for t in kernels.MATMUL_TILES if _gemm_config(backend, t) is not None]
     if not tiles:
-        return DIRECT
-    return min(tiles, key=lambda v: (
-        -(-m // kernels.MATMUL_TILES[v][0]) * kernels.MATMUL_TILES[v][0]
-        * -(-n // kernels.MATMUL_TILES[v][1]) * kernels.MATMUL_TILES[v][1],
-        -kernels.MATMUL_TILES[v][0] * kernels.MATMUL_TILES[v][1]))
+        info = backend.info
+        raise RuntimeError(
+            f"matmul: no GEMM tile ({', '.join(kernels.MATMUL_TILES)}) fits "
+            f"{info['device_name']}, which offers {info['max_compute_shared_memory_size']} "
+            f"bytes of shared memory and {info['max_work_group_invocations']} invocations per "
+            "workgroup (Vulkan guarantees 16384 and 128, which the 32x64 tile needs at most)")
+
+    def cost(t):
+        bm, bn = kernels.MATMUL_TILES[t][:2]
+        groups = -(-m // bm) * -(-n // bn) * batch
+        return (-(-m // bm) * bm * -(-n // bn) * bn,
+                0 if backend.is_cpu else -min(groups, PARALLEL_GROUPS), -bm * bn)
+    return min(tiles, key=cost)
 
 
-def _threads(backend, m, n, batch):
-    """Invocations that cover `batch` m x n outputs: one per block (DIRECT), or one workgroup
-    per tile."""
-    variant = _variant(backend, m, n)
-    if variant in kernels.MATMUL_DIRECT:
+def _threads(backend, m, n, batch, variant):
+    """Invocations that cover `batch` m x n outputs, as backend.launch counts them: one per
+    DIRECT block, or a kernels.WORKGROUP for each tile of the tiled GEMM (one workgroup per
+    tile, whatever its own size)."""
+    if variant == DIRECT:
         tm, tn = kernels.MATMUL_DIRECT[variant]
         return -(-m // tm) * -(-n // tn) * batch
-    bm, bn, _ = kernels.MATMUL_TILES[variant]
+    bm, bn = kernels.MATMUL_TILES[variant][:2]
     return -(-m // bm) * -(-n // bn) * batch * kernels.WORKGROUP
 
 
-def _splits(backend, m, n, k, batch):
+def _splits(backend, m, n, k, batch, variant):
     """How many chunks to cut K into: a product with few outputs but a long K (a convolution's
     weight gradient: 6 x 25 outputs, K = batch x pixels) would otherwise run on a handful of
     workgroups. The largest divisor of K up to what fills PARALLEL_GROUPS."""
-    groups = -(-_threads(backend, m, n, batch) // kernels.WORKGROUP)
+    groups = -(-_threads(backend, m, n, batch, variant) // kernels.WORKGROUP)
     want = min(-(-PARALLEL_GROUPS // groups), k // MIN_SPLIT_K)
     return max((s for s in range(1, want + 1) if k % s == 0), default=1)
 
 
-def _split_k(backend, out, a, b, splits):
+def _split_k(backend, out, a, b, splits, variant):
     """out = sum over s of a[..., s-th K chunk] @ b[..., s-th K chunk]: the chunks as one more
     batch dim of float32 partial products, then one reduction into `out`."""
     from .reduce import launch as reduce_launch
@@ -108,27 +163,51 @@ def _split_k(backend, out, a, b, splits):
     b4 = b.view((*batch, splits, kc, n), (*b.strides[:-2], kc * b.strides[-2], *b.strides[-2:]),
                 b.offset)
     partial = backend.empty((*batch, splits, m, n), dtypes.float32)
-    _launch(backend, partial, a4, b4)
+    _launch(backend, partial, a4, b4, variant)
     lead = len(batch)
     reduce_launch(backend, "sum", partial, [*range(lead), lead + 1, lead + 2], [lead], out, 1.0)
 
 
-def _launch(backend, out, a, b):
-    """Queue matmul.comp for out[...] = a[...] @ b[...]: equal batch dims, out contiguous."""
+def _operand_layout(x_len, k_len, x_stride, k_stride, start, batch_strides):
+    """(axis, load) codes (kernels.MATMUL_LAYOUT) by which the tiled GEMM reads an operand with
+    x_len rows (M for A, N for B) and k_len columns: along a unit-stride axis (K first) of more
+    than one element, as aligned vectors where the start and every other stride are multiples
+    of 4 elements, else a word at a time; without one, element by element along the axis of
+    smaller stride."""
+    codes = kernels.MATMUL_LAYOUT
+    along_k = k_stride == 1 and k_len > 1
+    if along_k or (x_stride == 1 and x_len > 1):
+        other = (x_stride if x_len > 1 else 0) if along_k else (k_stride if k_len > 1 else 0)
+        aligned = start % 4 == 0 and other % 4 == 0 and all(s % 4 == 0 for s in batch_strides)
+        return (codes["AXIS_K"] if along_k else codes["AXIS_MN"],
+                codes["LOAD_ALIGNED"] if aligned else codes["LOAD_CONTIG"])
+    by_k = k_len > 1 and (x_len == 1 or abs(k_stride) <= abs(x_stride))
+    return codes["AXIS_K"] if by_k else codes["AXIS_MN"], codes["LOAD_STRIDED"]
+
+
+def _launch(backend, out, a, b, variant):
+    """Queue matmul.comp `variant` for out[...] = a[...] @ b[...]: equal batch dims, out
+    contiguous."""
     m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
     batch, (a_sb, b_sb) = layout.coalesce(out.shape[:-2], a.strides[:-2], b.strides[:-2])
     if len(batch) > MAXB:
         # Batch dims that do not merge (broadcast in turn by a and b): one launch per leading index.
         for i in range(out.shape[0]):
             _launch(backend, *(x.view(x.shape[1:], x.strides[1:], x.offset + i * x.strides[0])
-                               for x in (out, a, b)))
+                               for x in (out, a, b)), variant)
         return
     pad = MAXB - len(batch)
     push = [out.start, a.start, b.start, m, n, k,
             a.strides[-2], a.strides[-1], b.strides[-2], b.strides[-1],
             *[1] * pad, *batch, *[0] * pad, *a_sb, *[0] * pad, *b_sb]
-    backend.launch("matmul", _variant(backend, m, n), _threads(backend, m, n, prod(batch)), push,
-                   (out.dtype.code, a.dtype.code, b.dtype.code), reads=[a, b], writes=[out])
+    spec = (out.dtype.code, a.dtype.code, b.dtype.code)
+    if variant != DIRECT:
+        spec += (*_gemm_config(backend, variant),
+                 *_operand_layout(m, k, a.strides[-2], a.strides[-1], a.start, a_sb),
+                 *_operand_layout(n, k, b.strides[-1], b.strides[-2], b.start, b_sb))
+    backend.launch("matmul", variant if variant == DIRECT else "",
+                   _threads(backend, m, n, prod(batch), variant), push, spec,
+                   reads=[a, b], writes=[out])
 
 
 # ---- public functions --------------------------------------------------------------------------
