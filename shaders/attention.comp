@@ -5,8 +5,9 @@
 // it needs, one key (or query) at a time, in registers. For batch b (the flattened leading dims
 // of B), query i < L and key j < S, with every tensor contiguous in the arena:
 //   q[b, i, e] at q_start + (b L + i) E + e,  k[b, j, e] at k_start + (b S + j) E + e,
-//   v[b, j, c] at v_start + (b S + j) EV + c,  rows of out, dO (g_start) and dq as q's with
-//   width EV, EV and E; dk, dv as k's and v's; lse[b, i] and D[b, i] (float32) at (b L + i).
+//   v[b, j, c] at v_start + (b S + j) EV + c,  rows of out, the float32 output o32, dO
+//   (g_start) and dq as q's with width EV, EV, EV and E; dk, dv as k's and v's; lse[b, i] and
+//   D[b, i] (float32) at (b L + i).
 // The score s_ij = (q_i * scale) . k_j + M_ij. Key j takes part for query i unless CAUSAL and
 // j > i (the top-left triangle, also when L != S), or s_ij = -inf: a False in a bool mask
 // (MASK 1) gives M = -inf, an additive mask (MASK 2, of dtype MDT) gives its value, -inf too.
@@ -16,10 +17,11 @@
 // PASS 0, the forward (rows = B L): an online softmax over the keys taking part so far: m their
 //   largest score, l = sum exp(s_j - m), acc = sum exp(s_j - m) v_j; a new score s gives
 //   m' = max(m, s), and l, acc scale by exp(m - m') before adding exp(s - m'). out = acc / l and
-//   lse = m + log l, the row's log-sum-exp, kept for the backward. A row no key takes part for
-//   gets out = 0 (torch's rule) and lse = 0 (never read: no P of that row is recomputed).
-// PASS 1, dq (rows = B L): with P_ij = exp(s_ij - lse_i) and dP_ij = dO_i . v_j, first
-//   D_i = sum_j P_ij dP_ij (= rowsum(dO * out)), then dq_i = scale sum_j P_ij (dP_ij - D_i) k_j.
+//   lse = m + log l, the row's log-sum-exp, kept for the backward, as is out in float32 (o32:
+//   written there too when out is bf16). A row no key takes part for gets out = 0 (torch's
+//   rule) and lse = 0 (never read: no P of that row is recomputed).
+// PASS 1, dq (rows = B L): with P_ij = exp(s_ij - lse_i) and dP_ij = dO_i . v_j,
+//   D_i = sum_j P_ij dP_ij = dO_i . o32_i and dq_i = scale sum_j P_ij (dP_ij - D_i) k_j.
 // PASS 2, dk and dv (rows = B S; after pass 1, which wrote D): for key j, over the queries i
 //   that see it (i >= j when CAUSAL: queries above the diagonal are never visited),
 //   dv_j = sum_i P_ij dO_i and dk_j = scale sum_i P_ij (dP_ij - D_i) q_i.
@@ -43,12 +45,20 @@ layout(constant_id = 6) const uint ODTV = 0u;
 
 layout(push_constant) uniform Params {
     uint rows; uint L; uint S; uint E; uint EV; float scale;
-    uint q_start; uint k_start; uint v_start; uint lse_start; uint g_start; uint d_start;
-    uint out_start; uint outv_start;  // out (pass 0); dq (1); dk and dv (2)
+    uint q_start; uint k_start; uint v_start; uint lse_start; uint o32_start; uint g_start;
+    uint d_start; uint out_start; uint outv_start;  // out (pass 0); dq (1); dk and dv (2)
     uint mask_start; uint n_lo; int s_hi; int s_lo; int s_l; int s_s;
 } p;
 
 const uint NEG_INF = 0xff800000u;
+
+// A 32-bit word of the arena by address: common.glsl's ARENA where the arena is in chunks (the
+// change under way in the working tree), its single buffer before.
+#ifdef ARENA
+#define ARENA_WORD(w) ARENA(w)
+#else
+#define ARENA_WORD(w) arena[w]
+#endif
 
 // The mask's term of s_ij for batch b: 0 without a mask, 0 or -inf from a bool one.
 float mask_term(uint b, uint i, uint j) {
@@ -67,10 +77,11 @@ bool takes_part(float s) { return floatBitsToUint(s) != NEG_INF; }
     uint o_ = (start) + (row) * (width);                                                   \
     if (dt == DT_BFLOAT16) {                                                               \
         for (uint c_ = 0u; c_ < (width); c_ += 2u)                                         \
-            arena[(o_ + c_) >> 1] = f32_to_bf16(vals[c_] * (f))                            \
-                                    | (f32_to_bf16(vals[c_ + 1u] * (f)) << 16);            \
+            ARENA_WORD((o_ + c_) >> 1) = f32_to_bf16(vals[c_] * (f))                       \
+                                         | (f32_to_bf16(vals[c_ + 1u] * (f)) << 16);       \
     } else {                                                                               \
-        for (uint c_ = 0u; c_ < (width); ++c_) arena[o_ + c_] = floatBitsToUint(vals[c_] * (f)); \
+        for (uint c_ = 0u; c_ < (width); ++c_)                                             \
+            ARENA_WORD(o_ + c_) = floatBitsToUint(vals[c_] * (f));                         \
     }                                                                                      \
 }
 
@@ -99,42 +110,44 @@ void forward_row(uint r) {
             acc[c] = acc[c] * shrink + w * load_f32(DT, p.v_start, int(vj + c));
         m = m2;
     }
-    STORE_ROW(ODTV, p.out_start, r, p.EV, acc, l == 0.0 ? 0.0 : 1.0 / l);
-    arena[p.lse_start + r] = floatBitsToUint(l == 0.0 ? 0.0 : m + log(l));
+    float inv = l == 0.0 ? 0.0 : 1.0 / l;
+    STORE_ROW(ODTV, p.out_start, r, p.EV, acc, inv);
+    if (ODTV == DT_BFLOAT16) STORE_ROW(DT_FLOAT32, p.o32_start, r, p.EV, acc, inv);
+    ARENA_WORD(p.lse_start + r) = floatBitsToUint(l == 0.0 ? 0.0 : m + log(l));
 }
 
 void dq_row(uint r) {
     uint b = r / p.L, i = r - b * p.L;
-    float qs[MAXE], g[MAXE], dq[MAXE];
+    float qs[MAXE], g[MAXE], dq[MAXE], kj[MAXE];
     LOAD_Q(qs, r);
-    for (uint c = 0u; c < p.EV; ++c) g[c] = load_f32(DT, p.g_start, int(r * p.EV + c));
+    float d = 0.0;
+    for (uint c = 0u; c < p.EV; ++c) {
+        g[c] = load_f32(DT, p.g_start, int(r * p.EV + c));
+        d += g[c] * uintBitsToFloat(ARENA_WORD(p.o32_start + r * p.EV + c));
+    }
     for (uint e = 0u; e < p.E; ++e) dq[e] = 0.0;
     uint keys = CAUSAL == 1u ? min(i + 1u, p.S) : p.S;
-    float lse = uintBitsToFloat(arena[p.lse_start + r]), d = 0.0;
-    for (uint sweep = 0u; sweep < 2u; ++sweep) {  // sweep 0 sums D, sweep 1 dq
-        for (uint j = 0u; j < keys; ++j) {
-            uint kj = (b * p.S + j) * p.E, vj = (b * p.S + j) * p.EV;
-            float s = 0.0, dp = 0.0;
-            for (uint e = 0u; e < p.E; ++e) s += qs[e] * load_f32(DT, p.k_start, int(kj + e));
-            s += mask_term(b, i, j);
-            if (!takes_part(s)) continue;
-            for (uint c = 0u; c < p.EV; ++c) dp += g[c] * load_f32(DT, p.v_start, int(vj + c));
-            float pij = exp(s - lse);
-            if (sweep == 0u) {
-                d += pij * dp;
-            } else {
-                float ds = pij * (dp - d);
-                for (uint e = 0u; e < p.E; ++e) dq[e] += ds * load_f32(DT, p.k_start, int(kj + e));
-            }
+    float lse = uintBitsToFloat(ARENA_WORD(p.lse_start + r));
+    for (uint j = 0u; j < keys; ++j) {
+        uint jr = b * p.S + j;
+        float s = 0.0, dp = 0.0;
+        for (uint e = 0u; e < p.E; ++e) {
+            kj[e] = load_f32(DT, p.k_start, int(jr * p.E + e));
+            s += qs[e] * kj[e];
         }
+        s += mask_term(b, i, j);
+        if (!takes_part(s)) continue;
+        for (uint c = 0u; c < p.EV; ++c) dp += g[c] * load_f32(DT, p.v_start, int(jr * p.EV + c));
+        float ds = exp(s - lse) * (dp - d);
+        for (uint e = 0u; e < p.E; ++e) dq[e] += ds * kj[e];
     }
-    arena[p.d_start + r] = floatBitsToUint(d);
+    ARENA_WORD(p.d_start + r) = floatBitsToUint(d);
     STORE_ROW(ODT, p.out_start, r, p.E, dq, p.scale);
 }
 
 void dkv_row(uint r) {
     uint b = r / p.S, j = r - b * p.S;
-    float k[MAXE], v[MAXE], dk[MAXE], dv[MAXE];
+    float k[MAXE], v[MAXE], dk[MAXE], dv[MAXE], qi[MAXE];
     for (uint e = 0u; e < p.E; ++e) {
         k[e] = load_f32(DT, p.k_start, int(r * p.E + e));
         dk[e] = 0.0;
@@ -146,18 +159,20 @@ void dkv_row(uint r) {
     for (uint i = CAUSAL == 1u ? j : 0u; i < p.L; ++i) {
         uint ir = b * p.L + i;
         float s = 0.0, dp = 0.0;
-        for (uint e = 0u; e < p.E; ++e)
-            s += (load_f32(DT, p.q_start, int(ir * p.E + e)) * p.scale) * k[e];
+        for (uint e = 0u; e < p.E; ++e) {
+            qi[e] = load_f32(DT, p.q_start, int(ir * p.E + e));
+            s += (qi[e] * p.scale) * k[e];
+        }
         s += mask_term(b, i, j);
         if (!takes_part(s)) continue;
-        float pij = exp(s - uintBitsToFloat(arena[p.lse_start + ir]));
+        float pij = exp(s - uintBitsToFloat(ARENA_WORD(p.lse_start + ir)));
         for (uint c = 0u; c < p.EV; ++c) {
             float gc = load_f32(DT, p.g_start, int(ir * p.EV + c));
             dp += gc * v[c];
             dv[c] += pij * gc;
         }
-        float ds = pij * (dp - uintBitsToFloat(arena[p.d_start + ir]));
-        for (uint e = 0u; e < p.E; ++e) dk[e] += ds * load_f32(DT, p.q_start, int(ir * p.E + e));
+        float ds = pij * (dp - uintBitsToFloat(ARENA_WORD(p.d_start + ir)));
+        for (uint e = 0u; e < p.E; ++e) dk[e] += ds * qi[e];
     }
     STORE_ROW(ODT, p.out_start, r, p.E, dk, p.scale);
     STORE_ROW(ODTV, p.outv_start, r, p.EV, dv, 1.0);

@@ -15,9 +15,10 @@ so every dtype passes through exactly.
 attention(q, k, v, mask, scale, causal) is softmax(q k^T * scale + M) v over [..., L, E],
 [..., S, E], [..., S, Ev] (M: causal, a bool or an additive mask broadcast over the leading dims):
 F.scaled_dot_product_attention's fused path. The forward also returns each row's log-sum-exp
-lse = log sum_j exp(s_ij), kept for the backward (the op's "stats"). The backward is flash
-attention's: P = exp(s - lse) recomputed, D = rowsum(P * dP) with dP = g v^T, dS = P (dP - D),
-dq = dS k * scale, dk = dS^T q * scale, dv = P^T g. On Vulkan the forward is one dispatch of
+lse = log sum_j exp(s_ij) and the output before rounding, kept for the backward (the op's
+"stats"). The backward is flash attention's: P = exp(s - lse) recomputed, dP = g v^T,
+D = rowsum(P * dP) = rowsum(g * out), dS = P (dP - D), dq = dS k * scale, dk = dS^T q * scale,
+dv = P^T g. On Vulkan the forward is one dispatch of
 shaders/attention.comp and the backward two (dq and D over query rows, then dk and dv over key
 rows), none of which stores an L x S matrix, a causal one visiting only the pairs j <= i; the
 host computes the same in numpy. Both compute in float32 (float64 for float64 on the host) and
@@ -149,7 +150,8 @@ def _scores_host(q, k, mask, scale, causal):
 
 
 def _attention_host(q, k, v, mask, scale, causal):
-    """(out, lse) with lse = log sum_j exp(s_ij), 0 for a row without keys (out 0 there)."""
+    """(out, lse, out unrounded) with lse = log sum_j exp(s_ij), 0 for a row without keys (out 0
+    there)."""
     out = dtypes.dtype(q.dtype)
     compute = np.float64 if out is dtypes.float64 else np.float32  # bf16 too: in float32
     q, k, v = (x.astype(compute) for x in (q, k, v))
@@ -160,19 +162,21 @@ def _attention_host(q, k, v, mask, scale, causal):
     np.exp(s, out=s)
     total = s.sum(axis=-1, keepdims=True)
     total[total == 0] = 1  # a row without keys: its weights and output are 0
-    return (np.matmul(s, v) / total).astype(out.np_dtype), (m + np.log(total))[..., 0]
+    wide = np.matmul(s, v) / total
+    return wide.astype(out.np_dtype, copy=False), (m + np.log(total))[..., 0], wide
 
 
-def _attention_backward_host(q, k, v, mask, g, lse, scale, causal, need_kv):
-    """P = exp(s - lse), D = rowsum(P * dP) with dP = g v^T, dS = P (dP - D) * scale:
-    (dq, dk, dv) = (dS k, dS^T q, P^T g), each rounded once to its input's dtype."""
+def _attention_backward_host(q, k, v, mask, g, lse, o, scale, causal, need_kv):
+    """P = exp(s - lse), D = rowsum(P * dP) = rowsum(g * o) with dP = g v^T and o the unrounded
+    output, dS = P (dP - D) * scale: (dq, dk, dv) = (dS k, dS^T q, P^T g), each rounded once to
+    its input's dtype."""
     out = dtypes.dtype(q.dtype).np_dtype
     q, k, v, g = (x.astype(lse.dtype) for x in (q, k, v, g))
     p = _scores_host(q, k, mask, scale, causal)
     p -= lse[..., None]
     np.exp(p, out=p)
     ds = np.matmul(g, np.swapaxes(v, -1, -2))
-    ds -= (p * ds).sum(axis=-1, keepdims=True)
+    ds -= (g * o).sum(axis=-1, keepdims=True)
     ds *= p
     ds *= lse.dtype.type(scale)
     dq = np.matmul(ds, k).astype(out)
@@ -199,14 +203,14 @@ def _round_vulkan(backend, array, dtype):
         backend, "identity", dtype, array.shape, [array], "float")
 
 
-def _push(q, k, v, mask, scale, lse, g=None, d=None, out=None, outv=None):
+def _push(q, k, v, mask, scale, lse, o32, g=None, d=None, out=None, outv=None):
     """attention.comp's push constants after `rows`, and its mask's specialization constants."""
     (big_l, e), (s, ev) = q.shape[-2:], v.shape[-2:]
     fold, spec = (1, 0, 0, 0, 0), (0, 0)
     if mask is not None:
         fold = _fold_mask(mask.shape, q.shape[:-2], big_l, s)
         spec = (1, 0) if mask.dtype is dtypes.bool_ else (2, mask.dtype.code)
-    starts = [0 if x is None else x.start for x in (q, k, v, lse, g, d, out, outv, mask)]
+    starts = [0 if x is None else x.start for x in (q, k, v, lse, o32, g, d, out, outv, mask)]
     return [big_l, s, e, ev, f32_bits(scale), *starts, *fold], spec
 
 
@@ -215,15 +219,16 @@ def _attention_vulkan(backend, q, k, v, mask, scale, causal):
     rows = prod(q.shape[:-1])
     out = _output_vulkan(backend, (*q.shape[:-1], v.shape[-1]), q.dtype)
     lse = backend.empty(q.shape[:-1], dtypes.float32)
+    o32 = out if out.dtype is dtypes.float32 else backend.empty(out.shape, dtypes.float32)
     if rows:
-        push, spec = _push(q, k, v, mask, scale, lse, out=out)
+        push, spec = _push(q, k, v, mask, scale, lse, o32, out=out)
         backend.launch("attention", "", rows, [rows, *push],
                        (q.dtype.code, int(causal), 0, *spec, 0, out.dtype.code),
-                       reads=[q, k, v, mask], writes=[out, lse])
-    return _round_vulkan(backend, out, q.dtype), lse
+                       reads=[q, k, v, mask], writes=[out, lse, o32])
+    return _round_vulkan(backend, out, q.dtype), lse, o32
 
 
-def _attention_backward_vulkan(backend, q, k, v, mask, g, lse, scale, causal, need_kv):
+def _attention_backward_vulkan(backend, q, k, v, mask, g, lse, o32, scale, causal, need_kv):
     """Two attention.comp dispatches: pass 1 over query rows (D and dq), then, if need_kv,
     pass 2 over key rows (dk and dv), which reads pass 1's D."""
     q, k, v, mask, g = _operands_vulkan((q, k, v, mask, g))
@@ -232,15 +237,15 @@ def _attention_backward_vulkan(backend, q, k, v, mask, g, lse, scale, causal, ne
     dq = _output_vulkan(backend, q.shape, q.dtype)
     base = (q.dtype.code, int(causal))
     if rows_q:
-        push, spec = _push(q, k, v, mask, scale, lse, g, d, dq)
+        push, spec = _push(q, k, v, mask, scale, lse, o32, g, d, dq)
         backend.launch("attention", "", rows_q, [rows_q, *push],
                        (*base, 1, *spec, dq.dtype.code, 0),
-                       reads=[q, k, v, mask, g, lse], writes=[d, dq])
+                       reads=[q, k, v, mask, g, lse, o32], writes=[d, dq])
     if not need_kv:
         return _round_vulkan(backend, dq, q.dtype), None, None
     dk, dv = _output_vulkan(backend, k.shape, q.dtype), _output_vulkan(backend, v.shape, q.dtype)
     if rows_k:
-        push, spec = _push(q, k, v, mask, scale, lse, g, d, dk, dv)
+        push, spec = _push(q, k, v, mask, scale, lse, o32, g, d, dk, dv)
         backend.launch("attention", "", rows_k, [rows_k, *push],
                        (*base, 2, *spec, dk.dtype.code, dv.dtype.code),
                        reads=[q, k, v, mask, g, lse, d], writes=[dk, dv])
@@ -274,7 +279,8 @@ def _attention_vjp(ctx, g):
     g = g if g.dtype is q.dtype else g.astype(q.dtype)
     arrays = g.device.backend.run(
         ATTENTION_BACKWARD, q._data, k._data, v._data, None if mask is None else mask._data,
-        g._data, ctx.stats[0]._data, scale=scale, causal=causal, need_kv=needs[1] or needs[2])
+        g._data, *(t._data for t in ctx.stats), scale=scale, causal=causal,
+        need_kv=needs[1] or needs[2])
     return tuple(Tensor._wrap(a, g.device) if n else None for a, n in zip(arrays, needs)) + (None,)
 
 
