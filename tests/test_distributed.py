@@ -112,6 +112,11 @@ JOB = textwrap.dedent('''
         dist.reduce_scatter(t, [vk.tensor([1.0 if r == 0 else 2.0 ** -8, q], device=dev,
                                           dtype=vk.bfloat16) for q in range(n)])
         got["reduce_scatter bf16"] = t.tolist()
+        async_out = [vk.zeros(2, device=dev), vk.zeros(2, device=dev, dtype=vk.bfloat16)]
+        works = [dist.reduce_scatter(t, [vk.tensor([r, 10.0 * q], device=dev, dtype=t.dtype)
+                                         for q in range(n)], op="mean", async_op=True)
+                 for t in async_out]
+        got["reduce_scatter async"] = [w.wait() for w in works] + [t.tolist() for t in async_out]
         t = vk.zeros((2, 2), device=dev, dtype=vk.int32).T    # not contiguous, in and out
         dist.reduce_scatter(t, [vk.tensor([[r, q], [1, 2]], device=dev, dtype=vk.int32).T
                                 for q in range(n)], op="max")
@@ -326,6 +331,7 @@ def collectives(n, q):
             "reduce_scatter min": [float(q), -2.0 * (n - 1), 0.5],
             # bf16 summed in f32 and rounded once, as "bf16 sum"
             "reduce_scatter bf16": [{2: 1.0, 3: 1.0078125}[n], float(n * q)],
+            "reduce_scatter async": [None, None] + [[(n - 1) / 2, 10.0 * q]] * 2,
             "reduce_scatter int": [[n - 1, 1], [q, 2]],
             "reduce_scatter 0-d": float(q * sum(ranks)),
             "reduce_scatter error": f"reduce_scatter: input_list must hold {n} tensors of "

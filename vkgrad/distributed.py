@@ -166,10 +166,13 @@ def _divide_for_mean(array, op, n):
 
 
 class Work:
-    """A started collective (torch's Work): wait() completes it and returns its result."""
+    """A started collective (torch's Work): wait() completes it and returns its result.
+    It holds the collective's `buffers` until then: mpi4py (4.1.2) keeps no reference to the
+    arrays of a non-blocking call, and MPI reads and writes them until the call completes."""
 
-    def __init__(self, request, finish):
+    def __init__(self, request, finish, buffers=()):
         self._request, self._finish, self._result = request, finish, None
+        self._buffers = buffers
 
     def is_completed(self):
         """Whether the collective has finished (drives MPI's progress; does not block)."""
@@ -179,7 +182,7 @@ class Work:
         if self._finish is not None:
             if self._request is not None:
                 self._request.Wait()
-            self._result, self._finish = self._finish(), None
+            self._result, self._finish, self._buffers = self._finish(), None, ()
         return self._result
 
 
@@ -200,11 +203,11 @@ def start_all_reduce(array, op="sum", blocking=False):
         request = None if blocking else comm.Iallgather(send, recv)
         if blocking:
             comm.Allgather(send, recv)
-        return Work(request, lambda: _reduce_ranks(gathered, op))
+        return Work(request, lambda: _reduce_ranks(gathered, op), (array, gathered))
     request = None if blocking else comm.Iallreduce(MPI.IN_PLACE, array, _mpi_op(op))
     if blocking:
         comm.Allreduce(MPI.IN_PLACE, array, _mpi_op(op))
-    return Work(request, lambda: _divide_for_mean(array, op, n))
+    return Work(request, lambda: _divide_for_mean(array, op, n), (array,))
 
 
 def _host_array(t, what):
@@ -274,14 +277,15 @@ def all_gather(tensor_list, tensor):
         _write(t, part)
 
 
-def reduce_scatter(output, input_list, op="sum"):
+def reduce_scatter(output, input_list, op="sum", async_op=False):
     """Fill `output` on rank r with the reduction ("sum", "mean", "max" or "min") over all
     ranks of their `input_list[r]` (torch's shape: world_size() tensors of output's shape and
     dtype, on any device). MPI_Reduce_scatter_block: the list is packed into one host buffer,
     and each rank receives only its reduced block, so a rank moves about (n - 1) / n of the
     list each way rather than an all-reduce's 2 (n - 1) / n. bfloat16 travels as bfloat16
     (MPI_Alltoall: rank r receives every rank's input_list[r]) and is reduced in float32 in
-    rank order and rounded once, as in all_reduce."""
+    rank order and rounded once, as in all_reduce. With async_op=True (MPI_Ireduce_scatter_block,
+    MPI_Ialltoall), returns a Work: the result is in `output` once its wait() returned."""
     comm = _world("reduce_scatter")
     n = comm.Get_size()
     if not isinstance(output, Tensor):
@@ -296,16 +300,29 @@ def reduce_scatter(output, input_list, op="sum"):
         send[q] = t.numpy()                       # one transfer per Vulkan tensor
     if _gathers(output.dtype):
         parts = np.empty_like(send)
-        comm.Alltoall(send.view(np.uint16), parts.view(np.uint16))
-        _write(output, _reduce_ranks(parts, op))
-        return
-    a = output.numpy() if output.device.kind == "host" else None
-    own = a is not None and a.flags.c_contiguous and a.flags.writeable
-    recv = a if own else np.empty(output.shape, output.dtype.np_dtype)
-    comm.Reduce_scatter_block(send, recv, _mpi_op(op))
-    _divide_for_mean(recv, op, n)
-    if not own:
-        _write(output, recv)
+        request = (comm.Ialltoall if async_op else comm.Alltoall)(send.view(np.uint16),
+                                                                    parts.view(np.uint16))
+        buffers = (send, parts)
+
+        def finish():
+            _write(output, _reduce_ranks(parts, op))
+    else:
+        a = output.numpy() if output.device.kind == "host" else None
+        own = a is not None and a.flags.c_contiguous and a.flags.writeable
+        recv = a if own else np.empty(output.shape, output.dtype.np_dtype)
+        request = (comm.Ireduce_scatter_block if async_op else comm.Reduce_scatter_block)(
+            send, recv, _mpi_op(op))
+        buffers = (send, recv)
+
+        def finish():
+            _divide_for_mean(recv, op, n)
+            if not own:
+                _write(output, recv)
+    done = Work(request, finish, buffers)   # a blocking call returned None: wait() finishes
+    if async_op:
+        return done
+    done.wait()
+    return None
 
 
 def allgather_object(obj):
