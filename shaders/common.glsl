@@ -1,14 +1,24 @@
 // Shared by every vkgrad kernel: the memory model, dtype codes, packed loads and stores.
 //
-// All device tensors live in one arena buffer (binding 0) addressed in 32-bit words; binding 1
-// is the host-visible staging buffer used by transfers. A tensor operand is (start, dtype):
-// `start` counts elements of that dtype from the arena's first word, so narrow types are packed
-// (bf16 two to a word, uint8/bool four), low half / low byte first, as numpy lays them out on
-// little-endian hosts. DT_* values and op codes arrive as -D defines generated from vkgrad/kernels.py.
+// Device tensors live in the arena, one or more storage buffers (chunks) of 32-bit words. A
+// dispatch binds the chunks its operands live in, up to ARENA_SLOTS of them, as the array
+// `arena_chunks` (binding 0); binding 1 is the host-visible staging buffer used by transfers.
+// A word address is (slot << ARENA_SLOT_SHIFT) | word within that slot's chunk, and ARENA(w)
+// is that word, an lvalue (assign to it, pass it to atomics). A tensor operand is (start,
+// dtype): `start` counts elements of that dtype, from the first element of its slot, which
+// sits at bit ARENA_SLOT_SHIFT + log2(elements per word): narrow types are packed (bf16 two to
+// a word, uint8/bool four), low half / low byte first, as numpy lays them out on little-endian
+// hosts, and start / elements per word is the word address of the element. Arithmetic within
+// an operand never reaches the slot bits. `arena` (binding 2) is the chunk at slot 0 alone,
+// for kernels whose operands all live in one chunk (vkgrad.Kernel code written before
+// chunks). DT_* values, op codes and the ARENA_* constants arrive as -D defines generated from
+// vkgrad/kernels.py.
 #extension GL_EXT_control_flow_attributes : enable
 
-layout(std430, binding = 0) buffer Arena { uint arena[]; };
+layout(std430, binding = 0) buffer ArenaChunk { uint words[]; } arena_chunks[ARENA_SLOTS];
 layout(std430, binding = 1) buffer Staging { uint staging[]; };
+layout(std430, binding = 2) buffer Arena { uint arena[]; };
+#define ARENA(w) arena_chunks[uint(w) >> ARENA_SLOT_SHIFT].words[uint(w) & ARENA_SLOT_MASK]
 
 uint elems_per_word(uint dt) {
     return dt == DT_BFLOAT16 ? 2u : ((dt == DT_UINT8 || dt == DT_BOOL) ? 4u : 1u);
@@ -49,9 +59,9 @@ uint f32_to_u32(float v) {
 // ---- raw element access ---------------------------------------------------------------------------
 uint load_bits(uint dt, uint start, int index) {
     uint e = uint(int(start) + index);
-    if (dt == DT_BFLOAT16) return (arena[e >> 1] >> ((e & 1u) << 4)) & 0xffffu;
-    if (dt == DT_UINT8 || dt == DT_BOOL) return (arena[e >> 2] >> ((e & 3u) << 3)) & 0xffu;
-    return arena[e];
+    if (dt == DT_BFLOAT16) return (ARENA(e >> 1) >> ((e & 1u) << 4)) & 0xffffu;
+    if (dt == DT_UINT8 || dt == DT_BOOL) return (ARENA(e >> 2) >> ((e & 3u) << 3)) & 0xffu;
+    return ARENA(e);
 }
 
 // An operand whose dtype is DT_IMM is a scalar carried in the push constants: `start` holds its

@@ -52,7 +52,7 @@ void emit(uint e, float v) {
     uint per = elems_per_word(OUT_DT);
     packed |= place_bits(OUT_DT, f32_to_bits(OUT_DT, v), e);
     if (((e + 1u) & (per - 1u)) == 0u || e + 1u == p.n) {
-        arena[(p.out_start + e) >> (per >> 1u)] = packed;  // per is 1, 2 or 4
+        ARENA((p.out_start + e) >> (per >> 1u)) = packed;  // per is 1, 2 or 4
         packed = 0u;
     }
 }

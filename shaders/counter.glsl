@@ -10,15 +10,15 @@ shared uint counter_words[4];
 
 void counter_load(uint at, uint k) {
     if (gl_LocalInvocationIndex == 0u)
-        for (uint j = 0u; j < k; ++j) counter_words[j] = atomicOr(arena[at + j], 0u);
+        for (uint j = 0u; j < k; ++j) counter_words[j] = atomicOr(ARENA(at + j), 0u);
     barrier();
 }
 
 void counter_store(uint at, uint k, uint arrive, uvec4 next) {
     if (gl_LocalInvocationIndex != 0u) return;
     memoryBarrierBuffer();  // this workgroup's reads of the counter come before its arrival
-    if (atomicAdd(arena[arrive], 1u) != gl_NumWorkGroups.x - 1u) return;
+    if (atomicAdd(ARENA(arrive), 1u) != gl_NumWorkGroups.x - 1u) return;
     memoryBarrierBuffer();
-    for (uint j = 0u; j < k; ++j) atomicExchange(arena[at + j], next[j]);
-    atomicExchange(arena[arrive], 0u);
+    for (uint j = 0u; j < k; ++j) atomicExchange(ARENA(at + j), next[j]);
+    atomicExchange(ARENA(arrive), 0u);
 }

@@ -608,11 +608,11 @@ void main() {
                                              LOAD(C_DT, p.c_start, co)));
             }
             if (per_word == 1u) {
-                arena[int(p.out_start) + oo] = bits;  // strided output: in-place writes into views
+                ARENA(int(p.out_start) + oo) = bits;  // strided output: in-place writes into views
             } else {
                 packed |= place_bits(OUT_DT, bits, i);
             }
         }
-        if (per_word > 1u) arena[p.out_start / per_word + w] = packed;
+        if (per_word > 1u) ARENA(p.out_start / per_word + w) = packed;
     }
 }

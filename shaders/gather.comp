@@ -117,10 +117,10 @@ void store_atomic(uint e, uint bits) {
     uint shift = (e % per) * width;
     uint field = (width == 32u ? 0xffffffffu : ((1u << width) - 1u)) << shift;
     uint word = e / per;
-    uint old = arena[word];
+    uint old = ARENA(word);
     for (;;) {
         uint v = combine_bits(DST_DT, (old & field) >> shift, bits);
-        uint seen = atomicCompSwap(arena[word], old, (old & ~field) | ((v << shift) & field));
+        uint seen = atomicCompSwap(ARENA(word), old, (old & ~field) | ((v << shift) & field));
         if (seen == old) break;
         old = seen;
     }
@@ -139,10 +139,10 @@ void main() {
                 if (i >= p.n) break;
                 offsets(i, dst_off, src_off, ix);
                 uint bits = value_bits(src_off, ix);
-                if (per == 1u) arena[uint(int(p.dst_start) + dst_off)] = bits;
+                if (per == 1u) ARENA(uint(int(p.dst_start) + dst_off)) = bits;
                 else packed |= place_bits(DST_DT, bits, i);
             }
-            if (per > 1u) arena[p.dst_start / per + w] = packed;
+            if (per > 1u) ARENA(p.dst_start / per + w) = packed;
         }
         return;
     }

@@ -45,8 +45,8 @@ layout(push_constant) uniform Params {
 bool has(uint flag) { return (FLAGS & flag) != 0u; }
 
 // A state buffer's value; FLAG_FRESH: buffers were just allocated and hold nothing yet (zeros).
-float state(uint k, uint i) { return has(FLAG_FRESH) ? 0.0 : uintBitsToFloat(arena[p.s[k] + i]); }
-void set_state(uint k, uint i, float v) { arena[p.s[k] + i] = floatBitsToUint(v); }
+float state(uint k, uint i) { return has(FLAG_FRESH) ? 0.0 : uintBitsToFloat(ARENA(p.s[k] + i)); }
+void set_state(uint k, uint i, float v) { ARENA(p.s[k] + i) = floatBitsToUint(v); }
 
 // Double-float arithmetic: a value is hi + lo (|lo| <= ulp(hi) / 2), about 44 bits from
 // correctly rounded f32 +, -, * (precise: never contracted into fma). Division and sqrt take
@@ -134,7 +134,7 @@ void main() {
         if (has(FLAG_MASTER) && !has(FLAG_FRESH_MASTER)) {
             // Continue from the f32 master copy unless the parameter no longer is its rounding:
             // then it was set outside the optimizer (a load_state_dict) and wins.
-            float m = uintBitsToFloat(arena[p.s[3] + i]);
+            float m = uintBitsToFloat(ARENA(p.s[3] + i));
             if (f32_to_bits(P_DT, m) == old_bits) w = m;
         }
         float g = load_f32(G_DT, p.g_start, go);
@@ -184,16 +184,16 @@ void main() {
             }
         }
 
-        if (has(FLAG_MASTER)) arena[p.s[3] + i] = floatBitsToUint(w);
+        if (has(FLAG_MASTER)) ARENA(p.s[3] + i) = floatBitsToUint(w);
         uint bits = f32_to_bits(P_DT, w);
         uint e = uint(int(p.p_start) + po);
         if (P_DT == DT_FLOAT32) {
-            arena[e] = bits;
+            ARENA(e) = bits;
         } else {
             // bf16: flip only this element's half of the shared word (its neighbour may belong to
             // another invocation, or to another tensor)
             uint shift = (e & 1u) << 4;
-            atomicXor(arena[e >> 1], (old_bits ^ bits) << shift);
+            atomicXor(ARENA(e >> 1), (old_bits ^ bits) << shift);
         }
     }
     if (counts && p.advance != 0u)

@@ -128,7 +128,7 @@ void main() {
             uint packed = 0u;
             for (uint j = 0u; j < per_word && first + j < p.n; ++j)
                 packed |= place_bits(OUT_DT, element_bits(first + j, k + j, words), first + j);
-            arena[(p.out_start + first) / per_word] = packed;
+            ARENA((p.out_start + first) / per_word) = packed;
         }
     }
     if (random) {

@@ -128,7 +128,7 @@ void main() {
                 if (out_i >= p.n_out) break;
                 uint slot = so * GROUP;
                 uint bits;
-                if (STAGE == 1u) arena[p.idx_start + out_i] = uint(idxs[slot]);
+                if (STAGE == 1u) ARENA(p.idx_start + out_i) = uint(idxs[slot]);
                 if (arg && STAGE != 1u) {
                     bits = uint(idxs[slot]);
                 } else {
@@ -141,7 +141,7 @@ void main() {
                 packed |= place_bits(OUT_DT, bits, out_i);
             }
             uint out_word = (p.out_start + g * per_group) / per_word + lid;
-            arena[out_word] = packed;
+            ARENA(out_word) = packed;
         }
         barrier();
     }

@@ -102,11 +102,11 @@ void main() {
         for (uint r = gl_GlobalInvocationID.x; r < p.rows; r += threads) {
             uint running = identity_acc();
             for (uint k = 0u; k < p.nchunks; ++k) {
-                uint s = arena[p.sums_start + r * stride + k];
-                arena[p.sums_start + r * stride + k] = running;
+                uint s = ARENA(p.sums_start + r * stride + k);
+                ARENA(p.sums_start + r * stride + k) = running;
                 running = add_acc(running, s);
             }
-            arena[p.sums_start + r * stride + p.nchunks] = running;
+            ARENA(p.sums_start + r * stride + p.nchunks) = running;
         }
         return;
     }
@@ -119,20 +119,20 @@ void main() {
             uint acc = identity_acc();
             for (uint j = lo; j < hi; ++j)
                 acc = add_acc(acc, load_acc(src_base + int(j) * p.src_step));
-            arena[p.sums_start + r * stride + k] = acc;
+            ARENA(p.sums_start + r * stride + k) = acc;
         } else if (PHASE == SCAN_WRITE) {
-            uint acc = p.nchunks > 1u ? arena[p.sums_start + r * stride + k] : identity_acc();
+            uint acc = p.nchunks > 1u ? ARENA(p.sums_start + r * stride + k) : identity_acc();
             for (uint j = lo; j < hi; ++j) {
                 acc = add_acc(acc, load_acc(src_base + int(j) * p.src_step));
-                arena[uint(int(p.dst_start) + dst_base + int(j) * p.dst_step)] = acc;
+                ARENA(uint(int(p.dst_start) + dst_base + int(j) * p.dst_step)) = acc;
             }
         } else {  // SCAN_COMPACT
-            uint pos = arena[p.sums_start + k];
+            uint pos = ARENA(p.sums_start + k);
             for (uint j = lo; j < hi; ++j) {
                 if (load_i32(SRC_DT, p.src_start, int(j)) == 0) continue;
                 int unused, off;
                 coords_offsets(j, unused, off);
-                arena[p.dst_start + pos] = uint(off);
+                ARENA(p.dst_start + pos) = uint(off);
                 pos += 1u;
             }
         }

@@ -53,8 +53,8 @@ void main() {
                 key = order_key(base + int(i) * p.src_step);
                 if (p.descending != 0u) key = ~key;
             }
-            arena[p.keys_start + t] = key;
-            arena[p.index_start + t] = i;
+            ARENA(p.keys_start + t) = key;
+            ARENA(p.index_start + t) = i;
             continue;
         }
         uint l = i ^ p.j;
@@ -62,12 +62,12 @@ void main() {
         uint a = p.keys_start + t, b = a + (l - i);
         uint ia = p.index_start + t, ib = ia + (l - i);
         bool ascending = (i & p.k) == 0u;
-        if (after(arena[a], arena[ia], arena[b], arena[ib]) == ascending) {
-            uint kt = arena[a], it = arena[ia];
-            arena[a] = arena[b];
-            arena[ia] = arena[ib];
-            arena[b] = kt;
-            arena[ib] = it;
+        if (after(ARENA(a), ARENA(ia), ARENA(b), ARENA(ib)) == ascending) {
+            uint kt = ARENA(a), it = ARENA(ia);
+            ARENA(a) = ARENA(b);
+            ARENA(ia) = ARENA(ib);
+            ARENA(b) = kt;
+            ARENA(ib) = it;
         }
     }
 }

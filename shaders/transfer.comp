@@ -13,7 +13,7 @@ layout(push_constant) uniform Params { uint n_words; uint arena_word; uint stagi
 void main() {
     uint threads = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
     for (uint w = gl_GlobalInvocationID.x; w < p.n_words; w += threads) {
-        if (TO_ARENA == 1u) arena[p.arena_word + w] = staging[p.staging_word + w];
-        else staging[p.staging_word + w] = arena[p.arena_word + w];
+        if (TO_ARENA == 1u) ARENA(p.arena_word + w) = staging[p.staging_word + w];
+        else staging[p.staging_word + w] = ARENA(p.arena_word + w);
     }
 }

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import vkgrad as vk
-from vkgrad.backend.vulkan import ALIGN_WORDS, LARGE_WORDS, ArenaPool
+from vkgrad.backend.vulkan import ALIGN_WORDS, CHUNK_SPAN, LARGE_WORDS, ArenaPool
 
 MIB = 1 << 18  # words
 
@@ -86,10 +86,14 @@ def test_small_long_lived_blocks_do_not_split_the_free_space():
 
 
 def _check(pool, live):
-    """No two blocks overlap, none overlaps free space, and every word is in use or free."""
+    """No two blocks overlap, none overlaps free space, every word is in use or free, and no
+    block or free run leaves its chunk."""
     pool._apply_releases()
     runs = pool.free.runs
     spans = sorted([(b.word, b.words) for b in live] + runs)
+    for word, words in spans:
+        chunk, first = divmod(word, CHUNK_SPAN)
+        assert first + words <= pool.chunks[chunk]
     for (word, words), (next_word, _) in zip(spans, spans[1:]):
         assert word + words <= next_word
     for (word, words), (next_word, _) in zip(runs, runs[1:]):
@@ -118,6 +122,70 @@ def test_random_allocations_keep_the_free_space_exact(seed, no_collection):
     live.clear()
     _check(pool, live)
     assert pool.free.runs == [(0, pool.capacity)]
+
+
+class _Grower:
+    """ArenaPool.grow for tests: chunks of max(request, `size`) words, at most `limit` in all."""
+
+    def __init__(self, size, limit):
+        self.size, self.limit, self.sizes, self.pool = size, limit, [], None
+
+    def __call__(self, words):
+        words = max(words, self.size)
+        if sum(self.pool.chunks) + words > self.limit:
+            raise MemoryError("no more chunks")
+        self.sizes.append(words)
+        return words
+
+
+def _growing_pool(first, size, limit):
+    grow = _Grower(size, limit)
+    grow.pool = ArenaPool(first, grow)
+    return grow.pool, grow
+
+
+def test_the_pool_grows_a_chunk_for_what_fits_in_none(no_collection):
+    pool, grow = _growing_pool(4 * LARGE_WORDS, 4 * LARGE_WORDS, 64 * LARGE_WORDS)
+    a = pool.allocate(3 * LARGE_WORDS)
+    b = pool.allocate(3 * LARGE_WORDS)           # not in chunk 0's last LARGE_WORDS: chunk 1
+    small = pool.allocate(64)                    # small ones still fill chunk 0 first
+    big = pool.allocate(10 * LARGE_WORDS)        # larger than a chunk: a chunk of its size
+    assert [x.word // CHUNK_SPAN for x in (a, b, small, big)] == [0, 1, 0, 2]
+    assert grow.sizes == [4 * LARGE_WORDS, 10 * LARGE_WORDS]
+    assert pool.chunks == [4 * LARGE_WORDS, 4 * LARGE_WORDS, 10 * LARGE_WORDS]
+    assert pool.capacity == 18 * LARGE_WORDS
+    _check(pool, [a, b, small, big])
+    del a, b, small, big
+    _check(pool, [])
+    assert pool.in_use == 0 and len(pool.free.runs) == 3  # one per chunk: never merged
+
+
+def test_a_refused_chunk_leaves_the_pool_as_it_was(no_collection):
+    pool, grow = _growing_pool(4 * LARGE_WORDS, 4 * LARGE_WORDS, 8 * LARGE_WORDS)
+    kept = [pool.allocate(3 * LARGE_WORDS), pool.allocate(3 * LARGE_WORDS)]
+    runs, capacity = list(pool.free.runs), pool.capacity
+    with pytest.raises(MemoryError, match="no more chunks"):
+        pool.allocate(3 * LARGE_WORDS)
+    assert pool.free.runs == runs and pool.capacity == capacity and len(pool.chunks) == 2
+    _check(pool, kept)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_allocations_over_growing_chunks_keep_the_free_space_exact(seed, no_collection):
+    rng = np.random.default_rng(seed)
+    pool, _ = _growing_pool(2 * LARGE_WORDS, 2 * LARGE_WORDS, 40 * LARGE_WORDS)
+    live = []
+    for _ in range(1000):
+        if live and rng.random() < 0.45:
+            live.pop(int(rng.integers(len(live))))
+        else:
+            limit = rng.choice([4 * ALIGN_WORDS, LARGE_WORDS, 3 * LARGE_WORDS])
+            try:
+                live.append(pool.allocate(int(rng.integers(1, limit))))
+            except MemoryError:
+                assert sum(pool.chunks) + 3 * LARGE_WORDS > 40 * LARGE_WORDS
+        _check(pool, live)
+    assert len(pool.chunks) > 3
 
 
 class _DropsOnFirstChange(list):

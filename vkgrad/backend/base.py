@@ -16,6 +16,7 @@ class Counters:
     submits: int = 0                 # command buffers submitted to a queue
     pipelines_created: int = 0       # compute pipelines created (compiled, or from the cache)
     pipeline_cache_hits: int = 0     # of those, the driver took from the pipeline cache
+    chunk_bindings_created: int = 0  # descriptor sets made for a kernel's arena chunks
     host_syncs: int = 0              # times the host waited for the device
     device_bytes_allocated: int = 0  # memory allocated from the driver (not sub-allocations)
     transfers: int = 0               # from_numpy / to_numpy calls that moved data host<->device

@@ -1,9 +1,20 @@
 """The Vulkan backend, through Kompute (`kp`, built with the patch in third_party/kompute).
 
-Memory model: one device-local *arena* buffer holds every tensor, sub-allocated by `ArenaPool`, and
-one host-visible *staging* buffer carries bytes in and out (Kompute cannot copy sub-ranges, so a
-small transfer kernel moves words between the two). Every kernel binds the same two buffers;
-operands are addressed by element offsets in push constants. What selects code paths (op codes,
+Memory model: device-local *arena* buffers (chunks) hold every tensor, sub-allocated by
+`ArenaPool`, and one host-visible *staging* buffer (host-cached where the device offers it)
+carries bytes in and out (Kompute cannot copy sub-ranges, so a small transfer kernel moves words
+between the two). The arena starts as one chunk and grows on demand: a request that fits in no
+chunk gets a new one of max(request, chunk size) bytes, within the device-local heap (or
+VKGRAD_ARENA_MB); a tensor larger than one chunk may be (maxStorageBufferRange,
+maxMemoryAllocationSize, 512 MiB of slot addressing) is refused (TensorTooLargeError). A block
+never spans two chunks. Operands are addressed by element offsets within their chunk in push
+constants (DeviceArray.start, a `Start` that knows its chunk); a dispatch binds the chunks its
+operands live in as an array of ARENA_SLOTS storage buffers, and launch() adds each operand's
+slot to its start (common.glsl's ARENA(w)). While the arena has at most ARENA_SLOTS chunks every
+kernel binds them all, slot = chunk, so the combination changes only when the arena grows; past
+that a kernel binds its own operands' chunks. Each combination met is one descriptor set, made
+on first use, running the kernel's one pipeline (the patched Kompute's algorithm_sharing).
+What selects code paths (op codes,
 modes, operand dtypes) is given as specialization constants instead, so the driver compiles each
 combination into straight-line code: one pipeline per (kernel variant, constants), created on
 first use through the Manager's pipeline cache, which is kept on disk across runs
@@ -56,9 +67,14 @@ LARGE_WORDS = 1 << 18             # blocks of 1 MiB and more are cut from the to
 MAX_GROUPS = 65535                # Vulkan's guaranteed maxComputeWorkGroupCount[0]
 MAX_PENDING = 256                 # dispatches queued before they are submitted (the device starts)
 MAX_BUFFER_BYTES = (1 << 32) - (1 << 16)  # Kompute sizes buffers with 32-bit integers
+# A chunk is at most 2^ARENA_SLOT_SHIFT words (the slot bits of a start are above them); the
+# pool numbers words so that chunk c's are [c * CHUNK_SPAN, c * CHUNK_SPAN + its size): no free
+# run, and so no block, ever spans two chunks.
+MAX_CHUNK_BYTES = 4 << kernels.ARENA_SLOT_SHIFT
+CHUNK_SPAN = 2 << kernels.ARENA_SLOT_SHIFT
 ERROR_WORDS = ALIGN_WORDS         # staging's top words, kept from transfers; the last: errors
 MAX_IN_FLIGHT = 64                # submissions queued before the host waits for them
-ARENA, STAGING = 0, 1             # the two buffers every kernel binds, as Hazards names them
+ARENA, STAGING = 0, 1             # the arena's chunks (by pool word) and staging, for Hazards
 MAX_TRACKED = 64                  # ranges Hazards tracks before it asks for a barrier anyway
 # Vulkan flags for the barriers (VkAccessFlagBits, VkPipelineStageFlagBits)
 SHADER_READ, SHADER_WRITE, HOST_READ = 0x20, 0x40, 0x2000
@@ -121,9 +137,29 @@ def spirv_needs(spirv, spec=()):
     return shared, local
 
 
+def spirv_accesses_binding(spirv, binding):
+    """Whether a SPIR-V module reads or writes the descriptor at `binding` (through an access
+    chain or an array length), not just declares it."""
+    words = np.frombuffer(spirv, np.uint32)
+    bound, used, i = set(), set(), 5
+    while i < len(words):
+        count, op = int(words[i]) >> 16, int(words[i]) & 0xFFFF
+        if op == 71 and int(words[i + 2]) == 33 and int(words[i + 3]) == binding:  # Binding
+            bound.add(int(words[i + 1]))
+        elif op in (65, 66, 67, 68):  # OpAccessChain, InBounds, Ptr, OpArrayLength: base at 3
+            used.add(int(words[i + 3]))
+        i += count
+    return bool(bound & used)
+
+
 def f32_bits(x):
     """The bits of `x` as an IEEE float32, for a push constant."""
     return struct.unpack("<I", struct.pack("<f", x))[0]
+
+
+class TensorTooLargeError(MemoryError):
+    """A tensor larger than one chunk of the arena, so than one storage-buffer binding, may
+    be: no kernel could address it whole."""
 
 
 class Block:
@@ -184,7 +220,10 @@ class FreeSpace:
 
 
 class ArenaPool:
-    """Sub-allocator over the arena (see FreeSpace for where blocks go).
+    """Sub-allocator over the arena (see FreeSpace for where blocks go): its chunks, one of
+    `capacity_words` to start with, and more from `grow(words)` (which creates a chunk of at
+    least `words` and returns its size, or raises MemoryError) when a request fits in none.
+    Chunk c's words are numbered from c * CHUNK_SPAN (`chunks` holds their sizes).
 
     While a step is captured (vkgrad.compile), the words of every block the recording touched
     that dies go to the recording's own free space, not back to the pool: its recorded
@@ -201,8 +240,8 @@ class ArenaPool:
     barrier. So a later writer waits for every earlier reader, whether or not the host waited.
     """
 
-    def __init__(self, capacity_words):
-        self.capacity = capacity_words
+    def __init__(self, capacity_words, grow=None):
+        self.capacity, self.chunks, self.grow = capacity_words, [capacity_words], grow
         self.free = FreeSpace([(0, capacity_words)])
         self.released = []           # [(FreeSpace, word, words)] to return there
         self.in_use = 0
@@ -224,6 +263,9 @@ class ArenaPool:
             if word is None:
                 gc.collect()  # cycles may hold dead tensors' blocks
                 word = self._take(words, recording)
+            if word is None and self.grow is not None:
+                self._add_chunk(self.grow(words))
+                word = self._take(words, recording)
             if word is None:
                 raise MemoryError(
                     f"Vulkan arena exhausted: {words * 4} bytes requested, {self.in_use * 4} of "
@@ -233,6 +275,11 @@ class ArenaPool:
             if recording is not None:  # its words may be addressed by recorded dispatches
                 recording.touch(block)
         return block
+
+    def _add_chunk(self, words):
+        self.free.put(len(self.chunks) * CHUNK_SPAN, words)
+        self.chunks.append(words)
+        self.capacity += words
 
     def _take(self, words, recording):
         """Words from the capturing thread's recording (counted in use already), else the pool."""
@@ -283,6 +330,23 @@ class ArenaPool:
             return recording
 
 
+class Start(int):
+    """An operand's first element as kernels get it (DeviceArray.start): its index in elements
+    of its dtype from the start of its chunk, the int's value, and the chunk it lives in.
+    launch() binds the chunks of a dispatch's operands at slots and adds `slot << shift` to
+    each Start it finds in the push constants (common.glsl: the slot bits sit at bit
+    ARENA_SLOT_SHIFT of a word address, log2(elements per word) higher in an element index).
+    Arithmetic on a Start gives a plain int, which launch takes as being in slot 0."""
+
+    def __new__(cls, value, chunk, shift):
+        self = super().__new__(cls, value)
+        self.chunk, self.shift = chunk, shift
+        return self
+
+
+_LOG2 = {1: 0, 2: 1, 4: 2}  # elements per word -> their bits in an index
+
+
 class DeviceArray:
     """A strided view of arena memory: a Block plus shape, strides and offset in elements."""
     __slots__ = ("backend", "block", "shape", "strides", "offset", "dtype")
@@ -293,15 +357,18 @@ class DeviceArray:
 
     @property
     def start(self):
-        """Index of this view's first element, in elements of its dtype from the arena's start.
-        Every kernel finds its operands by these indices, so while a capture records, reading
-        one in the capturing thread marks the block as used by the recorded work."""
+        """Index of this view's first element in elements of its dtype from its chunk's start,
+        as a Start (which says the chunk). Every kernel finds its operands by these indices, so
+        while a capture records, reading one in the capturing thread marks the block as used by
+        the recorded work."""
         block = self.block
         if block.pool.recording is not None and block.recording is None:
             recording = block.pool.capture()
             if recording is not None:
                 recording.touch(block)
-        return block.word * self.dtype.per_word + self.offset
+        chunk, word = divmod(block.word, CHUNK_SPAN)
+        per = self.dtype.per_word
+        return Start(word * per + self.offset, chunk, kernels.ARENA_SLOT_SHIFT + _LOG2[per])
 
     @property
     def size(self):
@@ -320,7 +387,8 @@ class DeviceArray:
 
 class Hazards:
     """The words that dispatches queued since the last barrier read and write, as (buffer, first,
-    end) ranges (buffer ARENA or STAGING), or `everything` after a dispatch that declared nothing.
+    end) ranges (buffer ARENA, in pool words, which number every chunk's words apart, or
+    STAGING), or `everything` after a dispatch that declared nothing.
     `conflicts` says whether a dispatch must wait for them (read after write, write after read,
     write after write); `place` takes a dispatch in and says whether to record a barrier first. Past MAX_TRACKED
     ranges it says so anyway, which bounds the cost of the check (a long run of independent
@@ -376,6 +444,22 @@ def _ranges(arrays):
     return out
 
 
+def _chunks(family, push, reads, writes):
+    """The arena chunks a dispatch binds, in slot order: those of the Starts among its push
+    constants (the declared operands' must be among them when it spans several chunks)."""
+    chunks = sorted({v.chunk for v in push if isinstance(v, Start)})
+    declared = {r[1] // CHUNK_SPAN for r in [*(reads or ()), *(writes or ())]
+                if r[0] == ARENA}
+    if len(declared | set(chunks)) > 1 and not declared <= set(chunks):
+        raise RuntimeError(f"kernel {family}: an operand it declares lives in an arena chunk "
+                           "that no start among its push constants names (pass DeviceArray.start "
+                           "itself, not a value computed from it)")
+    if len(chunks) > kernels.ARENA_SLOTS:
+        raise RuntimeError(f"kernel {family}: its operands live in {len(chunks)} arena chunks; "
+                           f"a dispatch binds at most {kernels.ARENA_SLOTS}")
+    return tuple(chunks) or tuple(sorted(declared)) or (0,)
+
+
 class Recording:
     """What a capture keeps (see vkgrad.compile): the dispatches queued while it recorded, with
     their profiler labels and the ranges they read and write, and the arena memory they may
@@ -425,11 +509,11 @@ class VulkanBackend(Backend):
         # VK_PHYSICAL_DEVICE_TYPE_CPU (lavapipe, SwiftShader): kernels pick CPU-friendly variants
         self.is_cpu = info.get("device_type") == 4
         self._lock = threading.RLock()
-        arena_bytes = int(os.environ.get("VKGRAD_ARENA_MB", "1024")) << 20
-        arena_bytes = min(arena_bytes, info["max_storage_buffer_range"], MAX_BUFFER_BYTES)
-        staging_bytes = min(int(os.environ.get("VKGRAD_STAGING_MB", "32")) << 20, arena_bytes)
-        self._arena = manager.tensor_t(np.zeros(arena_bytes // 4, np.uint32),
-                                       tensor_type=kp.TensorTypes.storage)
+        self._set_arena_limits(info)
+        first = min(self.chunk_bytes, self.arena_limit)
+        staging_bytes = min(int(os.environ.get("VKGRAD_STAGING_MB", "32")) << 20, first)
+        self._chunks = []           # the arena's chunks (kp tensors), in the pool's order
+        manager.set_algorithm_array_binding(kernels.ARENA_SLOTS)
         self._staging = manager.tensor_t(np.zeros(staging_bytes // 4, np.uint32),
                                          tensor_type=kp.TensorTypes.host)
         mapped = self._staging.data()  # the mapped memory itself, not a copy
@@ -440,12 +524,14 @@ class VulkanBackend(Backend):
         self.staging_range = (STAGING, 0, mapped.size)
         self._error_names = []      # error code - 1 -> the op named in the IndexError
         self._error = 0             # the code found by the last waits, not yet raised
-        self.counters.device_bytes_allocated += arena_bytes + staging_bytes
-        self.pool = ArenaPool(arena_bytes // 4)
+        self.counters.device_bytes_allocated += staging_bytes
+        self.pool = ArenaPool(self._new_chunk(first // 4), self._grow)
         self._staging_used = 0      # words of staging handed out since the last wait
         self._algorithms = {}
         self.pipeline_cache = PipelineCache(manager, info)  # on disk across runs
         self._user_spirv = {}       # (family, variant) -> SPIR-V of kernels registered at run time
+        self._arena_users = {}      # (family, variant) -> whether it addresses `arena`
+        self._pipelines = {}        # (family, variant, spec) -> the Algorithm with its pipeline
         self._limit_errors = {}     # (family, variant, spec) -> why it exceeds the device, or None
         self._profiled = None       # while profiling: [(kernel, op)] per queued dispatch
         self._subgroups = None      # whether kernels use subgroup arithmetic (see `subgroups`)
@@ -489,9 +575,56 @@ class VulkanBackend(Backend):
         self._subgroups = size
 
     # ---- memory ---------------------------------------------------------------------------------
+    def _set_arena_limits(self, info):
+        """The arena's sizes: `max_chunk_bytes`, the most one chunk (so one tensor) may hold:
+        what one storage-buffer binding addresses (maxStorageBufferRange), one allocation may
+        be (maxMemoryAllocationSize) and a start's slot bits leave (MAX_CHUNK_BYTES);
+        `chunk_bytes`, the size of a new chunk (VKGRAD_ARENA_CHUNK_MB, default the most);
+        `arena_limit`, the most all chunks may hold together (VKGRAD_ARENA_MB, default the
+        device-local heap's size). One chunk only where kernels cannot index chunks."""
+        most = min(info["max_storage_buffer_range"], MAX_CHUNK_BYTES, MAX_BUFFER_BYTES,
+                   info.get("max_memory_allocation_size") or MAX_BUFFER_BYTES)
+        self.max_chunk_bytes = most // (ALIGN_WORDS * 4) * (ALIGN_WORDS * 4)
+        chunk_mb = os.environ.get("VKGRAD_ARENA_CHUNK_MB")
+        self.chunk_bytes = min(self.max_chunk_bytes, int(chunk_mb) << 20) if chunk_mb \
+            else self.max_chunk_bytes
+        limit = os.environ.get("VKGRAD_ARENA_MB")
+        self.arena_limit = int(limit) << 20 if limit else \
+            info.get("device_local_heap_size") or self.chunk_bytes
+        if not info.get("storage_buffer_array_dynamic_indexing"):
+            self.arena_limit = min(self.arena_limit, self.chunk_bytes)
+
+    def _new_chunk(self, words):
+        """Allocate a chunk of `words` from the driver; returns `words`."""
+        self._chunks.append(self.manager.tensor_t(np.zeros(words, np.uint32),
+                                                  tensor_type=self._kp.TensorTypes.storage))
+        self.counters.device_bytes_allocated += words * 4
+        return words
+
+    def _grow(self, words):
+        """A new chunk for a request of `words` that fits in none (ArenaPool.grow): of
+        max(request, chunk size) words, within what the arena may still take."""
+        room = self.arena_limit - self.pool.capacity * 4
+        size = min(max(words * 4, self.chunk_bytes), self.max_chunk_bytes, room)
+        if size < words * 4:
+            raise MemoryError(
+                f"Vulkan arena exhausted: {words * 4} bytes requested, {self.pool.in_use * 4} "
+                f"of {self.pool.capacity * 4} in use in {len(self._chunks)} chunks, and a new "
+                f"chunk would pass the arena's limit of {self.arena_limit} bytes; set "
+                "VKGRAD_ARENA_MB to a larger size")
+        return self._new_chunk(size // 4)
+
     def empty(self, shape, dtype):
         shape = tuple(shape)
         words = -(-prod(shape) // dtype.per_word)
+        if words * 4 > self.max_chunk_bytes:
+            raise TensorTooLargeError(
+                f"a tensor of shape {shape} ({dtype.name}) needs {words * 4} bytes, more than "
+                f"one storage-buffer binding addresses on {self.info['device_name']}: at most "
+                f"{self.max_chunk_bytes} bytes (maxStorageBufferRange "
+                f"{self.info['max_storage_buffer_range']}, maxMemoryAllocationSize "
+                f"{self.info.get('max_memory_allocation_size')}, and 2^"
+                f"{kernels.ARENA_SLOT_SHIFT} words per chunk)")
         return DeviceArray(self, self.pool.allocate(words), shape,
                            layout.contiguous_strides(shape), 0, dtype)
 
@@ -521,7 +654,7 @@ class VulkanBackend(Backend):
         if not array.is_contiguous():
             array = contiguous(array)
         dtype, n = array.dtype, array.size
-        first_word, skip = divmod(array.start, dtype.per_word)
+        first_word, skip = divmod(array.block.word * dtype.per_word + array.offset, dtype.per_word)
         total_words = -(-(skip + n) // dtype.per_word)
         out = np.empty(total_words * 4, np.uint8)
         self.counters.transfers += 1
@@ -562,14 +695,18 @@ class VulkanBackend(Backend):
         return word
 
     def _transfer(self, to_arena, words, arena_word, staging_word):
+        """Copy `words` words between staging and the arena at pool word `arena_word`."""
         arena = (ARENA, arena_word, arena_word + words)
         staging = self.staging_range
-        self.launch("transfer", "", words, [words, arena_word, staging_word], (int(to_arena),),
+        chunk, word = divmod(arena_word, CHUNK_SPAN)
+        self.launch("transfer", "", words,
+                    [words, Start(word, chunk, kernels.ARENA_SLOT_SHIFT), staging_word],
+                    (int(to_arena),),
                     reads=[staging if to_arena else arena], writes=[arena if to_arena else staging])
 
     def memory_stats(self):
         return {"arena_bytes": self.pool.capacity * 4, "in_use_bytes": self.pool.in_use * 4,
-                "peak_bytes": self.pool.peak * 4}
+                "peak_bytes": self.pool.peak * 4, "arena_chunks": len(self.pool.chunks)}
 
     # ---- kernels --------------------------------------------------------------------------------
     def register_kernel(self, family, spirv):
@@ -610,37 +747,67 @@ class VulkanBackend(Backend):
                  for need, most, what in limits if need > most), None)
         return self._limit_errors[key]
 
-    def _algorithm(self, family, variant, spec):
-        key = (family, variant, spec)
+    def _uses_arena(self, family, variant):
+        """Whether the kernel addresses `arena` (binding 2: the chunk at slot 0 alone)."""
+        key = (family, variant)
+        if key not in self._arena_users:
+            self._arena_users[key] = spirv_accesses_binding(self._spirv(family, variant), 2)
+        return self._arena_users[key]
+
+    def _algorithm(self, family, variant, spec, chunks):
+        """The kernel with `spec`, binding arena chunks `chunks` at slots 0, 1, ... (the rest
+        of arena_chunks repeat slot 0's), staging, and slot 0's chunk as `arena`. One pipeline
+        per kernel and `spec`, made with its first combination of chunks; every other
+        combination gets a descriptor set of its own that runs that pipeline (the patched
+        Kompute's algorithm_sharing), made on first use."""
+        key = (family, variant, spec, chunks)
         algo = self._algorithms.get(key)
         if algo is None:
-            error = self._limit_error(family, variant, spec)
-            if error is not None:
-                raise RuntimeError(error)
-            spirv = self._spirv(family, variant)
-            algo = self.manager.algorithm(
-                [self._arena, self._staging], spirv, (1, 1, 1),
-                np.array(spec, np.uint32), np.zeros(kernels.PUSH_WORDS, np.uint32))
+            if len(chunks) > 1 and self._uses_arena(family, variant):
+                raise RuntimeError(
+                    f"kernel {family}{'/' + variant if variant else ''} addresses `arena`, which "
+                    f"is one arena chunk, but its operands live in {len(chunks)} chunks: address "
+                    "words with ARENA(w) (common.glsl)")
+            bound = [self._chunks[c] for c in chunks]
+            bound += bound[:1] * (kernels.ARENA_SLOTS - len(bound))
+            bound += [self._staging, bound[0]]
+            pipeline = self._pipelines.get(key[:3])
+            if pipeline is None:
+                error = self._limit_error(family, variant, spec)
+                if error is not None:
+                    raise RuntimeError(error)
+                algo = pipeline = self._pipelines[key[:3]] = self.manager.algorithm(
+                    bound, self._spirv(family, variant), (1, 1, 1),
+                    np.array(spec, np.uint32), np.zeros(kernels.PUSH_WORDS, np.uint32))
+                self.counters.pipelines_created += 1
+                self.counters.pipeline_cache_hits += algo.pipeline_cache_hit()
+                self.pipeline_cache.created += 1
+            else:
+                algo = self.manager.algorithm_sharing(pipeline, bound)
             self._algorithms[key] = algo
-            self.counters.pipelines_created += 1
-            self.counters.pipeline_cache_hits += algo.pipeline_cache_hit()
-            self.pipeline_cache.created += 1
+            self.counters.chunk_bindings_created += 1
         return algo
 
     def launch(self, family, variant, threads, push, spec=(), reads=(), writes=None):
         """Queue one dispatch of `family`/`variant` covering `threads` invocations (kernels loop
-        over the rest when the grid is capped). `push` is a list of ints, at most PUSH_WORDS;
+        over the rest when the grid is capped). `push` is a list of ints, at most PUSH_WORDS
+        (operands' DeviceArray.start as they are: launch binds their chunks and adds the slots);
         `spec` a tuple of ints, the kernel's specialization constants (constant_id 0, 1, ...).
         `writes`: the DeviceArrays the kernel writes (or reads and writes), `reads`: those it
         only reads (None entries and scalars skipped; whole blocks count). Without `writes`
         the kernel may touch anything, so it is ordered after all earlier work and before all
         later work (see Hazards): correct, but it runs alone."""
         groups = max(1, min(MAX_GROUPS, -(-threads // kernels.WORKGROUP)))
-        constants = np.zeros(kernels.PUSH_WORDS, np.int64)
-        constants[:len(push)] = push
         reads, writes = (None, None) if writes is None else (_ranges(reads), _ranges(writes))
+        chunks = _chunks(family, push, reads, writes)
+        if len(self._chunks) <= kernels.ARENA_SLOTS and not self._uses_arena(family, variant):
+            chunks = tuple(range(len(self._chunks)))  # bind them all: no new combination
+        slot = {c: i for i, c in enumerate(chunks)}
+        constants = np.zeros(kernels.PUSH_WORDS, np.int64)
+        constants[:len(push)] = [v + (slot[v.chunk] << v.shift) if isinstance(v, Start) else v
+                                 for v in push]
         with self._lock:
-            op = self._kp.OpAlgoDispatch(self._algorithm(family, variant, tuple(spec)),
+            op = self._kp.OpAlgoDispatch(self._algorithm(family, variant, tuple(spec), chunks),
                                          constants.astype(np.uint32), (groups, 1, 1))
             entry = (op, f"{family}/{variant}" if variant else family, profiler.current_op(),
                      reads, writes)
