@@ -52,13 +52,6 @@ layout(push_constant) uniform Params {
 
 const uint NEG_INF = 0xff800000u;
 
-// A 32-bit word of the arena by address: common.glsl's ARENA where the arena is in chunks (the
-// change under way in the working tree), its single buffer before.
-#ifdef ARENA
-#define ARENA_WORD(w) ARENA(w)
-#else
-#define ARENA_WORD(w) arena[w]
-#endif
 
 // The mask's term of s_ij for batch b: 0 without a mask, 0 or -inf from a bool one.
 float mask_term(uint b, uint i, uint j) {
@@ -77,11 +70,11 @@ bool takes_part(float s) { return floatBitsToUint(s) != NEG_INF; }
     uint o_ = (start) + (row) * (width);                                                   \
     if (dt == DT_BFLOAT16) {                                                               \
         for (uint c_ = 0u; c_ < (width); c_ += 2u)                                         \
-            ARENA_WORD((o_ + c_) >> 1) = f32_to_bf16(vals[c_] * (f))                       \
-                                         | (f32_to_bf16(vals[c_ + 1u] * (f)) << 16);       \
+            ARENA((o_ + c_) >> 1) = f32_to_bf16(vals[c_] * (f))                            \
+                                    | (f32_to_bf16(vals[c_ + 1u] * (f)) << 16);            \
     } else {                                                                               \
         for (uint c_ = 0u; c_ < (width); ++c_)                                             \
-            ARENA_WORD(o_ + c_) = floatBitsToUint(vals[c_] * (f));                         \
+            ARENA(o_ + c_) = floatBitsToUint(vals[c_] * (f));                              \
     }                                                                                      \
 }
 
@@ -113,7 +106,7 @@ void forward_row(uint r) {
     float inv = l == 0.0 ? 0.0 : 1.0 / l;
     STORE_ROW(ODTV, p.out_start, r, p.EV, acc, inv);
     if (ODTV == DT_BFLOAT16) STORE_ROW(DT_FLOAT32, p.o32_start, r, p.EV, acc, inv);
-    ARENA_WORD(p.lse_start + r) = floatBitsToUint(l == 0.0 ? 0.0 : m + log(l));
+    ARENA(p.lse_start + r) = floatBitsToUint(l == 0.0 ? 0.0 : m + log(l));
 }
 
 void dq_row(uint r) {
@@ -123,11 +116,11 @@ void dq_row(uint r) {
     float d = 0.0;
     for (uint c = 0u; c < p.EV; ++c) {
         g[c] = load_f32(DT, p.g_start, int(r * p.EV + c));
-        d += g[c] * uintBitsToFloat(ARENA_WORD(p.o32_start + r * p.EV + c));
+        d += g[c] * uintBitsToFloat(ARENA(p.o32_start + r * p.EV + c));
     }
     for (uint e = 0u; e < p.E; ++e) dq[e] = 0.0;
     uint keys = CAUSAL == 1u ? min(i + 1u, p.S) : p.S;
-    float lse = uintBitsToFloat(ARENA_WORD(p.lse_start + r));
+    float lse = uintBitsToFloat(ARENA(p.lse_start + r));
     for (uint j = 0u; j < keys; ++j) {
         uint jr = b * p.S + j;
         float s = 0.0, dp = 0.0;
@@ -141,7 +134,7 @@ void dq_row(uint r) {
         float ds = exp(s - lse) * (dp - d);
         for (uint e = 0u; e < p.E; ++e) dq[e] += ds * kj[e];
     }
-    ARENA_WORD(p.d_start + r) = floatBitsToUint(d);
+    ARENA(p.d_start + r) = floatBitsToUint(d);
     STORE_ROW(ODT, p.out_start, r, p.E, dq, p.scale);
 }
 
@@ -165,13 +158,13 @@ void dkv_row(uint r) {
         }
         s += mask_term(b, i, j);
         if (!takes_part(s)) continue;
-        float pij = exp(s - uintBitsToFloat(ARENA_WORD(p.lse_start + ir)));
+        float pij = exp(s - uintBitsToFloat(ARENA(p.lse_start + ir)));
         for (uint c = 0u; c < p.EV; ++c) {
             float gc = load_f32(DT, p.g_start, int(ir * p.EV + c));
             dp += gc * v[c];
             dv[c] += pij * gc;
         }
-        float ds = pij * (dp - uintBitsToFloat(ARENA_WORD(p.d_start + ir)));
+        float ds = pij * (dp - uintBitsToFloat(ARENA(p.d_start + ir)));
         for (uint e = 0u; e < p.E; ++e) dk[e] += ds * qi[e];
     }
     STORE_ROW(ODT, p.out_start, r, p.E, dk, p.scale);
