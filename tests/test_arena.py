@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 import vkgrad as vk
-from vkgrad.backend.vulkan import ALIGN_WORDS, CHUNK_SPAN, LARGE_WORDS, ArenaPool
+from vkgrad import kernels
+from vkgrad.backend.vulkan import (ALIGN_WORDS, CHUNK_SPAN, LARGE_WORDS, ArenaPool, DeviceArray,
+                                   Hazards, Start, _chunks, _ranges)
 
 MIB = 1 << 18  # words
 
@@ -186,6 +188,55 @@ def test_random_allocations_over_growing_chunks_keep_the_free_space_exact(seed, 
                 assert sum(pool.chunks) + 3 * LARGE_WORDS > 40 * LARGE_WORDS
         _check(pool, live)
     assert len(pool.chunks) > 3
+
+
+def _views_in_two_chunks(dtype="float32"):
+    """Two 64-word blocks at the same word of chunks 0 and 1, as DeviceArray views."""
+    pool, _ = _growing_pool(4 * LARGE_WORDS, 4 * LARGE_WORDS, 64 * LARGE_WORDS)
+    filler = pool.allocate(4 * LARGE_WORDS - 64)
+    first, second = pool.allocate(64), pool.allocate(64)
+    dt = vk.dtype(dtype)
+    n = 64 * dt.per_word
+    views = [DeviceArray(None, b, (n,), (1,), 0, dt) for b in (first, second)]
+    return pool, filler, views
+
+
+def test_a_start_names_its_chunk_and_its_slot_lands_above_the_word():
+    for dtype in ("float32", "bfloat16", "uint8"):
+        _, _, (a, b) = _views_in_two_chunks(dtype)
+        per = a.dtype.per_word
+        view = b.view((3,), (1,), 5)
+        start = view.start
+        assert isinstance(start, Start) and start.chunk == 1
+        assert int(start) == (b.block.word % CHUNK_SPAN) * per + 5  # counted from its chunk
+        for slot in range(kernels.ARENA_SLOTS):  # the word address common.glsl's ARENA sees
+            pushed = start + (slot << start.shift)
+            assert pushed < 1 << 32
+            word = (pushed + 2) // per  # an element inside the view
+            assert word >> kernels.ARENA_SLOT_SHIFT == slot
+            assert word & ((1 << kernels.ARENA_SLOT_SHIFT) - 1) == \
+                (b.block.word % CHUNK_SPAN) + (5 + 2) // per
+        assert a.start.chunk == 0 and int(a.start) == int(b.start)  # same place, other chunk
+
+
+def test_hazards_tell_chunks_apart():
+    _, _, (a, b) = _views_in_two_chunks()
+    hazards = Hazards()
+    assert not hazards.place(_ranges([a]), _ranges([b]))  # reads a, writes b
+    assert hazards.conflicts(_ranges([b]), [])   # reads b: written since the last barrier
+    assert hazards.conflicts([], _ranges([a]))   # writes a: read since the last barrier
+    other = Hazards()
+    other.place([], _ranges([a]))
+    assert not other.conflicts(_ranges([b]), _ranges([b]))  # same words of another chunk
+
+
+def test_a_dispatch_binds_the_chunks_its_starts_name():
+    _, _, (a, b) = _views_in_two_chunks()
+    reads, writes = _ranges([a]), _ranges([b])
+    assert _chunks("k", [7, b.start, a.start], reads, writes) == (0, 1)
+    assert _chunks("k", [b.start], [], writes) == (1,)
+    with pytest.raises(RuntimeError, match="no start among its push constants"):
+        _chunks("k", [a.start + 0, b.start], reads, writes)  # a's start as a plain int
 
 
 class _DropsOnFirstChange(list):

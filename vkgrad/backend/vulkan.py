@@ -799,13 +799,17 @@ class VulkanBackend(Backend):
         later work (see Hazards): correct, but it runs alone."""
         groups = max(1, min(MAX_GROUPS, -(-threads // kernels.WORKGROUP)))
         reads, writes = (None, None) if writes is None else (_ranges(reads), _ranges(writes))
-        chunks = _chunks(family, push, reads, writes)
-        if len(self._chunks) <= kernels.ARENA_SLOTS and not self._uses_arena(family, variant):
-            chunks = tuple(range(len(self._chunks)))  # bind them all: no new combination
-        slot = {c: i for i, c in enumerate(chunks)}
         constants = np.zeros(kernels.PUSH_WORDS, np.int64)
-        constants[:len(push)] = [v + (slot[v.chunk] << v.shift) if isinstance(v, Start) else v
-                                 for v in push]
+        if len(self._chunks) == 1:  # every start is in slot 0 as it is
+            chunks = (0,)
+            constants[:len(push)] = push
+        else:
+            chunks = _chunks(family, push, reads, writes)
+            if len(self._chunks) <= kernels.ARENA_SLOTS and not self._uses_arena(family, variant):
+                chunks = tuple(range(len(self._chunks)))  # bind them all: no new combination
+            slot = {c: i for i, c in enumerate(chunks)}
+            constants[:len(push)] = [v + (slot[v.chunk] << v.shift) if isinstance(v, Start)
+                                     else v for v in push]
         with self._lock:
             op = self._kp.OpAlgoDispatch(self._algorithm(family, variant, tuple(spec), chunks),
                                          constants.astype(np.uint32), (groups, 1, 1))
