@@ -39,7 +39,7 @@ void main() {
             float r = 0.5 * (v + sqrt(v * v + p.b));
             bits |= place_bits(p.dt, f32_to_bits(p.dt, r), i);
         }
-        arena[p.y / per + word] = bits;        // y is fresh, so it starts on a word boundary
+        ARENA(p.y / per + word) = bits;        // y is fresh, so it starts on a word boundary
     }
 }
 """)

@@ -36,6 +36,22 @@ np.savez(sys.argv[2], **compute(sys.argv[1]))
 """
 
 
+KERNEL = """
+#version 450
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+layout(local_size_x = 256) in;
+layout(push_constant) uniform Params { uint n; uint x; uint y; } p;
+void main() {
+    for (uint i = gl_GlobalInvocationID.x; i < p.n; i += gl_NumWorkGroups.x * 256u)
+        WORD(p.y + i) = floatBitsToUint(2.0 * uintBitsToFloat(WORD(p.x + i)));
+}"""
+DOUBLE = vk.Kernel("double_chunks", KERNEL.replace("WORD(p.y + i)", "ARENA(p.y + i)")
+                   .replace("WORD(p.x + i)", "ARENA(p.x + i)"))
+DOUBLE_ONE_BUFFER = vk.Kernel("double_one_buffer", KERNEL.replace("WORD(p.y + i)", "arena[p.y + i]")
+                              .replace("WORD(p.x + i)", "arena[p.x + i]"))
+
+
 def chunk_of(t):
     return t._data.block.word // CHUNK_SPAN
 
@@ -76,6 +92,15 @@ def compute(device):
     hb = h * b
     out["chunks_bf16"] = np.array([chunk_of(h), chunk_of(b), chunk_of(hb)])
     out["bf16"] = hb.astype("float32").numpy()
+    d = vk.empty(a.shape, device=device)
+    DOUBLE.launch(a.size, a.size, a, d)
+    out["chunks_kernel"] = np.array([chunk_of(a), chunk_of(d)])
+    out["kernel"] = d.numpy()
+    try:
+        DOUBLE_ONE_BUFFER.launch(a.size, a.size, a, d)
+        out["one_buffer_refused"] = np.array("")
+    except RuntimeError as error:
+        out["one_buffer_refused"] = np.array(str(error))
     m = a @ b.T
     out["chunks_matmul"] = np.array([chunk_of(a), chunk_of(b), chunk_of(m)])
     out["matmul"] = m.numpy()
@@ -124,11 +149,16 @@ def one_chunk(vulkan_device):
     return compute(str(vulkan_device))
 
 
-@pytest.mark.parametrize("case", ["elementwise", "bf16", "matmul", "conv"])
+@pytest.mark.parametrize("case", ["elementwise", "bf16", "kernel", "matmul", "conv"])
 def test_kernels_with_operands_in_different_chunks_match_one_chunk(chunked, one_chunk, case):
     where = chunked[f"chunks_{case}"]
     assert len(set(where.tolist())) > 1, where  # the operands live in different chunks
     np.testing.assert_array_equal(chunked[case], one_chunk[case])
+
+
+def test_a_kernel_that_addresses_one_buffer_is_refused_across_chunks(chunked):
+    message = str(chunked["one_buffer_refused"])
+    assert "double_one_buffer" in message and "ARENA(w)" in message, message
 
 
 def test_a_request_larger_than_the_chunk_size_gets_a_chunk_of_its_size(chunked, one_chunk):

@@ -8,18 +8,21 @@
 ... layout(push_constant) uniform Params { uint n; uint x; uint out_; float factor; } p;
 ... void main() {
 ...     uint i = gl_GlobalInvocationID.x;
-...     if (i < p.n) arena[p.out_ + i] = floatBitsToUint(uintBitsToFloat(arena[p.x + i]) * p.factor);
+...     if (i < p.n) ARENA(p.out_ + i) = floatBitsToUint(uintBitsToFloat(ARENA(p.x + i)) * p.factor);
 ... }''')
 >>> x = vk.tensor([1.0, 2.0], device="vulkan"); out = vk.empty(2, device="vulkan")
 >>> SCALE.launch(2, x.size, x, out, 3.0); out.tolist()
 [3.0, 6.0]
 
-The shader sees every tensor in one storage buffer, `arena` (uint words, binding 0, from
-common.glsl, which also has load/store helpers for every dtype: load_f32(dt, start, i),
-f32_to_bits, place_bits, ...). Arguments become push constants, one 32-bit word each, in order:
-a tensor gives the index of its first element in the arena (counted in elements of its dtype:
-for float32, int32 and uint32 that is a word index), a dtype its DT_* code (for the helpers),
-a float its float32 bits, an int itself.
+The shader reads and writes tensors as 32-bit words through ARENA(w) (common.glsl, which also
+has load/store helpers for every dtype: load_f32(dt, start, i), f32_to_bits, place_bits, ...):
+the arena is one or more buffers (chunks), and w carries the chunk's slot in its top bits.
+Arguments become push constants, one 32-bit word each, in order: a tensor gives the index of its
+first element (counted in elements of its dtype: for float32, int32 and uint32 that is a word
+address, and start / elements per word is one for the others; arithmetic within the tensor is
+fine), a dtype its DT_* code (for the helpers), a float its float32 bits, an int itself.
+`arena[w]`, one buffer, still works where all the tensors live in one chunk, and a launch whose
+tensors live in several is refused.
 Tensors must be contiguous. One launch holds at most Kernel.MAX_THREADS invocations (65,535
 workgroups of 256, what every device takes); a kernel over more elements loops over them with a
 grid stride, as examples/custom_op.py's does, and a larger `threads` raises. The DT_* dtype codes and OP_* codes are predefined. Kernels are

@@ -137,19 +137,28 @@ def spirv_needs(spirv, spec=()):
     return shared, local
 
 
-def spirv_accesses_binding(spirv, binding):
-    """Whether a SPIR-V module reads or writes the descriptor at `binding` (through an access
-    chain or an array length), not just declares it."""
+def spirv_addresses_one_chunk(spirv):
+    """Whether a SPIR-V module addresses memory as one buffer: it reads or writes `arena`
+    (binding 2, through an access chain or an array length), or declares binding 0 as one
+    buffer rather than common.glsl's array of chunks."""
     words = np.frombuffer(spirv, np.uint32)
-    bound, used, i = set(), set(), 5
+    bound, used, pointers, arrays, variables, i = {}, set(), {}, set(), {}, 5
     while i < len(words):
         count, op = int(words[i]) >> 16, int(words[i]) & 0xFFFF
-        if op == 71 and int(words[i + 2]) == 33 and int(words[i + 3]) == binding:  # Binding
-            bound.add(int(words[i + 1]))
-        elif op in (65, 66, 67, 68):  # OpAccessChain, InBounds, Ptr, OpArrayLength: base at 3
-            used.add(int(words[i + 3]))
+        w = [int(v) for v in words[i + 1:i + count]]
+        if op == 71 and w[1] == 33:  # OpDecorate Binding
+            bound[w[0]] = w[2]
+        elif op in (65, 66, 67, 68):  # OpAccessChain, InBounds, Ptr, OpArrayLength: base
+            used.add(w[2])
+        elif op == 32:  # OpTypePointer (id, storage class, type)
+            pointers[w[0]] = w[2]
+        elif op in (28, 29):  # OpTypeArray, OpTypeRuntimeArray
+            arrays.add(w[0])
+        elif op == 59:  # OpVariable (pointer type, id, storage class)
+            variables[w[1]] = w[0]
         i += count
-    return bool(bound & used)
+    return any(b == 2 and v in used or b == 0 and pointers.get(variables.get(v)) not in arrays
+               for v, b in bound.items())
 
 
 def f32_bits(x):
@@ -748,10 +757,10 @@ class VulkanBackend(Backend):
         return self._limit_errors[key]
 
     def _uses_arena(self, family, variant):
-        """Whether the kernel addresses `arena` (binding 2: the chunk at slot 0 alone)."""
+        """Whether the kernel addresses one buffer (`arena`: the chunk at slot 0 alone)."""
         key = (family, variant)
         if key not in self._arena_users:
-            self._arena_users[key] = spirv_accesses_binding(self._spirv(family, variant), 2)
+            self._arena_users[key] = spirv_addresses_one_chunk(self._spirv(family, variant))
         return self._arena_users[key]
 
     def _algorithm(self, family, variant, spec, chunks):
