@@ -35,7 +35,10 @@
 //                    + s / n (sum_c w[c] lse - sum_c w[c] x[c]) and weight w[t], both 0 where
 //                    t == ignore_index; to out[r] (reduction "none"), else as float32 pairs to
 //                    aux[2r], aux[2r + 1]. A t outside [0, n) (not ignore_index) counts as
-//                    ignored and writes error_code to the staging buffer's error word.
+//                    ignored and, in the ERROR_WORD variants (the only ones rownorm.py runs
+//                    these modes in), writes error_code to the staging buffer's error word:
+//                    the other variants never touch staging, which the validation layer's
+//                    synchronisation checks count per binding a module uses.
 //   CE_FINISH        one workgroup: L = sum aux[2r], W = sum aux[2r + 1] over the rows; out = L / W
 //                    ("mean", FLAG_MEAN) or L, and W (float32) to side
 //   CE_BACK          scale = g[r] ("none") or g[0] (/ W from aux[0] for "mean"); out[r, j] =
@@ -229,7 +232,9 @@ int row_target(bool live, uint r) {
     int t = load_i32(T_DT, p.t_start, int(r));
     if (t == p.ignore_index) return -1;
     if (t < 0 || t >= int(p.n)) {
+#if defined(ERROR_WORD)
         atomicCompSwap(staging[staging.length() - 1], 0u, p.error_code);
+#endif
         return -1;
     }
     return t;

@@ -62,6 +62,7 @@ ROWNORM_CODES = {"MODE_SOFTMAX": 0, "MODE_LOG_SOFTMAX": 1, "MODE_LAYER_NORM": 2,
                  "MODE_CROSS_ENTROPY": 6, "MODE_CE_FINISH": 7, "MODE_CE_BACK": 8,
                  "FLAG_STATS": 1, "FLAG_GXHAT": 2, "FLAG_SMOOTH": 4, "FLAG_MEAN": 8,
                  "FLAG_NONE": 16}
+_ROWNORM_DEFINES = [f"{k}={v}" for k, v in ROWNORM_CODES.items()]
 # Update rules of optim.comp (one per optimizer) and its flag bits.
 OPTIM_RULES = ["sgd", "adam", "rmsprop"]
 OPTIM_FLAGS = {"MAXIMIZE": 1, "NESTEROV": 2, "MOMENTUM": 4, "AMSGRAD": 8, "CENTERED": 16,
@@ -89,9 +90,15 @@ _MATMUL_DEFINES = ([f"SPEC_{name}={i}" for i, name in enumerate(MATMUL_SPEC)]
 # Kernel families: file in shaders/ -> variant name -> extra defines. One pipeline per variant.
 FAMILIES = {
     "elementwise": {"float": ["DOMAIN_FLOAT"], "int": ["DOMAIN_INT"], "uint": ["DOMAIN_UINT"]},
-    "reduce": {"float": ["DOMAIN_FLOAT"], "int": ["DOMAIN_INT"]},
-    "rownorm": {"": [f"{k}={v}" for k, v in ROWNORM_CODES.items()],
-                "subgroup": [f"{k}={v}" for k, v in ROWNORM_CODES.items()] + ["SUBGROUPS"]},
+    # "_subgroup" variants use subgroup arithmetic (compiled apart: a module that declares the
+    # capability is invalid on a device without it), the others shared memory
+    "reduce": {"float": ["DOMAIN_FLOAT"], "int": ["DOMAIN_INT"],
+               "float_subgroup": ["DOMAIN_FLOAT", "SUBGROUPS"],
+               "int_subgroup": ["DOMAIN_INT", "SUBGROUPS"]},
+    # rownorm: the "ce" variants (cross-entropy's modes) alone write the error word
+    "rownorm": {"": _ROWNORM_DEFINES, "subgroup": _ROWNORM_DEFINES + ["SUBGROUPS"],
+                "ce": _ROWNORM_DEFINES + ["ERROR_WORD"],
+                "ce_subgroup": _ROWNORM_DEFINES + ["ERROR_WORD", "SUBGROUPS"]},
     "transfer": {"": []},
     "gather": {"": [f"{k}={v}" for k, v in GATHER_CODES.items()]},
     "scan": {"": [f"{k}={v}" for k, v in SCAN_CODES.items()]},

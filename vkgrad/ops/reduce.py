@@ -12,8 +12,10 @@ from ..backend.vulkan import f32_bits
 from .registry import Op, OpTest
 
 MAXD = 4        # kept dims and reduced dims reduce.comp describes, each (after coalescing)
-MAX_GROUP = 64  # threads cooperating on one output
-ITERATIONS_PER_THREAD = 4096  # longer reductions go in two passes (see _two_pass)
+MAX_GROUP = kernels.WORKGROUP  # threads cooperating on one output
+ELEMENTS_PER_THREAD = 8        # what a thread reduces alone before the group combines (at most)
+ITERATIONS_PER_THREAD = 4096   # a thread's loop stays this short (lavapipe stops at 65,535)
+TWO_PASS_ABOVE = 1 << 16       # longer reductions go in two passes (see _two_pass)
 
 
 def result_dtype(name, dtype):
@@ -72,7 +74,7 @@ def _vulkan(name):
         if out.size:
             mean_scale = 1.0 / n_red if n_red else float("nan")  # numpy: mean of nothing is NaN
             scale = mean_scale if name == "mean" else 1.0
-            if n_red > MAX_GROUP * ITERATIONS_PER_THREAD:
+            if n_red > TWO_PASS_ABOVE:
                 _two_pass(backend, name, a, kept, list(axes), out, scale, n_red)
             else:
                 launch(backend, name, a, kept, list(axes), out, scale)
@@ -86,10 +88,11 @@ def _vulkan(name):
 def _two_pass(backend, name, a, kept, axes, out, scale, n_red):
     """A long reduction in two dispatches: the first reduces each row's ~sqrt(n) pieces of
     ~sqrt(n) consecutive elements into float32 (int32) partials, argmax/argmin keeping the
-    winners' indices beside them; the second reduces the partials into `out`. A thread's loop
-    stays short (lavapipe stops shader loops after 65535 iterations), a float sum is sequential
-    over only ~sqrt(n)/64 elements per thread in each pass, and the only workspace is the
-    partials: rows * sqrt(n) words (twice that for argmax/argmin)."""
+    winners' indices beside them; the second reduces the partials into `out`. A long row so
+    spreads over ~sqrt(n) groups of threads (workgroups, on a GPU's many cores) instead of one, a
+    thread's loop stays short, a float sum is sequential over only ~sqrt(n)/GROUP elements per
+    thread in each pass, and the only workspace is the partials: rows * sqrt(n) words (twice
+    that for argmax/argmin)."""
     pieces = isqrt(n_red - 1) + 1
     chunk = -(-n_red // pieces)
     pieces = -(-n_red // chunk)  # no piece empty
@@ -99,6 +102,25 @@ def _two_pass(backend, name, a, kept, axes, out, scale, n_red):
         if name in ("argmax", "argmin") else None
     launch(backend, name, a, kept, axes, partial, 1.0, chunk, index)
     launch(backend, name, partial, [0], [1], out, scale, index=index)
+
+
+def threads_per_output(backend, chunk, n_out, out_strides, red_strides, per_word):
+    """GROUP, the threads that share one output's `chunk` elements: a power of two near
+    chunk / ELEMENTS_PER_THREAD, at most MAX_GROUP and few enough that a workgroup's outputs
+    fill whole words of `per_word` outputs; with subgroups, 1 or at least the subgroup size
+    (reduce.comp combines whole subgroups). Down columns (outputs adjacent in memory, reduced
+    elements apart), with outputs enough to fill a workgroup, one thread each: a workgroup's
+    threads then read neighbouring words."""
+    if (n_out >= kernels.WORKGROUP and chunk <= ITERATIONS_PER_THREAD and out_strides
+            and out_strides[-1] == 1 and 1 not in red_strides):
+        return 1
+    group, most = 1, min(MAX_GROUP, kernels.WORKGROUP // per_word)
+    while group < min(-(-chunk // ELEMENTS_PER_THREAD), most):
+        group *= 2
+    size = backend.subgroups
+    if size and 1 < group < size:
+        group = size if size <= most else 1
+    return group
 
 
 def launch(backend, name, a, kept, axes, out, scale, chunk=None, index=None):
@@ -121,9 +143,8 @@ def launch(backend, name, a, kept, axes, out, scale, chunk=None, index=None):
     n_red = prod(red_shape) if axes else 1
     stage = 0 if index is None else (2 if chunk is None else 1)  # as reduce.comp's STAGE
     pieces, chunk = (1, n_red) if chunk is None else (-(-n_red // chunk), chunk)
-    group = 1
-    while group < min(chunk, MAX_GROUP):
-        group *= 2
+    group = threads_per_output(backend, chunk, out.size, out_strides, red_strides,
+                               out.dtype.per_word)
     per_group = kernels.WORKGROUP // group
     n_out = out.size
     code = kernels.REDUCE_CODES["sum" if name == "mean" else name]
@@ -132,7 +153,8 @@ def launch(backend, name, a, kept, axes, out, scale, chunk=None, index=None):
             *out_shape, *pad_o, *out_strides, *pad_o, *red_shape, *pad_r, *red_strides, *pad_r,
             pieces, chunk, 0 if index is None else index.start]
     domain = "float" if a.dtype.is_floating else "int"
-    backend.launch("reduce", domain, -(-n_out // per_group) * kernels.WORKGROUP, push,
+    variant = domain + ("_subgroup" if backend.subgroups else "")
+    backend.launch("reduce", variant, -(-n_out // per_group) * kernels.WORKGROUP, push,
                    (code, out.dtype.code, a.dtype.code, group, stage),
                    reads=[a], writes=[out, index])
 

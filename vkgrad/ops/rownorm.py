@@ -106,10 +106,13 @@ def _layer_norm_dtype(x, w, b):
 
 
 def _layer_norm_host(x, w, b, k, eps):
-    """(y, (stats,)): stats holds each row's (mean, rstd) in its last axis, of shape
+    """(y, stats): stats holds each row's (mean, rstd) in its last axis, of shape
     x.shape[:-k] + (1,) * k + (2,), in the compute dtype."""
     axes = tuple(range(x.ndim - k, x.ndim))
     z = _wide(x)
+    if z.size == 0:  # (rows of no elements: NaN statistics, as the mean of nothing)
+        return np.empty(x.shape, _layer_norm_dtype(x, w, b)), np.full(
+            x.shape[:x.ndim - k] + (1,) * k + (2,), np.nan, z.dtype)
     with np.errstate(all="ignore"):
         mean = z.mean(axis=axes, keepdims=True)
         d = z - mean
@@ -119,7 +122,7 @@ def _layer_norm_host(x, w, b, k, eps):
             d *= _wide(w)
         if b is not None:
             d += _wide(b)
-    return d.astype(_layer_norm_dtype(x, w, b), copy=False), (np.stack([mean, rstd], -1),)
+    return d.astype(_layer_norm_dtype(x, w, b), copy=False), np.stack([mean, rstd], -1)
 
 
 def _layer_norm_backward_host(x, w, g, stats, k, weight_grad):
@@ -155,7 +158,7 @@ def _ce_parts(x, t, w, axis, ignore_index, smoothing):
 
 
 def _cross_entropy_host(x, t, w, axis, ignore_index, smoothing, reduction):
-    """(loss, (sum of w[t] over the rows not ignored,)): loss per row of t's shape ("none") or
+    """(loss, sum of w[t] over the rows not ignored): loss per row of t's shape ("none") or
     reduced; float32 (float64) in x's dtype."""
     z, valid, safe, wt, wc = _ce_parts(x, t, w, axis, ignore_index, smoothing)
     with np.errstate(all="ignore"):
@@ -175,7 +178,7 @@ def _cross_entropy_host(x, t, w, axis, ignore_index, smoothing, reduction):
             loss = loss.sum()
         else:
             loss = loss.reshape(t.shape)
-    return np.asarray(loss, z.dtype).astype(x.dtype, copy=False), (total,)
+    return np.asarray(loss, z.dtype).astype(x.dtype, copy=False), total
 
 
 def _cross_entropy_backward_host(x, t, w, g, total, axis, ignore_index, smoothing, reduction):
@@ -235,7 +238,8 @@ def _row_launch(backend, mode, x, out, rows, n, inner, g=None, w=None, b=None, t
     if t is not None:
         writes.append(backend.staging_range)
     reads = [x, g, w, b, t] + ([] if aux in writes else [aux])
-    backend.launch("rownorm", "subgroup" if backend.subgroups else "",
+    variant = "_".join(([] if t is None else ["ce"]) + (["subgroup"] if backend.subgroups else []))
+    backend.launch("rownorm", variant,
                    -(-rows * group // WG) * WG, push, spec, reads=reads, writes=writes)
 
 
@@ -280,7 +284,7 @@ def _layer_norm_vulkan(backend, x, w, b, k, eps):
     if out.size:
         _row_launch(backend, "layer_norm", _flat(x), out, rows, n, 1, w=_maybe_flat(w),
                     b=_maybe_flat(b), aux=stats, eps=eps, flags=FLAGS["stats"])
-    return out, (stats,)
+    return out, stats
 
 
 def _layer_norm_backward_vulkan(backend, x, w, g, stats, k, weight_grad):
@@ -315,7 +319,7 @@ def _cross_entropy_vulkan(backend, x, t, w, axis, ignore_index, smoothing, reduc
     if pairs is not None:  # the rows added up (no rows: 0, and "mean" 0 / 0)
         _row_launch(backend, "ce_finish", pairs, out, 1, rows, 1, aux=pairs, side=total,
                     flags=args["flags"], group=WG)
-    return out, (total,)
+    return out, total
 
 
 def _cross_entropy_backward_vulkan(backend, x, t, w, g, total, axis, ignore_index, smoothing,
