@@ -353,6 +353,20 @@ def test_host_and_lavapipe_ranks_equal_one_process(tmp_path):
     check_compile_refused(out)
 
 
+@pytest.mark.vulkan
+def test_two_lavapipe_ranks_equal_one_process(tmp_path):
+    # N = 2 with both ranks on the Vulkan device (two processes, two VkInstances): each bucket
+    # goes to the host in one transfer and back in one
+    if len(vk.devices()) < 2:
+        pytest.skip("no Vulkan device")
+    out = run_ok(2, {"devices": ["vulkan:0", "vulkan:0"], "dtypes": ["float32", "bfloat16"],
+                     "B": B, "steps": STEPS, "bucket_mb": 0.0003, "checks": True,
+                     "collectives": False}, tmp_path)
+    check_equal(out, 2, ["float32", "bfloat16"])
+    transfers, buckets = out["backward_transfers"]
+    assert buckets > 1 and transfers == 2 * buckets
+
+
 def test_a_failing_rank_ends_the_job_and_is_named(tmp_path):
     proc = mpirun(2, {"devices": ["host", "host"], "dtypes": ["float32"], "B": B,
                       "steps": STEPS, "bucket_mb": 25, "fail_rank": 1}, tmp_path, timeout=30)
