@@ -380,6 +380,26 @@ def test_fused_double_backward_matches_torch(device):
     np.testing.assert_allclose(vq.grad.numpy(), tq.grad.numpy(), atol=1e-4)
 
 
+def test_fused_nan_reaches_the_rows_that_see_it(device):
+    """A NaN in query row 1 and in key 3 (causal): the outputs of rows 1, 3 and 4 are NaN (row 1
+    through its query, rows 3 and 4 through the key they see), rows 0 and 2 stay finite, since a
+    key that takes no part contributes nothing (torch's math path, which adds -inf to q k^T,
+    makes every row NaN); so do dq's rows 1, 3, 4 and the gradient rows of k and v that a NaN
+    row reaches."""
+    rng = np.random.default_rng(8)
+    q, k, v, w = (rng.standard_normal((1, 5, 4)).astype(np.float32) for _ in range(4))
+    q[0, 1, 2] = k[0, 3, 0] = np.nan
+    ts = [vk.tensor(x, device=device, requires_grad=True) for x in (q, k, v)]
+    out = F.scaled_dot_product_attention(*ts, is_causal=True)
+    (out * vk.tensor(w, device=device)).sum().backward()
+    np.testing.assert_array_equal(np.isnan(out.numpy()).any(-1)[0], [False, True, False, True,
+                                                                     True])
+    assert np.isnan(ts[0].grad.numpy()[0, [1, 3, 4]]).all()
+    for t in ts[1:]:  # every key j is seen by a NaN row i >= j (1, 1, 3, 3, 4)
+        assert np.isnan(t.grad.numpy()).any(-1).all()
+    assert np.isfinite(out.numpy()[0, [0, 2]]).all()
+
+
 def test_fused_replayed_by_compile(device):
     """vk.compile replays the fused forward and backward on new values: the log-sum-exp the
     backward reads is one of the step's results, not a constant of the first call."""
