@@ -25,8 +25,8 @@
 // PASS 2, dk and dv (rows = B S; after pass 1, which wrote D): for key j, over the queries i
 //   that see it (i >= j when CAUSAL: queries above the diagonal are never visited),
 //   dv_j = sum_i P_ij dO_i and dk_j = scale sum_i P_ij (dP_ij - D_i) q_i.
-// So no pass writes what another reads but D, and every sum is one invocation's: no atomics,
-// the same bits on every run. Everything is computed in f32; each output rounds once to its
+// Pass 2 needs from pass 1 only D, and every sum is one invocation's: no atomics, the same
+// bits on every run. Everything is computed in f32; each output rounds once to its
 // dtype: ODT for the E-wide rows (dq, dk), ODTV for the EV-wide ones (out, dv); DT is that of
 // q, k, v and dO. A bf16 output needs an even width (one invocation owns whole words of its
 // rows; the caller asks for f32 and rounds otherwise). E, EV <= MAXE.
@@ -51,7 +51,6 @@ layout(push_constant) uniform Params {
 } p;
 
 const uint NEG_INF = 0xff800000u;
-
 
 // The mask's term of s_ij for batch b: 0 without a mask, 0 or -inf from a bool one.
 float mask_term(uint b, uint i, uint j) {
