@@ -3,8 +3,8 @@
 // Reductions (sum, prod, max, min, argmax, argmin, any, all) over any set of axes of a strided
 // view. Each output is reduced by GROUP threads (a power of two up to the workgroup, chosen per
 // call); a workgroup covers WG / GROUP consecutive outputs and writes them as whole words, so
-// packed outputs (bf16, bool) never share a word between workgroups. The op, the dtypes, GROUP
-// and STAGE are specialization constants.
+// packed outputs (bf16, bool) never share a word between workgroups. The op, the dtypes, GROUP,
+// STAGE and the number of reduced dims are specialization constants.
 //
 // A thread visits the reduced elements first + lane, first + lane + GROUP, ... of its output. Its
 // position among the reduced dims is a mixed-radix counter advanced by GROUP's digits with one
@@ -41,11 +41,12 @@ layout(constant_id = 1) const uint OUT_DT = 0u;
 layout(constant_id = 2) const uint A_DT = 0u;
 layout(constant_id = 3) const uint GROUP = 1u;  // threads per output
 layout(constant_id = 4) const uint STAGE = 0u;
+layout(constant_id = 5) const uint RED_DIMS = 1u;  // ndim_red: the counter's loops unroll to it
 
 layout(push_constant) uniform Params {
     uint n_out; uint n_red; uint out_start; uint a_start;
     uint scale_bits;                   // result multiplier (1/n for mean), float domain only
-    uint ndim_out; uint ndim_red;
+    uint ndim_out;                     // (the reduced dims' number is RED_DIMS)
     uint out_shape[MAXD]; int out_strides[MAXD];
     uint red_shape[MAXD]; int red_strides[MAXD];
     uint pieces; uint chunk;           // pieces per row, reduced elements per piece
@@ -140,7 +141,8 @@ void group_combine(inout T acc, inout int acc_i) {
         if (subgroupElect()) { vals[gl_SubgroupID] = acc; idxs[gl_SubgroupID] = acc_i; }
         barrier();
         uint k = GROUP / gl_SubgroupSize;
-        for (uint s = 1u; s < k; ++s) combine(OP, acc, acc_i, vals[seg * k + s], idxs[seg * k + s]);
+        if (lane == 0u)
+            for (uint s = 1u; s < k; ++s) combine(OP, acc, acc_i, vals[seg * k + s], idxs[seg * k + s]);
         barrier();
     }
 #else
@@ -173,7 +175,6 @@ void main() {
     uint lid = gl_LocalInvocationID.x;
     uint per_group = WG / GROUP;
     uint n_groups = (p.n_out + per_group - 1u) / per_group;
-    uint nd = p.ndim_red;
 
     // GROUP as digits of the reduced dims' mixed radix (the last dim fastest), and the offset
     // those digits move by
@@ -182,7 +183,7 @@ void main() {
     uint rest = GROUP;
     [[unroll]] for (int d = MAXD - 1; d >= 0; --d) {
         step[d] = 0u;
-        if (uint(d) < nd) {
+        if (uint(d) < RED_DIMS) {
             step[d] = d == 0 ? rest : rest % p.red_shape[d];
             rest = d == 0 ? 0u : rest / p.red_shape[d];
             step_off += int(step[d]) * p.red_strides[d];
@@ -205,7 +206,7 @@ void main() {
             int off = base;
             [[unroll]] for (int d = MAXD - 1; d >= 0; --d) {
                 c[d] = 0u;
-                if (uint(d) < nd) {
+                if (uint(d) < RED_DIMS) {
                     c[d] = d == 0 ? left : left % p.red_shape[d];
                     left = d == 0 ? 0u : left / p.red_shape[d];
                     off += int(c[d]) * p.red_strides[d];
@@ -217,7 +218,7 @@ void main() {
                 off += step_off;
                 uint carry = 0u;
                 [[unroll]] for (int d = MAXD - 1; d >= 0; --d) {
-                    if (uint(d) < nd) {
+                    if (uint(d) < RED_DIMS) {
                         c[d] += step[d] + carry;
                         off += int(carry) * p.red_strides[d];
                         carry = c[d] >= p.red_shape[d] ? 1u : 0u;

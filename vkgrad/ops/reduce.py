@@ -13,7 +13,7 @@ from .registry import Op, OpTest
 
 MAXD = 4        # kept dims and reduced dims reduce.comp describes, each (after coalescing)
 MAX_GROUP = kernels.WORKGROUP  # threads cooperating on one output
-ELEMENTS_PER_THREAD = 8        # what a thread reduces alone before the group combines (at most)
+ELEMENTS_PER_THREAD = 16       # what a thread reduces alone before the group combines (at most)
 ITERATIONS_PER_THREAD = 4096   # a thread's loop stays this short (lavapipe stops at 65,535)
 TWO_PASS_ABOVE = 1 << 16       # longer reductions go in two passes (see _two_pass)
 
@@ -149,13 +149,13 @@ def launch(backend, name, a, kept, axes, out, scale, chunk=None, index=None):
     n_out = out.size
     code = kernels.REDUCE_CODES["sum" if name == "mean" else name]
     pad_o, pad_r = [0] * (MAXD - len(out_shape)), [0] * (MAXD - len(red_shape))
-    push = [n_out, n_red, out.start, a.start, f32_bits(scale), len(out_shape), len(red_shape),
+    push = [n_out, n_red, out.start, a.start, f32_bits(scale), len(out_shape),
             *out_shape, *pad_o, *out_strides, *pad_o, *red_shape, *pad_r, *red_strides, *pad_r,
             pieces, chunk, 0 if index is None else index.start]
     domain = "float" if a.dtype.is_floating else "int"
     variant = domain + ("_subgroup" if backend.subgroups else "")
     backend.launch("reduce", variant, -(-n_out // per_group) * kernels.WORKGROUP, push,
-                   (code, out.dtype.code, a.dtype.code, group, stage),
+                   (code, out.dtype.code, a.dtype.code, group, stage, len(red_shape)),
                    reads=[a], writes=[out, index])
 
 
