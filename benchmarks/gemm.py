@@ -19,7 +19,8 @@ Variants: a second table per dtype times every matmul.comp variant each Vulkan d
 (the GEMM tiles of vkgrad.kernels.MATMUL_TILES that fit it, and DIRECT), forced through the op's
 `variant=` hook, on square problems (--variant-sizes, default the two largest --sizes) in three
 operand layouts: NN (A @ B), NT (A @ W.T, W stored N x K: a linear layer's forward) and TN
-(X.T @ G, X stored K x M: a weight gradient), next to torch on the same layouts. Where the
+(X.T @ G, X stored K x M: a weight gradient), next to torch on the same layouts (CUDA where
+torch has it, else the CPU). Where the
 device's peak float32 rate is known (PEAK_F32, or --peak), each cell gives its fraction too;
 "picked" names the variant vkgrad chooses for the problem.
 
@@ -93,9 +94,14 @@ def problems(args):
     return square + ([] if args.no_lenet else LENET)
 
 
-def error(got, a, b, ref):
-    """Largest |got - ref| relative to |a| @ |b| (a bound on the terms' size, never 0 here)."""
-    scale = np.abs(a) @ np.abs(b)
+def reference(a, b):
+    """(a @ b in float64, |a| @ |b|: the size of the terms summed, never 0 here)."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return a @ b, np.abs(a) @ np.abs(b)
+
+
+def error(got, ref, scale):
+    """Largest |got - ref| relative to `scale` (reference's second result)."""
     return float(np.max(np.abs(got.astype(np.float64) - ref) / np.maximum(scale, 1e-30)))
 
 
@@ -114,12 +120,12 @@ def main(argv=None):
             b = rng.standard_normal((k, n)).astype(np.float32)
             if dt == "bf16":   # every side multiplies the same bf16 values
                 a, b = (x.astype(ml_dtypes.bfloat16).astype(np.float32) for x in (a, b))
-            ref = a.astype(np.float64) @ b.astype(np.float64)
+            ref, scale = reference(a, b)
             entry = {"problem": name, "dtype": dt, "m": m, "k": k, "n": n, "gflops": {},
                      "median_ms": {}, "runs": {}, "error": {}}
 
             def measure(label, fn, finish, to_numpy):
-                err = error(to_numpy(fn()), a, b, ref)
+                err = error(to_numpy(fn()), ref, scale)
                 times = timed(fn, finish, **timing)
                 entry["gflops"][label] = 2 * m * k * n / median(times) / 1e9
                 entry["median_ms"][label] = median(times) * 1e3
@@ -188,7 +194,8 @@ def laid_out(x, transposed, to):
 
 
 def measure_variants(args, devices, rng, timing, failures):
-    """Per dtype, square size and layout: GFLOP/s of torch and of every variant of each device."""
+    """Per dtype, square size and layout: GFLOP/s of torch (on CUDA where torch has it, else on
+    the CPU) and of every variant of each device."""
     out = []
     for dt in args.dtypes:
         vk_dtype, torch_dtype = DTYPES[dt]
@@ -197,21 +204,21 @@ def measure_variants(args, devices, rng, timing, failures):
             b = rng.standard_normal((size, size)).astype(np.float32)
             if dt == "bf16":
                 a, b = (x.astype(ml_dtypes.bfloat16).astype(np.float32) for x in (a, b))
-            ref = a.astype(np.float64) @ b.astype(np.float64)
+            ref, scale = reference(a, b)
             for lay in LAYOUTS:
                 entry = {"problem": f"{size}x{size}x{size}", "dtype": dt, "layout": lay,
                          "size": size, "gflops": {}, "picked": {}}
                 ta, tb = lay == "TN", lay == "NT"
 
                 def measure(label, fn, finish, to_numpy):
-                    err = error(to_numpy(fn()), a, b, ref)
+                    err = error(to_numpy(fn()), ref, scale)
                     seconds = median(timed(fn, finish, **timing))
                     entry["gflops"][label] = 2 * size ** 3 / seconds / 1e9
                     if not err <= TOL[dt]:
                         failures.append(f"{dt} {size}^3 {lay} {label}: error {err:.3g} > "
                                         f"{TOL[dt]:g}")
 
-                for label, tdev, sync in torch_devices():
+                for label, tdev, sync in torch_devices()[-1:]:  # CUDA where present
                     to = lambda x: torch.from_numpy(x).to(device=tdev, dtype=torch_dtype)
                     xa, xb = laid_out(a, ta, to), laid_out(b, tb, to)
                     measure(label, lambda: xa @ xb, sync, lambda t: t.float().cpu().numpy())
