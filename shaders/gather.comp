@@ -21,12 +21,14 @@
 //        packed dst only when contiguous and word-aligned, checked on the host);
 //        MODE_STORE / MODE_ADD: dst = src or dst += src per element, through a compare-and-swap
 //        on the element's word that changes only the element's own bits, so neighbouring elements
-//        of a packed dtype (and repeated indices in MODE_ADD) never lose writes;
-//        MODE_MUL / MODE_MAX / MODE_MIN: dst = dst * src, max(dst, src), min(dst, src) alike
-//        (scatter_reduce; floats: NaN wins max and min; integers compare signed for int32).
+//        of a packed dtype never lose writes (combine.glsl);
+//        MODE_MUL / MODE_MAX / MODE_MIN: dst = dst * src, max(dst, src), min(dst, src) alike.
+//        The host sends combinations where an index repeats a destination to scatter.comp, which
+//        combines in source order; here they meet only destinations that no other element hits.
 // src is converted to dst's dtype as numpy's unsafe cast does (through f32 when either is
 // floating); a DT_IMM src carries bits that the host already converted to dst's dtype.
 #include "common.glsl"
+#include "combine.glsl"
 
 layout(local_size_x = 256) in;
 
@@ -42,8 +44,6 @@ layout(push_constant) uniform Params {
     uint idx_check;
     uint shape[MAXD]; int dst_strides[MAXD]; int src_strides[MAXD]; int idx_strides[MAXD];
 } p;
-
-bool is_float(uint dt) { return dt == DT_FLOAT32 || dt == DT_BFLOAT16; }
 
 void offsets(uint i, out int dst_off, out int src_off, out int ix) {
     uint rest = i;
@@ -79,51 +79,7 @@ void offsets(uint i, out int dst_off, out int src_off, out int ix) {
 uint value_bits(int src_off, int ix) {
     if (SIDE == INDEX_VALUE)
         return i32_to_bits(DST_DT, load_i32(SRC_DT, p.src_start, src_off) + ix);
-    if (SRC_DT == DT_IMM) return p.src_start;
-    if (SRC_DT == DST_DT) return load_bits(SRC_DT, p.src_start, src_off);  // NaN payloads too
-    if (is_float(SRC_DT) || is_float(DST_DT))
-        return f32_to_bits(DST_DT, load_f32(SRC_DT, p.src_start, src_off));
-    return i32_to_bits(DST_DT, load_i32(SRC_DT, p.src_start, src_off));
-}
-
-// a + b for two elements of dtype dt given as bits (floats add in f32; integers wrap).
-uint add_bits(uint dt, uint a, uint b) {
-    if (dt == DT_FLOAT32) return floatBitsToUint(uintBitsToFloat(a) + uintBitsToFloat(b));
-    if (dt == DT_BFLOAT16) return f32_to_bf16(bf16_to_f32(a) + bf16_to_f32(b));
-    if (dt == DT_BOOL) return a | b;
-    return a + b;
-}
-
-// dst's element a combined with src's b (as bits of dtype dt) by MODE.
-uint combine_bits(uint dt, uint a, uint b) {
-    if (MODE == MODE_STORE) return b;
-    if (MODE == MODE_ADD) return add_bits(dt, a, b);
-    if (is_float(dt)) {
-        float x = dt == DT_FLOAT32 ? uintBitsToFloat(a) : bf16_to_f32(a);
-        float y = dt == DT_FLOAT32 ? uintBitsToFloat(b) : bf16_to_f32(b);
-        if (MODE == MODE_MUL) return f32_to_bits(dt, x * y);
-        if (f32_is_nan(x)) return a;
-        if (f32_is_nan(y)) return b;
-        return (MODE == MODE_MAX) == (x > y) ? a : b;
-    }
-    if (MODE == MODE_MUL) return a * b;
-    bool greater = dt == DT_INT32 ? int(a) > int(b) : a > b;
-    return (MODE == MODE_MAX) == greater ? a : b;
-}
-
-void store_atomic(uint e, uint bits) {
-    uint per = elems_per_word(DST_DT);
-    uint width = 32u / per;
-    uint shift = (e % per) * width;
-    uint field = (width == 32u ? 0xffffffffu : ((1u << width) - 1u)) << shift;
-    uint word = e / per;
-    uint old = ARENA(word);
-    for (;;) {
-        uint v = combine_bits(DST_DT, (old & field) >> shift, bits);
-        uint seen = atomicCompSwap(ARENA(word), old, (old & ~field) | ((v << shift) & field));
-        if (seen == old) break;
-        old = seen;
-    }
+    return convert_bits(DST_DT, SRC_DT, p.src_start, src_off);
 }
 
 void main() {
@@ -148,6 +104,6 @@ void main() {
     }
     for (uint i = gl_GlobalInvocationID.x; i < p.n; i += threads) {
         offsets(i, dst_off, src_off, ix);
-        store_atomic(uint(int(p.dst_start) + dst_off), value_bits(src_off, ix));
+        combine_atomic(MODE, DST_DT, uint(int(p.dst_start) + dst_off), value_bits(src_off, ix));
     }
 }

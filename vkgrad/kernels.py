@@ -101,6 +101,7 @@ FAMILIES = {
                 "ce_subgroup": _ROWNORM_DEFINES + ["ERROR_WORD", "SUBGROUPS"]},
     "transfer": {"": []},
     "gather": {"": [f"{k}={v}" for k, v in GATHER_CODES.items()]},
+    "scatter": {"": [f"{k}={v}" for k, v in GATHER_CODES.items()]},  # combine.glsl's modes
     "scan": {"": [f"{k}={v}" for k, v in SCAN_CODES.items()]},
     "sort": {"": [f"{k}={v}" for k, v in SORT_CODES.items()]},
     "random": {"": []},

@@ -33,7 +33,11 @@ the tensor is never touched) and flags it, and the next host synchronisation (re
 vk.synchronize) raises IndexError naming the op (see vkgrad/backend/vulkan.py).
 
 Repeated indices: x[idx] = v writes one of the values for a repeated index (numpy: the last);
-add_at adds them all.
+add_at adds them all, in source order (the key's row-major order, as numpy's np.add.at), so a
+Vulkan device gives the host's f32 bits and the same bits on every run: no float atomics. On the
+device that is a sort of the destinations then one ordered loop per destination (see
+_scatter_sorted); index_add, and so the backward of indexing, take, take_along_axis and
+embedding, goes the same way.
 """
 import operator
 from math import prod
@@ -71,7 +75,8 @@ def strided_copy(shape, dst, dst_strides, src, src_strides=None, index=None, add
     dst, src: DeviceArrays whose `.start` is the base element (their own shape and strides are
     ignored); src may instead be a Python scalar. index = (array, strides, n, scale, side) adds
     fix(array[sum c*strides]) * scale to the side's offset ("src", "dst") or to the int32 value
-    ("value"). `combine` ("mul", "max", "min"): dst = dst * src, max or min, as `add` adds.
+    ("value"). `combine` ("mul", "max", "min"): dst = dst * src, max or min, as `add` adds;
+    where elements share a destination (an index on the dst side), in element order.
     n > 0 checks the entries against an axis of n: valid in [-n, n), negative ones
     wrapping (in [0, n) when not `wrap`); one out of range is clamped into [0, n) and makes the
     next synchronisation raise IndexError naming op `check`. `fresh`: dst is a whole new
@@ -85,13 +90,18 @@ def strided_copy(shape, dst, dst_strides, src, src_strides=None, index=None, add
     if imm:
         src_strides = (0,) * ndim
     array, idx_strides, idx_n, scale, side = index or (None, (0,) * ndim, 0, 0, "none")
+    mode = "MODE_ADD" if add else f"MODE_{combine.upper()}" if combine else "MODE_STORE"
+    if mode != "MODE_STORE" and side == "dst" and any(
+            m > 1 and s == 0 for m, s in zip(shape, dst_strides)):
+        # sources may share destinations: combine them in source order, not by atomics
+        _scatter_sorted(shape, dst, dst_strides, src, src_strides, index, mode, check, wrap)
+        return
     checked = dst.backend.error_code(check) << 1 | int(wrap) if idx_n else 0
     shape, strides = layout.coalesce(shape, dst_strides, src_strides, idx_strides)
     starts = [dst.start, scalar_bits(src, dst.dtype) if imm else src.start,
               array.start if array is not None else 0]
     codes = [dst.dtype.code, kernels.DTYPE_CODES["imm"] if imm else src.dtype.code,
              array.dtype.code if array is not None else 0]
-    mode = "MODE_ADD" if add else f"MODE_{combine.upper()}" if combine else "MODE_STORE"
     per = dst.dtype.per_word
     if mode == "MODE_STORE" and (per == 1 or (side != "dst"
                                               and layout.is_contiguous(shape, strides[0])
@@ -102,6 +112,75 @@ def strided_copy(shape, dst, dst_strides, src, src_strides=None, index=None, add
     access = ([src, array], [dst, dst.backend.staging_range])
     _launch_copy(dst.backend, shape, strides, starts, [idx_n, scale, checked],
                  [_G[mode], _G["INDEX_" + side.upper()], *codes], access)
+
+
+def _scatter_sorted(shape, dst, dst_strides, src, src_strides, index, mode, check, wrap):
+    """strided_copy's combination (`mode`: MODE_ADD, _MUL, _MAX, _MIN) through an index on the
+    destination side, deterministic: each destination combines its sources in source order (the
+    domain's row-major order), as numpy's ufunc.at does. Three steps (shaders/scatter.comp):
+    keys = the index term over the keyed dims (those where dst's stride is 0: the index alone
+    picks the destination), by gather.comp, which checks the indices; their stable argsort
+    (sort.comp: log2(m)(log2(m) + 1)/2 + 1 dispatches for m keyed positions, whatever the free
+    dims' size); one scatter.comp dispatch where each segment of equal keys is one invocation's
+    ordered loop. One row of keys serves every free position unless the index varies along free
+    dims (scatter_reduce's index), then one row each."""
+    from .sorting import _argsort_vulkan  # sorting.py imports this module
+    backend = dst.backend
+    array, idx_strides, idx_n, scale, _ = index
+    keyed = [d for d, n in enumerate(shape) if n > 1 and dst_strides[d] == 0]
+    free = [d for d, n in enumerate(shape) if n > 1 and dst_strides[d] != 0]
+    imm = not isinstance(src, DeviceArray)
+    src_strides = (0,) * len(shape) if imm else src_strides
+    def keyed_src():  # the keyed dims and src's strides along them, coalesced
+        return layout.coalesce([shape[d] for d in keyed], [src_strides[d] for d in keyed])
+    kshape, (ksrc,) = keyed_src()
+    if len(kshape) > _SCATTER_KD:  # read a copy of the values with the keyed dims last
+        order = free + keyed
+        copy_shape = [shape[d] for d in order]
+        copy = backend.empty(copy_shape, src.dtype)
+        strided_copy(copy_shape, copy, layout.contiguous_strides(copy_shape), src,
+                     [src_strides[d] for d in order], fresh=True)
+        placed = dict(zip(order, layout.contiguous_strides(copy_shape)))
+        src, src_strides = copy, [placed.get(d, 0) for d in range(len(shape))]
+        kshape, (ksrc,) = keyed_src()
+    per_row = any(idx_strides[d] for d in free)
+    key_dims = (free if per_row else []) + keyed
+    m = prod(kshape)
+    keys = backend.empty((prod(shape[d] for d in free) if per_row else 1, m), dtypes.int32)
+    key_shape = [shape[d] for d in key_dims]
+    strided_copy(key_shape, keys, layout.contiguous_strides(key_shape), 0,
+                 index=(array, [idx_strides[d] for d in key_dims], idx_n, scale, "value"),
+                 fresh=True, check=check, wrap=wrap)
+    perm = _argsort_vulkan(backend, keys, 1, False)
+    fshape, (fdst, fsrc) = layout.coalesce([shape[d] for d in free],
+                                           [dst_strides[d] for d in free],
+                                           [src_strides[d] for d in free])
+    spec = (_G[mode], dst.dtype.code, kernels.DTYPE_CODES["imm"] if imm else src.dtype.code)
+    starts = [dst.start, scalar_bits(src, dst.dtype) if imm else src.start, keys.start,
+              perm.start]
+    steps = (m, perm.strides[0]) if per_row else (0, 0)
+    _launch_scatter(backend, m, kshape, ksrc, fshape, fdst, fsrc, starts, steps, spec,
+                    ([None if imm else src, keys, perm], [dst]))
+
+
+_SCATTER_KD, _SCATTER_FD = 3, 5  # keyed and free dims that scatter.comp describes
+
+
+def _launch_scatter(backend, m, kshape, ksrc, fshape, fdst, fsrc, starts, steps, spec, access):
+    if len(fshape) > _SCATTER_FD:  # one dispatch per leading free index
+        inner = prod(fshape[1:])
+        for i in range(fshape[0]):
+            shifted = [starts[0] + i * fdst[0], starts[1] + i * fsrc[0],
+                       starts[2] + i * inner * steps[0], starts[3] + i * inner * steps[1]]
+            _launch_scatter(backend, m, kshape, ksrc, fshape[1:], fdst[1:], fsrc[1:], shifted,
+                            steps, spec, access)
+        return
+    kpad, fpad = [0] * (_SCATTER_KD - len(kshape)), [0] * (_SCATTER_FD - len(fshape))
+    nfree = prod(fshape)
+    push = [m, nfree, len(kshape), len(fshape), starts[0], starts[1], starts[2], steps[0],
+            starts[3], steps[1], *kshape, *kpad, *ksrc, *kpad, *fshape, *fpad, *fdst, *fpad,
+            *fsrc, *fpad]
+    backend.launch("scatter", "", m * nfree, push, spec, reads=access[0], writes=access[1])
 
 
 def _launch_copy(backend, shape, strides, starts, index_params, spec, access):

@@ -18,9 +18,12 @@ input's bits and their gradient is the gather's (added back at the permuted plac
 int32 (torch's are int64).
 
 scatter and scatter_reduce (torch's) write through shaders/gather.comp with the index on the
-destination side: plain stores, or compare-and-swap combinations (add, mul, max, min) so that
-repeated indices combine; index tensors on the device are checked by the kernel (IndexError at
-the next synchronisation), host indices before anything runs. mean is a sum divided by a count.
+destination side: plain stores (a repeated index writes one of its values); the combinations
+(sum, prod, amax, amin) sort the destinations and combine each one's sources in source order
+(shaders/scatter.comp, see indexing.strided_copy), as the host's ufunc.at does, so the result is
+the host's bit for bit and the same on every run; index tensors on the device are checked by the
+kernel (IndexError at the next synchronisation), host indices before anything runs. mean is a
+sum divided by a count.
 
 Host synchronisation: nonzero, Tensor.nonzero and masked_select return as many elements as the
 data selects, so they read that count back from the device (a wait); every other op here stays on
