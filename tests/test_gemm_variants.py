@@ -276,3 +276,39 @@ def test_cpu_devices_keep_direct_below_the_measured_size(backend, monkeypatch):
     assert _variant(backend, 6, 25, 57600) == DIRECT  # LeNet5's first convolution
     assert _variant(backend, n, n, n - 1) == DIRECT
     assert _variant(backend, n, n, n) != DIRECT
+
+
+# ---- operands in different arena chunks ---------------------------------------------------------
+CHUNKS_CHILD = f"""
+import sys
+sys.path.insert(0, {str(__import__("pathlib").Path(__file__).resolve().parent)!r})
+import numpy as np
+import vkgrad as vk
+from test_gemm_variants import VARIANTS, _check
+from vkgrad.ops.linalg import MATMUL
+from vkgrad.ops.registry import apply
+rng = np.random.default_rng(5)
+device = vk.device(sys.argv[1])
+for dtype in ("float32", "bfloat16"):
+    a = rng.standard_normal((300, 460)).astype(np.float32)
+    b = rng.standard_normal((460, 300)).astype(np.float32)
+    ta, tb = (vk.tensor(x, dtype, device) for x in (a, b))  # each in a 1 MiB chunk of its own
+    assert ta._data.start.chunk != tb._data.start.chunk
+    a, b = ta.numpy().astype(np.float32), tb.numpy().astype(np.float32)
+    for variant in VARIANTS:
+        for x, y, ra, rb in [(ta, tb, a, b), (ta[:, 1:], tb[1:], a[:, 1:], b[1:]),
+                             (tb.T, ta.T, b.T, a.T)]:  # aligned, a word at a time, TT
+            _check(apply(MATMUL, x, y, variant=variant).numpy(), ra, rb, dtype)
+print("ok")
+"""
+
+
+def test_every_variant_with_operands_in_different_chunks(vulkan):
+    """Vector loads pick each operand's chunk from the slot bits of its start: A, B and C in
+    three 1 MiB chunks (a child process, VKGRAD_ARENA_CHUNK_MB read when the device opens)."""
+    import os
+    import subprocess
+    import sys
+    child = subprocess.run([sys.executable, "-c", CHUNKS_CHILD, str(vulkan)], text=True,
+                           capture_output=True, env={**os.environ, "VKGRAD_ARENA_CHUNK_MB": "1"})
+    assert child.returncode == 0 and child.stdout.strip() == "ok", child.stderr[-3000:]
