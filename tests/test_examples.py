@@ -179,6 +179,31 @@ def test_mnist_lenet5_smoke(tmp_path):
     assert plot.stat().st_size > 10_000
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_mnist_lenet5_steps_replay_as_eager_steps(device, optimizer):
+    """The main job's training step goes through vk.compile on every device: after its first
+    steps record, it replays, with the eager step's losses and counts to the last bit."""
+    module = load("mnist_lenet5")
+    rng = np.random.default_rng(5)
+    batches = [(vk.tensor(rng.standard_normal((8, 1, 28, 28)), "float32", device),
+                vk.tensor(rng.integers(0, 10, 8), "int32", device)) for _ in range(5)]
+    results = []
+    for compiled in (True, False):
+        vk.manual_seed(0)
+        model = vk.models.lenet5(device=device)
+        opt = (vk.optim.Adam(model.parameters(), lr=1e-3) if optimizer == "adam"
+               else vk.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
+        step = module.training_step(model, opt)
+        assert isinstance(step, vk.compiler.Compiled)
+        if not compiled:
+            step = step.fn  # the same step, eagerly
+        results.append([(loss.item(), int(correct.item())) for loss, correct in
+                        (step(x, y) for x, y in batches)])
+        if compiled:
+            assert max(c.replays for c in step._captures.values()) >= 2
+    assert results[0] == results[1]
+
+
 @pytest.mark.full_run
 @pytest.mark.parametrize("dtype", ["f32", "bf16"])
 def test_mnist_lenet5_defaults_reach_95_percent(device, dtype, tmp_path):
