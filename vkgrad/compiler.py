@@ -167,13 +167,15 @@ class Compiled:
 
     @staticmethod
     def _replay(backend, capture, values):
-        from .autograd import no_grad
         from .tensor import Tensor
-        with no_grad():
-            for slot, value in zip(capture.inputs, values):
-                if isinstance(value, Tensor):
-                    slot._assign(value)
-        backend.replay(capture.recording)
+        result = capture.result
+        results = [result] if isinstance(result, Tensor) else \
+            [r for r in result if isinstance(r, Tensor)] if isinstance(result, (tuple, list)) \
+            else []
+        backend.replay(capture.recording,
+                       [(slot._data, value._data) for slot, value in zip(capture.inputs, values)
+                        if isinstance(value, Tensor)],
+                       [r._data for r in results])
         return capture.result
 
     def _note_unreplayed(self):

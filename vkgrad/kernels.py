@@ -99,7 +99,6 @@ FAMILIES = {
     "rownorm": {"": _ROWNORM_DEFINES, "subgroup": _ROWNORM_DEFINES + ["SUBGROUPS"],
                 "ce": _ROWNORM_DEFINES + ["ERROR_WORD"],
                 "ce_subgroup": _ROWNORM_DEFINES + ["ERROR_WORD", "SUBGROUPS"]},
-    "transfer": {"": []},
     "gather": {"": [f"{k}={v}" for k, v in GATHER_CODES.items()]},
     "scatter": {"": [f"{k}={v}" for k, v in GATHER_CODES.items()]},  # combine.glsl's modes
     "scan": {"": [f"{k}={v}" for k, v in SCAN_CODES.items()]},

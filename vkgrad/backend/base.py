@@ -13,6 +13,7 @@ class Counters:
     dispatches: int = 0              # kernels launched
     dispatches_recorded: int = 0     # kernels recorded into a command buffer (a replay: none)
     barriers: int = 0                # pipeline barriers in submitted work
+    copies: int = 0                  # buffer copies (vkCmdCopyBuffer) in submitted work
     submits: int = 0                 # command buffers submitted to a queue
     pipelines_created: int = 0       # compute pipelines created (compiled, or from the cache)
     pipeline_cache_hits: int = 0     # of those, the driver took from the pipeline cache
@@ -63,8 +64,10 @@ class Backend:
         """Stop recording; returns the recording, for replay()."""
         raise NotImplementedError
 
-    def replay(self, recording):
-        """Queue a recording's kernels again, on the same memory."""
+    def replay(self, recording, arguments=(), results=()):
+        """Copy `arguments`, (recorded input, value) array pairs of the same shape and dtype,
+        into the recorded inputs and queue a recording's kernels again, on the same memory.
+        `results`: the arrays the step returns (a backend may fetch small ones early)."""
         raise NotImplementedError
 
     def profiling(self, on):

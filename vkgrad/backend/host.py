@@ -82,7 +82,9 @@ class NumpyBackend(Backend):
         recording.finish()
         return recording
 
-    def replay(self, recording):
+    def replay(self, recording, arguments=(), results=()):
+        for slot, value in arguments:
+            np.copyto(slot, value)
         recording.replay()
 
     def _refuse_while_capturing(self, what):
