@@ -355,3 +355,25 @@ def test_a_host_step_that_a_replay_cannot_follow_runs_eagerly():
         with pytest.warns(RuntimeWarning, match="runs eagerly"):
             got = compiled(vk.tensor(x)).numpy()
         np.testing.assert_array_equal(got, x[::2] * 2 + 1)
+
+
+def test_arguments_off_a_word_boundary_are_copied_by_a_kernel(vulkan, rng):
+    # a contiguous word range goes in by vkCmdCopyBuffer; a bf16 view starting mid-word, or a
+    # strided one, by the copy kernel; the small result comes back with the replay's submission
+    compiled = vk.compile(lambda v: v * 2)
+    x = rng.standard_normal(9).astype(np.float32)
+    whole = vk.tensor(x, "bfloat16", vulkan)
+    expected = (whole * 2).numpy()
+    compiled(whole[:8])  # records
+    compiled(whole[:8]).numpy()  # first replay
+    recorded = len(next(iter(compiled._captures.values())).recording.dispatches)
+    for view, kernel in [(whole[:8], 0), (whole[1:], 1), (whole[::2][:8], 1)]:
+        vk.synchronize()
+        vk.reset_stats()
+        got = compiled(view).numpy()
+        stats = vk.stats()
+        assert stats["dispatches"] == recorded + kernel, stats
+        assert stats["copies"] == (1 - kernel) + 1, stats  # the argument (by a copy), the result
+        assert stats["submits"] == 1 and stats["host_syncs"] == 1, stats
+        np.testing.assert_array_equal(got, (view * 2).numpy())
+    np.testing.assert_array_equal(compiled(whole[1:]).numpy(), expected[1:])

@@ -79,6 +79,7 @@ CHUNK_SPAN = 2 << kernels.ARENA_SLOT_SHIFT
 ERROR_WORDS = ALIGN_WORDS         # staging's top words, kept from transfers; the last: errors
 MAX_IN_FLIGHT = 64                # submissions queued before the host waits for them
 ARENA, STAGING = 0, 1             # the arena's chunks (by pool word) and staging, for Hazards
+MAX_ARGUMENT_COPIES = 1024        # compiled steps' argument copies kept (see _argument_copy)
 MAX_TRACKED = 64                  # ranges Hazards tracks before it asks for a barrier anyway
 PREFETCH_WORDS = 1024            # staging words (below ERROR_WORDS) for compiled steps' results
 PREFETCH_MAX = 16                 # words of one result read back within its replay's submission
@@ -573,6 +574,7 @@ class VulkanBackend(Backend):
         self.pool = ArenaPool(self._new_chunk(first // 4), self._grow)
         self._staging_used = 0      # words of staging handed out since the last wait
         self._algorithms = {}
+        self._argument_copies = {}  # (src word, offset, strides, dst word) -> a _queue entry
         self.pipeline_cache = PipelineCache(manager, info)  # on disk across runs
         self._user_spirv = {}       # (family, variant) -> SPIR-V of kernels registered at run time
         self._arena_users = {}      # (family, variant) -> whether it addresses `arena`
@@ -772,23 +774,28 @@ class VulkanBackend(Backend):
         with self._lock:
             self._queue(op, None, None, reads, writes, copy=True)
 
-    def copy_words(self, dst, src):
-        """Queue the copy of DeviceArray `src` into `dst` (same shape and dtype) as one
-        vkCmdCopyBuffer where both are contiguous and start on a word (a trailing partial word
-        is copied whole: `dst` must own its block's words past its end, as a fresh tensor
-        does); returns whether it did."""
-        per = src.dtype.per_word
-        if src.offset % per or dst.offset % per or not (src.is_contiguous()
-                                                         and dst.is_contiguous()):
-            return False
-        words = -(-src.size // per)
-        if words:
-            first, into = src.block.word + src.offset // per, dst.block.word + dst.offset // per
-            if first != into:
-                self._copy(self._chunks[first // CHUNK_SPAN], first % CHUNK_SPAN,
-                           self._chunks[into // CHUNK_SPAN], into % CHUNK_SPAN, words,
-                           [(ARENA, first, first + words)], [(ARENA, into, into + words)])
-        return True
+    def _argument_copy(self, dst, src):
+        """The copy of DeviceArray `src` into a compiled step's input `dst` (a tensor of its own,
+        of the same shape and dtype) as one vkCmdCopyBuffer, a _queue entry, where `src` is
+        contiguous and starts on a word (a trailing partial word is copied whole, into `dst`'s
+        own block); () where there is nothing to copy, None where a kernel must copy it. Kept
+        by addresses, which a training loop's batches reuse, so a replay makes no new op."""
+        key = (src.block.word, src.offset, src.strides, dst.block.word)
+        entry = self._argument_copies.get(key, False)
+        if entry is False:
+            per, entry = src.dtype.per_word, None
+            if not src.offset % per and src.is_contiguous():
+                words = -(-src.size // per)
+                first, into = src.block.word + src.offset // per, dst.block.word
+                entry = () if not words or first == into else (
+                    self._kp.OpBufferCopy(self._chunks[first // CHUNK_SPAN], self._chunks[
+                        into // CHUNK_SPAN], first % CHUNK_SPAN * 4, into % CHUNK_SPAN * 4,
+                        words * 4), None, None, [(ARENA, first, first + words)],
+                    [(ARENA, into, into + words)], True)
+            if len(self._argument_copies) >= MAX_ARGUMENT_COPIES:
+                self._argument_copies.clear()
+            self._argument_copies[key] = entry
+        return entry
 
     def memory_stats(self):
         return {"arena_bytes": self.pool.capacity * 4, "in_use_bytes": self.pool.in_use * 4,
@@ -981,7 +988,10 @@ class VulkanBackend(Backend):
         While profiling, its dispatches are queued one by one instead, for their timestamps."""
         with self._lock:
             for slot, value in arguments:
-                if value is not slot and not self.copy_words(slot, value):
+                copy = self._argument_copy(slot, value)
+                if copy:
+                    self._queue(*copy)
+                elif copy is None:
                     from ..ops.elementwise import assign
                     assign(slot, value)
             if self._profiled is not None:
