@@ -141,8 +141,10 @@ void group_combine(inout T acc, inout int acc_i) {
         if (subgroupElect()) { vals[gl_SubgroupID] = acc; idxs[gl_SubgroupID] = acc_i; }
         barrier();
         uint k = GROUP / gl_SubgroupSize;
-        if (lane == 0u)
-            for (uint s = 1u; s < k; ++s) combine(OP, acc, acc_i, vals[seg * k + s], idxs[seg * k + s]);
+        if (lane == 0u) {
+            for (uint s = seg * k + 1u; s < (seg + 1u) * k; ++s)
+                combine(OP, acc, acc_i, vals[s], idxs[s]);
+        }
         barrier();
     }
 #else

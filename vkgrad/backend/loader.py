@@ -178,7 +178,8 @@ def physical_devices():
                     "conformance_version": None}
             info.update(subgroup_operations=[], subgroup_size=None)
             if api and props.apiVersion >= VK_API_VERSION_1_1:
-                driver = _DriverProperties(sType=_STRUCTURE_TYPE["physical_device_driver_properties"])
+                driver = _DriverProperties(
+                    sType=_STRUCTURE_TYPE["physical_device_driver_properties"])
                 subgroup = _SubgroupProperties(
                     sType=_STRUCTURE_TYPE["physical_device_subgroup_properties"],
                     pNext=ctypes.addressof(driver) if props.apiVersion >= VK_API_VERSION_1_2

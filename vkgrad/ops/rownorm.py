@@ -73,7 +73,7 @@ def _log_softmax_host(x, axis):
         return np.empty(x.shape, x.dtype)
     z = _wide(x)
     with np.errstate(all="ignore"):
-        m, lse = _stats(z, axis)
+        _, lse = _stats(z, axis)
     return (z - lse).astype(x.dtype, copy=False)
 
 
@@ -145,7 +145,7 @@ def _rows(x, axis):
     return np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
 
 
-def _ce_parts(x, t, w, axis, ignore_index, smoothing):
+def _ce_parts(x, t, w, axis, ignore_index):
     """Per row: z = float logits [rows, C], the valid mask, the safe targets, w[t] (0 where
     ignored), the log-sum-exp (kept) and sum_c w_c (1 per class without weights)."""
     z = _wide(_rows(x, axis))
@@ -160,10 +160,10 @@ def _ce_parts(x, t, w, axis, ignore_index, smoothing):
 def _cross_entropy_host(x, t, w, axis, ignore_index, smoothing, reduction):
     """(loss, sum of w[t] over the rows not ignored): loss per row of t's shape ("none") or
     reduced; float32 (float64) in x's dtype."""
-    z, valid, safe, wt, wc = _ce_parts(x, t, w, axis, ignore_index, smoothing)
+    z, valid, safe, wt, wc = _ce_parts(x, t, w, axis, ignore_index)
     with np.errstate(all="ignore"):
         if z.shape[0]:
-            m, lse = _stats(z, 1)
+            _, lse = _stats(z, 1)
             lse = lse[:, 0]
         else:
             lse = np.zeros(0, z.dtype)
@@ -182,10 +182,10 @@ def _cross_entropy_host(x, t, w, axis, ignore_index, smoothing, reduction):
 
 
 def _cross_entropy_backward_host(x, t, w, g, total, axis, ignore_index, smoothing, reduction):
-    z, valid, safe, wt, wc = _ce_parts(x, t, w, axis, ignore_index, smoothing)
+    z, valid, safe, wt, wc = _ce_parts(x, t, w, axis, ignore_index)
     with np.errstate(all="ignore"):
         if z.size:
-            m, lse = _stats(z, 1)
+            _, lse = _stats(z, 1)
             p = np.exp(z - lse)
         else:
             p = z.copy()
