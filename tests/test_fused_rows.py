@@ -79,9 +79,10 @@ def _close(got, expected, dtype, length, what, magnitude=0.0):
 
 
 def _row_cases(rng):
-    """(shape, axis) pairs: every length, odd leading dims, a middle axis, empty ones."""
+    """(shape, axis) pairs: every length, odd leading dims, middle and first axes (strided
+    rows; many of them get one thread each), empty ones."""
     cases = [((3, n), 1) for n in LENGTHS] + [((5, 3, 17), 2), ((3, 129, 5), 1), ((7, 9), 0),
-                                              ((0, 17), 1), ((4, 0), 1), ((1,), 0)]
+                                              ((17, 301), 0), ((0, 17), 1), ((4, 0), 1), ((1,), 0)]
     return [(rng.standard_normal(shape) * 4, axis) for shape, axis in cases]
 
 
@@ -154,7 +155,7 @@ def test_layer_norm_rows(device, dtype, rng):
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_cross_entropy_rows(device, dtype, reduction, rng):
     for c in LENGTHS:
-        for shape in ((5, c), (3, c, 2)):
+        for shape in ((5, c), (3, c, 2)) + (((3, c, 97),) if c < 100 else ()):
             x = _rounded(rng.standard_normal(shape) * 3, dtype)
             target_shape = shape[:1] + shape[2:]
             labels = rng.integers(0, c, target_shape)
