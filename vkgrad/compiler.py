@@ -16,13 +16,14 @@
 A call records when it meets new argument shapes, dtypes or devices (or new non-tensor
 arguments): it copies the tensor arguments into input tensors of its own and runs the function
 eagerly on those while the Vulkan backend keeps every dispatch queued. Every kernel addresses its
-operands by offsets into one arena buffer, so a later call only copies its arguments into those
-inputs and submits the recorded dispatches again: they were recorded once into a command buffer
-of their own (with barriers only where one kernel depends on another), which every replay
-submits after the copies' submission, without waiting. No op, autograd or optimizer code runs,
-no dispatch is recorded, nothing is allocated and no pipeline is created; the host waits only
-when it reads a value. The recorded kernels update parameters, gradients and
-optimizer state in place as the eager step did, and the call returns the same result objects
+operands by offsets into the arena's buffers, so a later call only copies its arguments into
+those inputs and submits the recorded dispatches again: they were recorded once into a command
+buffer of their own (the argument copies first, with barriers only where one kernel depends on
+another, then copies of the step's small results to staging), which every replay submits in one
+submission, without waiting; reading a small result then waits for it alone. No op, autograd
+or optimizer code runs, no dispatch is recorded, nothing is allocated and no pipeline is
+created; the host waits only when it reads a value. The recorded kernels update parameters,
+gradients and optimizer state in place as the eager step did, and the call returns the same result objects
 every time, holding the latest call's values (clone one to keep it).
 
 What a replay cannot see is checked or refused:
