@@ -122,8 +122,11 @@ def tanh(x):
 
 
 def _row_op(name, x, axis):
-    """Fused row op `name` (vkgrad/ops/rownorm.py) along `axis`; integer inputs in float32."""
+    """Fused row op `name` (vkgrad/ops/rownorm.py) along `axis`; integer inputs in float32. A
+    0-d tensor is a row of one (axis 0 or -1, as torch)."""
     x = x if x.dtype.is_floating else x.astype(dtypes.float32)
+    if x.ndim == 0 and operator.index(axis) in (0, -1):
+        return apply(OPS[name], x.reshape(1), axis=0).reshape(())
     return apply(OPS[name], x, axis=layout.normalize_axis(axis, x.ndim))
 
 
