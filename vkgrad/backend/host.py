@@ -204,22 +204,35 @@ class HostRecording:
                     self.problem = "a read-only view of the step's results outlived the step"
                 self.escapes.append((slot, a))
         self._produced = self._roots = self._kept = None
+        # each slot is let go after the last call that reads it (as eager execution frees a
+        # temporary when its last tensor dies), so a replay's peak memory is the eager step's
+        last = {}
+        for i, (_, _, _, arg_refs, kw_refs, outs) in enumerate(self.calls):
+            for slot in () if outs is None else outs if isinstance(outs, tuple) else (outs,):
+                last[slot] = i  # (a result nothing reads goes at once)
+            for _, _, slot in (*arg_refs, *kw_refs):
+                last[slot] = i
+        kept = {slot for slot, _ in self.escapes}
+        self.frees = [[] for _ in self.calls]
+        for slot, i in last.items():
+            if slot not in kept:
+                self.frees[i].append(slot)
 
     def replay(self):
         slots = [None] * self.nslots
-        for fn, args, kwargs, arg_refs, kw_refs, outs in self.calls:
+        for (fn, args, kwargs, arg_refs, kw_refs, outs), frees in zip(self.calls, self.frees):
             if arg_refs:
                 args = self._fill(list(args), arg_refs, slots)
             if kw_refs:
                 kwargs = self._fill(dict(kwargs), kw_refs, slots)
             result = fn(*args, **kwargs)
-            if outs is None:
-                continue
             if isinstance(outs, tuple):
                 for slot, r in zip(outs, result):
                     slots[slot] = r
-            else:
+            elif outs is not None:
                 slots[outs] = np.asarray(result) if isinstance(result, np.generic) else result
+            for slot in frees:
+                slots[slot] = None
         for slot, target in self.escapes:
             if slots[slot] is not target:
                 np.copyto(target, slots[slot])
