@@ -158,41 +158,12 @@ def _max_pool_host(x, v, kernel, stride, padding, dilation):
 
 def _max_pool_back_host(x, g, size, kernel, stride, padding, dilation):
     gt = np.ascontiguousarray(g.transpose(1, 2, 3, 0), dtype=_compute(g))
-    if stride == kernel and dilation == (1, 1) and not any(padding):
-        return _disjoint_pool_back_host(x, gt, size, kernel, g.dtype)
     n, c = x.shape[:2]
     dxp = np.zeros((c, size[0] + 2 * padding[0], size[1] + 2 * padding[1], n), gt.dtype)
     select = _select(gt)
     for window, hit in _window_hits_host(x, kernel, stride, padding, dilation):
         dxp[window] += select(gt, hit)
     return _nchw(dxp, size, padding, g.dtype)
-
-
-def _disjoint_pool_back_host(x, gt, size, kernel, dtype):
-    """max_pool2d's backward when the windows tile the input without overlap or padding (stride
-    = kernel, the usual 2x2 pooling): each window's first maximum (first NaN) found as one tap
-    number, the taps visited last to first so that the earliest hit is written last; then every
-    input element is written exactly once, the gradient where it is its window's tap, else 0.
-    Two passes per tap each way, against six for overlapping windows' boolean masks."""
-    xp, taps, best = _window_max_host(x, kernel, kernel, (0, 0), (1, 1))
-    first = np.zeros(best.shape, np.uint8 if len(taps) < 256 else np.int32)
-    nan = np.isnan(best).any()
-    for t in range(len(taps) - 1, -1, -1):
-        v = xp[taps[t][1]]
-        hit = v == best
-        if nan:
-            hit |= v != v
-        np.copyto(first, t, where=hit)
-    exact = all(s % k == 0 for s, k in zip(size, kernel))  # else rows or columns no window has
-    dxp = (np.empty if exact else np.zeros)(xp.shape, gt.dtype)
-    finite = np.isfinite(gt).all()
-    for t, (_, window) in enumerate(taps):
-        if finite:
-            np.multiply(gt, first == t, out=dxp[window])
-        else:  # 0 * inf would be NaN
-            dxp[window] = 0
-            np.copyto(dxp[window], gt, where=first == t)
-    return _nchw(dxp, size, (0, 0), dtype)
 
 
 def _window_counts(size, out_hw, kernel, stride, padding, include_pad):
