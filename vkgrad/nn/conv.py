@@ -8,7 +8,9 @@ vkgrad/ops/conv.py.
 import operator
 
 from ..creation import empty
+from ..ops.conv import conv2d_relu
 from . import functional as F
+from .activation import ReLU
 from .linear import reset_weight_and_bias
 from .module import Module
 from .parameter import Parameter
@@ -115,6 +117,17 @@ class Conv2d(_ConvNd):
         x, padding = self._padded(x)
         return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation,
                         self.groups)
+
+    def _fuse_with(self, following):
+        """A ReLU right after: relu(conv2d(x)) as one op (ops.conv.conv2d_relu)."""
+        if type(following) is not ReLU:
+            return None
+
+        def forward(x):
+            x, padding = self._padded(x)
+            return conv2d_relu(x, self.weight, self.bias, self.stride, padding, self.dilation,
+                               self.groups)
+        return forward
 
 
 def _conv_repr(m, optional):

@@ -55,6 +55,11 @@ class Module:
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
+    def _fuse_with(self, following):
+        """A function computing following(self(x)) as one op, or None (nn.Sequential asks: a
+        Conv2d followed by a ReLU answers)."""
+        return None
+
     def __call__(self, *args, **kwargs):
         # a recorded step (vkgrad.compile) replays this mode's computation: only in this mode
         compiler.guard(lambda: self.training, self.training)
@@ -434,8 +439,16 @@ class Sequential(_ModuleSequence):
             del self._modules[key]
 
     def forward(self, x):
-        for m in self._modules.values():
-            x = m(x)
+        """Each module on the output of the one before; a pair that fuses (a Conv2d, then a
+        ReLU) runs as one op, with the same values."""
+        modules = list(self._modules.values())
+        i = 0
+        while i < len(modules):
+            fused = modules[i]._fuse_with(modules[i + 1]) if i + 1 < len(modules) else None
+            if fused is not None:
+                x, i = fused(x), i + 2
+            else:
+                x, i = modules[i](x), i + 1
         return x
 
 

@@ -37,6 +37,7 @@ from .registry import Op, OpTest, apply
 
 _CODES = kernels.CONV_CODES
 CHUNK = 16  # output elements per conv.comp invocation: whole words, one index decomposition
+COLUMN_BLOCK = 1 << 16  # floats of columns per block of a host inference convolution (in cache)
 
 
 # ---- geometry ---------------------------------------------------------------------------------
@@ -102,6 +103,34 @@ def _col2im_host(cols, size, kernel, stride, padding, dilation):
     for (i, j), window in _taps(kernel, stride, dilation, out_hw):
         xp[window] += taps[:, i, j]
     return _nchw(xp, size, padding, cols.dtype)
+
+
+def _conv_inference_host(x, w, bias, kernel, stride, padding, dilation, relu):
+    """max(w @ cols(x) + bias, 0) (relu) as an (O, OH*OW*N) float32 array, made a block of output
+    rows at a time: each block's columns (about COLUMN_BLOCK floats) are built, multiplied, and
+    the bias and the ReLU applied in place while they are in the cache, so the column matrix
+    (25 x 576,000 floats for LeNet5's first convolution at batch 1,000) never reaches memory.
+    The sums are those of the one big product (each output's dot product is the same)."""
+    c, n = x.shape[1], x.shape[0]
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    oh, ow = _out_hw(x.shape[2:], kernel, stride, padding, dilation)
+    xp = _batch_last(x, padding, 0, np.float32)
+    s = xp.strides
+    windows = as_strided(xp, (c, kh, kw, oh, ow, n),
+                         (s[0], s[1] * dh, s[2] * dw, s[1] * sh, s[2] * sw, s[3]), writeable=False)
+    w = w.astype(np.float32, copy=False)
+    out = np.empty((w.shape[0], oh * ow * n), np.float32)
+    row = ow * n  # output columns per output row
+    rows = max(1, COLUMN_BLOCK // max(1, c * kh * kw * row))
+    for r0 in range(0, oh, rows):
+        block = out[:, r0 * row:min(oh, r0 + rows) * row]
+        cols = np.ascontiguousarray(windows[:, :, :, r0:r0 + rows]).reshape(c * kh * kw, -1)
+        np.matmul(w, cols, out=block)
+        if bias is not None:
+            block += bias.astype(np.float32, copy=False)[:, None]
+        if relu:
+            np.maximum(block, 0, out=block)
+    return out
 
 
 def _window_max_host(x, kernel, stride, padding, dilation):
@@ -230,6 +259,23 @@ def _im2col_vulkan(backend, x, kernel, stride, padding, dilation):
     out_hw = _out_hw(x.shape[2:], kernel, stride, padding, dilation)
     return _launch("MODE_IM2COL", (c * prod(kernel), prod(out_hw) * n), x.dtype, x, None, n, c,
                    x.shape[2:], out_hw, kernel, stride, padding, dilation)
+
+
+def _conv_inference_vulkan(backend, x, w, bias, kernel, stride, padding, dilation, relu):
+    """The same as the host's, from the kernels the training path uses: im2col, the product,
+    the bias added and the ReLU applied in float32 (a bf16 input's columns widened first)."""
+    from .elementwise import launch
+    from .linalg import _matmul_vulkan
+    if x.dtype is not dtypes.float32:
+        x = launch(backend, "identity", dtypes.float32, x.shape, [x], "float")
+    out = _matmul_vulkan(backend, w, _im2col_vulkan(backend, x, kernel, stride, padding,
+                                                     dilation))
+    if bias is not None:
+        column = bias.view((bias.shape[0], 1), (bias.strides[0], 1), bias.offset)
+        out = launch(backend, "add", dtypes.float32, out.shape, [out, column], "float")
+    if relu:
+        out = launch(backend, "relu", dtypes.float32, out.shape, [out], "float")
+    return out
 
 
 def _col2im_vulkan(backend, cols, size, kernel, stride, padding, dilation):
@@ -425,6 +471,17 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     pairs; padding may also be "valid" (0) or "same" (see _string_padding); other asymmetric
     padding is F.pad's. Output (N, O, OH, OW), OH = (H + 2*ph - dh*(kH - 1) - 1) // sh + 1.
     """
+    return _conv2d(input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv2d_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """relu(conv2d(...)) as one op where no gradient is wanted (nn.Sequential uses it for a
+    Conv2d followed by a ReLU): on the host the product, the bias and the ReLU are applied a
+    block of output rows at a time, in the cache. The same values as the two ops."""
+    return _conv2d(input, weight, bias, stride, padding, dilation, groups, relu=True)
+
+
+def _conv2d(input, weight, bias, stride, padding, dilation, groups, relu=False):
     x, unbatch = _batched("conv2d", input, 2)
     _check_tensor("conv2d", "weight", weight)
     if weight.ndim != 4:
@@ -453,11 +510,19 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
             raise ValueError(f"conv2d: bias shape {bias.shape} does not match weight shape "
                              f"{weight.shape}: expected ({o},)")
     oh, ow = _check_window("conv2d", x.shape, (kh, kw), stride, padding, dilation)
+    from ..autograd import is_grad_enabled
     from ..tensor import _add_narrow, _narrow, _widen
     from .linalg import matmul
     dtype = dtypes.result_type(x.dtype, weight.dtype)
     if bias is not None:
         dtype = dtypes.result_type(dtype, bias.dtype)
+    k = cg * kh * kw
+    if groups == 1 and dtype in (dtypes.float32, dtypes.bfloat16) and not (
+            is_grad_enabled() and any(t is not None and t.requires_grad
+                                      for t in (x, weight, bias))):
+        out = apply(CONV_INFERENCE, x, weight.reshape(o, k), bias, kernel=(kh, kw),
+                    stride=stride, padding=padding, dilation=dilation, relu=relu)
+        return unbatch(_narrow(out, dtype).reshape(o, oh, ow, n).transpose(3, 0, 1, 2))
     if dtype is dtypes.bfloat16:
         x = _widen(x)  # columns, product and dx's col2im in float32, each result rounded once
     if (kh, kw, *stride, *padding) == (1, 1, 1, 1, 0, 0):
@@ -465,11 +530,11 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     else:
         cols = apply(IM2COL, x, kernel=(kh, kw), stride=stride, padding=padding,
                      dilation=dilation)
-    k = cg * kh * kw
     out = matmul(weight.reshape(groups, o // groups, k), cols.reshape(groups, k, oh * ow * n))
     out = out.reshape(o, oh * ow * n)
     out = _narrow(out, dtype) if bias is None else _add_narrow(out, bias.reshape(o, 1), dtype)
-    return unbatch(out.reshape(o, oh, ow, n).transpose(3, 0, 1, 2))
+    out = unbatch(out.reshape(o, oh, ow, n).transpose(3, 0, 1, 2))
+    return out.relu() if relu else out
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -925,6 +990,23 @@ def _window_length(inputs, params):
     return prod(_tuple("", "", params["kernel_size"], 2, 1))
 
 
+def _conv_without_grad(*tensors, relu=False, **params):
+    from ..autograd import no_grad
+    with no_grad():
+        return (conv2d_relu if relu else conv2d)(*tensors, **params)
+
+
+def _torch_conv_relu(*arrays, **params):
+    return np.maximum(_torch("conv2d")(*arrays, **params), 0)
+
+
+# conv2d without autograd (inference): no vjp, so conv2d takes it only when no gradient is wanted
+CONV_INFERENCE = Op("conv2d_inference", _conv_inference_host, _conv_inference_vulkan, saves=(),
+                    tests=[OpTest(_conv_without_grad, _torch("conv2d"), _conv_cases,
+                                  reduction_length=_conv_length, grad=False),
+                           OpTest(lambda *t, **p: _conv_without_grad(*t, relu=True, **p),
+                                  _torch_conv_relu, _conv_cases, reduction_length=_conv_length,
+                                  grad=False)])
 IM2COL = Op("im2col", _im2col_host, _im2col_vulkan, vjp=_im2col_vjp, saves=(), tests=[
     OpTest(unfold, _torch("unfold"), _unfold_cases),
     OpTest(conv2d, _torch("conv2d"), _conv_cases, reduction_length=_conv_length),
