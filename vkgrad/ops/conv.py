@@ -105,12 +105,12 @@ def _col2im_host(cols, size, kernel, stride, padding, dilation):
     return _nchw(xp, size, padding, cols.dtype)
 
 
-def _conv_inference_host(x, w, bias, kernel, stride, padding, dilation, relu):
-    """max(w @ cols(x) + bias, 0) (relu) as an (O, OH*OW*N) float32 array, made a block of output
-    rows at a time: each block's columns (about COLUMN_BLOCK floats) are built, multiplied, and
-    the bias and the ReLU applied in place while they are in the cache, so the column matrix
-    (25 x 576,000 floats for LeNet5's first convolution at batch 1,000) never reaches memory.
-    The sums are those of the one big product (each output's dot product is the same)."""
+def _conv_inference_host(x, w, bias, kernel, stride, padding, dilation, relu, out_dtype):
+    """max(w @ cols(x) + bias, 0) (relu) as an (O, OH*OW*N) array of out_dtype, made a block of
+    output rows at a time: each block's columns (about COLUMN_BLOCK floats) are built,
+    multiplied, and the bias and the ReLU applied in place, in float32, and the block rounded
+    to out_dtype once, while it is in the cache, so the column matrix (25 x 576,000 floats for
+    LeNet5's first convolution at batch 1,000) never reaches memory."""
     c, n = x.shape[1], x.shape[0]
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
     oh, ow = _out_hw(x.shape[2:], kernel, stride, padding, dilation)
@@ -119,17 +119,21 @@ def _conv_inference_host(x, w, bias, kernel, stride, padding, dilation, relu):
     windows = as_strided(xp, (c, kh, kw, oh, ow, n),
                          (s[0], s[1] * dh, s[2] * dw, s[1] * sh, s[2] * sw, s[3]), writeable=False)
     w = w.astype(np.float32, copy=False)
-    out = np.empty((w.shape[0], oh * ow * n), np.float32)
+    out = np.empty((w.shape[0], oh * ow * n), out_dtype.np_dtype)
     row = ow * n  # output columns per output row
     rows = max(1, COLUMN_BLOCK // max(1, c * kh * kw * row))
+    wide = out if out.dtype == np.float32 else np.empty((w.shape[0], rows * row), np.float32)
     for r0 in range(0, oh, rows):
-        block = out[:, r0 * row:min(oh, r0 + rows) * row]
+        span = slice(r0 * row, min(oh, r0 + rows) * row)
+        block = out[:, span] if wide is out else wide[:, :span.stop - span.start]
         cols = np.ascontiguousarray(windows[:, :, :, r0:r0 + rows]).reshape(c * kh * kw, -1)
         np.matmul(w, cols, out=block)
         if bias is not None:
             block += bias.astype(np.float32, copy=False)[:, None]
         if relu:
             np.maximum(block, 0, out=block)
+        if wide is not out:
+            out[:, span] = block  # rounds to nearest even, once
     return out
 
 
@@ -261,7 +265,8 @@ def _im2col_vulkan(backend, x, kernel, stride, padding, dilation):
                    x.shape[2:], out_hw, kernel, stride, padding, dilation)
 
 
-def _conv_inference_vulkan(backend, x, w, bias, kernel, stride, padding, dilation, relu):
+def _conv_inference_vulkan(backend, x, w, bias, kernel, stride, padding, dilation, relu,
+                           out_dtype):
     """The same as the host's, from the kernels the training path uses: im2col, the product,
     the bias added and the ReLU applied in float32 (a bf16 input's columns widened first)."""
     from .elementwise import launch
@@ -273,8 +278,9 @@ def _conv_inference_vulkan(backend, x, w, bias, kernel, stride, padding, dilatio
     if bias is not None:
         column = bias.view((bias.shape[0], 1), (bias.strides[0], 1), bias.offset)
         out = launch(backend, "add", dtypes.float32, out.shape, [out, column], "float")
-    if relu:
-        out = launch(backend, "relu", dtypes.float32, out.shape, [out], "float")
+    if relu or out_dtype is not dtypes.float32:  # (relu's result rounded to out_dtype)
+        out = launch(backend, "relu" if relu else "identity", out_dtype, out.shape, [out],
+                     "float")
     return out
 
 
@@ -521,8 +527,9 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups, relu=False):
             is_grad_enabled() and any(t is not None and t.requires_grad
                                       for t in (x, weight, bias))):
         out = apply(CONV_INFERENCE, x, weight.reshape(o, k), bias, kernel=(kh, kw),
-                    stride=stride, padding=padding, dilation=dilation, relu=relu)
-        return unbatch(_narrow(out, dtype).reshape(o, oh, ow, n).transpose(3, 0, 1, 2))
+                    stride=stride, padding=padding, dilation=dilation, relu=relu,
+                    out_dtype=dtype)
+        return unbatch(out.reshape(o, oh, ow, n).transpose(3, 0, 1, 2))
     if dtype is dtypes.bfloat16:
         x = _widen(x)  # columns, product and dx's col2im in float32, each result rounded once
     if (kh, kw, *stride, *padding) == (1, 1, 1, 1, 0, 0):
