@@ -84,14 +84,21 @@ def _taps(kernel, stride, dilation, out_hw):
 
 
 # ---- host implementations ---------------------------------------------------------------------
-def _im2col_host(x, kernel, stride, padding, dilation):
+def _windows(x, kernel, stride, padding, dilation, dtype):
+    """x's columns as a read-only (C, kH, kW, OH, OW, N) view of x batch-last, zero-padded, as
+    `dtype`: the column matrix, not yet copied out."""
     n, c = x.shape[:2]
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
     oh, ow = _out_hw(x.shape[2:], kernel, stride, padding, dilation)
-    xp = _batch_last(x, padding, 0, x.dtype)
+    xp = _batch_last(x, padding, 0, dtype)
     s = xp.strides
-    windows = as_strided(xp, (c, kh, kw, oh, ow, n),
-                         (s[0], s[1] * dh, s[2] * dw, s[1] * sh, s[2] * sw, s[3]), writeable=False)
+    return as_strided(xp, (c, kh, kw, oh, ow, n),
+                      (s[0], s[1] * dh, s[2] * dw, s[1] * sh, s[2] * sw, s[3]), writeable=False)
+
+
+def _im2col_host(x, kernel, stride, padding, dilation):
+    windows = _windows(x, kernel, stride, padding, dilation, x.dtype)
+    c, kh, kw, oh, ow, n = windows.shape
     return np.ascontiguousarray(windows).reshape(c * kh * kw, oh * ow * n)
 
 
@@ -111,13 +118,8 @@ def _conv_inference_host(x, w, bias, kernel, stride, padding, dilation, relu, ou
     multiplied, and the bias and the ReLU applied in place, in float32, and the block rounded
     to out_dtype once, while it is in the cache, so the column matrix (25 x 576,000 floats for
     LeNet5's first convolution at batch 1,000) never reaches memory."""
-    c, n = x.shape[1], x.shape[0]
-    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
-    oh, ow = _out_hw(x.shape[2:], kernel, stride, padding, dilation)
-    xp = _batch_last(x, padding, 0, np.float32)
-    s = xp.strides
-    windows = as_strided(xp, (c, kh, kw, oh, ow, n),
-                         (s[0], s[1] * dh, s[2] * dw, s[1] * sh, s[2] * sw, s[3]), writeable=False)
+    windows = _windows(x, kernel, stride, padding, dilation, np.float32)
+    c, kh, kw, oh, ow, n = windows.shape
     w = w.astype(np.float32, copy=False)
     out = np.empty((w.shape[0], oh * ow * n), out_dtype.np_dtype)
     row = ow * n  # output columns per output row
