@@ -33,6 +33,12 @@ def is_grad_enabled():
     return getattr(_mode, "enabled", True)
 
 
+def wants_grad(tensors):
+    """Whether an op on `tensors` (Tensors, or None for an absent operand) is recorded for
+    autograd: grad mode is on and one of them requires grad."""
+    return is_grad_enabled() and any(t is not None and t._requires_grad for t in tensors)
+
+
 class set_grad_enabled(contextlib.ContextDecorator):
     """Switch recording on or off inside a `with` block or a decorated function (per thread)."""
 

@@ -62,9 +62,7 @@ class NumpyBackend(Backend):
         them, or None for one that writes in place). Every piece of numpy work the host does on
         tensors comes through here (op implementations, fills, copies, random draws), so a step
         being captured by vkgrad.compile in this thread records it."""
-        result = fn(*args, **kwargs)
-        if isinstance(result, np.generic):
-            result = np.asarray(result)  # the array a Tensor will wrap, known to the recording
+        result = _as_array(fn(*args, **kwargs))
         recording = getattr(self._capture, "recording", None)
         if recording is not None:
             recording.add(fn, args, kwargs, result)
@@ -92,6 +90,11 @@ class NumpyBackend(Backend):
             raise RuntimeError(f"a step being captured by vkgrad.compile {what}: a replay would "
                                "not repeat that. Pass inputs as arguments and return what you "
                                "need to read, then read it after the call")
+
+
+def _as_array(result):
+    """A kernel's numpy scalar as the 0-d array a Tensor will wrap (and a recording knows)."""
+    return np.asarray(result) if isinstance(result, np.generic) else result
 
 
 def _root(a):
@@ -212,10 +215,10 @@ class HostRecording:
                 last[slot] = i  # (a result nothing reads goes at once)
             for _, _, slot in (*arg_refs, *kw_refs):
                 last[slot] = i
-        kept = {slot for slot, _ in self.escapes}
+        escaping = {slot for slot, _ in self.escapes}
         self.frees = [[] for _ in self.calls]
         for slot, i in last.items():
-            if slot not in kept:
+            if slot not in escaping:
                 self.frees[i].append(slot)
 
     def replay(self):
@@ -230,7 +233,7 @@ class HostRecording:
                 for slot, r in zip(outs, result):
                     slots[slot] = r
             elif outs is not None:
-                slots[outs] = np.asarray(result) if isinstance(result, np.generic) else result
+                slots[outs] = _as_array(result)
             for slot in frees:
                 slots[slot] = None
         for slot, target in self.escapes:

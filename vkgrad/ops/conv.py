@@ -518,16 +518,15 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups, relu=False):
             raise ValueError(f"conv2d: bias shape {bias.shape} does not match weight shape "
                              f"{weight.shape}: expected ({o},)")
     oh, ow = _check_window("conv2d", x.shape, (kh, kw), stride, padding, dilation)
-    from ..autograd import is_grad_enabled
+    from ..autograd import wants_grad
     from ..tensor import _add_narrow, _narrow, _widen
     from .linalg import matmul
     dtype = dtypes.result_type(x.dtype, weight.dtype)
     if bias is not None:
         dtype = dtypes.result_type(dtype, bias.dtype)
     k = cg * kh * kw
-    if groups == 1 and dtype in (dtypes.float32, dtypes.bfloat16) and not (
-            is_grad_enabled() and any(t is not None and t.requires_grad
-                                      for t in (x, weight, bias))):
+    if (groups == 1 and dtype in (dtypes.float32, dtypes.bfloat16)
+            and not wants_grad((x, weight, bias))):
         out = apply(CONV_INFERENCE, x, weight.reshape(o, k), bias, kernel=(kh, kw),
                     stride=stride, padding=padding, dilation=dilation, relu=relu,
                     out_dtype=dtype)

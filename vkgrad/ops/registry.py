@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from .. import profiler
-from ..autograd import is_grad_enabled, record
+from ..autograd import record, wants_grad
 
 OPS = {}
 
@@ -79,6 +79,6 @@ def _apply(op, operands, params):
     if "stats" in op.saves:
         result, *stats = result
     out = Tensor._wrap(result, device)
-    if op.vjp is not None and any(t._requires_grad for t in tensors) and is_grad_enabled():
+    if op.vjp is not None and wants_grad(tensors):
         record(op, operands, params, out, stats)
     return out
