@@ -109,7 +109,8 @@ def _bias_corrected(hyper, t):
 def _adam(w, g, buffers, flags, step_size, weight_decay, decay_factor, one_minus_beta1, beta2,
           one_minus_beta2, eps, bias_correction2_sqrt):
     m, v, v_max = buffers
-    w *= decay_factor
+    if decay_factor != 1:  # (w * 1 is w)
+        w *= decay_factor
     if weight_decay != 0:
         g = g + weight_decay * w
     m += one_minus_beta1 * (g - m)
