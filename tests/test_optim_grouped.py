@@ -156,3 +156,13 @@ def test_a_replayed_host_step_equals_eager_bit_for_bit(config, dtype):
     assert capture.replays == STEPS - (2 if opt.state[params[0]] else 1)
     assert [fn for fn, *_ in capture.recording.calls].count(optimizers.OPS_UPDATE.host) == 1
     assert _bits(params, opt) == _bits(eager_params, eager_opt)
+
+
+def test_the_update_is_profiled_as_one_op_per_group():
+    params = _params(DTYPES["f32"][0])
+    opt = vk.optim.SGD([{"params": params[:2]}, {"params": params[2:]}], lr=0.1, momentum=0.9)
+    for p, g in zip(params, _grads(params, 0, seed=1)):
+        p.grad = g
+    with vk.profile() as prof:
+        opt.step()
+    assert prof.ops["optimizer_update"][0] == 2

@@ -35,7 +35,7 @@ FRESH_MASTER) is what is updated, and the parameter receives the rounded copy.
 """
 import numpy as np
 
-from .. import dtypes, kernels, layout
+from .. import dtypes, kernels, layout, profiler
 from ..backend.vulkan import f32_bits
 from .registry import Op, OpTest
 
@@ -68,8 +68,15 @@ def update(rule, params, grads, buffers, masters, steps, arrivals, flags, **hype
     advanced by one here; arrivals (COUNTED rules, Vulkan), uint32 scalar Tensors holding 0, the
     kernel's own; flags, sets of names from kernels.OPTIM_FLAGS. hyper: the rule's HYPER values
     as Python floats (Adam: lr, beta1 and beta2 themselves, without the _lo parts), shared by
-    all of them.
+    all of them. Profiled (vkgrad.profile) as the op optimizer_update.
     """
+    if profiler.enabled():
+        with profiler.frame(OPS_UPDATE.name):
+            return _update(rule, params, grads, buffers, masters, steps, arrivals, flags, hyper)
+    return _update(rule, params, grads, buffers, masters, steps, arrivals, flags, hyper)
+
+
+def _update(rule, params, grads, buffers, masters, steps, arrivals, flags, hyper):
     by_device = {}
     for i, p in enumerate(params):
         by_device.setdefault(p.device, []).append(i)
