@@ -100,7 +100,7 @@ def _sgd(w, g, buffers, flags, lr, weight_decay, momentum, one_minus_dampening):
             b[...] = g
         else:
             b *= momentum
-            b += one_minus_dampening * g
+            b += g if one_minus_dampening == 1 else one_minus_dampening * g  # (1 * g is g)
         g = g + momentum * b if "NESTEROV" in flags else b
     w -= lr * g
 
