@@ -166,3 +166,25 @@ def test_the_update_is_profiled_as_one_op_per_group():
     with vk.profile() as prof:
         opt.step()
     assert prof.ops["optimizer_update"][0] == 2
+
+
+@pytest.mark.parametrize("config", ["sgd-nesterov-wd", "adam-amsgrad-wd-maximize",
+                                    "rmsprop-centered-momentum-wd-maximize"])
+def test_a_group_across_devices_updates_each_parameter_on_its_own(vulkan, config):
+    """A group whose parameters live on the host and on Vulkan: one host call for the host's,
+    one dispatch each for the others, the results of each parameter's own update."""
+    name, kwargs = CONFIGS[config]
+
+    def run(grouped):
+        params = _params(DTYPES["f32"][0])
+        for i in (0, 2, 5):
+            params[i] = vk.nn.Parameter(params[i].to(vulkan))
+        spec = params if grouped else [{"params": [p]} for p in params]
+        opt = getattr(vk.optim, name)(spec, **kwargs)
+        for k in range(3):
+            for p, g in zip(params, _grads(params, k, seed=1)):
+                p.grad = None if g is None else g.to(p.device)
+            opt.step()
+        return _bits(params, opt)
+
+    assert run(grouped=True) == run(grouped=False)
