@@ -209,8 +209,8 @@ def _dispatch(backend, param, grad, b0, b1, b2, master, step, arrivals, rule, fl
         # the step count that all of them read.
         for i in range(param.shape[0]):
             _dispatch(backend, *[None if a is None else _index0(a, i)
-                               for a in (param, grad, b0, b1, b2, master)], step, arrivals,
-                    rule=rule, flags=flags, hyper=hyper, advance=i == param.shape[0] - 1)
+                                 for a in (param, grad, b0, b1, b2, master)], step, arrivals,
+                      rule=rule, flags=flags, hyper=hyper, advance=i == param.shape[0] - 1)
         return param
     pad = [0] * (MAXD - len(shape))
     values = [_slot(hyper, name) for name in HYPER[rule]]
