@@ -188,3 +188,34 @@ def test_a_group_across_devices_updates_each_parameter_on_its_own(vulkan, config
         return _bits(params, opt)
 
     assert run(grouped=True) == run(grouped=False)
+
+
+@pytest.mark.parametrize("config", ["sgd-nesterov-wd", "adamw-amsgrad", "rmsprop"])
+@pytest.mark.parametrize("master", [False, True], ids=["", "master"])
+def test_parameters_recast_or_reloaded_mid_run_are_followed(config, master):
+    """Module.to(bfloat16) replaces each parameter's array, load_state_dict of the model writes
+    new values into them: the grouped step updates what the parameters hold then, as each
+    parameter's own step does."""
+    name, kwargs = CONFIGS[config]
+
+    def run(grouped):
+        model = vk.nn.Sequential(vk.nn.Linear(5, 4), vk.nn.Linear(4, 3))
+        model.load_state_dict({k: vk.tensor(np.full(v.shape, 0.25, np.float32))
+                               for k, v in model.state_dict().items()})
+        params = list(model.parameters())
+        spec = params if grouped else [{"params": [p]} for p in params]
+        opt = getattr(vk.optim, name)(spec, master_weights=master, **kwargs)
+        rng = np.random.default_rng(3)
+        for k in range(5):
+            if k == 2:
+                model.to(vk.bfloat16)
+            if k == 3:
+                model.load_state_dict({key: vk.tensor(rng.standard_normal(v.shape), v.dtype)
+                                       for key, v in model.state_dict().items()})
+            opt.zero_grad()
+            x = vk.tensor(rng.standard_normal((6, 5)), params[0].dtype)
+            (model(x) ** 2).mean().backward()
+            opt.step()
+        return _bits(params, opt)
+
+    assert run(grouped=True) == run(grouped=False)
