@@ -1,5 +1,7 @@
 """max_pool2d's gradient where windows tie, hold NaN or -inf, take an infinite gradient, or
-leave rows and columns unpooled: the first maximum of each window gets it, as in torch."""
+leave rows and columns unpooled: the first maximum of each window gets it, as in torch. The
+forward keeps each window's tap of it, which return_indices, the backward's scatter and a
+compiled host step's replay read."""
 import numpy as np
 import pytest
 import torch
