@@ -157,8 +157,8 @@ def _first_taps(size, kernel, stride, padding, dilation, out_hw):
 
 def _bf16_bits(x, widen):
     """bf16 `x` as the float32 of the same value (widen), or float32 `x` holding bf16 values as
-    bf16, exactly, by shifting the bits: a quarter of ml_dtypes' time for what needs no
-    rounding (a maximum is one of its inputs)."""
+    bf16, exactly, by shifting the bits, for what needs no rounding (a maximum is one of its
+    inputs): narrowing takes a fifth of ml_dtypes' rounding time, widening two thirds."""
     if widen:
         return np.left_shift(x.view(np.uint16), 16, dtype=np.uint32).view(np.float32)
     out = np.empty(x.shape, np.uint16)
