@@ -133,3 +133,22 @@ uint place_bits(uint dt, uint bits, uint index) {
         off_ += int(c_) * strides[d_];                                     \
     }                                                                      \
     out = off_; }
+
+// ---- division by a dimension ----------------------------------------------------------------------
+// floor(n / d) for n < 2^31 by a multiply-high and a shift, m and s from vkgrad.layout.div_magic(d)
+// (which proves it exact): no integer division, which CPU drivers run as a loop of scalar ones.
+uint div_magic(uint n, uint m, uint s) {
+    uint hi, lo;
+    umulExtended(n << 1, m, hi, lo);
+    return hi >> s;
+}
+
+// The coordinate along an inner dim of size `dim` of row-major index `rest` (< 2^31), which keeps
+// the index over the outer dims. m: the dim's div_magic multiplier, its shift in byte k of
+// `shifts` (vkgrad.layout.div_magic_words lays them out).
+int split_coord(inout uint rest, uint dim, uint m, uint shifts, int k) {
+    uint q = div_magic(rest, m, (shifts >> (8 * k)) & 0xffu);
+    int c = int(rest - q * dim);
+    rest = q;
+    return c;
+}

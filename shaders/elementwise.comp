@@ -16,9 +16,9 @@ layout(constant_id = 4) const uint C_DT = 0u;
 
 layout(push_constant) uniform Params {
     uint n; uint ndim; uint out_start; uint a_start; uint b_start; uint c_start;
-    uint shape[MAXD];
     int out_strides[MAXD];  // used for unpacked outputs; packed outputs are contiguous
     int a_strides[MAXD]; int b_strides[MAXD]; int c_strides[MAXD];
+    uint inner[MAXD - 1]; uint magic[MAXD - 1]; uint shifts;  // layout.div_magic_words(shape)
 } p;
 
 #if defined(DOMAIN_FLOAT)
@@ -576,43 +576,65 @@ T apply(T a, T b, T c) {
     return a;
 }
 
+// Element offsets of row-major index i (< 2^31) in out and the operands: coordinates split off
+// innermost first without dividing (split_coord); contiguous operands coalesce to one dim, i.
+void offsets(uint i, out int oo, out int ao, out int bo, out int co) {
+    uint rest = i;
+    oo = 0; ao = 0; bo = 0; co = 0;
+    for (int d = int(p.ndim) - 1; d > 0; --d) {
+        int c = split_coord(rest, p.inner[d - 1], p.magic[d - 1], p.shifts, d - 1);
+        oo += c * p.out_strides[d];
+        ao += c * p.a_strides[d];
+        bo += c * p.b_strides[d];
+        co += c * p.c_strides[d];
+    }
+    int c = int(rest);
+    oo += c * p.out_strides[0];
+    ao += c * p.a_strides[0];
+    bo += c * p.b_strides[0];
+    co += c * p.c_strides[0];
+}
+
+// Output word w: its elements (one, or 2 and 4 of a packed dtype) computed and stored.
+void store_word(uint w, uint per_word) {
+    uint packed = 0u;
+    for (uint k = 0u; k < per_word; ++k) {
+        uint i = w * per_word + k;
+        if (i >= p.n) break;
+        int oo, ao, bo, co;
+        offsets(i, oo, ao, bo, co);
+        uint bits;
+        if (OP == OP_IDENTITY && A_DT == OUT_DT) {
+            bits = load_bits(A_DT, p.a_start, ao);  // a copy moves bits, NaN payloads too
+        } else {
+            bits = TO_BITS(OUT_DT, apply(LOAD(A_DT, p.a_start, ao), LOAD(B_DT, p.b_start, bo),
+                                         LOAD(C_DT, p.c_start, co)));
+        }
+        if (per_word == 1u) {
+            ARENA(int(p.out_start) + oo) = bits;  // strided output: in-place writes into views
+        } else {
+            packed |= place_bits(OUT_DT, bits, i);
+        }
+    }
+    if (per_word > 1u) ARENA(p.out_start / per_word + w) = packed;
+}
+
+// Each invocation computes ELEMS_PER_INVOCATION elements, whole output words of every dtype, so
+// no two invocations write one word: invocation t of the grid-stride loop (over however many
+// workgroups the host could launch) owns words base + j * 256, base = (t - lane) * words_per +
+// lane, j < words_per, so that neighbouring invocations touch neighbouring words.
 void main() {
     uint per_word = elems_per_word(OUT_DT);
+    uint words_per = ELEMS_PER_INVOCATION / per_word;
     uint words = (p.n + per_word - 1u) / per_word;
-    uint threads = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
-    for (uint w = gl_GlobalInvocationID.x; w < words; w += threads) {
-        uint packed = 0u;
-        for (uint k = 0u; k < per_word; ++k) {
-            uint i = w * per_word + k;
-            if (i >= p.n) break;
-            uint rest = i;
-            int oo = 0, ao = 0, bo = 0, co = 0;
-            if (p.ndim == 1u) {  // contiguous operands coalesce to one dim: no division (slow
-                oo = int(i) * p.out_strides[0];  // on CPU drivers)
-                ao = int(i) * p.a_strides[0];
-                bo = int(i) * p.b_strides[0];
-                co = int(i) * p.c_strides[0];
-            } else for (int d = int(p.ndim) - 1; d >= 0; --d) {
-                int coord = int(rest % p.shape[d]);
-                rest /= p.shape[d];
-                oo += coord * p.out_strides[d];
-                ao += coord * p.a_strides[d];
-                bo += coord * p.b_strides[d];
-                co += coord * p.c_strides[d];
-            }
-            uint bits;
-            if (OP == OP_IDENTITY && A_DT == OUT_DT) {
-                bits = load_bits(A_DT, p.a_start, ao);  // a copy moves bits, NaN payloads too
-            } else {
-                bits = TO_BITS(OUT_DT, apply(LOAD(A_DT, p.a_start, ao), LOAD(B_DT, p.b_start, bo),
-                                             LOAD(C_DT, p.c_start, co)));
-            }
-            if (per_word == 1u) {
-                ARENA(int(p.out_start) + oo) = bits;  // strided output: in-place writes into views
-            } else {
-                packed |= place_bits(OUT_DT, bits, i);
-            }
+    uint lane = gl_LocalInvocationID.x, size = gl_WorkGroupSize.x;
+    uint threads = gl_NumWorkGroups.x * size;
+    for (uint t = gl_GlobalInvocationID.x; (t - lane) * words_per < words; t += threads) {
+        uint base = (t - lane) * words_per + lane;
+        [[unroll]] for (uint j = 0u; j < words_per; ++j) {
+            uint w = base + j * size;
+            if (w >= words) break;
+            store_word(w, per_word);
         }
-        if (per_word > 1u) ARENA(p.out_start / per_word + w) = packed;
     }
 }
