@@ -79,17 +79,25 @@ float load_f32(uint dt, uint start, int index) {
     return bits_to_f32(dt, load_bits(dt, start, index));
 }
 
-int load_i32(uint dt, uint start, int index) {
-    if (dt == DT_IMM) return int(start);
-    uint b = load_bits(dt, start, index);
+int bits_to_i32(uint dt, uint b) {
     if (dt == DT_FLOAT32) return f32_to_i32(uintBitsToFloat(b));
     if (dt == DT_BFLOAT16) return f32_to_i32(bf16_to_f32(b));
     return int(b);
 }
 
+uint bits_to_u32(uint dt, uint b) {
+    if (dt == DT_FLOAT32 || dt == DT_BFLOAT16) return f32_to_u32(bits_to_f32(dt, b));
+    return uint(bits_to_i32(dt, b));
+}
+
+int load_i32(uint dt, uint start, int index) {
+    if (dt == DT_IMM) return int(start);
+    return bits_to_i32(dt, load_bits(dt, start, index));
+}
+
 uint load_u32(uint dt, uint start, int index) {
-    if (dt == DT_FLOAT32 || dt == DT_BFLOAT16) return f32_to_u32(load_f32(dt, start, index));
-    return uint(load_i32(dt, start, index));
+    if (dt == DT_IMM) return start;
+    return bits_to_u32(dt, load_bits(dt, start, index));
 }
 
 // Bits of `v` as an element of `dt`, not yet shifted into place within its word.

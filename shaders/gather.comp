@@ -89,7 +89,10 @@ uint value_bits(int src_off, int ix) {
 void main() {
     uint threads = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
     int dst_off, src_off, ix;
-    if (MODE == MODE_WORDS) {  // ELEMS_PER_INVOCATION elements each, laid out as elementwise.comp's
+    // MODE_WORDS: ELEMS_PER_INVOCATION elements per invocation t, whole words of dst: words
+    // base + j * 256 (j < words_per), base = (t - lane) * words_per + lane, so that neighbouring
+    // invocations touch neighbouring words
+    if (MODE == MODE_WORDS) {
         uint per = elems_per_word(DST_DT);
         uint words_per = ELEMS_PER_INVOCATION / per;
         uint words = (p.n + per - 1u) / per;

@@ -116,8 +116,8 @@ FAMILIES = {
 # Every kernel declares its push constants within this many 32-bit words (Vulkan guarantees 128 B).
 PUSH_WORDS = 32
 WORKGROUP = 256  # local_size_x of the one-dimensional kernels
-# Elements each invocation of elementwise.comp and of gather.comp's word copies computes: whole
-# 32-bit words of every dtype (1, 2 or 4 to a word).
+# Elements each invocation of elementwise.comp (its quads: uvec4s) and of gather.comp's word
+# copies computes: whole 32-bit words of every dtype (1, 2 or 4 to a word).
 ELEMS_PER_INVOCATION = 4
 # The arena chunks one dispatch binds (common.glsl's arena_chunks), and where a word address
 # keeps its slot: slot << ARENA_SLOT_SHIFT | word. Element starts keep it log2(elements per
