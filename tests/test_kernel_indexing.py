@@ -122,7 +122,7 @@ def _expected(op, a, b):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_binary_ops_over_awkward_shapes_and_views(vulkan, rng, shape, dtype):
-    for kind_a, kind_b in zip(VIEWS, VIEWS[1:] + VIEWS[:1]):
+    for kind_a, kind_b in [("contiguous", "contiguous"), *zip(VIEWS, VIEWS[1:] + VIEWS[:1])]:
         a, ta = _view(rng, shape, dtype, kind_a, vulkan)
         b, tb = _view(rng, shape, dtype, kind_b, vulkan)
         for op in (np.add, np.multiply):
@@ -146,6 +146,22 @@ def test_bf16_and_uint8_odd_lengths_with_scalars(vulkan, rng, n):
     u = _values(rng, (n,), "uint8")
     got = np.asarray((vk.tensor(u, device=vulkan)[::-1] + 100).numpy())
     assert (got == (u[::-1] + np.uint8(100))).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_contiguous_operands_at_every_alignment(vulkan, rng, dtype):
+    # a quad of four elements moves in one access only when every operand starts at a multiple
+    # of 4; the others, and the last n % 4 elements, go element by element
+    base_a, base_b = _values(rng, (40,), dtype), _values(rng, (40,), dtype)
+    ta, tb = vk.tensor(base_a, device=vulkan), vk.tensor(base_b, device=vulkan)
+    for oa in range(5):
+        for ob in (0, 1, 3, 4):
+            for n in (1, 3, 4, 5, 8, 9, 17, 31):
+                a, b = base_a[oa:oa + n], base_b[ob:ob + n]
+                got = np.asarray((ta[oa:oa + n] * tb[ob:ob + n]).numpy())
+                assert (_bits(got) == _bits(_expected(np.multiply, a, b))).all(), (oa, ob, n)
+                got = np.asarray((ta[oa:oa + n] < tb[ob:ob + n]).numpy())
+                assert (got == (a < b)).all(), (oa, ob, n)
 
 
 def test_zero_dim_and_empty(vulkan):
