@@ -194,13 +194,15 @@ def _launch_copy(backend, shape, strides, starts, index_params, spec, access):
                          access)
         return
     n = prod(shape)
+    if n > layout.DIV_MAGIC_BOUND:
+        raise NotImplementedError(f"strided copy of {n} elements (at most 2^31)")
     pad = [0] * (MAXD - len(shape))
-    push = [n, len(shape), *starts, *index_params, *shape, *pad]
+    push = [n, len(shape), *starts, *index_params]
     for s in strides:
         push += [*s, *pad]
-    per = 4 // _ITEMSIZE[spec[2]]
-    backend.launch("gather", "", -(-n // per) if words else n, push, tuple(spec),
-                   reads=access[0], writes=access[1])
+    push += layout.div_magic_words(shape, MAXD)
+    backend.launch("gather", "", -(-n // kernels.ELEMS_PER_INVOCATION) if words else n, push,
+                   tuple(spec), reads=access[0], writes=access[1])
 
 
 def _scan_launch(backend, phase, threads, **f):
