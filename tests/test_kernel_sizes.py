@@ -129,6 +129,30 @@ def test_elementwise(vulkan, rng, dtype, n):
             got = call(ta, tb)
             assert got.shape == (n, 3)
             _close(got.numpy(), expected, dtype, f"{name} {dtype} {layout} ({n}, 3)")
+        # with an operand of another dtype (promoted in the kernel: the two read different
+        # words per element), against the float64 sum rounded to the result's dtype
+        other = {"float32": "bfloat16", "bfloat16": "uint8", "int32": "uint8", "uint8": "bool",
+                 "bool": "int32"}[dtype]
+        o, to = _stored(_values(rng, (n, 3), other), vulkan, "offset")
+        got = ta + to
+        kind = got.dtype.name
+        if kind in ("float32", "bfloat16"):
+            assert_op_close(got.numpy(), a.astype(np.float64) + o.astype(np.float64), kind, 1,
+                            0.0, f"{dtype} {layout} + {other}")
+        else:
+            np.testing.assert_array_equal(
+                got.numpy(), (a.astype(np.int64) + o.astype(np.int64)).astype(NP[kind]),
+                err_msg=f"{dtype} {layout} + {other}")
+        # conversions to every dtype (from floats only where numpy's own cast is defined: to
+        # floats, to int32 for values in range, to bool)
+        targets = ["float32", "bfloat16", "int32", "bool"] + (
+            [] if dtype in ("float32", "bfloat16") else ["uint8"])
+        for target in targets:
+            got = ta.astype(target).numpy()
+            expected = np.ascontiguousarray(a.astype(np.float32).astype(NP[target])
+                                            if dtype == "bfloat16" else a.astype(NP[target]))
+            np.testing.assert_array_equal(got.view(np.uint8), expected.view(np.uint8),
+                                          err_msg=f"{dtype} {layout} astype {target}")
         # a row broadcast against a column: the output's two strides come from different operands
         col = _values(rng, (n, 1), dtype, low=1)
         got = cases[0][1](vk.tensor(col, device=vulkan), tb[:1]).numpy()
@@ -258,6 +282,11 @@ def test_scans(vulkan, rng, dtype, n):
                     np.testing.assert_array_equal(got.astype(np.float64), expected, err_msg=what)
                 else:  # each step rounds once in float32: the accumulation bound over the axis
                     _sum_close(got, expected, magnitude, 2 * a.shape[axis], dtype, what)
+    for packed in ("uint8", "bool"):  # sources of several elements per word, mid-word views
+        for layout in ("offset", "strided"):
+            a, t = _stored(_values(rng, (3, n), packed), vulkan, layout)
+            np.testing.assert_array_equal(t.cumsum(1).numpy(), np.cumsum(a.astype(np.int64), 1),
+                                          err_msg=f"cumsum {packed} {layout} (3, {n})")
     mask = rng.random((n, 3)) < 0.3
     np.testing.assert_array_equal(vk.tensor(mask, device=vulkan).T.nonzero().numpy(),
                                   np.stack(np.nonzero(mask.T), axis=1))
