@@ -488,27 +488,43 @@ def test_conv_and_pools(vulkan, rng, dtype, size):
 
 
 # ---- attention.comp -----------------------------------------------------------------------------
-@pytest.mark.parametrize("length", [1, 17, 129])
+@pytest.mark.parametrize("length,e,ev", [(1, 15, 16), (17, 16, 15), (129, 16, 16)],
+                         ids=["L1-E15-Ev16", "L17-E16-Ev15", "L129-E16-Ev16"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_attention(vulkan, rng, dtype, length):
-    q, k, v = (rng.standard_normal((2, 3, length, 15)).astype(NP[dtype]) for _ in range(3))
-    g = rng.standard_normal((2, 3, length, 15)).astype(NP[dtype])
+def test_attention(vulkan, rng, dtype, length, e, ev):
+    """The fused forward and both backward passes, unmasked, causal, and with a bool and an
+    additive mask broadcast over batch and heads; S = L + 2 keys; odd and even feature widths
+    (a bf16 output of odd width is computed in f32 and rounded by the caller)."""
+    keys = length + 2
+    q = rng.standard_normal((2, 3, length, e)).astype(NP[dtype])
+    k = rng.standard_normal((2, 3, keys, e)).astype(NP[dtype])
+    v = rng.standard_normal((2, 3, keys, ev)).astype(NP[dtype])
+    g = rng.standard_normal((2, 3, length, ev)).astype(NP[dtype])
+    take = rng.random((length, keys)) < 0.7
+    take[:, 0] = True  # every query sees a key (torch gives NaN for one that sees none)
+    add = rng.standard_normal((1, 3, length, keys)).astype(NP[dtype])
     ours = [vk.tensor(a, device=vulkan, requires_grad=True) for a in (q, k, v)]
     refs = [torch.tensor(a.astype(np.float64), requires_grad=True) for a in (q, k, v)]
-    for causal in (False, True):
-        out = F.scaled_dot_product_attention(*ours, is_causal=causal)
-        ref = TF.scaled_dot_product_attention(*refs, is_causal=causal)
+    for causal, mask in ((False, None), (True, None), (False, take), (False, add)):
+        mine = None if mask is None else vk.tensor(mask, device=vulkan)
+        theirs = None if mask is None else torch.tensor(
+            mask if mask.dtype == np.bool_ else mask.astype(np.float64))
+        out = F.scaled_dot_product_attention(*ours, attn_mask=mine, is_causal=causal)
+        ref = TF.scaled_dot_product_attention(*refs, attn_mask=theirs, is_causal=causal)
         out.backward(vk.tensor(g, device=vulkan))
         ref.backward(torch.tensor(g.astype(np.float64)))
-        what = f"attention {q.shape} causal={causal} {dtype}"
-        # a softmax-weighted sum of `length` rows of 15 products each: the accumulation bound
-        # over length + 15 terms of the size of |V| (the weights sum to 1)
+        what = (f"attention {q.shape} {k.shape} {v.shape} causal={causal} mask="
+                f"{None if mask is None else mask.dtype} {dtype}")
+        # out_i = sum_j P_ij v_j with weights summing to 1: float32 rounds the S + E terms of a
+        # row (the scores' E products, the softmax's S terms), each error carried at most at
+        # a few times max|v| (scores of standard normals are a few units), so S + E terms of
+        # 4 max|v| in the accumulation bound (for bf16 far below its 2 ulps of the result)
         scale = np.abs(v.astype(np.float64)).max()
-        assert_op_close(out.numpy(), ref.detach().numpy(), dtype, length + 15,
+        assert_op_close(out.numpy(), ref.detach().numpy(), dtype, keys + e,
                         np.full(ref.shape, 4 * scale), what)
         for t, r, name in zip(ours, refs, "qkv"):
             grad_scale = np.full(r.shape, 4 * np.abs(r.grad.numpy()).max() + 1)
-            assert_op_close(t.grad.numpy(), r.grad.numpy(), dtype, 2 * (length + 15), grad_scale,
+            assert_op_close(t.grad.numpy(), r.grad.numpy(), dtype, 2 * (keys + e), grad_scale,
                             f"{what} grad {name}")
             t.grad, r.grad = None, None
 
