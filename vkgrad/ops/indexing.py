@@ -48,7 +48,7 @@ from .. import dtypes, kernels, layout
 from ..autograd import check_inplace
 from ..backend.vulkan import DeviceArray
 from ..tensor import _ADVANCED, Tensor, _check_device_dtype, tensor, tensor_method, zeros
-from .elementwise import assign, cast, contiguous
+from .elementwise import cast, contiguous
 from .elementwise import launch as elementwise_launch
 from .registry import OPS, Op, OpTest, apply
 
@@ -551,7 +551,9 @@ def _write_vulkan(backend, a, value, *operands, key, add, caller=None):
         # bf16: add every value into a float32 copy, then round each element once
         total = elementwise_launch(backend, "identity", dtypes.float32, a.shape, [a], "float")
         _write_vulkan(backend, total, value, *operands, key=key, add=True, caller=caller)
-        assign(a, total)
+        # back through gather.comp, which writes any view (elementwise's assign needs a
+        # contiguous, word-aligned one: `a` may start mid-word or be strided)
+        strided_copy(a.shape, a, a.strides, total, total.strides)
         return a
     shape, view, view_strides, index = _plan(a, operands, key, caller)
     strides = None
