@@ -17,8 +17,9 @@ Covered elsewhere, at these sizes, and not repeated here:
   passes): tests/test_fused_rows.py (reduce's integer variants are here);
 - random.comp's draws against the host's bits at (), (1,), (7, 3), (3, 5, 7), (70001,):
   tests/test_random.py (its index patterns, arange, linspace, eye, are here);
-- past 65,535 workgroups: random.comp (arange) and elementwise.comp's float domain,
-  tests/test_gpu_correctness.py; matmul.comp, tests/test_gemm_variants.py.
+- past 65,535 workgroups: random.comp (arange), tests/test_gpu_correctness.py; elementwise.comp
+  and gather.comp's word copies (4 elements per invocation), tests/test_kernel_indexing.py;
+  matmul.comp, tests/test_gemm_variants.py.
 Not launched past 65,535 workgroups, because the memory would exceed lavapipe's 128 MiB arena:
 sort.comp (8 bytes of keys and indices per slot), conv.comp (16 outputs per invocation: 2^28
 outputs), attention.comp (one invocation per query row), scan.comp's chunk passes (about 16K
@@ -556,12 +557,8 @@ def _tail(t, k=1000):
     return t[-k:].numpy()
 
 
-def test_elementwise_int_and_uint_domains_past_65535_workgroups(vulkan, launches):
-    for dtype in ("int32", "uint32"):  # one element per word
-        out = vk.tensor([7], dtype=dtype, device=vulkan).broadcast_to((N,)) + 2
-        assert (_tail(out) == 9).all() and int(out[0].item()) == 9, dtype
-        del out
-    _past_one_grid(launches, "elementwise")
+# elementwise.comp past 65,535 workgroups: tests/test_kernel_indexing.py (uint8 and bool; at four
+# elements per invocation a one-word-per-element dtype would need more than the 128 MiB arena).
 
 
 def test_copy_past_65535_workgroups(vulkan, launches):
