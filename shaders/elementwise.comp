@@ -232,22 +232,114 @@ float exp2_acc(float x) {
     return scale2(1.0 + expm1_small((x - n) * LN2), n);
 }
 
-// tan x: x = n pi/2 + r, |r| <= pi/4, with pi/2 in three 12-bit parts (n PIO2_k exact for
-// |n| < 2^12) and a fourth; r's subtractions cancel exactly (Sterbenz), so r keeps its relative
-// accuracy, near 0 too. sin r and cos r by their Taylor series (truncation < 3e-12), tan =
-// sin r / cos r for even n, -cos r / sin r for odd n. Beyond |x| = 6433 (n >= 2^12) the
-// reduction is no longer exact: the driver's sin / cos there.
+// 2/pi in bits, most significant first, after a zero word (for windows that start before its
+// first bit): 2/pi = sum over k >= 1 of TWO_OVER_PI[k] 2^(-32 k). Enough for every float32:
+// Payne and Hanek's reduction below reads 96 bits from bit e - 2 on, e <= 104.
+const uint TWO_OVER_PI[9] = uint[9](0u, 0xa2f9836eu, 0x4e441529u, 0xfc2757d1u, 0xf534ddc0u,
+                                    0xdb629599u, 0x3c439041u, 0xfe5163abu, 0xdebbc561u);
+
+// |x| 2/pi mod 4 for finite |x| > 6433 as q + f, q the nearest integer (mod 4), f in [-1/2, 1/2]:
+// returns f pi/2. |x| = M 2^E with M a 24-bit integer; the bits of 2/pi of weight 2^(2 - E) and
+// above make multiples of 4 M and drop out, so |x| 2/pi mod 4 is M W 2^-94 mod 4, W the 96 bits
+// of 2/pi from weight 2^(1 - E) on: a 120-bit integer product, exact, whose bits 94 and 95 are
+// q and whose lower 94 bits are the fraction (the bits of 2/pi past W add < 2^-70). The fraction
+// is normalised before it is rounded to float32, so f keeps 24 bits however close |x| lies to a
+// multiple of pi/2.
+float reduce_pio2_large(float a, out int q) {
+    int e;
+    uint m = uint(frexp(a, e) * 16777216.0);  // a = m 2^(e - 24), exact
+    int pos = e - 24 + 30;                    // W's first bit in TWO_OVER_PI (bit 0 = top of [0])
+    int word = pos >> 5, shift = pos & 31;
+    uint w[3];
+    for (int j = 0; j < 3; ++j)  // (a shift by 32 is undefined in GLSL)
+        w[j] = shift == 0 ? TWO_OVER_PI[word + j] : (TWO_OVER_PI[word + j] << shift) |
+                                                    (TWO_OVER_PI[word + j + 1] >> (32 - shift));
+    uint h1, l1, h2, l2, carry;
+    umulExtended(m, w[1], h1, l1);
+    umulExtended(m, w[2], h2, l2);
+    uint r2 = uaddCarry(l1, h2, carry);      // the product's words 1 to 3 (bits 0 to 95); what
+    uint r1 = m * w[0] + h1 + carry;         // carries past bit 95 is a multiple of 4
+    q = int(r1 >> 30);
+    uint f0 = r1 & 0x3fffffffu, f1 = r2, f2 = l2;  // the fraction, 30 + 64 bits
+    float sign = 1.0;
+    if (f0 >= 0x20000000u) {  // f >= 1/2: q + 1 and f - 1, negated here in 94-bit two's complement
+        q += 1;
+        sign = -1.0;
+        f2 = ~f2 + 1u;
+        f1 = ~f1 + (f2 == 0u ? 1u : 0u);
+        f0 = (~f0 + (f1 == 0u && f2 == 0u ? 1u : 0u)) & 0x3fffffffu;
+    }
+    int scale = -30;  // f = f0 2^-30 + f1 2^-62 + f2 2^-94 (f is never 0: pi is irrational)
+    if (f0 == 0u) { f0 = f1; f1 = f2; f2 = 0u; scale -= 32; }
+    if (f0 == 0u) { f0 = f1; f1 = 0u; scale -= 32; }
+    int lead = 31 - findMSB(f0);
+    if (lead > 0) f0 = (f0 << lead) | (f1 >> (32 - lead));
+    return sign * (float(f0) * ldexp(PI_2, scale - lead));
+}
+
+// x = q pi/2 + r with |r| <= pi/4 (about), r accurate to its last bits near 0 too; q mod 4 is what
+// the callers use. |x| <= pi/4: r = x (-0 too). |x| <= 6433: Cody and Waite's reduction, pi/2 in
+// three 12-bit parts (n PIO2_k exact for |n| < 2^12) and a fourth, whose subtractions cancel
+// exactly (Sterbenz); beyond, Payne and Hanek's (reduce_pio2_large).
+float reduce_pio2(float x, out int q) {
+    float a = abs(x);
+    if (a <= PI_4) { q = 0; return x; }
+    if (a <= 6433.0) {
+        float n = roundEven(x * 0.63661977236758134);
+        q = int(n);
+        return ((x - n * PIO2_1) - n * PIO2_2) - n * PIO2_3 - n * PIO2_4;
+    }
+    float r = reduce_pio2_large(a, q);
+    if (x < 0.0) { q = -q; r = -r; }
+    return r;
+}
+
+// sin r and cos r for |r| <= pi/4 by their Taylor series to r^13 and r^14 (truncation < 3e-12);
+// sin r has the sign of r (-0 too: -0 + (+0) would be +0).
+float sin_small(float r) {
+    float u = r * r;
+    return with_sign(r + r * u * (-1.0 / 6.0 + u * (1.0 / 120.0 + u * (-1.0 / 5040.0 + u * (
+           1.0 / 362880.0 + u * (-1.0 / 39916800.0 + u * (1.0 / 6227020800.0)))))), r);
+}
+
+float cos_small(float r) {
+    float u = r * r;
+    return 1.0 + u * (-0.5 + u * (1.0 / 24.0 + u * (-1.0 / 720.0 + u * (1.0 / 40320.0 + u * (
+           -1.0 / 3628800.0 + u * (1.0 / 479001600.0))))));
+}
+
+// sin x, cos x: x = q pi/2 + r, then +-sin r or +-cos r by q mod 4. NaN for NaN and infinities.
+float sin_acc(float x) {
+    if (f32_is_nan(x) || f32_is_inf(x)) return NAN_F;
+    int q;
+    float r = reduce_pio2(x, q);
+    float v = (q & 1) == 0 ? sin_small(r) : cos_small(r);
+    return (q & 2) == 0 ? v : -v;
+}
+
+float cos_acc(float x) {
+    if (f32_is_nan(x) || f32_is_inf(x)) return NAN_F;
+    int q;
+    float r = reduce_pio2(x, q);
+    float v = (q & 1) == 0 ? cos_small(r) : sin_small(r);
+    return ((q + 1) & 2) == 0 ? v : -v;
+}
+
+// tan x = sin r / cos r for even q, -cos r / sin r for odd q.
 float tan_acc(float x) {
     if (f32_is_nan(x) || f32_is_inf(x)) return NAN_F;
-    if (abs(x) > 6433.0) return sin(x) / cos(x);
-    float n = roundEven(x * 0.63661977236758134);
-    float r = ((x - n * PIO2_1) - n * PIO2_2) - n * PIO2_3 - n * PIO2_4;
-    float u = r * r;
-    float s = r + r * u * (-1.0 / 6.0 + u * (1.0 / 120.0 + u * (-1.0 / 5040.0 + u * (
-              1.0 / 362880.0 + u * (-1.0 / 39916800.0 + u * (1.0 / 6227020800.0))))));
-    float c = 1.0 + u * (-0.5 + u * (1.0 / 24.0 + u * (-1.0 / 720.0 + u * (1.0 / 40320.0 + u * (
-              -1.0 / 3628800.0 + u * (1.0 / 479001600.0))))));
-    return mod(n, 2.0) == 0.0 ? s / c : -c / s;
+    int q;
+    float r = reduce_pio2(x, q);
+    float s = sin_small(r), c = cos_small(r);
+    return (q & 1) == 0 ? s / c : -c / s;
+}
+
+// 1 / sqrt(x) by inversesqrt (2 ulps; 1.0 / sqrt(x) may be off by 11.5: tests/tolerances.py),
+// which GLSL leaves undefined for x <= 0: IEEE's +-inf at +-0 and NaN below are given here, and
+// 0 at +inf.
+float rsqrt(float x) {
+    if (x > 0.0) return f32_is_inf(x) ? 0.0 : inversesqrt(x);
+    return x == 0.0 ? with_sign(INF_F, x) : NAN_F;
 }
 
 // atan x: |x| <= tan(pi/8) directly; up to tan(3pi/8) as pi/4 + atan((|x| - 1) / (|x| + 1));
@@ -495,11 +587,11 @@ T apply(T a, T b, T c) {
     case OP_LOG: return log_acc(a);
     case OP_LOG1P: return log1p_acc(a);
     case OP_EXPM1: return expm1_acc(a);
-    case OP_SQRT: return sqrt(a);
-    case OP_RSQRT: return 1.0 / sqrt(a);
+    case OP_SQRT: return a >= 0.0 ? sqrt(a) : NAN_F;  // GLSL leaves sqrt(a < 0) undefined
+    case OP_RSQRT: return rsqrt(a);
     case OP_RECIPROCAL: return 1.0 / a;
-    case OP_SIN: return sin(a);
-    case OP_COS: return cos(a);
+    case OP_SIN: return sin_acc(a);
+    case OP_COS: return cos_acc(a);
     case OP_TANH: return tanh_acc(a);
     case OP_SIGMOID: return sigmoid_acc(a);
     case OP_SILU: return a * sigmoid_acc(a);
