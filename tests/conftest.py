@@ -15,6 +15,8 @@ import pytest
 
 import vkgrad as vk
 
+import tolerances
+
 # Vulkan pipelines are cached on disk across runs (vkgrad/backend/pipeline_cache.py). A test
 # session, and the processes its tests start, keep theirs in a folder of the session's own,
 # removed at exit (after the backends save into it: atexit runs handlers last-registered
@@ -107,7 +109,7 @@ def assert_op_close(result, expected, dtype, length, magnitude, err_msg, steps=1
                 tol = tol + bound[1]
         elif bound is not None:
             ulps, extra = bound
-            tol = ulps * np.spacing(np.abs(rounded).astype(np.float32)).astype(np.float64) + extra
+            tol = ulps * tolerances.f32_spacing(expected) + extra
         else:
             scale = max(1.0, sqrt(length))
             tol = 2e-5 * scale * (1 + np.abs(expected))

@@ -217,6 +217,13 @@ def allowed(name, inputs, which, shape=None):
     return ulps, extra
 
 
+def f32_spacing(ref):
+    """The spacing of float32 numbers at |ref| (inf where ref is beyond float32's range)."""
+    with np.errstate(over="ignore"):
+        return np.spacing(np.abs(np.asarray(ref, np.float64)).astype(np.float32)).astype(
+            np.float64)
+
+
 def violations(got, ref, ulps, extra):
     """Where float32 results `got` are farther from the float64 reference `ref` than `ulps` of
     its float32 spacing plus `extra`; NaN must match NaN, and a reference that float32 rounds to
@@ -224,8 +231,7 @@ def violations(got, ref, ulps, extra):
     got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         rounded = ref.astype(np.float32).astype(np.float64)
-        spacing = np.spacing(np.abs(rounded).astype(np.float32)).astype(np.float64)
-        ok = (np.abs(got - ref) <= ulps * spacing + extra) | (got == rounded) | (
+        ok = (np.abs(got - ref) <= ulps * f32_spacing(ref) + extra) | (got == rounded) | (
             np.isnan(got) & np.isnan(ref))
     return ~ok
 
@@ -236,8 +242,9 @@ def check(name, got, ref, inputs, which, where=""):
     bad = violations(got, ref, ulps, extra)
     if bad.any():
         got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-        spacing = np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
-        excess = np.where(bad, (np.abs(got - ref) - extra) / spacing / np.maximum(ulps, 1e-9), 0)
+        with np.errstate(invalid="ignore"):
+            excess = np.where(bad, (np.abs(got - ref) - extra) / f32_spacing(ref)
+                              / np.maximum(ulps, 1e-9), 0)
         worst = np.unravel_index(np.nanargmax(excess), np.shape(ref))
         raise AssertionError(
             f"{name} {where}: {int(bad.sum())} of {bad.size} results beyond the {which} bound "
