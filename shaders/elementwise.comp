@@ -48,6 +48,8 @@ T truth(bool v) { return v ? T(1) : T(0); }
 #define LOG10_2_HI 0.301025390625           // log10(2) in 15 bits: k * LOG10_2_HI is exact
 #define LOG10_2_LO 4.6050389811980175e-06   // log10(2) - LOG10_2_HI
 #define LOG10E 0.43429448190325182
+#define INV_LN2_HI 1.4426950216293335          // 1 / ln 2 as a float32 and the rest
+#define INV_LN2_LO 1.9259629911266175e-08
 #define PI 3.14159265358979324
 #define PI_2 1.57079632679489662
 #define PI_4 0.78539816339744831
@@ -109,11 +111,21 @@ float log1p_small(float f) {
            1.0 / 9.0 + s2 * (1.0 / 11.0 + s2 * (1.0 / 13.0))))));
 }
 
+// x = m 2^e, m in [1/2, 1), for finite x > 0, subnormal x too: a driver's frexp may misread
+// those (lavapipe's gave log(1e-40) = -88.0), so they are scaled by 2^24 first. (A device that
+// flushes them to zero takes them for 0 before this.)
+float frexp_all(float x, out int e) {
+    bool tiny = x < 1.17549435e-38;
+    float m = frexp(tiny ? x * 16777216.0 : x, e);
+    if (tiny) e -= 24;
+    return m;
+}
+
 // x = 2^k (1 + f) for finite x > 0, with 1 + f in [sqrt(1/2), sqrt(2)): returns log(1 + f)
 // (f exact), the part of log x that is not k ln 2.
 float log_split(float x, out float k) {
     int e;
-    float m = frexp(x, e);  // x = m 2^e, m in [1/2, 1)
+    float m = frexp_all(x, e);
     if (m < 0.70710678) { m *= 2.0; e -= 1; }
     k = float(e);
     return log1p_small(m - 1.0);
@@ -136,8 +148,10 @@ float log_acc(float x) { return log_base(x, LN2_HI, LN2_LO, 1.0); }
 float log1p_acc(float x) {
     if (f32_is_nan(x) || f32_is_inf(x)) return x < 0.0 ? NAN_F : x;
     if (x > -0.29289321 && x < 0.41421356) return log1p_small(x);
-    float u = 1.0 + x;  // log(1 + x) = log u - (u - 1 - x) / u: the rounding of 1 + x undone
-    return log_acc(u) - ((u - 1.0) - x) / u;
+    // log(1 + x) = log u - (u - 1 - x) / u: the rounding of 1 + x undone (precise: see two_sum)
+    precise float u = 1.0 + x;
+    precise float rounding = (u - 1.0) - x;
+    return log_acc(u) - rounding / u;
 }
 
 // tanh x = x + x^3 T(x^2) for |x| <= 0.625 (a least-squares fit, relative error < 2e-10), else
@@ -223,13 +237,80 @@ float with_sign(float r, float s) {
     return uintBitsToFloat((floatBitsToUint(r) & 0x7fffffffu) | (floatBitsToUint(s) & 0x80000000u));
 }
 
-// 2^x = 2^n 2^r, n = round(x), |r| <= 1/2 exact, 2^r = 1 + expm1(r ln 2) with |r ln 2| <= ln(2)/2.
-float exp2_acc(float x) {
-    if (f32_is_nan(x)) return x;
+// 2^(x + lo) for a non-NaN x and a small lo: 2^n 2^r, n = round(x), r = (x - n) + lo, x - n exact
+// (|x - n| <= 1/2), 2^r = 1 + expm1(r ln 2) with |r ln 2| <= ln(2)/2 (and lo's share).
+float exp2_split(float x, float lo) {
     if (x >= 128.0) return INF_F;
     if (x < -150.0) return 0.0;
     float n = roundEven(x);
-    return scale2(1.0 + expm1_small((x - n) * LN2), n);
+    precise float r = (x - n) + lo;
+    return scale2(1.0 + expm1_small(r * LN2), n);
+}
+
+float exp2_acc(float x) { return f32_is_nan(x) ? x : exp2_split(x, 0.0); }
+
+// The error-free steps below are `precise` (SPIR-V NoContraction): compilers may otherwise
+// rewrite them by real-number algebra (Mesa's NIR folds (a + b) - a to b), which is what they
+// exist to avoid.
+// a b = p + e exactly (Dekker's product): the 12-bit halves' products are exact, and so is each
+// step of e.
+float two_prod(float a, float b, out float e) {
+    precise float p = a * b;
+    float ah = high_bits(a), bh = high_bits(b);
+    precise float al = a - ah, bl = b - bh;
+    precise float r = ((ah * bh - p) + ah * bl + al * bh) + al * bl;
+    e = r;
+    return p;
+}
+
+// a + b = s + e exactly (Knuth's two-sum).
+float two_sum(float a, float b, out float e) {
+    precise float s = a + b;
+    precise float bb = s - a;
+    precise float r = (a - (s - bb)) + (b - bb);
+    e = r;
+    return s;
+}
+
+// log2 x = hi + lo for finite x > 0, to about 2^-40 relative: x = 2^k (1 + f) (log_split's f),
+// log(1 + f) = 2 atanh(s) with s = f / (2 + f) carried as s + s_lo, s_lo from the division's
+// exact residual f - s (2 + f) (so the division's own rounding, 2.5 ulps on a GPU, cancels),
+// the series past 2s in float (it is below 1% of log(1 + f)); then times 1 / ln 2 and plus k
+// in two-float arithmetic.
+float log2_split(float x, out float lo) {
+    int e;
+    float m = frexp_all(x, e);
+    if (m < 0.70710678) { m *= 2.0; e -= 1; }
+    float f = m - 1.0;
+    precise float d = 2.0 + f, d_lo = f - (d - 2.0);  // 2 + f = d + d_lo exactly
+    float s = f / d, pe;
+    float p = two_prod(s, d, pe);                     // f - p exact (Sterbenz)
+    precise float residual = ((f - p) - pe) - s * d_lo;
+    float s_lo = residual / d;
+    float u = s * s;
+    float tail = 2.0 * s * u * (1.0 / 3.0 + u * (1.0 / 5.0 + u * (1.0 / 7.0 + u * (1.0 / 9.0 +
+                 u * (1.0 / 11.0 + u * (1.0 / 13.0))))));
+    float q_lo;
+    float q = two_prod(2.0 * s, INV_LN2_HI, q_lo);  // log2(1 + f) = q + q_lo
+    q_lo += 2.0 * s * INV_LN2_LO + (2.0 * s_lo + tail) * INV_LN2_HI;
+    float k_lo;
+    float hi = two_sum(float(e), q, k_lo);
+    lo = k_lo + q_lo;
+    return hi;
+}
+
+// x^y for x > 0 (infinite too) and y != 0 (infinite too), x != 1: 2^(y log2 x) with y log2 x
+// from log2_split and Dekker's product, so that the rounding of t = y log2 x (|t| ulps of the
+// result in exp2(y * log2(x)), the driver's pow) does not reach 2^t.
+float pow_pos(float x, float y) {
+    if (f32_is_inf(y)) return (x > 1.0) == (y > 0.0) ? INF_F : 0.0;
+    if (f32_is_inf(x)) return y > 0.0 ? INF_F : 0.0;
+    float l_lo;
+    float l = log2_split(x, l_lo);
+    if (abs(y * l) > 200.0) return y * l > 0.0 ? INF_F : 0.0;
+    float t_lo;
+    float t = two_prod(y, l, t_lo);
+    return exp2_split(t, t_lo + y * l_lo);
 }
 
 // 2/pi in bits, most significant first, after a zero word (for windows that start before its
@@ -561,7 +642,7 @@ T apply(T a, T b, T c) {
     case OP_DIV: return a / b;
     case OP_FLOORDIV: return py_floordiv(a, b);
     case OP_MOD: return py_mod(a, b);
-    case OP_POW: {  // GLSL's pow is undefined for a < 0 or a == 0 with b <= 0; numpy's is not
+    case OP_POW: {  // IEEE's pow (numpy's): signs, zeros, infinities and NaN here, pow_pos beyond
         if (b == 0.0 || a == 1.0) return 1.0;  // IEEE: also for a NaN or infinite other side
         if (f32_is_nan(a) || f32_is_nan(b)) return NAN_F;  // (the driver's pow(NaN, 3) was 0)
         if (b == 2.0) return a * a;
@@ -571,7 +652,7 @@ T apply(T a, T b, T c) {
             float m = b > 0.0 ? INF_F : 0.0;
             return odd ? -m : m;
         }
-        float r = pow(abs(a), b);
+        float r = pow_pos(abs(a), b);
         if (a < 0.0) {
             if (b != floor(b)) return NAN_F;
             if (odd) r = -r;

@@ -83,20 +83,20 @@ def _inputs(name, top):
     return x
 
 
-def _accuracy_cases():
-    """(name, which bound, device) for every op and device: the spec's bound, and the tight one
-    ("host", "ieee") where the device has one."""
+def _accuracy_cases(names):
+    """(name, which bound, device) for the ops `names` on every device: the spec's bound, and
+    the tight one ("host", "ieee") where the device has one."""
     from conftest import DEVICES
     cases = []
     for d in DEVICES:
         marks = [pytest.mark.vulkan] if d.kind == "vulkan" else []
         for which in ["spec"] + [w for w in [tolerances.tight(d)] if w]:
             cases += [pytest.param(name, which, d, marks=marks, id=f"{name}-{which}-{d}")
-                      for name in OPS]
+                      for name in names]
     return cases
 
 
-@pytest.mark.parametrize("name,which,device", _accuracy_cases())
+@pytest.mark.parametrize("name,which,device", _accuracy_cases(OPS))
 def test_relative_accuracy_f32(name, which, device):
     fn, top = OPS[name]
     x = _inputs(name, top)
@@ -107,6 +107,26 @@ def test_relative_accuracy_f32(name, which, device):
     got = got.numpy()
     checked = (np.abs(ref) >= 1e-30) & (np.abs(ref) < 3e38)  # float32's normal range, roughly
     tolerances.check(name, got[checked], ref[checked], [x[checked].astype(np.float64)], which,
+                     f"on {device}")
+
+
+@pytest.mark.parametrize("name,which,device", _accuracy_cases(["pow"]))
+def test_pow_accuracy_f32(name, which, device):
+    """x ** y against float64 over x from 1e-40 (subnormal) to 1e38 with moderate y, x near 1
+    with y up to 3e4, and |y log2 x| up to 150: the rounding of t = y log2 x, which the
+    driver's pow passes on as |t| ulps, stays out of the result."""
+    rng = np.random.default_rng(2)
+    n = 20000
+    x = np.concatenate([10.0 ** rng.uniform(-40, 38, n), 1 + rng.uniform(-1e-3, 1e-3, n),
+                        10.0 ** rng.uniform(-3, 3, n)]).astype(np.float32)
+    y = np.concatenate([rng.uniform(-3, 3, n), rng.uniform(-3e4, 3e4, n),
+                        rng.uniform(-40, 40, n)]).astype(np.float32)
+    exact = [x.astype(np.float64), y.astype(np.float64)]
+    with np.errstate(over="ignore", under="ignore"):
+        ref = np.power(*exact)
+    got = (vk.tensor(x, device=device) ** vk.tensor(y, device=device)).numpy()
+    checked = (ref >= 1e-30) & (ref < 3e38)
+    tolerances.check("pow", got[checked], ref[checked], [e[checked] for e in exact], which,
                      f"on {device}")
 
 
