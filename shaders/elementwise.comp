@@ -148,7 +148,9 @@ float log_acc(float x) { return log_base(x, LN2_HI, LN2_LO, 1.0); }
 float log1p_acc(float x) {
     if (f32_is_nan(x) || f32_is_inf(x)) return x < 0.0 ? NAN_F : x;
     if (x > -0.29289321 && x < 0.41421356) return log1p_small(x);
-    // log(1 + x) = log u - (u - 1 - x) / u: the rounding of 1 + x undone (precise: see two_sum)
+    if (x == -1.0) return -INF_F;  // (u = 0 below: the correction would be 0 / 0)
+    // log(1 + x) = log u - (u - 1 - x) / u: the rounding of 1 + x undone (precise: Mesa's NIR
+    // had folded the correction to 0, see two_sum)
     precise float u = 1.0 + x;
     precise float rounding = (u - 1.0) - x;
     return log_acc(u) - rounding / u;
