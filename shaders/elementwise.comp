@@ -316,10 +316,15 @@ float pow_pos(float x, float y) {
 }
 
 // 2/pi in bits, most significant first, after a zero word (for windows that start before its
-// first bit): 2/pi = sum over k >= 1 of TWO_OVER_PI[k] 2^(-32 k). Enough for every float32:
-// Payne and Hanek's reduction below reads 96 bits from bit e - 2 on, e <= 104.
-const uint TWO_OVER_PI[9] = uint[9](0u, 0xa2f9836eu, 0x4e441529u, 0xfc2757d1u, 0xf534ddc0u,
-                                    0xdb629599u, 0x3c439041u, 0xfe5163abu, 0xdebbc561u);
+// first bit): 2/pi = sum over k >= 1 of two_over_pi(k) 2^(-32 k). Enough for every float32:
+// Payne and Hanek's reduction below reads 96 bits from bit e - 2 on, e <= 104. (A function of
+// selects, not a constant array: lavapipe builds such an array in every invocation, which made
+// sin 3 times slower everywhere.)
+uint two_over_pi(int k) {
+    return k < 4 ? (k < 2 ? (k == 0 ? 0u : 0xa2f9836eu) : (k == 2 ? 0x4e441529u : 0xfc2757d1u))
+                 : (k < 6 ? (k == 4 ? 0xf534ddc0u : 0xdb629599u)
+                          : (k == 6 ? 0x3c439041u : (k == 7 ? 0xfe5163abu : 0xdebbc561u)));
+}
 
 // |x| 2/pi mod 4 for finite |x| > 6433 as q + f, q the nearest integer (mod 4), f in [-1/2, 1/2]:
 // returns f pi/2. |x| = M 2^E with M a 24-bit integer; the bits of 2/pi of weight 2^(2 - E) and
@@ -331,12 +336,14 @@ const uint TWO_OVER_PI[9] = uint[9](0u, 0xa2f9836eu, 0x4e441529u, 0xfc2757d1u, 0
 float reduce_pio2_large(float a, out int q) {
     int e;
     uint m = uint(frexp(a, e) * 16777216.0);  // a = m 2^(e - 24), exact
-    int pos = e - 24 + 30;                    // W's first bit in TWO_OVER_PI (bit 0 = top of [0])
+    int pos = e - 24 + 30;                    // W's first bit in two_over_pi (bit 0 = top of 0)
     int word = pos >> 5, shift = pos & 31;
-    uint w[3];
-    for (int j = 0; j < 3; ++j)  // (a shift by 32 is undefined in GLSL)
-        w[j] = shift == 0 ? TWO_OVER_PI[word + j] : (TWO_OVER_PI[word + j] << shift) |
-                                                    (TWO_OVER_PI[word + j + 1] >> (32 - shift));
+    uint t0 = two_over_pi(word), t1 = two_over_pi(word + 1), t2 = two_over_pi(word + 2),
+         t3 = two_over_pi(word + 3);
+    uint w[3];  // (a shift by 32 is undefined in GLSL)
+    w[0] = shift == 0 ? t0 : (t0 << shift) | (t1 >> (32 - shift));
+    w[1] = shift == 0 ? t1 : (t1 << shift) | (t2 >> (32 - shift));
+    w[2] = shift == 0 ? t2 : (t2 << shift) | (t3 >> (32 - shift));
     uint h1, l1, h2, l2, carry;
     umulExtended(m, w[1], h1, l1);
     umulExtended(m, w[2], h2, l2);
