@@ -239,9 +239,10 @@ def check(name, got, ref, inputs, which, where=""):
             excess = np.where(bad, (np.abs(got - ref) - extra) / f32_spacing(ref)
                               / np.maximum(ulps, 1e-9), 0)
         worst = np.unravel_index(np.nanargmax(excess), np.shape(ref))
+        at = [np.broadcast_to(x, bad.shape)[worst] if isinstance(x, np.ndarray) else x
+              for x in inputs]
         raise AssertionError(
             f"{name} {where}: {int(bad.sum())} of {bad.size} results beyond the {which} bound "
             f"({np.broadcast_to(ulps, bad.shape)[worst]:.3g} ulps + "
-            f"{np.broadcast_to(extra, bad.shape)[worst]:.3g}); worst at inputs "
-            f"{[np.broadcast_to(x, bad.shape)[worst] if isinstance(x, np.ndarray) else x for x in inputs]}"
-            f": got {got[worst]!r}, expected {ref[worst]!r}")
+            f"{np.broadcast_to(extra, bad.shape)[worst]:.3g}); worst at inputs {at}: "
+            f"got {got[worst]!r}, expected {ref[worst]!r}")
