@@ -424,12 +424,25 @@ float tan_acc(float x) {
     return (q & 1) == 0 ? s / c : -c / s;
 }
 
-// 1 / sqrt(x) by inversesqrt (2 ulps; 1.0 / sqrt(x) may be off by 11.5: tests/tolerances.py),
+// 1 / sqrt(x) by inversesqrt (2 ulps; 1.0 / sqrt(x) adds a division's 2.5 to sqrt's 6.5),
 // which GLSL leaves undefined for x <= 0: IEEE's +-inf at +-0 and NaN below are given here, and
 // 0 at +inf.
 float rsqrt(float x) {
     if (x > 0.0) return f32_is_inf(x) ? 0.0 : inversesqrt(x);
     return x == 0.0 ? with_sign(INF_F, x) : NAN_F;
+}
+
+// sqrt x for x >= 0 (NaN below, as IEEE), rounded as IEEE's within a hair: the driver's s
+// (1 / inversesqrt: 6.5 ulps allowed) and one Newton step s + (x - s^2) / (2s) with x - s^2
+// exact (Dekker's product; x - p by Sterbenz), whose own error is far below an ulp.
+float sqrt_acc(float x) {
+    if (!(x >= 0.0)) return NAN_F;  // GLSL leaves sqrt(x < 0) undefined
+    float s = sqrt(x);
+    if (s == 0.0 || f32_is_inf(s)) return s;
+    float e;
+    float p = two_prod(s, s, e);
+    precise float residual = (x - p) - e;
+    return s + residual / (2.0 * s);
 }
 
 // atan x: |x| <= tan(pi/8) directly; up to tan(3pi/8) as pi/4 + atan((|x| - 1) / (|x| + 1));
@@ -466,13 +479,13 @@ float atan2_acc(float y, float x) {
 float asin_acc(float x) {
     if (f32_is_nan(x)) return x;
     if (abs(x) > 1.0) return NAN_F;
-    return atan2_acc(x, sqrt((1.0 - abs(x)) * (1.0 + abs(x))));
+    return atan2_acc(x, sqrt_acc((1.0 - abs(x)) * (1.0 + abs(x))));
 }
 
 float acos_acc(float x) {
     if (f32_is_nan(x)) return x;
     if (abs(x) > 1.0) return NAN_F;
-    return atan2_acc(sqrt((1.0 - x) * (1.0 + x)), x);
+    return atan2_acc(sqrt_acc((1.0 - x) * (1.0 + x)), x);
 }
 
 // e^|x| / 2 for |x| > 9 (where e^-|x| is below half an ulp of it), past e^x's overflow too.
@@ -504,7 +517,7 @@ float cosh_acc(float x) {
 float asinh_acc(float x) {
     if (f32_is_nan(x)) return x;
     float a = abs(x);
-    float r = a > 4096.0 ? log_acc(a) + LN2 : log1p_acc(a + a * a / (1.0 + sqrt(1.0 + a * a)));
+    float r = a > 4096.0 ? log_acc(a) + LN2 : log1p_acc(a + a * a / (1.0 + sqrt_acc(1.0 + a * a)));
     return with_sign(r, x);
 }
 
@@ -515,7 +528,7 @@ float acosh_acc(float x) {
     if (x < 1.0) return NAN_F;
     if (x > 4096.0) return log_acc(x) + LN2;
     float t = x - 1.0;
-    return log1p_acc(t + sqrt(t * (x + 1.0)));
+    return log1p_acc(t + sqrt_acc(t * (x + 1.0)));
 }
 
 // atanh x = log1p(2|x| / (1 - |x|)) / 2, with the sign of x.
@@ -677,7 +690,7 @@ T apply(T a, T b, T c) {
     case OP_LOG: return log_acc(a);
     case OP_LOG1P: return log1p_acc(a);
     case OP_EXPM1: return expm1_acc(a);
-    case OP_SQRT: return a >= 0.0 ? sqrt(a) : NAN_F;  // GLSL leaves sqrt(a < 0) undefined
+    case OP_SQRT: return sqrt_acc(a);
     case OP_RSQRT: return rsqrt(a);
     case OP_RECIPROCAL: return 1.0 / a;
     case OP_SIN: return sin_acc(a);
