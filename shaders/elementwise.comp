@@ -51,6 +51,8 @@ T truth(bool v) { return v ? T(1) : T(0); }
 #define LOG10_2_HI 0.301025390625           // log10(2) in 15 bits: k * LOG10_2_HI is exact
 #define LOG10_2_LO 4.6050389811980175e-06   // log10(2) - LOG10_2_HI
 #define LOG10E 0.43429448190325182
+#define INV_LN2_HI 1.4426950216293335          // 1 / ln 2 as a float32 and the rest
+#define INV_LN2_LO 1.9259629911266175e-08
 #define PI 3.14159265358979324
 #define PI_2 1.57079632679489662
 #define PI_4 0.78539816339744831
@@ -112,11 +114,21 @@ float log1p_small(float f) {
            1.0 / 9.0 + s2 * (1.0 / 11.0 + s2 * (1.0 / 13.0))))));
 }
 
+// x = m 2^e, m in [1/2, 1), for finite x > 0, subnormal x too: a driver's frexp may misread
+// those (lavapipe's gave log(1e-40) = -88.0), so they are scaled by 2^24 first. (A device that
+// flushes them to zero takes them for 0 before this.)
+float frexp_all(float x, out int e) {
+    bool tiny = x < 1.17549435e-38;
+    float m = frexp(tiny ? x * 16777216.0 : x, e);
+    if (tiny) e -= 24;
+    return m;
+}
+
 // x = 2^k (1 + f) for finite x > 0, with 1 + f in [sqrt(1/2), sqrt(2)): returns log(1 + f)
 // (f exact), the part of log x that is not k ln 2.
 float log_split(float x, out float k) {
     int e;
-    float m = frexp(x, e);  // x = m 2^e, m in [1/2, 1)
+    float m = frexp_all(x, e);
     if (m < 0.70710678) { m *= 2.0; e -= 1; }
     k = float(e);
     return log1p_small(m - 1.0);
@@ -139,8 +151,12 @@ float log_acc(float x) { return log_base(x, LN2_HI, LN2_LO, 1.0); }
 float log1p_acc(float x) {
     if (f32_is_nan(x) || f32_is_inf(x)) return x < 0.0 ? NAN_F : x;
     if (x > -0.29289321 && x < 0.41421356) return log1p_small(x);
-    float u = 1.0 + x;  // log(1 + x) = log u - (u - 1 - x) / u: the rounding of 1 + x undone
-    return log_acc(u) - ((u - 1.0) - x) / u;
+    if (x == -1.0) return -INF_F;  // (u = 0 below: the correction would be 0 / 0)
+    // log(1 + x) = log u - (u - 1 - x) / u: the rounding of 1 + x undone (precise: Mesa's NIR
+    // had folded the correction to 0, see two_sum)
+    precise float u = 1.0 + x;
+    precise float rounding = (u - 1.0) - x;
+    return log_acc(u) - rounding / u;
 }
 
 // tanh x = x + x^3 T(x^2) for |x| <= 0.625 (a least-squares fit, relative error < 2e-10), else
@@ -226,31 +242,210 @@ float with_sign(float r, float s) {
     return uintBitsToFloat((floatBitsToUint(r) & 0x7fffffffu) | (floatBitsToUint(s) & 0x80000000u));
 }
 
-// 2^x = 2^n 2^r, n = round(x), |r| <= 1/2 exact, 2^r = 1 + expm1(r ln 2) with |r ln 2| <= ln(2)/2.
-float exp2_acc(float x) {
-    if (f32_is_nan(x)) return x;
+// 2^(x + lo) for a non-NaN x and a small lo: 2^n 2^r, n = round(x), r = (x - n) + lo, x - n exact
+// (|x - n| <= 1/2), 2^r = 1 + expm1(r ln 2) with |r ln 2| <= ln(2)/2 (and lo's share).
+float exp2_split(float x, float lo) {
     if (x >= 128.0) return INF_F;
     if (x < -150.0) return 0.0;
     float n = roundEven(x);
-    return scale2(1.0 + expm1_small((x - n) * LN2), n);
+    precise float r = (x - n) + lo;
+    return scale2(1.0 + expm1_small(r * LN2), n);
 }
 
-// tan x: x = n pi/2 + r, |r| <= pi/4, with pi/2 in three 12-bit parts (n PIO2_k exact for
-// |n| < 2^12) and a fourth; r's subtractions cancel exactly (Sterbenz), so r keeps its relative
-// accuracy, near 0 too. sin r and cos r by their Taylor series (truncation < 3e-12), tan =
-// sin r / cos r for even n, -cos r / sin r for odd n. Beyond |x| = 6433 (n >= 2^12) the
-// reduction is no longer exact: the driver's sin / cos there.
+float exp2_acc(float x) { return f32_is_nan(x) ? x : exp2_split(x, 0.0); }
+
+// The error-free steps below are `precise` (SPIR-V NoContraction): compilers may otherwise
+// rewrite them by real-number algebra (Mesa's NIR folds (a + b) - a to b), which is what they
+// exist to avoid.
+// a b = p + e exactly (Dekker's product): the 12-bit halves' products are exact, and so is each
+// step of e.
+float two_prod(float a, float b, out float e) {
+    precise float p = a * b;
+    float ah = high_bits(a), bh = high_bits(b);
+    precise float al = a - ah, bl = b - bh;
+    precise float r = ((ah * bh - p) + ah * bl + al * bh) + al * bl;
+    e = r;
+    return p;
+}
+
+// a + b = s + e exactly (Knuth's two-sum).
+float two_sum(float a, float b, out float e) {
+    precise float s = a + b;
+    precise float bb = s - a;
+    precise float r = (a - (s - bb)) + (b - bb);
+    e = r;
+    return s;
+}
+
+// log2 x = hi + lo for finite x > 0, to about 2^-40 relative: x = 2^k (1 + f) (log_split's f),
+// log(1 + f) = 2 atanh(s) with s = f / (2 + f) carried as s + s_lo, s_lo from the division's
+// exact residual f - s (2 + f) (so the division's own rounding, 2.5 ulps on a GPU, cancels),
+// the series past 2s in float (it is below 1% of log(1 + f)); then times 1 / ln 2 and plus k
+// in two-float arithmetic.
+float log2_split(float x, out float lo) {
+    int e;
+    float m = frexp_all(x, e);
+    if (m < 0.70710678) { m *= 2.0; e -= 1; }
+    float f = m - 1.0;
+    precise float d = 2.0 + f, d_lo = f - (d - 2.0);  // 2 + f = d + d_lo exactly
+    float s = f / d, pe;
+    float p = two_prod(s, d, pe);                     // f - p exact (Sterbenz)
+    precise float residual = ((f - p) - pe) - s * d_lo;
+    float s_lo = residual / d;
+    float u = s * s;
+    float tail = 2.0 * s * u * (1.0 / 3.0 + u * (1.0 / 5.0 + u * (1.0 / 7.0 + u * (1.0 / 9.0 +
+                 u * (1.0 / 11.0 + u * (1.0 / 13.0))))));
+    float q_lo;
+    float q = two_prod(2.0 * s, INV_LN2_HI, q_lo);  // log2(1 + f) = q + q_lo
+    q_lo += 2.0 * s * INV_LN2_LO + (2.0 * s_lo + tail) * INV_LN2_HI;
+    float k_lo;
+    float hi = two_sum(float(e), q, k_lo);
+    lo = k_lo + q_lo;
+    return hi;
+}
+
+// x^y for x > 0 (infinite too) and y != 0 (infinite too), x != 1: 2^(y log2 x) with y log2 x
+// from log2_split and Dekker's product, so that the rounding of t = y log2 x (|t| ulps of the
+// result in exp2(y * log2(x)), the driver's pow) does not reach 2^t.
+float pow_pos(float x, float y) {
+    if (f32_is_inf(y)) return (x > 1.0) == (y > 0.0) ? INF_F : 0.0;
+    if (f32_is_inf(x)) return y > 0.0 ? INF_F : 0.0;
+    float l_lo;
+    float l = log2_split(x, l_lo);
+    if (abs(y * l) > 200.0) return y * l > 0.0 ? INF_F : 0.0;
+    float t_lo;
+    float t = two_prod(y, l, t_lo);
+    return exp2_split(t, t_lo + y * l_lo);
+}
+
+// 2/pi in bits, most significant first, after a zero word (for windows that start before its
+// first bit): 2/pi = sum over k >= 1 of two_over_pi(k) 2^(-32 k). Enough for every float32:
+// Payne and Hanek's reduction below reads 96 bits from bit e - 2 on, e <= 104. (A function of
+// selects, not a constant array: lavapipe builds such an array in every invocation, which made
+// sin 3 times slower everywhere.)
+uint two_over_pi(int k) {
+    return k < 4 ? (k < 2 ? (k == 0 ? 0u : 0xa2f9836eu) : (k == 2 ? 0x4e441529u : 0xfc2757d1u))
+                 : (k < 6 ? (k == 4 ? 0xf534ddc0u : 0xdb629599u)
+                          : (k == 6 ? 0x3c439041u : (k == 7 ? 0xfe5163abu : 0xdebbc561u)));
+}
+
+// |x| 2/pi mod 4 for finite |x| > 6433 as q + f, q the nearest integer (mod 4), f in [-1/2, 1/2]:
+// returns f pi/2. |x| = M 2^E with M a 24-bit integer; the bits of 2/pi of weight 2^(2 - E) and
+// above make multiples of 4 M and drop out, so |x| 2/pi mod 4 is M W 2^-94 mod 4, W the 96 bits
+// of 2/pi from weight 2^(1 - E) on: a 120-bit integer product, exact, whose bits 94 and 95 are
+// q and whose lower 94 bits are the fraction (the bits of 2/pi past W add < 2^-70). The fraction
+// is normalised before it is rounded to float32, so f keeps 24 bits however close |x| lies to a
+// multiple of pi/2.
+float reduce_pio2_large(float a, out int q) {
+    int e;
+    uint m = uint(frexp(a, e) * 16777216.0);  // a = m 2^(e - 24), exact
+    int pos = e - 24 + 30;                    // W's first bit in two_over_pi (bit 0 = top of 0)
+    int word = pos >> 5, shift = pos & 31;
+    uint t0 = two_over_pi(word), t1 = two_over_pi(word + 1), t2 = two_over_pi(word + 2),
+         t3 = two_over_pi(word + 3);
+    uint w[3];  // (a shift by 32 is undefined in GLSL)
+    w[0] = shift == 0 ? t0 : (t0 << shift) | (t1 >> (32 - shift));
+    w[1] = shift == 0 ? t1 : (t1 << shift) | (t2 >> (32 - shift));
+    w[2] = shift == 0 ? t2 : (t2 << shift) | (t3 >> (32 - shift));
+    uint h1, l1, h2, l2, carry;
+    umulExtended(m, w[1], h1, l1);
+    umulExtended(m, w[2], h2, l2);
+    uint r2 = uaddCarry(l1, h2, carry);      // the product's words 1 to 3 (bits 0 to 95); what
+    uint r1 = m * w[0] + h1 + carry;         // carries past bit 95 is a multiple of 4
+    q = int(r1 >> 30);
+    uint f0 = r1 & 0x3fffffffu, f1 = r2, f2 = l2;  // the fraction, 30 + 64 bits
+    float sign = 1.0;
+    if (f0 >= 0x20000000u) {  // f >= 1/2: q + 1 and f - 1, negated here in 94-bit two's complement
+        q += 1;
+        sign = -1.0;
+        f2 = ~f2 + 1u;
+        f1 = ~f1 + (f2 == 0u ? 1u : 0u);
+        f0 = (~f0 + (f1 == 0u && f2 == 0u ? 1u : 0u)) & 0x3fffffffu;
+    }
+    int scale = -30;  // f = f0 2^-30 + f1 2^-62 + f2 2^-94 (f is never 0: pi is irrational)
+    if (f0 == 0u) { f0 = f1; f1 = f2; f2 = 0u; scale -= 32; }
+    if (f0 == 0u) { f0 = f1; f1 = 0u; scale -= 32; }
+    int lead = 31 - findMSB(f0);
+    if (lead > 0) f0 = (f0 << lead) | (f1 >> (32 - lead));
+    return sign * (float(f0) * ldexp(PI_2, scale - lead));
+}
+
+// x = q pi/2 + r with |r| <= pi/4 (about), r accurate to its last bits near 0 too; q mod 4 is what
+// the callers use. |x| <= pi/4: r = x (-0 too). |x| <= 6433: Cody and Waite's reduction, pi/2 in
+// three 12-bit parts (n PIO2_k exact for |n| < 2^12) and a fourth, whose subtractions cancel
+// exactly (Sterbenz); beyond, Payne and Hanek's (reduce_pio2_large).
+float reduce_pio2(float x, out int q) {
+    float a = abs(x);
+    if (a <= PI_4) { q = 0; return x; }
+    if (a <= 6433.0) {
+        float n = roundEven(x * 0.63661977236758134);
+        q = int(n);
+        return ((x - n * PIO2_1) - n * PIO2_2) - n * PIO2_3 - n * PIO2_4;
+    }
+    float r = reduce_pio2_large(a, q);
+    if (x < 0.0) { q = -q; r = -r; }
+    return r;
+}
+
+// sin r and cos r for |r| <= pi/4 by their Taylor series to r^13 and r^14 (truncation < 3e-12);
+// sin r has the sign of r (-0 too: -0 + (+0) would be +0).
+float sin_small(float r) {
+    float u = r * r;
+    return with_sign(r + r * u * (-1.0 / 6.0 + u * (1.0 / 120.0 + u * (-1.0 / 5040.0 + u * (
+           1.0 / 362880.0 + u * (-1.0 / 39916800.0 + u * (1.0 / 6227020800.0)))))), r);
+}
+
+float cos_small(float r) {
+    float u = r * r;
+    return 1.0 + u * (-0.5 + u * (1.0 / 24.0 + u * (-1.0 / 720.0 + u * (1.0 / 40320.0 + u * (
+           -1.0 / 3628800.0 + u * (1.0 / 479001600.0))))));
+}
+
+// sin x, cos x: x = q pi/2 + r, then +-sin r or +-cos r by q mod 4. NaN for NaN and infinities.
+float sin_acc(float x) {
+    if (f32_is_nan(x) || f32_is_inf(x)) return NAN_F;
+    int q;
+    float r = reduce_pio2(x, q);
+    float v = (q & 1) == 0 ? sin_small(r) : cos_small(r);
+    return (q & 2) == 0 ? v : -v;
+}
+
+float cos_acc(float x) {
+    if (f32_is_nan(x) || f32_is_inf(x)) return NAN_F;
+    int q;
+    float r = reduce_pio2(x, q);
+    float v = (q & 1) == 0 ? cos_small(r) : sin_small(r);
+    return ((q + 1) & 2) == 0 ? v : -v;
+}
+
+// tan x = sin r / cos r for even q, -cos r / sin r for odd q.
 float tan_acc(float x) {
     if (f32_is_nan(x) || f32_is_inf(x)) return NAN_F;
-    if (abs(x) > 6433.0) return sin(x) / cos(x);
-    float n = roundEven(x * 0.63661977236758134);
-    float r = ((x - n * PIO2_1) - n * PIO2_2) - n * PIO2_3 - n * PIO2_4;
-    float u = r * r;
-    float s = r + r * u * (-1.0 / 6.0 + u * (1.0 / 120.0 + u * (-1.0 / 5040.0 + u * (
-              1.0 / 362880.0 + u * (-1.0 / 39916800.0 + u * (1.0 / 6227020800.0))))));
-    float c = 1.0 + u * (-0.5 + u * (1.0 / 24.0 + u * (-1.0 / 720.0 + u * (1.0 / 40320.0 + u * (
-              -1.0 / 3628800.0 + u * (1.0 / 479001600.0))))));
-    return mod(n, 2.0) == 0.0 ? s / c : -c / s;
+    int q;
+    float r = reduce_pio2(x, q);
+    float s = sin_small(r), c = cos_small(r);
+    return (q & 1) == 0 ? s / c : -c / s;
+}
+
+// 1 / sqrt(x) by inversesqrt (2 ulps; 1.0 / sqrt(x) adds a division's 2.5 to sqrt's 6.5),
+// which GLSL leaves undefined for x <= 0: IEEE's +-inf at +-0 and NaN below are given here, and
+// 0 at +inf.
+float rsqrt(float x) {
+    if (x > 0.0) return f32_is_inf(x) ? 0.0 : inversesqrt(x);
+    return x == 0.0 ? with_sign(INF_F, x) : NAN_F;
+}
+
+// sqrt x for x >= 0 (NaN below, as IEEE), rounded as IEEE's within a hair: the driver's s
+// (1 / inversesqrt: 6.5 ulps allowed) and one Newton step s + (x - s^2) / (2s) with x - s^2
+// exact (Dekker's product; x - p by Sterbenz), whose own error is far below an ulp.
+float sqrt_acc(float x) {
+    if (!(x >= 0.0)) return NAN_F;  // GLSL leaves sqrt(x < 0) undefined
+    float s = sqrt(x);
+    if (s == 0.0 || f32_is_inf(s)) return s;
+    float e;
+    float p = two_prod(s, s, e);
+    precise float residual = (x - p) - e;
+    return s + residual / (2.0 * s);
 }
 
 // atan x: |x| <= tan(pi/8) directly; up to tan(3pi/8) as pi/4 + atan((|x| - 1) / (|x| + 1));
@@ -287,13 +482,13 @@ float atan2_acc(float y, float x) {
 float asin_acc(float x) {
     if (f32_is_nan(x)) return x;
     if (abs(x) > 1.0) return NAN_F;
-    return atan2_acc(x, sqrt((1.0 - abs(x)) * (1.0 + abs(x))));
+    return atan2_acc(x, sqrt_acc((1.0 - abs(x)) * (1.0 + abs(x))));
 }
 
 float acos_acc(float x) {
     if (f32_is_nan(x)) return x;
     if (abs(x) > 1.0) return NAN_F;
-    return atan2_acc(sqrt((1.0 - x) * (1.0 + x)), x);
+    return atan2_acc(sqrt_acc((1.0 - x) * (1.0 + x)), x);
 }
 
 // e^|x| / 2 for |x| > 9 (where e^-|x| is below half an ulp of it), past e^x's overflow too.
@@ -325,7 +520,7 @@ float cosh_acc(float x) {
 float asinh_acc(float x) {
     if (f32_is_nan(x)) return x;
     float a = abs(x);
-    float r = a > 4096.0 ? log_acc(a) + LN2 : log1p_acc(a + a * a / (1.0 + sqrt(1.0 + a * a)));
+    float r = a > 4096.0 ? log_acc(a) + LN2 : log1p_acc(a + a * a / (1.0 + sqrt_acc(1.0 + a * a)));
     return with_sign(r, x);
 }
 
@@ -336,7 +531,7 @@ float acosh_acc(float x) {
     if (x < 1.0) return NAN_F;
     if (x > 4096.0) return log_acc(x) + LN2;
     float t = x - 1.0;
-    return log1p_acc(t + sqrt(t * (x + 1.0)));
+    return log1p_acc(t + sqrt_acc(t * (x + 1.0)));
 }
 
 // atanh x = log1p(2|x| / (1 - |x|)) / 2, with the sign of x.
@@ -472,7 +667,7 @@ T apply(T a, T b, T c) {
     case OP_DIV: return a / b;
     case OP_FLOORDIV: return py_floordiv(a, b);
     case OP_MOD: return py_mod(a, b);
-    case OP_POW: {  // GLSL's pow is undefined for a < 0 or a == 0 with b <= 0; numpy's is not
+    case OP_POW: {  // IEEE's pow (numpy's): signs, zeros, infinities and NaN here, pow_pos beyond
         if (b == 0.0 || a == 1.0) return 1.0;  // IEEE: also for a NaN or infinite other side
         if (f32_is_nan(a) || f32_is_nan(b)) return NAN_F;  // (the driver's pow(NaN, 3) was 0)
         if (b == 2.0) return a * a;
@@ -482,7 +677,7 @@ T apply(T a, T b, T c) {
             float m = b > 0.0 ? INF_F : 0.0;
             return odd ? -m : m;
         }
-        float r = pow(abs(a), b);
+        float r = pow_pos(abs(a), b);
         if (a < 0.0) {
             if (b != floor(b)) return NAN_F;
             if (odd) r = -r;
@@ -498,11 +693,11 @@ T apply(T a, T b, T c) {
     case OP_LOG: return log_acc(a);
     case OP_LOG1P: return log1p_acc(a);
     case OP_EXPM1: return expm1_acc(a);
-    case OP_SQRT: return sqrt(a);
-    case OP_RSQRT: return 1.0 / sqrt(a);
+    case OP_SQRT: return sqrt_acc(a);
+    case OP_RSQRT: return rsqrt(a);
     case OP_RECIPROCAL: return 1.0 / a;
-    case OP_SIN: return sin(a);
-    case OP_COS: return cos(a);
+    case OP_SIN: return sin_acc(a);
+    case OP_COS: return cos_acc(a);
     case OP_TANH: return tanh_acc(a);
     case OP_SIGMOID: return sigmoid_acc(a);
     case OP_SILU: return a * sigmoid_acc(a);

@@ -15,6 +15,8 @@ import pytest
 
 import vkgrad as vk
 
+import tolerances
+
 # Vulkan pipelines are cached on disk across runs (vkgrad/backend/pipeline_cache.py). A test
 # session, and the processes its tests start, keep theirs in a folder of the session's own,
 # removed at exit (after the backends save into it: atexit runs handlers last-registered
@@ -85,7 +87,8 @@ def bf16_ulp(x):
     return np.ldexp(1.0, np.maximum(exponent, -125) - 8)
 
 
-def assert_op_close(result, expected, dtype, length, magnitude, err_msg, steps=1, level=0.0):
+def assert_op_close(result, expected, dtype, length, magnitude, err_msg, steps=1, level=0.0,
+                    bound=None):
     """An op's result against its float64 reference.
 
     bfloat16: within 2 bf16 ulps of the reference rounded to bf16 (one rounding per op leaves at
@@ -93,7 +96,8 @@ def assert_op_close(result, expected, dtype, length, magnitude, err_msg, steps=1
     products the float32 accumulation bound length * 2^-24 * `magnitude`, `magnitude` being the
     reference on |inputs| (the sum of |terms|). An op applied `steps` times in a row (an
     optimizer's steps) rounds after each, at magnitudes up to `level`: 2 ulps per step there.
-    float32: rtol = atol = 2e-5 sqrt(length).
+    float32: the elementwise ops' `bound` (ulps, absolute) from tests/tolerances.py, whose
+    absolute part bf16 adds too; other ops rtol = atol = 2e-5 sqrt(length).
     """
     result, expected = np.asarray(result, np.float64), np.asarray(expected, np.float64)
     rounded = expected.astype(vk.dtype(dtype).np_dtype).astype(np.float64)  # overflow: inf
@@ -101,6 +105,11 @@ def assert_op_close(result, expected, dtype, length, magnitude, err_msg, steps=1
         if dtype == "bfloat16":
             ulp = bf16_ulp(np.maximum(np.abs(rounded), np.abs(level)))
             tol = 2 * steps * ulp + length * 2.0 ** -24 * np.abs(magnitude)
+            if bound is not None:
+                tol = tol + bound[1]
+        elif bound is not None:
+            ulps, extra = bound
+            tol = ulps * tolerances.f32_spacing(expected) + extra
         else:
             scale = max(1.0, sqrt(length))
             tol = 2e-5 * scale * (1 + np.abs(expected))

@@ -10,13 +10,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 import vkgrad as vk
 import vkgrad.nn.functional as F
-from vkgrad.backend.vulkan import CHUNK_SPAN, TensorTooLargeError
+from vkgrad.backend.vulkan import (CHUNK_SPAN, MAX_CHUNK_BYTES, TensorTooLargeError,
+                                   VulkanBackend)
 from vkgrad.kernels import ARENA_SLOTS
 
 from conftest import lenet_trainer
@@ -218,3 +220,26 @@ def test_the_arena_stops_at_its_limit(tmp_path):
     words = child.stdout.split()
     assert words[:3] == ["refused", "4", "4"], child.stdout  # 4 chunks of 1 MiB, one each
     assert "VKGRAD_ARENA_MB" in child.stdout
+
+
+def test_chunks_fit_the_devices_allocation_and_binding_limits(monkeypatch):
+    """A chunk (so the staging buffer and any one tensor too) is never larger than one
+    allocation may be (maxMemoryAllocationSize), one binding addresses (maxStorageBufferRange)
+    or a start's slot bits leave (MAX_CHUNK_BYTES), in 64-byte units: from fake limits dicts."""
+    monkeypatch.delenv("VKGRAD_ARENA_CHUNK_MB", raising=False)
+    monkeypatch.delenv("VKGRAD_ARENA_MB", raising=False)
+    base = {"max_storage_buffer_range": 1 << 28, "device_local_heap_size": 8 << 30,
+            "storage_buffer_array_dynamic_indexing": True}
+    for limits, most in [({"max_memory_allocation_size": (3 << 20) + 63}, 3 << 20),
+                         ({"max_memory_allocation_size": 0}, 1 << 28),  # not reported: 0
+                         ({"max_storage_buffer_range": (1 << 20) - 1}, (1 << 20) - 64),
+                         ({"max_memory_allocation_size": 1 << 40}, 1 << 28),
+                         ({"max_storage_buffer_range": 1 << 32}, MAX_CHUNK_BYTES)]:
+        fake = SimpleNamespace()
+        VulkanBackend._set_arena_limits(fake, {**base, **limits})
+        assert fake.max_chunk_bytes == fake.chunk_bytes == most, limits
+        assert fake.arena_limit == 8 << 30
+    monkeypatch.setenv("VKGRAD_ARENA_CHUNK_MB", "64")  # asked for more than an allocation takes
+    fake = SimpleNamespace()
+    VulkanBackend._set_arena_limits(fake, {**base, "max_memory_allocation_size": 16 << 20})
+    assert fake.chunk_bytes == 16 << 20

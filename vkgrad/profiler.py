@@ -9,9 +9,12 @@ calls other ops (a backward rule, a composite kernel) is charged only for its ow
 which on the host device includes the numpy computation. Backward passes appear as
 "<op> backward" rows holding the rule's own overhead; the ops a rule runs appear under their own
 names. On Vulkan, each dispatch's device time comes from timestamps written after every
-dispatch (Kompute timestamp queries; where the device has none, only counts are shown) and is
-charged to the kernel and to the op that queued it. Profiling costs some host time per op and
-adds timestamp writes, so use it to explain a step, not to time one.
+dispatch (Kompute timestamp queries), differences of the counter modulo its valid bits (the
+queue family's timestampValidBits: a narrower counter wraps) times timestampPeriod, and is
+charged to the kernel and to the op that queued it. Where a device writes no timestamps
+(timestampComputeAndGraphics false, timestampValidBits 0), only counts are shown and the table
+says why, naming the device; `profile(device_times=True)` raises instead. Profiling costs some
+host time per op and adds timestamp writes, so use it to explain a step, not to time one.
 """
 import atexit
 import os
@@ -66,10 +69,16 @@ class frame:
         return False
 
 
-def add_kernel_times(records, seconds):
+class NoDeviceTimes(RuntimeError):
+    """profile(device_times=True) on a device that writes no timestamps."""
+
+
+def add_kernel_times(records, seconds, missing=None):
     """Record device time for dispatches: records [(kernel, op)], seconds per dispatch (or None
-    where the device gives no timestamps)."""
+    where the device gives no timestamps, `missing` saying why)."""
     for p in _active:
+        if seconds is None and records:
+            p.missing.add(missing)
         for (kernel, op), s in zip(records, seconds or [None] * len(records)):
             row = p.kernels[kernel]
             row[0] += 1
@@ -83,16 +92,24 @@ class Profile:
     """Collected times; `table()` formats them. ops: name -> [calls, host s, device s,
     dispatches]; kernels: "family/variant" -> [dispatches, device s]."""
 
-    def __init__(self, report=False):
+    def __init__(self, report=False, device_times=False):
         self.ops = defaultdict(lambda: [0, 0.0, 0.0, 0])
         self.kernels = defaultdict(lambda: [0, 0.0])
         self.timed = True     # every dispatch had a device time
+        self.missing = set()  # why not, per device without timestamps that dispatched
         self.report = report
+        self.device_times = device_times
         self.wall = 0.0
+
+    def _refuse_untimed(self, why):
+        if self.device_times and why:
+            raise NoDeviceTimes("vk.profile(device_times=True): " + "; ".join(sorted(why)))
 
     def __enter__(self):
         from .stats import synchronize
         from .device import live_backends
+        self._refuse_untimed({b.timestamps_missing for b in live_backends()
+                              if getattr(b, "timestamps_missing", None)})
         synchronize()
         _active.append(self)
         for backend in live_backends():
@@ -111,12 +128,15 @@ class Profile:
                 backend.profiling(False)
         if self.report:
             print(self.table())
+        if exc[0] is None:
+            self._refuse_untimed(self.missing)
         return False
 
     def table(self, top=25):
         """Ops by host + device time, then kernels by device time, as aligned text."""
         lines = [f"vkgrad profile: {self.wall * 1e3:.1f} ms wall"
-                 + ("" if self.timed else " (no device timestamps: device times missing)"),
+                 + ("" if self.timed else " (device times missing: no timestamps: "
+                    + "; ".join(sorted(self.missing)) + ")"),
                  f"{'op':28s} {'calls':>7s} {'host ms':>9s} {'us/call':>8s} {'device ms':>10s} "
                  f"{'kernels':>8s}"]
         rows = sorted(self.ops.items(), key=lambda kv: -(kv[1][1] + kv[1][2]))
@@ -137,9 +157,11 @@ class Profile:
         return "\n".join(lines)
 
 
-def profile(report=False):
-    """A context manager that profiles what runs inside it; report=True prints the table."""
-    return Profile(report)
+def profile(report=False, device_times=False):
+    """A context manager that profiles what runs inside it; report=True prints the table.
+    device_times=True raises NoDeviceTimes, naming the device and why, where a Vulkan device
+    in use cannot time its dispatches (otherwise the table says so and shows counts)."""
+    return Profile(report, device_times)
 
 
 def start_from_environment():

@@ -4,8 +4,8 @@
   rather than raising, when it finds none, so vkgrad asks the loader first.
 - `physical_devices()`: per device, what Kompute's Python binding does not give: the driver's
   name and version string (VkPhysicalDeviceDriverProperties, Vulkan 1.2), the subgroup
-  operations compute shaders may use (VkPhysicalDeviceSubgroupProperties, Vulkan 1.1) and the
-  memory heaps.
+  operations compute shaders may use (VkPhysicalDeviceSubgroupProperties, Vulkan 1.1), the
+  memory heaps and the timestamp bits of the queue family Kompute computes on.
 - `instance_layers()`: the layers the loader finds (it searches VK_LAYER_PATH and the standard
   manifest folders such as /usr/share/vulkan/explicit_layer.d itself).
 - `instance_extensions()`: the instance extensions the loader offers.
@@ -30,6 +30,7 @@ SUBGROUP_FEATURES = {"basic": 0x1, "vote": 0x2, "arithmetic": 0x4, "ballot": 0x8
                      "shuffle_relative": 0x20, "clustered": 0x40, "quad": 0x80}
 _STAGE_COMPUTE = 0x20
 _MEMORY_HEAP_DEVICE_LOCAL = 0x1
+_QUEUE_COMPUTE = 0x2  # VK_QUEUE_COMPUTE_BIT
 PORTABILITY_ENUMERATION = "VK_KHR_portability_enumeration"
 _CREATE_ENUMERATE_PORTABILITY = 0x1  # VK_INSTANCE_CREATE_ENUMERATE_PORTABILITY_BIT_KHR
 
@@ -92,6 +93,12 @@ class _MemoryHeap(ctypes.Structure):
 class _MemoryProperties(ctypes.Structure):
     _fields_ = [("memoryTypeCount", ctypes.c_uint32), ("memoryTypes", ctypes.c_uint32 * 64),
                 ("memoryHeapCount", ctypes.c_uint32), ("memoryHeaps", _MemoryHeap * 16)]
+
+
+class _QueueFamilyProperties(ctypes.Structure):
+    _fields_ = [("queueFlags", ctypes.c_uint32), ("queueCount", ctypes.c_uint32),
+                ("timestampValidBits", ctypes.c_uint32),
+                ("minImageTransferGranularity", ctypes.c_uint32 * 3)]
 
 
 class _ExtensionProperties(ctypes.Structure):
@@ -161,8 +168,10 @@ def physical_devices():
     and conformance_version (None where the device or loader predates Vulkan 1.2),
     subgroup_operations (the SUBGROUP_FEATURES names compute shaders may use; empty before
     Vulkan 1.1) and subgroup_size, extensions
-    (the device extensions' names) and memory_heaps, a list of {"size": bytes,
-    "device_local": bool}."""
+    (the device extensions' names), memory_heaps, a list of {"size": bytes,
+    "device_local": bool}, and compute_queue_family with its timestamp_valid_bits: the first
+    queue family with compute (the one Kompute's Manager opens; None and 0 where there is none),
+    the bits its timestamps count in (0: it writes none)."""
     vulkan = _library()
     # Vulkan 1.2 where the loader has it: the driver properties are core there.
     api = VK_API_VERSION_1_2 if loader_version(vulkan) >= VK_API_VERSION_1_1 else None
@@ -200,11 +209,23 @@ def physical_devices():
             vulkan.vkGetPhysicalDeviceMemoryProperties(ctypes.c_void_p(handle),
                                                        ctypes.byref(memory))
             info["extensions"] = _extension_names(vulkan, ctypes.c_void_p(handle))
+            info["compute_queue_family"], info["timestamp_valid_bits"] = next(
+                ((i, family.timestampValidBits) for i, family in
+                 enumerate(_queue_families(vulkan, ctypes.c_void_p(handle)))
+                 if family.queueFlags & _QUEUE_COMPUTE), (None, 0))
             info["memory_heaps"] = [
                 {"size": heap.size, "device_local": bool(heap.flags & _MEMORY_HEAP_DEVICE_LOCAL)}
                 for heap in memory.memoryHeaps[:memory.memoryHeapCount]]
             found.append(info)
     return found
+
+
+def _queue_families(vulkan, device):
+    count = ctypes.c_uint32()
+    vulkan.vkGetPhysicalDeviceQueueFamilyProperties(device, ctypes.byref(count), None)
+    families = (_QueueFamilyProperties * count.value)()
+    vulkan.vkGetPhysicalDeviceQueueFamilyProperties(device, ctypes.byref(count), families)
+    return families[:count.value]
 
 
 def _extension_names(vulkan, device=None):

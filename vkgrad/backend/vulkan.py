@@ -89,6 +89,38 @@ SHADER_READ, SHADER_WRITE, TRANSFER_READ, TRANSFER_WRITE, HOST_READ = \
 COMPUTE_STAGE, TRANSFER_STAGE, HOST_STAGE = 0x800, 0x1000, 0x4000
 
 
+MIN_TIMESTAMP_BITS = 36  # what timestampComputeAndGraphics promises every compute queue
+
+
+def timestamp_support(info, details):
+    """(bits, None) where profiling can time dispatches on the device that Kompute's `info`
+    describes, else (0, why), naming it. `details` is the loader's entry for the device (its
+    compute queue family's timestamp_valid_bits), or None where the loader cannot tell, which
+    leaves the MIN_TIMESTAMP_BITS that timestampComputeAndGraphics guarantees. Kompute makes a
+    query pool only where timestampComputeAndGraphics holds; a family with 0 valid bits writes
+    no timestamps, and a timestampPeriod of 0 gives no time."""
+    name = info.get("device_name", "this device")
+    if not info.get("timestamps_supported"):
+        return 0, (f"{name} does not write timestamps on every compute queue "
+                   "(timestampComputeAndGraphics is false)")
+    bits = MIN_TIMESTAMP_BITS if details is None else details.get("timestamp_valid_bits", 0)
+    if not bits:
+        return 0, (f"{name}: its compute queue family "
+                   f"{details.get('compute_queue_family')} has timestampValidBits 0")
+    if not info.get("timestamp_period", 0) > 0:
+        return 0, f"{name}: timestampPeriod is {info.get('timestamp_period')}"
+    return min(bits, 64), None
+
+
+def timestamp_seconds(ticks, bits, period_ns):
+    """Seconds between consecutive timestamps `ticks` of a counter with `bits` valid bits that
+    advances once every `period_ns` nanoseconds (timestampPeriod): each difference modulo
+    2^bits, so a counter narrower than 64 bits that wraps between two stamps still counts the
+    time between them (anything above the valid bits is ignored)."""
+    mask = (1 << bits) - 1
+    return [((b - a) & mask) * period_ns * 1e-9 for a, b in zip(ticks, ticks[1:])]
+
+
 # OpSpecConstantOp's integer operations that sizes are written with: opcode -> (a, b) -> value
 _SPEC_OPS = {128: lambda a, b: a + b, 130: lambda a, b: a - b, 132: lambda a, b: a * b,
              134: lambda a, b: a // b if b else inf, 137: lambda a, b: a % b if b else inf}
@@ -581,6 +613,7 @@ class VulkanBackend(Backend):
         self._pipelines = {}        # (family, variant, spec) -> the Algorithm with its pipeline
         self._limit_errors = {}     # (family, variant, spec) -> why it exceeds the device, or None
         self._profiled = None       # while profiling: [(kernel, op)] per queued dispatch
+        self._timestamps = None     # (bits, why not) once asked (see `timestamp_bits`)
         self._subgroups = None      # whether kernels use subgroup arithmetic (see `subgroups`)
         self._sequence = manager.sequence()  # where eager dispatches are recorded
         self._spare = []            # eager sequences done with, to record into again
@@ -621,6 +654,29 @@ class VulkanBackend(Backend):
                     or size & (size - 1) or size > 128:
                 size = 0
         self._subgroups = size
+
+    @property
+    def timestamp_bits(self):
+        """The valid bits of the device's timestamps on the queue vkgrad uses, or 0 where
+        profiling cannot time dispatches there (`timestamps_missing` says why, naming the
+        device); read through the loader on first use (timestamp_support)."""
+        if self._timestamps is None:
+            from .loader import LoaderError, physical_devices
+            try:
+                found = physical_devices()
+            except LoaderError:
+                found = []
+            index = getattr(getattr(self, "device", None), "index", 0)
+            mine = found[index] if index < len(found) else None
+            if mine is not None and mine["name"] != self.info.get("device_name"):
+                mine = None  # the loader lists devices differently from Kompute
+            self._timestamps = timestamp_support(self.info, mine)
+        return self._timestamps[0]
+
+    @property
+    def timestamps_missing(self):
+        """Why dispatches cannot be timed on this device (None where they can)."""
+        return None if self.timestamp_bits else self._timestamps[1]
 
     # ---- memory ---------------------------------------------------------------------------------
     def _set_arena_limits(self, info):
@@ -1097,24 +1153,24 @@ class VulkanBackend(Backend):
 
     def profiling(self, on):
         """While on, dispatches are recorded into a sequence that writes a timestamp after each
-        one (where the device supports timestamps), and their times go to vkgrad.profiler."""
+        one (where the device can: `timestamp_bits`), and their times go to vkgrad.profiler."""
         with self._lock:
             self._wait()
             if on == (self._profiled is not None):
                 return
             self._profiled = [] if on else None
             # a timestamp after each recorded command: dispatches and barriers
-            stamps = 2 * MAX_PENDING + 2 if on and self.info.get("timestamps_supported") else 0
+            stamps = 2 * MAX_PENDING + 2 if on and self.timestamp_bits else 0
             self._sequence = self.manager.sequence(0, stamps)
 
     def _collect_times(self):
         seconds = None
-        if self.info.get("timestamps_supported"):
-            ticks = self._sequence.get_timestamps()
-            scale = self.info.get("timestamp_period", 1.0) * 1e-9
-            seconds = [(b - a) * scale for a, b, entry in zip(ticks, ticks[1:], self._profiled)
-                       if entry is not None]
-        profiler.add_kernel_times([e for e in self._profiled if e is not None], seconds)
+        if self.timestamp_bits:
+            between = timestamp_seconds(self._sequence.get_timestamps(), self.timestamp_bits,
+                                        self.info["timestamp_period"])
+            seconds = [s for s, entry in zip(between, self._profiled) if entry is not None]
+        profiler.add_kernel_times([e for e in self._profiled if e is not None], seconds,
+                                  self.timestamps_missing)
         self._profiled = []
 
     def run(self, op, *args, **params):
