@@ -4,6 +4,7 @@ This module is the single source of the numbers that Python and the shaders must
 codes, op codes, push-constant sizes). `tools/build_shaders.py` turns them into `-D` defines, so a
 code is never written twice. It imports nothing from the rest of vkgrad.
 """
+import struct
 
 # Device dtype codes (DT_* in GLSL). DT_IMM marks a scalar operand carried in push constants.
 DTYPE_CODES = {"float32": 0, "bfloat16": 1, "int32": 2, "uint32": 3, "uint8": 4, "bool": 5, "imm": 6}
@@ -116,6 +117,7 @@ FAMILIES = {
 # Every kernel declares its push constants within this many 32-bit words (Vulkan guarantees 128 B).
 PUSH_WORDS = 32
 WORKGROUP = 256  # local_size_x of the one-dimensional kernels
+MAX_GROUPS = 65535  # Vulkan's guaranteed maxComputeWorkGroupCount[0]: the grid's cap
 # The arena chunks one dispatch binds (common.glsl's arena_chunks), and where a word address
 # keeps its slot: slot << ARENA_SLOT_SHIFT | word. Element starts keep it log2(elements per
 # word) bits higher, so a uint8 start uses all 32 bits: a chunk holds at most 2^27 words
@@ -140,6 +142,11 @@ def defines():
     out.update(ARENA_SLOTS=ARENA_SLOTS, ARENA_SLOT_SHIFT=ARENA_SLOT_SHIFT,
                ARENA_SLOT_MASK=f"{(1 << ARENA_SLOT_SHIFT) - 1}u")
     return out
+
+
+def f32_bits(x):
+    """The bits of `x` as an IEEE float32, for a push constant."""
+    return struct.unpack("<I", struct.pack("<f", x))[0]
 
 
 def spirv_name(family, variant):

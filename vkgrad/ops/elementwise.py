@@ -9,7 +9,8 @@ import math
 import numpy as np
 
 from .. import dtypes, kernels, layout
-from ..backend.vulkan import DeviceArray, f32_bits
+from ..backend.base import Buffer
+from ..kernels import f32_bits
 from .registry import Op, OpTest
 
 MAXD = 4  # dims elementwise.comp's push constants describe (after coalescing)
@@ -463,7 +464,7 @@ def launch(backend, name, out_dtype, out_shape, operands, domain):
 
 
 def _launch_into(backend, code, out, operands, domain):
-    arrays = [o for o in operands if isinstance(o, DeviceArray)]
+    arrays = [o for o in operands if isinstance(o, Buffer)]
     strides = [layout.broadcast_strides(a.shape, a.strides, out.shape) for a in arrays]
     shape, (out_strides, *strides) = layout.coalesce(out.shape, out.strides, *strides)
     if len(shape) > MAXD:
@@ -471,14 +472,14 @@ def _launch_into(backend, code, out, operands, domain):
         if (out.strides[0] % out.dtype.per_word) or out.start % out.dtype.per_word:
             raise NotImplementedError(f"{len(shape)}-d packed elementwise output")
         for i in range(out.shape[0]):
-            sub = [o if not isinstance(o, DeviceArray) else _index0(o, out.shape, i)
+            sub = [o if not isinstance(o, Buffer) else _index0(o, out.shape, i)
                    for o in operands]
             _launch_into(backend, code, out.view(out.shape[1:], out.strides[1:],
                                                  out.offset + i * out.strides[0]), sub, domain)
         return
     starts, dtypes, stride_lists, it = [], [], [], iter(strides)
     for o in list(operands) + [0] * (3 - len(operands)):
-        if isinstance(o, DeviceArray):
+        if isinstance(o, Buffer):
             starts.append(o.start)
             dtypes.append(o.dtype.code)
             stride_lists.append(next(it))
@@ -538,7 +539,7 @@ def _make(name, fn, result, arity, domain):
         return np.asarray(r).astype(out_dtype.np_dtype, copy=False)
 
     def vulkan(backend, *args, compute, out_dtype):
-        shape = layout.broadcast_shapes(*[a.shape for a in args if isinstance(a, DeviceArray)])
+        shape = layout.broadcast_shapes(*[a.shape for a in args if isinstance(a, Buffer)])
         return launch(backend, name, out_dtype, shape, args, compute_domain(compute))
 
     def call(*operands):

@@ -46,7 +46,7 @@ import numpy as np
 
 from .. import dtypes, kernels, layout
 from ..autograd import check_inplace
-from ..backend.vulkan import DeviceArray
+from ..backend.base import Buffer
 from ..tensor import _ADVANCED, Tensor, _check_device_dtype, tensor, tensor_method, zeros
 from .elementwise import assign, cast, contiguous
 from .elementwise import launch as elementwise_launch
@@ -86,7 +86,7 @@ def strided_copy(shape, dst, dst_strides, src, src_strides=None, index=None, add
     if n == 0:
         return
     ndim = len(shape)
-    imm = not isinstance(src, DeviceArray)
+    imm = not isinstance(src, Buffer)
     if imm:
         src_strides = (0,) * ndim
     array, idx_strides, idx_n, scale, side = index or (None, (0,) * ndim, 0, 0, "none")
@@ -129,7 +129,7 @@ def _scatter_sorted(shape, dst, dst_strides, src, src_strides, index, mode, chec
     array, idx_strides, idx_n, scale, _ = index
     keyed = [d for d, n in enumerate(shape) if n > 1 and dst_strides[d] == 0]
     free = [d for d, n in enumerate(shape) if n > 1 and dst_strides[d] != 0]
-    imm = not isinstance(src, DeviceArray)
+    imm = not isinstance(src, Buffer)
     src_strides = (0,) * len(shape) if imm else src_strides
     def keyed_src():  # the keyed dims and src's strides along them, coalesced
         return layout.coalesce([shape[d] for d in keyed], [src_strides[d] for d in keyed])
@@ -553,8 +553,8 @@ def _write_vulkan(backend, a, value, *operands, key, add, caller=None):
         return a
     shape, view, view_strides, index = _plan(a, operands, key, caller)
     strides = None
-    if isinstance(value, DeviceArray):
-        if value.block is a.block:  # the value overlaps the target: read a copy
+    if isinstance(value, Buffer):
+        if value.same_memory(a):  # the value overlaps the target: read a copy
             value = contiguous(value)
         strides = _value_strides(value, shape)
     strided_copy(shape, view, view_strides, value, strides, index=index and (*index, "dst"),

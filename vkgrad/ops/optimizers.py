@@ -33,7 +33,7 @@ FRESH_MASTER) is what is updated, and the parameter receives the rounded copy.
 import numpy as np
 
 from .. import dtypes, kernels, layout
-from ..backend.vulkan import f32_bits
+from ..kernels import f32_bits
 from .registry import Op, OpTest
 
 MAXD = 3  # dims optim.comp's push constants describe (after coalescing)

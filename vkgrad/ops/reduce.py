@@ -8,7 +8,7 @@ from math import isqrt, prod
 import numpy as np
 
 from .. import dtypes, kernels, layout
-from ..backend.vulkan import f32_bits
+from ..kernels import f32_bits
 from .registry import Op, OpTest
 
 MAXD = 4        # kept dims and reduced dims reduce.comp describes, each (after coalescing)

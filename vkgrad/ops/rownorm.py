@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import dtypes, kernels
 from ..autograd import is_grad_enabled
-from ..backend.vulkan import f32_bits
+from ..kernels import f32_bits
 from .elementwise import contiguous
 from .registry import OPS, Op, OpTest, apply
 

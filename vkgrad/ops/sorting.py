@@ -35,7 +35,7 @@ from math import prod
 import numpy as np
 
 from .. import dtypes, kernels, layout
-from ..backend.vulkan import DeviceArray
+from ..backend.base import Buffer
 from ..tensor import Tensor, _axes, _narrow, _widen, tensor_method, where, zeros
 from .elementwise import compute_domain, contiguous
 from .elementwise import launch as elementwise_launch
@@ -201,7 +201,7 @@ def _scatter_into(out, index, src, axis, combine, caller):
     the indices, in [0, n)."""
     dst_strides = [0 if d == axis else s for d, s in enumerate(out.strides)]
     strided_copy(index.shape, out, dst_strides, src,
-                 src.strides if isinstance(src, DeviceArray) else None,
+                 src.strides if isinstance(src, Buffer) else None,
                  index=(index, index.strides, out.shape[axis], out.strides[axis], "dst"),
                  add=combine == "add", combine=combine if combine != "add" else None,
                  check=caller, wrap=False)

@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import dtypes, layout
 from ..autograd import grad as autograd_grad, is_grad_enabled
-from ..backend.vulkan import f32_bits
+from ..kernels import f32_bits
 from ..random import launch as pattern_launch
 from ..tensor import Tensor, _narrow, _widen, full, tensor_method, where
 from .elementwise import compute_domain, contiguous, launch as elementwise_launch
