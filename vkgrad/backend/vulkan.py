@@ -877,7 +877,7 @@ class VulkanBackend(Backend):
         only reads (None entries and scalars skipped; whole blocks count). Without `writes`
         the kernel may touch anything, so it is ordered after all earlier work and before all
         later work (see Hazards): correct, but it runs alone."""
-        groups = max(1, min(MAX_GROUPS, -(-threads // kernels.WORKGROUP)))
+        groups = max(1, min(MAX_GROUPS, -(-threads // kernels.workgroup(family))))
         reads, writes = (None, None) if writes is None else (_ranges(reads), _ranges(writes))
         constants = np.zeros(kernels.PUSH_WORDS, np.int64)
         if len(self._chunks) == 1:  # every start is in slot 0 as it is

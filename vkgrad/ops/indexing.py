@@ -52,7 +52,9 @@ from .elementwise import assign, cast, contiguous
 from .elementwise import launch as elementwise_launch
 from .registry import OPS, Op, OpTest, apply
 
-MAXD = 5  # dims that gather.comp and scan.comp describe (after coalescing)
+MAXD = 5  # dims that gather.comp describes (after coalescing)
+SCAN = kernels.LAYOUTS["scan"]  # MAXD row dims (after coalescing)
+SCATTER = kernels.LAYOUTS["scatter"]  # KD keyed and FD free dims (after coalescing)
 _G = kernels.GATHER_CODES
 _S = kernels.SCAN_CODES
 _ITEMSIZE = {d.code: d.itemsize for d in dtypes.ALL if d.on_device}
@@ -134,7 +136,7 @@ def _scatter_sorted(shape, dst, dst_strides, src, src_strides, index, mode, chec
     def keyed_src():  # the keyed dims and src's strides along them, coalesced
         return layout.coalesce([shape[d] for d in keyed], [src_strides[d] for d in keyed])
     kshape, (ksrc,) = keyed_src()
-    if len(kshape) > _SCATTER_KD:  # read a copy of the values with the keyed dims last
+    if len(kshape) > SCATTER.KD:  # read a copy of the values with the keyed dims last
         order = free + keyed
         copy_shape = [shape[d] for d in order]
         copy = backend.empty(copy_shape, src.dtype)
@@ -163,11 +165,8 @@ def _scatter_sorted(shape, dst, dst_strides, src, src_strides, index, mode, chec
                     ([None if imm else src, keys, perm], [dst]))
 
 
-_SCATTER_KD, _SCATTER_FD = 3, 5  # keyed and free dims that scatter.comp describes
-
-
 def _launch_scatter(backend, m, kshape, ksrc, fshape, fdst, fsrc, starts, steps, spec, access):
-    if len(fshape) > _SCATTER_FD:  # one dispatch per leading free index
+    if len(fshape) > SCATTER.FD:  # one dispatch per leading free index
         inner = prod(fshape[1:])
         for i in range(fshape[0]):
             shifted = [starts[0] + i * fdst[0], starts[1] + i * fsrc[0],
@@ -175,11 +174,11 @@ def _launch_scatter(backend, m, kshape, ksrc, fshape, fdst, fsrc, starts, steps,
             _launch_scatter(backend, m, kshape, ksrc, fshape[1:], fdst[1:], fsrc[1:], shifted,
                             steps, spec, access)
         return
-    kpad, fpad = [0] * (_SCATTER_KD - len(kshape)), [0] * (_SCATTER_FD - len(fshape))
     nfree = prod(fshape)
-    push = [m, nfree, len(kshape), len(fshape), starts[0], starts[1], starts[2], steps[0],
-            starts[3], steps[1], *kshape, *kpad, *ksrc, *kpad, *fshape, *fpad, *fdst, *fpad,
-            *fsrc, *fpad]
+    push = SCATTER.pack(m=m, nfree=nfree, nk=len(kshape), nf=len(fshape), dst_start=starts[0],
+                        src_start=starts[1], keys_start=starts[2], keys_step=steps[0],
+                        perm_start=starts[3], perm_step=steps[1], kshape=kshape, ksrc=ksrc,
+                        fshape=fshape, fdst=fdst, fsrc=fsrc)
     backend.launch("scatter", "", m * nfree, push, spec, reads=access[0], writes=access[1])
 
 
@@ -204,10 +203,10 @@ def _launch_copy(backend, shape, strides, starts, index_params, spec, access):
 
 
 def _scan_launch(backend, phase, threads, **f):
-    pad = [0] * (MAXD - len(f["shape"]))
-    push = [f["len"], f["rows"], f["chunk"], f["nchunks"], len(f["shape"]), f["src"].start,
-            f["src_step"], f["dst_start"], f["dst_step"], f["sums_start"], *f["shape"], *pad,
-            *f["src_strides"], *pad, *f["dst_strides"], *pad]
+    push = SCAN.pack(len=f["len"], rows=f["rows"], chunk=f["chunk"], nchunks=f["nchunks"],
+                     ndim=len(f["shape"]), src_start=f["src"].start, src_step=f["src_step"],
+                     dst_start=f["dst_start"], dst_step=f["dst_step"], sums_start=f["sums_start"],
+                     shape=f["shape"], src_strides=f["src_strides"], dst_strides=f["dst_strides"])
     backend.launch("scan", "", threads, push, (_S[phase], f["is_float"], f["src"].dtype.code,
                                                _S["COMBINE_" + f.get("combine", "sum").upper()]))
 
@@ -228,7 +227,7 @@ def scan_rows(src, dst, axis, combine="sum"):
     shape, (src_strides, dst_strides) = layout.coalesce(
         [src.shape[d] for d in rows_dims], [src.strides[d] for d in rows_dims],
         [dst.strides[d] for d in rows_dims])
-    if len(shape) > MAXD:
+    if len(shape) > SCAN.MAXD:
         return scan_rows(contiguous(src), dst, axis, combine)
     rows = prod(shape)
     if rows * length == 0:
@@ -258,10 +257,10 @@ def _mask_offsets(mask, strides):
     sums = backend.empty((nchunks + 1,), dtypes.int32)
     shape, (_, view_strides) = layout.coalesce(mask.shape, layout.contiguous_strides(mask.shape),
                                                strides)
-    if len(shape) > MAXD:
+    if len(shape) > SCAN.MAXD:
         raise NotImplementedError(f"a boolean index of shape {mask.shape} over dims with strides "
                                   f"{tuple(strides)} ({len(shape)} dims after merging, at most "
-                                  f"{MAXD})")
+                                  f"{SCAN.MAXD})")
     fields = dict(is_float=0, len=n, rows=1, chunk=chunk, nchunks=nchunks, src=mask, src_step=1,
                   dst_start=0, dst_step=0, sums_start=sums.start, shape=(), src_strides=(),
                   dst_strides=())

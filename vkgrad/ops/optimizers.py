@@ -33,10 +33,10 @@ FRESH_MASTER) is what is updated, and the parameter receives the rounded copy.
 import numpy as np
 
 from .. import dtypes, kernels, layout
-from ..kernels import f32_bits
 from .registry import Op, OpTest
 
-MAXD = 3  # dims optim.comp's push constants describe (after coalescing)
+OPTIM = kernels.LAYOUTS["optim"]
+MAXD = OPTIM.MAXD  # dims optim.comp's push constants describe (after coalescing)
 
 # rule -> names of optim.comp's hyper-parameter slots h[0], h[1], ... (unnamed slots are 0);
 # NAME_lo is the low part of NAME: NAME - float32(NAME), rounded to float32
@@ -46,7 +46,6 @@ HYPER = {
              "one_minus_beta2", "eps", "lr_lo", "beta1", "beta1_lo", "beta2_lo"),
     "rmsprop": ("lr", "weight_decay", "alpha", "one_minus_alpha", "eps", "momentum"),
 }
-HYPER_SLOTS = 11
 COUNTED = ("adam", "rmsprop")  # rules that count their steps
 
 
@@ -175,13 +174,14 @@ def _vulkan(backend, param, grad, b0, b1, b2, master, step, arrivals, rule, flag
                                for a in (param, grad, b0, b1, b2, master)], step, arrivals,
                     rule=rule, flags=flags, hyper=hyper, advance=i == param.shape[0] - 1)
         return param
-    pad = [0] * (MAXD - len(shape))
-    values = [_slot(hyper, name) for name in HYPER[rule]]
-    values += [0.0] * (HYPER_SLOTS - len(values))
-    counter = [0, 0, 0] if step is None else [step.start, arrivals.start, int(advance)]
-    push = [param.size, len(shape), param.start, grad.start,
-            *[0 if a is None else a.start for a in (b0, b1, b2, master)], *counter,
-            *[f32_bits(v) for v in values], *shape, *pad, *p_strides, *pad, *g_strides, *pad]
+    counted = step is not None
+    push = OPTIM.pack(n=param.size, ndim=len(shape), p_start=param.start, g_start=grad.start,
+                      s=[0 if a is None else a.start for a in (b0, b1, b2, master)],
+                      step_at=step.start if counted else 0,
+                      arrive_at=arrivals.start if counted else 0,
+                      advance=int(advance) if counted else 0,
+                      h=[_slot(hyper, name) for name in HYPER[rule]], shape=shape,
+                      p_strides=p_strides, g_strides=g_strides)
     backend.launch("optim", "", param.size, push,
                    (kernels.OPTIM_RULES.index(rule), sum(kernels.OPTIM_FLAGS[f] for f in flags),
                     param.dtype.code, grad.dtype.code),

@@ -36,7 +36,8 @@ from ..kernels import f32_bits
 from .elementwise import contiguous
 from .registry import OPS, Op, OpTest, apply
 
-WG = kernels.WORKGROUP
+ROWNORM = kernels.LAYOUTS["rownorm"]
+WG = ROWNORM.workgroup
 MAX_ROW = WG * 65535    # lavapipe ends a shader loop after 65,535 iterations
 MODES = {name[5:].lower(): code for name, code in kernels.ROWNORM_CODES.items()
          if name.startswith("MODE_")}
@@ -221,6 +222,10 @@ def _operand(a, default):
     return (f32_bits(default), IMM) if a is None else (a.start, a.dtype.code)
 
 
+def _start(a):
+    return 0 if a is None else a.start
+
+
 def _row_launch(backend, mode, x, out, rows, n, inner, g=None, w=None, b=None, t=None,
                 aux=None, side=None, eps=0.0, ignore_index=0, error=0, flags=0, group=None):
     """One dispatch of rownorm.comp's `mode` over `rows` rows of n elements (stride inner)."""
@@ -229,9 +234,10 @@ def _row_launch(backend, mode, x, out, rows, n, inner, g=None, w=None, b=None, t
                          "row kernel handles")
     group = group or threads_per_row(backend, n, rows, inner)
     (w_start, w_dt), (b_start, b_dt) = _operand(w, 1.0), _operand(b, 0.0)
-    push = [rows, n, inner, x.start, 0 if g is None else g.start, out.start, w_start, b_start,
-            0 if t is None else t.start, 0 if aux is None else aux.start,
-            0 if side is None else side.start, f32_bits(eps), ignore_index, error]
+    push = ROWNORM.pack(rows=rows, n=n, inner=inner, x_start=x.start, g_start=_start(g),
+                        out_start=out.start, w_start=w_start, b_start=b_start, t_start=_start(t),
+                        aux_start=_start(aux), side_start=_start(side), eps=eps,
+                        ignore_index=ignore_index, error_code=error)
     spec = (MODES[mode], group, x.dtype.code, 0 if g is None else g.dtype.code, out.dtype.code,
             w_dt, b_dt, 0 if t is None else t.dtype.code, flags)
     writes = [out, side] + ([aux] if mode in ("layer_norm", "cross_entropy") else [])

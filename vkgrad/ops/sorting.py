@@ -42,7 +42,8 @@ from .elementwise import launch as elementwise_launch
 from .indexing import _check_index_dtype, checked_index, strided_copy, take_along_axis
 from .registry import OPS, Op, OpTest, apply
 
-MAXD = 5  # row dims that sort.comp describes (after coalescing)
+SORT = kernels.LAYOUTS["sort"]
+MAXD = SORT.MAXD  # row dims that sort.comp describes (after coalescing)
 
 ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])  # torch.return_types alike
 
@@ -82,17 +83,18 @@ def _argsort_vulkan(backend, a, axis, descending):
     pow2 = 1 << (n - 1).bit_length()
     keys = backend.empty((rows * pow2,), dtypes.uint32)
     index = backend.empty((rows * pow2,), dtypes.int32)
-    pad = [0] * (MAXD - len(shape))
-    head = [n, rows, pow2, len(shape), a.start, a.strides[axis], keys.start, index.start]
-    tail = [int(descending), *shape, *pad, *strides, *pad]
+    push = lambda k, j: SORT.pack(  # noqa: E731
+        len=n, rows=rows, pow2=pow2, ndim=len(shape), src_start=a.start,
+        src_step=a.strides[axis], keys_start=keys.start, index_start=index.start, k=k, j=j,
+        descending=int(descending), shape=shape, src_strides=strides)
     spec = lambda phase: (kernels.SORT_CODES[phase], a.dtype.code)  # noqa: E731
-    backend.launch("sort", "", rows * pow2, [*head, 0, 0, *tail], spec("SORT_INIT"),
+    backend.launch("sort", "", rows * pow2, push(0, 0), spec("SORT_INIT"),
                    reads=[a], writes=[keys, index])
     k = 2
     while k <= pow2:
         j = k // 2
         while j:
-            backend.launch("sort", "", rows * pow2, [*head, k, j, *tail], spec("SORT_STEP"),
+            backend.launch("sort", "", rows * pow2, push(k, j), spec("SORT_STEP"),
                            writes=[keys, index])
             j //= 2
         k *= 2

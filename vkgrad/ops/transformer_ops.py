@@ -30,9 +30,8 @@ from math import prod
 
 import numpy as np
 
-from .. import dtypes, layout
+from .. import dtypes, kernels, layout
 from ..autograd import grad as autograd_grad, is_grad_enabled
-from ..kernels import f32_bits
 from ..random import launch as pattern_launch
 from ..tensor import Tensor, _narrow, _widen, full, tensor_method, where
 from .elementwise import compute_domain, contiguous, launch as elementwise_launch
@@ -99,7 +98,8 @@ def masked_fill(x, mask, value):
     return out.astype(x.dtype) if out.dtype is not x.dtype else out
 
 
-MAX_FUSED_FEATURES = 128  # attention.comp's MAXE: the longest q/k and v rows it keeps in registers
+ATTENTION = kernels.LAYOUTS["attention"]
+MAX_FUSED_FEATURES = ATTENTION.MAXE  # the longest q/k and v rows attention.comp keeps in registers
 
 
 def _fold_mask(mask_shape, lead, big_l, s):
@@ -203,15 +203,20 @@ def _round_vulkan(backend, array, dtype):
         backend, "identity", dtype, array.shape, [array], "float")
 
 
-def _push(q, k, v, mask, scale, lse, o32, g=None, d=None, out=None, outv=None):
-    """attention.comp's push constants after `rows`, and its mask's specialization constants."""
+def _push(rows, q, k, v, mask, scale, lse, o32, g=None, d=None, out=None, outv=None):
+    """attention.comp's push constants over `rows` rows, and its mask's specialization
+    constants."""
     (big_l, e), (s, ev) = q.shape[-2:], v.shape[-2:]
     fold, spec = (1, 0, 0, 0, 0), (0, 0)
     if mask is not None:
         fold = _fold_mask(mask.shape, q.shape[:-2], big_l, s)
         spec = (1, 0) if mask.dtype is dtypes.bool_ else (2, mask.dtype.code)
-    starts = [0 if x is None else x.start for x in (q, k, v, lse, o32, g, d, out, outv, mask)]
-    return [big_l, s, e, ev, f32_bits(scale), *starts, *fold], spec
+    starts = {f"{name}_start": 0 if x is None else x.start for name, x in zip(
+        ("q", "k", "v", "lse", "o32", "g", "d", "out", "outv", "mask"),
+        (q, k, v, lse, o32, g, d, out, outv, mask))}
+    n_lo, s_hi, s_lo, s_l, s_s = fold
+    return ATTENTION.pack(rows=rows, L=big_l, S=s, E=e, EV=ev, scale=scale, **starts, n_lo=n_lo,
+                          s_hi=s_hi, s_lo=s_lo, s_l=s_l, s_s=s_s), spec
 
 
 def _attention_vulkan(backend, q, k, v, mask, scale, causal):
@@ -221,8 +226,8 @@ def _attention_vulkan(backend, q, k, v, mask, scale, causal):
     lse = backend.empty(q.shape[:-1], dtypes.float32)
     o32 = out if out.dtype is dtypes.float32 else backend.empty(out.shape, dtypes.float32)
     if rows:
-        push, spec = _push(q, k, v, mask, scale, lse, o32, out=out)
-        backend.launch("attention", "", rows, [rows, *push],
+        push, spec = _push(rows, q, k, v, mask, scale, lse, o32, out=out)
+        backend.launch("attention", "", rows, push,
                        (q.dtype.code, int(causal), 0, *spec, 0, out.dtype.code),
                        reads=[q, k, v, mask], writes=[out, lse, o32])
     return _round_vulkan(backend, out, q.dtype), lse, o32
@@ -237,16 +242,16 @@ def _attention_backward_vulkan(backend, q, k, v, mask, g, lse, o32, scale, causa
     dq = _output_vulkan(backend, q.shape, q.dtype)
     base = (q.dtype.code, int(causal))
     if rows_q:
-        push, spec = _push(q, k, v, mask, scale, lse, o32, g, d, dq)
-        backend.launch("attention", "", rows_q, [rows_q, *push],
+        push, spec = _push(rows_q, q, k, v, mask, scale, lse, o32, g, d, dq)
+        backend.launch("attention", "", rows_q, push,
                        (*base, 1, *spec, dq.dtype.code, 0),
                        reads=[q, k, v, mask, g, lse, o32], writes=[d, dq])
     if not need_kv:
         return _round_vulkan(backend, dq, q.dtype), None, None
     dk, dv = _output_vulkan(backend, k.shape, q.dtype), _output_vulkan(backend, v.shape, q.dtype)
     if rows_k:
-        push, spec = _push(q, k, v, mask, scale, lse, o32, g, d, dk, dv)
-        backend.launch("attention", "", rows_k, [rows_k, *push],
+        push, spec = _push(rows_k, q, k, v, mask, scale, lse, o32, g, d, dk, dv)
+        backend.launch("attention", "", rows_k, push,
                        (*base, 2, *spec, dk.dtype.code, dv.dtype.code),
                        reads=[q, k, v, mask, g, lse, d], writes=[dk, dv])
     return tuple(_round_vulkan(backend, x, q.dtype) for x in (dq, dk, dv))
