@@ -8,7 +8,9 @@ An `Op` bundles, side by side:
   saves                              what vjp reads: "inputs" and/or "output" (the rest is freed);
                                      "stats": host and vulkan return (result, *stats), arrays
                                      of the forward's by-products that vjp reads as ctx.stats
-  tests                              OpTests: how tests/test_ops.py and test_autograd.py check it
+  tests                              OpTests: how tests/test_ops.py and test_autograd_ops.py check
+                                     it, for the ops whose entries have not moved to the test
+                                     database yet (tests/opdb.py, which holds the others')
 """
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -47,7 +49,7 @@ class Op:
     vulkan: Callable
     vjp: Optional[Callable] = None
     saves: tuple = ("inputs",)
-    tests: list = field(default_factory=list)  # OpTest entries: adding an op adds its tests
+    tests: list = field(default_factory=list)  # OpTest entries not yet in tests/opdb.py
 
     def __post_init__(self):
         if self.name in OPS:

@@ -1,0 +1,414 @@
+"""The op database: how tests/test_ops.py and test_autograd_ops.py check each op of the table
+(vkgrad.ops.OPS), on every device and dtype, against numpy references on random data.
+
+OPDB maps an op's name to its OpTests (vkgrad.ops.registry.OpTest: the public call under test,
+its float64 reference, the cases, dtypes, tolerances' reduction length, whether gradients are
+checked); an OpTest's position in the list seeds its cases' random numbers. NO_TESTS names the
+ops checked through another op instead, and why. tests/test_opdb.py checks that every op has one
+or the other.
+
+The ops of vkgrad/ops/{views,reduce,rownorm,sorting,transformer_ops}.py have their tests here;
+the rest still carry them in the op table (Op.tests) until they move too, and op_tests() joins
+both: an op's Op.tests first, then its entries here.
+"""
+from math import prod
+
+import numpy as np
+
+import vkgrad as vk
+from vkgrad import layout
+from vkgrad.ops import OPS
+from vkgrad.ops.reduce import _NUMPY as _REDUCE_NUMPY, REDUCTIONS, _host_arg
+from vkgrad.ops.registry import OpTest, apply
+from vkgrad.ops.sorting import _scatter_host, _scatter_reduce_host
+from vkgrad.ops.transformer_ops import fused_attention
+
+OPDB = {}
+
+NO_TESTS = {
+    "attention_backward": "attention's vjp: checked by test_autograd_ops through attention",
+    "layer_norm_backward": "layer_norm's vjp: checked by test_autograd_ops through layer_norm",
+    "cross_entropy_backward": "cross_entropy's vjp: checked by test_autograd_ops through "
+                              "cross_entropy",
+}
+
+
+def op_tests(name):
+    """The OpTests of op `name`: those still in the op table, then the database's."""
+    return [*OPS[name].tests, *OPDB.get(name, [])]
+
+
+def _add(name, *tests):
+    OPDB.setdefault(name, []).extend(tests)
+
+
+# ---- views (vkgrad/ops/views.py) ---------------------------------------------------------------
+def _view_cases(*param_sets):
+    return lambda rng: [([rng.standard_normal(shape)], params) for shape, params in param_sets]
+
+
+def _view_test(call, reference, *param_sets):
+    return OpTest(call, reference, _view_cases(*param_sets))
+
+
+_add("reshape", _view_test(
+    lambda a, shape: a.reshape(shape), lambda a, shape: a.reshape(shape),
+    ((3, 4, 5), {"shape": (5, -1)}), ((6,), {"shape": (2, 1, 3)}), ((), {"shape": (1, 1)}),
+    ((0, 4), {"shape": (4, 0)}), ((2, 3, 4), {"shape": (6, 4)}), ((7, 1, 3), {"shape": (21,)})))
+_add("permute", _view_test(
+    lambda a, axes: a.transpose(axes), lambda a, axes: a.transpose(axes),
+    ((3, 4, 5), {"axes": (2, 0, 1)}), ((7, 9), {"axes": (1, 0)}), ((), {"axes": ()})))
+_add("broadcast_to", _view_test(
+    lambda a, shape: a.broadcast_to(shape), lambda a, shape: np.broadcast_to(a, shape),
+    ((3, 1), {"shape": (2, 3, 5)}), ((), {"shape": (4,)}), ((5,), {"shape": (0, 5)})))
+_add("getitem", _view_test(
+    lambda a, key: a[key], lambda a, key: a[key],
+    ((5, 6, 7), {"key": (1, slice(None, None, -2), None, Ellipsis)}),
+    ((9,), {"key": slice(7, 1, -3)}), ((4, 5), {"key": (Ellipsis, 3)}),
+    ((4, 5), {"key": (slice(2, 2), 1)}), ((3, 4), {"key": ()})))
+_add("contiguous", _view_test(
+    lambda a: a.contiguous(), lambda a: np.asarray(a, order="C"),
+    ((3, 5), {}), ((), {}), ((0, 2), {})))
+
+
+# ---- reductions (vkgrad/ops/reduce.py) ---------------------------------------------------------
+_REDUCE_SHAPES = [((), None), ((1000,), None), ((3, 4, 5), 0), ((3, 4, 5), -1), ((3, 4, 5), (0, 2)),
+                  ((257, 3), 0), ((5, 70), 1), ((2, 3, 4, 5), (1, 3))]
+
+
+def _reduce_cases(name):
+    def cases(rng):
+        out = []
+        for shape, axis in _REDUCE_SHAPES:
+            if name in ("any", "all"):
+                x = rng.random(shape) > (0.1 if name == "all" else 0.9)
+            elif name == "prod":
+                x = rng.uniform(0.7, 1.3, shape)
+            else:
+                x = rng.standard_normal(shape)
+            out.append(([x], {"axis": axis, "keepdims": False}))
+        out.append(([rng.standard_normal((4, 6))], {"axis": 1, "keepdims": True}))
+        if name not in ("max", "min", "argmax", "argmin"):
+            out.append(([rng.standard_normal((0, 3))], {"axis": 0, "keepdims": False}))
+        return out
+    return cases
+
+
+def _reduce_length(inputs, params):
+    x = np.asarray(inputs[0])
+    axes = layout.normalize_axes(params["axis"], x.ndim)
+    return prod(x.shape[d] for d in axes)
+
+
+def _reduce_reference(name):
+    def reference(x, axis, keepdims):
+        if name in ("argmax", "argmin"):
+            return _host_arg(name, x, layout.normalize_axes(axis, x.ndim), keepdims)
+        return _REDUCE_NUMPY[name](x, axis=axis, keepdims=keepdims)
+    return reference
+
+
+def _reduce_call(name):
+    return lambda x, axis, keepdims: getattr(x, name)(axis=axis, keepdims=keepdims)
+
+
+for _name in REDUCTIONS:
+    _add(_name, OpTest(
+        _reduce_call(_name), _reduce_reference(_name), _reduce_cases(_name),
+        dtypes=("bool",) if _name in ("any", "all") else ("float32", "bfloat16"),
+        reduction_length=_reduce_length, grad=_name in ("sum", "prod", "max", "min", "mean")))
+
+
+# ---- row ops (vkgrad/ops/rownorm.py) ------------------------------------------------------------
+_ROW_SHAPES = [((5, 7), 1), ((3, 17), -1), ((4, 6), 0), ((2, 3, 129), 2), ((3, 5, 4), 1),
+               ((1,), 0), ((2, 1000), 1), ((0, 4), 1), ((3, 0), 1)]
+
+
+def _cases_softmax(rng):
+    return [([rng.standard_normal(shape) * 3], {"axis": axis}) for shape, axis in _ROW_SHAPES]
+
+
+def _cases_edges(rng):
+    """Rows with a NaN, all -inf, a +inf, two +inf, a -inf, a large value (along both axes)."""
+    edge = rng.standard_normal((7, 5))
+    edge[0, 1], edge[1, :] = np.nan, -np.inf
+    edge[2, 3], edge[3, 0], edge[4, 2] = np.inf, -np.inf, 80.0
+    edge[5, 1:3] = np.inf
+    return [([edge], {"axis": 1}), ([edge], {"axis": 0})]
+
+
+def _softmax_reference(x, axis):
+    with np.errstate(all="ignore"):
+        e = np.exp(x - x.max(axis=axis, keepdims=True)) if x.size else x
+        return e / e.sum(axis=axis, keepdims=True) if x.size else x
+
+
+def _log_softmax_reference(x, axis):
+    with np.errstate(all="ignore"):
+        z = x - x.max(axis=axis, keepdims=True) if x.size else x
+        return z - np.log(np.exp(z).sum(axis=axis, keepdims=True)) if x.size else x
+
+
+def _cases_backward(rng):
+    return [([rng.standard_normal(shape) * 3, rng.standard_normal(shape)], {"axis": axis})
+            for shape, axis in _ROW_SHAPES]
+
+
+def _softmax_backward_reference(x, g, axis):
+    p = _softmax_reference(x, axis)
+    return p * (g - (g * p).sum(axis=axis, keepdims=True))
+
+
+def _log_softmax_backward_reference(x, g, axis):
+    return g - _softmax_reference(x, axis) * g.sum(axis=axis, keepdims=True)
+
+
+def _row_length(inputs, params):
+    x = np.asarray(inputs[0])
+    return x.shape[params["axis"]] if x.ndim else 1
+
+
+def _cases_layer_norm(rng):
+    x = rng.standard_normal
+    return [([x((4, 7)) * 3 + 1, x(7), x(7)], {"k": 1, "eps": 1e-5}),
+            ([x((2, 3, 129)), None, x(129)], {"k": 1, "eps": 1e-5}),
+            ([x((3, 4, 5)), x((4, 5)), None], {"k": 2, "eps": 1e-3}),
+            ([x((2, 1000)), x(1000), x(1000)], {"k": 1, "eps": 1e-5}),
+            ([x((0, 6)), x(6), x(6)], {"k": 1, "eps": 1e-5}),
+            ([x((3, 1)), None, None], {"k": 1, "eps": 1e-5})]
+
+
+def _layer_norm_reference(x, w, b, k, eps):
+    axes = tuple(range(x.ndim - k, x.ndim))
+    d = x - x.mean(axis=axes, keepdims=True) if x.size else x
+    y = d / np.sqrt((d * d).mean(axis=axes, keepdims=True) + eps) if x.size else x
+    return y * (1 if w is None else w) + (0 if b is None else b)
+
+
+def _layer_norm_call(x, w, b, k, eps):
+    return apply(OPS["layer_norm"], x, w, b, k=k, eps=eps)
+
+
+def _cases_cross_entropy(rng):
+    out = []
+    for shape in ((6, 5), (4, 3, 2), (5,), (3, 17), (2, 129), (0, 4)):
+        c = shape[1] if len(shape) > 1 else shape[0]
+        t_shape = shape[:1] + shape[2:] if len(shape) > 1 else ()
+        t = rng.integers(0, c, t_shape).astype(np.int32)
+        if t.ndim:
+            t.flat[::3] = -100
+        for reduction, smoothing, w in (("mean", 0.0, None), ("sum", 0.2, rng.uniform(0.5, 2, c)),
+                                        ("none", 0.1, None), ("mean", 0.3, rng.uniform(0, 2, c))):
+            out.append(([rng.standard_normal(shape) * 3, t, w],
+                        {"axis": 1 if len(shape) > 1 else 0, "ignore_index": -100,
+                         "smoothing": smoothing, "reduction": reduction}))
+    return out
+
+
+def _cross_entropy_reference(x, t, w, axis, ignore_index, smoothing, reduction):
+    logp = _log_softmax_reference(x, axis)
+    c = x.shape[axis]
+    logp = np.moveaxis(logp, axis, -1).reshape(-1, c)
+    t = t.reshape(-1)
+    valid = t != ignore_index
+    wc = np.ones(c) if w is None else w
+    safe = np.where(valid, t, 0)
+    wt = np.where(valid, wc[safe], 0.0)
+    loss = -(1 - smoothing) * wt * logp[np.arange(t.size), safe] \
+        - smoothing / c * (logp * wc).sum(axis=1)
+    loss = np.where(valid, loss, 0.0)
+    if reduction == "mean":
+        with np.errstate(all="ignore"):
+            return loss.sum() / wt.sum()
+    return loss.sum() if reduction == "sum" else loss.reshape(x.shape[:axis] + x.shape[axis + 1:])
+
+
+def _cross_entropy_call(x, t, w, axis, ignore_index, smoothing, reduction):
+    return apply(OPS["cross_entropy"], x, t, w, axis=axis, ignore_index=ignore_index,
+                 smoothing=smoothing, reduction=reduction)
+
+
+def _ce_length(inputs, params):
+    x = np.asarray(inputs[0])
+    rows = x.size // max(x.shape[params["axis"]], 1)
+    return x.shape[params["axis"]] * (rows if params["reduction"] != "none" else 1)
+
+
+def _softmax(x, axis):
+    return apply(OPS["softmax"], x, axis=axis)
+
+
+def _log_softmax(x, axis):
+    return apply(OPS["log_softmax"], x, axis=axis)
+
+
+def _softmax_backward(x, g, axis):
+    return apply(OPS["softmax_backward"], x, g, axis=axis)
+
+
+_add("softmax",
+     OpTest(_softmax, _softmax_reference, _cases_softmax, reduction_length=_row_length),
+     OpTest(_softmax, _softmax_reference, _cases_edges, grad=False))
+_add("log_softmax",
+     OpTest(_log_softmax, _log_softmax_reference, _cases_softmax, reduction_length=_row_length),
+     OpTest(_log_softmax, _log_softmax_reference, _cases_edges, grad=False))
+_add("softmax_backward", OpTest(_softmax_backward, _softmax_backward_reference, _cases_backward,
+                                reduction_length=_row_length))
+_add("log_softmax_backward", OpTest(
+    lambda x, g, axis: apply(OPS["log_softmax_backward"], x, g, axis=axis),
+    _log_softmax_backward_reference, _cases_backward, reduction_length=_row_length))
+_add("layer_norm", OpTest(
+    _layer_norm_call, _layer_norm_reference, _cases_layer_norm,
+    reduction_length=lambda inputs, params: int(np.prod(inputs[0].shape[-params["k"]:]))))
+_add("cross_entropy", OpTest(_cross_entropy_call, _cross_entropy_reference,
+                             _cases_cross_entropy, reduction_length=_ce_length))
+
+
+# ---- sorting and scatter (vkgrad/ops/sorting.py) ------------------------------------------------
+def _cases_argsort(rng):
+    x = rng.standard_normal
+    ties = rng.integers(-3, 4, (6, 40)).astype(np.float64)
+    return [([x((7,))], {"axis": -1, "descending": False}),
+            ([x((5, 33))], {"axis": 1, "descending": True}),
+            ([x((9, 4, 3))], {"axis": 0, "descending": False}),
+            ([ties], {"axis": 1, "descending": False}),                  # stability
+            ([ties], {"axis": 0, "descending": True}),
+            ([x((2, 1000))], {"axis": -1, "descending": False}),
+            ([x(())], {"axis": 0, "descending": False}),
+            ([x((3, 0))], {"axis": 1, "descending": False}),
+            ([x((1, 1))], {"axis": 0, "descending": True})]
+
+
+def _reference_argsort(x, axis, descending):
+    # (numpy makes a 0-d argsort 1-d; torch and vkgrad keep it 0-d)
+    x1 = x.reshape(-1) if np.ndim(x) == 0 else x
+    return np.argsort(-x1 if descending else x1, axis=axis, kind="stable").reshape(np.shape(x))
+
+
+def _reference_sort(x, axis, descending):
+    x1 = x.reshape(-1) if np.ndim(x) == 0 else x
+    order = _reference_argsort(x1, axis, descending)
+    return np.take_along_axis(x1, order, axis).reshape(np.shape(x))
+
+
+_add("argsort",
+     OpTest(vk.argsort, _reference_argsort, _cases_argsort,
+            dtypes=("float32", "bfloat16", "int32"), grad=False),
+     OpTest(lambda x, axis, descending: vk.sort(x, axis, descending), _reference_sort,
+            _cases_argsort, dtypes=("float32", "bfloat16", "int32")),
+     OpTest(lambda x, k, largest: vk.topk(x, k, -1, largest).values,
+            lambda x, k, largest: _reference_sort(x, -1, largest)[..., :k],
+            lambda rng: [([rng.standard_normal((4, 9))], {"k": 3, "largest": True}),
+                         ([rng.standard_normal((300,))], {"k": 5, "largest": False}),
+                         ([rng.standard_normal((2, 5))], {"k": 0, "largest": True})]))
+
+
+def _cases_scatter(rng):
+    x = rng.standard_normal
+    return [([x((5, 4)), rng.permutation(5)[:3].reshape(3, 1).repeat(4, 1), x((3, 4))],
+             {"dim": 0}),
+            ([x((3, 6)), np.stack([rng.permutation(6)[:4] for _ in range(2)]), x((2, 5))],
+             {"dim": 1}),
+            ([x((2, 3, 4)), rng.permutation(3)[:2].reshape(1, 2, 1).repeat(2, 0).repeat(3, 2),
+              x((2, 2, 3))], {"dim": 1}),
+            ([x((4,)), np.zeros((0,), np.int32), x((2,))], {"dim": 0})]
+
+
+def _reference_scatter(a, index, src, dim):
+    return _scatter_host(a, index, src[tuple(slice(0, n) for n in index.shape)], dim)
+
+
+def _cases_scatter_reduce(reduce, include_self):
+    def cases(rng):
+        x = rng.standard_normal
+        out = [([x((5, 4)), rng.integers(0, 5, (7, 3)), x((7, 4))], {"dim": 0}),
+               ([x((3, 6)), rng.integers(0, 6, (3, 9)), x((3, 9))], {"dim": -1}),
+               ([x((2, 3, 4)), rng.integers(0, 3, (2, 5, 4)), x((2, 5, 4))], {"dim": 1}),
+               ([x((4,)), rng.integers(0, 4, (300,)), x((300,))], {"dim": 0})]
+        if reduce == "prod":  # products of many terms: |x| near 1, and zeros
+            out = [([np.where(np.abs(a) < 0.2, 0.0, np.sign(a) * (0.9 + np.abs(a) / 10)), i,
+                     np.where(np.abs(s) < 0.2, 0.0, np.sign(s) * (0.9 + np.abs(s) / 10))], p)
+                   for (a, i, s), p in out]
+        return [(inputs, {**p, "reduce": reduce, "include_self": include_self})
+                for inputs, p in out]
+    return cases
+
+
+def _reference_scatter_reduce(a, index, src, dim, reduce, include_self):
+    src = src[tuple(slice(0, n) for n in index.shape)]
+    if reduce == "mean":
+        total = _scatter_reduce_host(a, index, src, dim, "sum", include_self)
+        count = _scatter_reduce_host(np.full(a.shape, float(include_self)), index,
+                                     np.ones_like(src), dim, "sum", True)
+        return total / np.maximum(count, 1)
+    return _scatter_reduce_host(a, index, src, dim % a.ndim, reduce, include_self)
+
+
+def _scatter_reduce_length(inputs, params):
+    return inputs[1].shape[params["dim"]] + 1
+
+
+_add("scatter", OpTest(lambda a, i, s, dim: vk.scatter(a, dim, i, s), _reference_scatter,
+                       _cases_scatter, dtypes=("float32", "bfloat16", "int32")))
+_add("scatter_reduce", *[
+    OpTest(lambda a, i, s, dim, reduce, include_self: vk.scatter_reduce(
+        a, dim, i, s, reduce, include_self=include_self), _reference_scatter_reduce,
+        _cases_scatter_reduce(reduce, include_self), reduction_length=_scatter_reduce_length)
+    for reduce in ("sum", "prod", "amax", "amin", "mean") for include_self in (True, False)])
+
+
+# ---- attention's ops (vkgrad/ops/transformer_ops.py) --------------------------------------------
+def _cases_tri(rng):
+    x = rng.standard_normal
+    return [([x((4, 4))], {"diagonal": 0}), ([x((3, 5))], {"diagonal": 1}),
+            ([x((5, 3))], {"diagonal": -2}), ([x((2, 3, 7, 6))], {"diagonal": 0}),
+            ([x((3, 4))], {"diagonal": 9}), ([x((3, 4))], {"diagonal": -9}),
+            ([x((0, 3))], {"diagonal": 0}), ([x((1, 257))], {"diagonal": 100})]
+
+
+def _cases_masked_fill(rng):
+    x = rng.standard_normal
+    return [([x((3, 4)), rng.random((3, 4)) > 0.5], {"value": -2.5}),
+            ([x((2, 3, 5)), rng.random((3, 1)) > 0.5], {"value": 0.0}),
+            ([x((7,)), rng.random(()) > 0.5], {"value": 3.0})]
+
+
+_TRI_DTYPES = ("float32", "bfloat16", "int32", "bool")
+
+_add("tri",
+     OpTest(vk.tril, lambda x, diagonal: np.tril(x, diagonal), _cases_tri, dtypes=_TRI_DTYPES),
+     OpTest(vk.triu, lambda x, diagonal: np.triu(x, diagonal), _cases_tri, dtypes=_TRI_DTYPES))
+_add("where", OpTest(
+    vk.masked_fill, lambda x, mask, value: np.where(mask, value, x).astype(x.dtype),
+    _cases_masked_fill))
+
+
+def _cases_attention(rng):
+    x = rng.standard_normal
+    keep = lambda shape: rng.random(shape) > 0.3  # noqa: E731
+    return [([x((2, 5, 8)), x((2, 7, 8)), x((2, 7, 6)), None],
+             {"scale": 8 ** -0.5, "causal": False}),
+            ([x((3, 9, 4)), x((3, 9, 4)), x((3, 9, 4)), None], {"scale": 0.5, "causal": True}),
+            ([x((1, 4, 16)), x((1, 6, 16)), x((1, 6, 2)), None], {"scale": 0.25, "causal": True}),
+            ([x((2, 3, 4)), x((2, 0, 4)), x((2, 0, 2)), None], {"scale": 1.0, "causal": False}),
+            ([x((2, 2, 5, 3)), x((2, 2, 6, 3)), x((2, 2, 6, 5)), keep((2, 1, 5, 6))],
+             {"scale": 0.6, "causal": False}),
+            ([x((7, 4)), x((7, 4)), x((7, 3)), keep((7,))], {"scale": 0.5, "causal": False}),
+            ([x((1, 40, 128)), x((1, 40, 128)), x((1, 40, 128)), None],
+             {"scale": 128 ** -0.5, "causal": True})]
+
+
+def _attention_reference(q, k, v, mask, scale, causal):
+    s = q @ np.swapaxes(k, -1, -2) * scale
+    if causal:
+        s = np.where(np.tri(*s.shape[-2:], dtype=bool), s, -np.inf)
+    if mask is not None:
+        s = np.where(mask, s, -np.inf)
+    m = s.max(axis=-1, keepdims=True, initial=-np.inf)
+    w = np.exp(s - np.where(m == -np.inf, 0, m))
+    return w / np.maximum(w.sum(axis=-1, keepdims=True), 1e-300) @ v
+
+
+_add("attention", OpTest(fused_attention, _attention_reference, _cases_attention,
+                         reduction_length=lambda inputs, params: max(inputs[0].shape[-1],
+                                                                     inputs[1].shape[-2])))
