@@ -7,9 +7,9 @@ checked); an OpTest's position in the list seeds its cases' random numbers. NO_T
 ops checked through another op instead, and why. tests/test_opdb.py checks that every op has one
 or the other.
 
-The ops of vkgrad/ops/{views,reduce,rownorm,sorting,transformer_ops}.py have their tests here;
-the rest still carry them in the op table (Op.tests) until they move too, and op_tests() joins
-both: an op's Op.tests first, then its entries here.
+The ops of vkgrad/ops/{views,reduce,rownorm,sorting,transformer_ops,movement}.py have their
+tests here; the rest still carry them in the op table (Op.tests) until they move too, and
+op_tests() joins both: an op's Op.tests first, then its entries here.
 """
 from math import prod
 
@@ -412,3 +412,177 @@ def _attention_reference(q, k, v, mask, scale, causal):
 _add("attention", OpTest(fused_attention, _attention_reference, _cases_attention,
                          reduction_length=lambda inputs, params: max(inputs[0].shape[-1],
                                                                      inputs[1].shape[-2])))
+
+
+# ---- movement (vkgrad/ops/movement.py) ----------------------------------------------------------
+_ALL_DTYPES = ("float32", "bfloat16", "int32", "bool")
+
+
+def _cases_concatenate(rng):
+    x = rng.standard_normal
+    return [([x((2, 3)), x((1, 3)), x((4, 3))], {"axis": 0}),
+            ([x((3, 5, 2)), x((3, 1, 2)), x((3, 7, 2))], {"axis": 1}),
+            ([x((3, 5)), x((3, 0)), x((3, 2))], {"axis": -1}),       # odd pieces of packed words
+            ([x((7,)), x((300,))], {"axis": 0}),
+            ([x((0, 4)), x((0, 4))], {"axis": 0})]
+
+
+def _cases_stack(rng):
+    x = rng.standard_normal
+    return [([x((2, 3)), x((2, 3)), x((2, 3))], {"axis": 0}),
+            ([x((5,)), x((5,))], {"axis": 1}),
+            ([x(()), x(())], {"axis": 0}),
+            ([x((3, 0))], {"axis": -1})]
+
+
+def _cases_pad(rng):
+    x = rng.standard_normal
+    return [([x((3, 4))], {"pad_width": 1, "constant_values": 0}),
+            ([x((2, 3, 5))], {"pad_width": ((0, 1), (2, 0), (1, 3)), "constant_values": -1.5}),
+            ([x((7,))], {"pad_width": (3, 0), "constant_values": 2}),
+            ([x((0, 2))], {"pad_width": ((1, 1), (0, 1)), "constant_values": 1}),
+            ([x((17, 31))], {"pad_width": ((5, 300), (1, 2)), "constant_values": 0.5})]
+
+
+def _cases_pad_modes(rng):
+    x = rng.standard_normal
+    return [([x((3, 4))], {"pad_width": 2, "mode": "reflect"}),
+            ([x((2, 3, 5))], {"pad_width": ((0, 1), (2, 0), (4, 9)), "mode": "reflect"}),
+            ([x((1, 5))], {"pad_width": ((2, 1), (0, 3)), "mode": "reflect"}),
+            ([x((4, 3))], {"pad_width": ((1, 6), (2, 0)), "mode": "edge"}),
+            ([x((3, 5))], {"pad_width": ((4, 2), (7, 11)), "mode": "wrap"}),
+            ([x((0, 3))], {"pad_width": ((0, 0), (1, 1)), "mode": "wrap"})]
+
+
+def _cases_flip(rng):
+    x = rng.standard_normal
+    return [([x((3, 4))], {"axis": None}), ([x((2, 3, 5))], {"axis": (0, 2)}),
+            ([x((9,))], {"axis": 0}), ([x(())], {"axis": None}), ([x((0, 3))], {"axis": 0})]
+
+
+def _cases_roll(rng):
+    x = rng.standard_normal
+    return [([x((3, 4))], {"shift": 1, "axis": None}),
+            ([x((5, 6, 7))], {"shift": (2, -3), "axis": (0, 2)}),
+            ([x((9,))], {"shift": 13, "axis": 0}),
+            ([x((4, 3))], {"shift": (1, 2), "axis": 1}),             # both on axis 1: 3 = 0
+            ([x((2, 301))], {"shift": -100, "axis": -1}),
+            ([x(())], {"shift": 5, "axis": None}),
+            ([x((0, 3))], {"shift": 1, "axis": 0})]
+
+
+def _cases_tile(rng):
+    x = rng.standard_normal
+    return [([x((2, 3))], {"reps": (2, 3)}), ([x((3,))], {"reps": (2, 1, 3)}),
+            ([x((2, 3, 4))], {"reps": 2}), ([x(())], {"reps": 3}), ([x((3, 5))], {"reps": (0, 2)}),
+            ([x((2, 1, 3, 2))], {"reps": (2, 2, 2, 2)})]                # 8 dims before merging
+
+
+def _cases_repeat(rng):
+    x = rng.standard_normal
+    return [([x((2, 3))], {"repeats": 2, "axis": None}), ([x((2, 3))], {"repeats": 3, "axis": 1}),
+            ([x((4, 3))], {"repeats": [1, 0, 3, 2], "axis": 0}), ([x(())], {"repeats": 4,
+                                                                          "axis": None}),
+            ([x((5, 7))], {"repeats": 0, "axis": 0}), ([x((3, 101))], {"repeats": 3, "axis": -1})]
+
+
+def _cases_cumsum(rng):
+    x = rng.standard_normal
+    return [([x((5, 6))], {"axis": 1}), ([x((5, 6))], {"axis": 0}),
+            ([x((2, 3, 4))], {"axis": None}),
+            ([x((3, 1000))], {"axis": 1}), ([x((2000,))], {"axis": 0}), ([x(())], {"axis": None}),
+            ([x((0, 3))], {"axis": 0}), ([x((70, 3, 2))], {"axis": 0})]
+
+
+def _cases_cumprod(rng):
+    def x(shape):  # |x| near 1 keeps long products finite
+        return np.asarray(rng.uniform(0.8, 1.25, shape) * rng.choice([-1, 1], shape))
+    zeros = x((3, 7))
+    zeros[0, 2] = zeros[1, 0] = zeros[1, 4] = zeros[2, 6] = 0  # one zero, two zeros, last zero
+    return [([x((5, 6))], {"axis": 1}), ([x((5, 6))], {"axis": 0}),
+            ([x((2, 3, 4))], {"axis": None}), ([x((3, 1000))], {"axis": 1}),
+            ([x(())], {"axis": None}), ([x((0, 3))], {"axis": 0}), ([zeros], {"axis": 1}),
+            ([x((70, 3, 2))], {"axis": 0})]
+
+
+def _cases_extreme(rng):
+    ties = rng.integers(-2, 3, (5, 30)).astype(np.float64)
+    return [([rng.standard_normal((5, 6))], {"axis": 1}), ([ties], {"axis": 1}),
+            ([ties], {"axis": 0}), ([rng.standard_normal((3, 1000))], {"axis": -1}),
+            ([rng.standard_normal((2, 3, 4))], {"axis": None}),
+            ([rng.standard_normal(())], {"axis": 0}), ([rng.standard_normal((0, 3))], {"axis": 0})]
+
+
+def _cases_logcumsumexp(rng):
+    x = rng.standard_normal
+    return [([3 * x((5, 6))], {"axis": 1}), ([x((5, 6))], {"axis": 0}),
+            ([x((2, 3, 4))], {"axis": None}), ([3 * x((3, 1000))], {"axis": 1}),
+            ([x(())], {"axis": 0}), ([x((0, 3))], {"axis": 0}), ([x((70, 3, 2))], {"axis": 0})]
+
+
+def _accumulated(accumulate):
+    """The reference of a running op: numpy's `accumulate` (None: flattened; 0-d: itself)."""
+    def reference(x, axis):
+        if axis is None:
+            return accumulate(x.reshape(-1), axis=0)
+        return accumulate(x.reshape(x.shape or (1,)), axis=axis).reshape(x.shape)
+    return reference
+
+
+def _cumsum_length(inputs, params):
+    x = inputs[0]
+    return x.size if params["axis"] is None else x.shape[params["axis"]]
+
+
+def _cases_diagonal(rng):
+    x = rng.standard_normal
+    return [([x((4, 5))], {"offset": 0, "axis1": 0, "axis2": 1}),
+            ([x((4, 5))], {"offset": 2, "axis1": 0, "axis2": 1}),
+            ([x((5, 3))], {"offset": -3, "axis1": 1, "axis2": 0}),
+            ([x((2, 3, 4, 3))], {"offset": -1, "axis1": 3, "axis2": 1}),
+            ([x((3, 4))], {"offset": 7, "axis1": 0, "axis2": 1}),          # empty diagonal
+            ([x((0, 3))], {"offset": 0, "axis1": 0, "axis2": -1})]
+
+
+def _cases_diag(rng):
+    x = rng.standard_normal
+    return [([x((4,))], {"k": 0}), ([x((3,))], {"k": 2}), ([x((5,))], {"k": -1}),
+            ([x((4, 6))], {"k": 1}), ([x((6, 4))], {"k": -2}), ([x((0,))], {"k": 0})]
+
+
+_add("concatenate",
+     OpTest(lambda *ts, axis: vk.concatenate(ts, axis),
+            lambda *xs, axis: np.concatenate(xs, axis), _cases_concatenate, dtypes=_ALL_DTYPES),
+     OpTest(lambda *ts, axis: vk.stack(ts, axis), lambda *xs, axis: np.stack(xs, axis),
+            _cases_stack, dtypes=_ALL_DTYPES))
+_add("pad",
+     OpTest(vk.pad, lambda x, pad_width, constant_values: np.pad(
+         x, pad_width, constant_values=np.asarray(constant_values).astype(x.dtype)),
+         _cases_pad, dtypes=_ALL_DTYPES),
+     OpTest(vk.pad, lambda x, pad_width, mode: np.pad(x, pad_width, mode), _cases_pad_modes,
+            dtypes=_ALL_DTYPES))
+_add("flip", OpTest(vk.flip, lambda x, axis: np.flip(x, axis), _cases_flip, dtypes=_ALL_DTYPES))
+_add("roll", OpTest(vk.roll, lambda x, shift, axis: np.roll(x, shift, axis), _cases_roll,
+                    dtypes=_ALL_DTYPES))
+_add("tile", OpTest(vk.tile, lambda x, reps: np.tile(x, reps), _cases_tile, dtypes=_ALL_DTYPES))
+_add("repeat", OpTest(vk.repeat, lambda x, repeats, axis: np.repeat(x, repeats, axis),
+                      _cases_repeat, dtypes=_ALL_DTYPES))
+_add("cumsum", OpTest(vk.cumsum, lambda x, axis: np.cumsum(x, axis), _cases_cumsum,
+                      dtypes=("float32", "bfloat16", "int32", "bool"),
+                      reduction_length=_cumsum_length))
+_add("cumprod",
+     OpTest(vk.cumprod, lambda x, axis: np.cumprod(x, axis), _cases_cumprod,
+            reduction_length=_cumsum_length),
+     OpTest(vk.cumprod, lambda x, axis: np.cumprod(x, axis), lambda rng: [
+         ([rng.integers(-3, 4, (4, 9))], {"axis": 1}),
+         ([rng.integers(-2, 3, (40,))], {"axis": 0})], dtypes=("int32",), grad=False))
+for _name, _numpy in (("cummax", np.maximum.accumulate), ("cummin", np.minimum.accumulate)):
+    _add(_name, OpTest(lambda x, axis, _n=_name: getattr(x, _n)(axis).values,
+                       _accumulated(_numpy), _cases_extreme,
+                       dtypes=("float32", "bfloat16", "int32")))
+_add("logcumsumexp", OpTest(vk.logcumsumexp, _accumulated(np.logaddexp.accumulate),
+                            _cases_logcumsumexp))
+_add("diagonal",
+     OpTest(vk.diagonal, lambda x, offset, axis1, axis2: np.diagonal(x, offset, axis1, axis2),
+            _cases_diagonal, dtypes=_ALL_DTYPES),
+     OpTest(vk.diag, lambda x, k: np.diag(x, k), _cases_diag, dtypes=_ALL_DTYPES))
