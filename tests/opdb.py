@@ -7,8 +7,8 @@ checked); an OpTest's position in the list seeds its cases' random numbers. NO_T
 ops checked through another op instead, and why. tests/test_opdb.py checks that every op has one
 or the other.
 
-The ops of vkgrad/ops/{views,reduce,rownorm,sorting,transformer_ops,movement}.py have their
-tests here; the rest still carry them in the op table (Op.tests) until they move too, and
+The ops of vkgrad/ops/{views,reduce,rownorm,sorting,transformer_ops,movement,indexing}.py have
+their tests here; the rest still carry them in the op table (Op.tests) until they move too, and
 op_tests() joins both: an op's Op.tests first, then its entries here.
 """
 from math import prod
@@ -19,6 +19,7 @@ import vkgrad as vk
 from vkgrad import layout
 from vkgrad.ops import OPS
 from vkgrad.ops.reduce import _NUMPY as _REDUCE_NUMPY, REDUCTIONS, _host_arg
+from vkgrad.ops.indexing import index_add
 from vkgrad.ops.registry import OpTest, apply
 from vkgrad.ops.sorting import _scatter_host, _scatter_reduce_host
 from vkgrad.ops.transformer_ops import fused_attention
@@ -586,3 +587,131 @@ _add("diagonal",
      OpTest(vk.diagonal, lambda x, offset, axis1, axis2: np.diagonal(x, offset, axis1, axis2),
             _cases_diagonal, dtypes=_ALL_DTYPES),
      OpTest(vk.diag, lambda x, k: np.diag(x, k), _cases_diag, dtypes=_ALL_DTYPES))
+
+
+# ---- indexing (vkgrad/ops/indexing.py) ----------------------------------------------------------
+def _cases_index(rng):
+    x = rng.standard_normal
+    return [
+        ([x((5, 6)), np.array([4, 0, -1, 2])], {"key": lambda i: i}),
+        ([x((5, 6, 7)), np.array([[1, 3], [0, 0]]), np.array([6, -7])],
+         {"key": lambda i, j: (i, slice(1, 5, 2), j)}),                 # not adjacent: dims first
+        ([x((4, 5, 3)), np.array([2, 0, 4])], {"key": lambda i: (slice(None, None, -1), i)}),
+        ([x((3, 4, 5)), np.array([[1], [2]]), np.array([0, 4, 3])],
+         {"key": lambda i, j: (Ellipsis, i, j)}),
+        ([x((6, 5)), rng.random((6, 5)) > 0.5], {"key": lambda m: m}),
+        ([x((4, 7, 3)), rng.random(7) > 0.3], {"key": lambda m: (slice(1, 3), m)}),
+        ([x((2, 300)), rng.random((2, 300)) > 0.5], {"key": lambda m: m}),  # several chunks
+        ([x((4, 3)), np.zeros(4, bool)], {"key": lambda m: m}),           # nothing selected
+        ([x(()), np.array(True)], {"key": lambda m: m}),                  # 0-d
+        ([x((0, 3)), np.zeros((0,), np.int32)], {"key": lambda i: i}),    # empty
+        ([x((3, 5)), np.array(2)], {"key": lambda i: (i, slice(None))}),  # 0-d index
+        ([x((7, 3)), np.array([6, 1])], {"key": lambda i: (i, 2)}),
+    ]
+
+
+def _cases_host_keys(rng):
+    x = rng.standard_normal
+    return [([x((5, 6))], {"key": ([1, -2, 1], slice(None, None, 2))}),
+            ([x((3, 4, 5))], {"key": (0, slice(None), [1, 3])}),
+            ([x((3, 4, 5))], {"key": (None, [[0], [2]], 1, [0, 4, 1])}),
+            ([x((6, 3))], {"key": np.array([True, False, True, True, False, True])}),
+            ([x((4, 5))], {"key": (np.ones((4, 5), bool) & (rng.random((4, 5)) > 0.5),)}),
+            ([x((4, 5))], {"key": (slice(None), [])})]
+
+
+def _call_key(a, *indices, key):
+    return a[key(*indices)]
+
+
+def _reference_key(a, *indices, key):
+    return a[key(*[i.astype(np.intp) if i.dtype.kind != "b" else i for i in indices])]
+
+
+def _write_call(add):
+    def call(a, v, *indices, key):
+        b = vk.zeros(a.shape, a.dtype, a.device)
+        b[...] = a
+        k = key(*indices) if callable(key) else key
+        (vk.add_at(b, k, v) if add else b.__setitem__(k, v))
+        return b
+    return call
+
+
+def _write_reference(add):
+    def reference(a, v, *indices, key):
+        b = a.copy()
+        k = key(*[i.astype(np.intp) if i.dtype.kind != "b" else i for i in indices]) \
+            if callable(key) else key
+        (np.add.at(b, k, v) if add else b.__setitem__(k, v))
+        return b
+    return reference
+
+
+def _cases_write(rng):
+    x = rng.standard_normal
+    return [
+        ([x((5, 6)), x((3, 6)), np.array([4, 0, 2])], {"key": lambda i: i}),
+        ([x((5, 7)), x(()), np.array([[1, 3], [4, 0]])], {"key": lambda i: (slice(None), i)}),
+        ([x((9, 5)), 2.5, rng.random(9) > 0.4], {"key": lambda m: m}),
+        ([x((9,)), x((4,))], {"key": slice(1, 9, 2)}),
+        ([x((3, 8)), x((8,))], {"key": (1,)}),
+        ([x((4, 5, 3)), x((5, 1))], {"key": (slice(None, None, -2), Ellipsis)}),
+        ([x((6, 4)), -1.0, np.array([[0], [5]]), np.array([3, 1, 0])],
+         {"key": lambda i, j: (i, j)}),
+        ([x((3, 301)), x((301,))], {"key": (2,)}),
+        ([x(()), 7.0], {"key": ()}),
+    ]
+
+
+def _cases_add_at(rng):
+    x = rng.standard_normal
+    return [([x((5, 3)), x((6, 3)), np.array([4, 0, 4, 2, 0, 4])], {"key": lambda i: i}),
+            ([x((7,)), 1.5, np.array([1, 1, 1, 6])], {"key": lambda i: i}),
+            ([x((4, 5)), x((4, 2)), np.array([3, 3])], {"key": lambda i: (slice(None), i)}),
+            ([x((5,)), x((3,))], {"key": slice(0, 5, 2)})]
+
+
+def _cases_take(rng):
+    x = rng.standard_normal
+    return [([x((5, 6)), np.array([[0, 5], [-1, 3]])], {"axis": 1}),
+            ([x((4, 3)), np.array([11, 0, -12])], {"axis": None}),
+            ([x((7,)), np.array(3)], {"axis": 0}),
+            ([x((3, 0)), np.array([1, 2])], {"axis": 0})]
+
+
+def _cases_take_along_axis(rng):
+    x = rng.standard_normal
+    return [([x((5, 6)), rng.integers(-6, 6, (5, 3))], {"axis": 1}),
+            ([x((4, 3, 5)), rng.integers(0, 4, (2, 1, 5))], {"axis": 0}),
+            ([x((3, 300)), rng.integers(0, 300, (3, 257))], {"axis": -1}),
+            ([x((6,)), rng.integers(0, 6, (9,))], {"axis": None}),
+            ([x((2, 3)), np.zeros((2, 0), np.int32)], {"axis": 1})]
+
+
+def _cases_one_hot(rng):
+    return [([rng.integers(0, 5, (7,))], {"num_classes": 5}),
+            ([rng.integers(0, 3, (2, 4))], {"num_classes": 3}),
+            ([np.array(2)], {"num_classes": 4}),
+            ([rng.integers(0, 300, (3,))], {"num_classes": 300}),
+            ([np.zeros((0,), np.int32)], {"num_classes": 2})]
+
+
+_add("index",
+     OpTest(_call_key, _reference_key, _cases_index, dtypes=_ALL_DTYPES),
+     OpTest(lambda a, key: a[key], lambda a, key: a[key], _cases_host_keys),
+     OpTest(lambda a, i, axis: vk.take(a, i, axis), lambda a, i, axis: np.take(a, i, axis),
+            _cases_take, dtypes=_ALL_DTYPES))
+_add("setitem",
+     OpTest(_write_call(False), _write_reference(False), _cases_write, dtypes=_ALL_DTYPES,
+            grad=False),
+     OpTest(_write_call(True), _write_reference(True), _cases_add_at, grad=False))
+_add("index_add", OpTest(lambda a, v, *i, key: index_add(a, key(*i) if callable(key) else key, v),
+                         _write_reference(True), _cases_add_at))
+_add("take_along_axis", OpTest(
+    vk.take_along_axis, lambda a, i, axis: np.take_along_axis(a, i.astype(np.intp), axis),
+    _cases_take_along_axis, dtypes=_ALL_DTYPES))
+_add("one_hot", OpTest(
+    vk.one_hot, lambda labels, num_classes: np.eye(num_classes)[labels.astype(np.intp)]
+    if num_classes else np.zeros((*labels.shape, 0)), _cases_one_hot, dtypes=("int32",),
+    grad=False))

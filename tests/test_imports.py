@@ -47,5 +47,6 @@ def test_ops_use_the_backend_interface_only():
     """vkgrad/ops/ imports nothing from vkgrad.backend but base.py (Backend, Buffer)."""
     offenders = [f"{path.name} imports {name}" for path in sorted((PACKAGE / "ops").glob("*.py"))
                  for name in imported_modules(path)
-                 if name.startswith("vkgrad.backend") and not name.startswith("vkgrad.backend.base")]
+                 if name.startswith("vkgrad.backend")
+                 and not name.startswith("vkgrad.backend.base")]
     assert not offenders, "\n".join(offenders)
