@@ -7,8 +7,8 @@ checked); an OpTest's position in the list seeds its cases' random numbers. NO_T
 ops checked through another op instead, and why. tests/test_opdb.py checks that every op has one
 or the other.
 
-The ops of vkgrad/ops/{views,reduce,rownorm,sorting,transformer_ops,movement,indexing}.py have
-their tests here; the rest still carry them in the op table (Op.tests) until they move too, and
+The ops of vkgrad/ops/{views,reduce,rownorm,sorting,transformer_ops,movement,indexing,linalg}.py
+have their tests here; the rest still carry them in the op table (Op.tests) until they move too, and
 op_tests() joins both: an op's Op.tests first, then its entries here.
 """
 from math import prod
@@ -20,6 +20,7 @@ from vkgrad import layout
 from vkgrad.ops import OPS
 from vkgrad.ops.reduce import _NUMPY as _REDUCE_NUMPY, REDUCTIONS, _host_arg
 from vkgrad.ops.indexing import index_add
+from vkgrad.ops.linalg import _parse_einsum, _size
 from vkgrad.ops.registry import OpTest, apply
 from vkgrad.ops.sorting import _scatter_host, _scatter_reduce_host
 from vkgrad.ops.transformer_ops import fused_attention
@@ -715,3 +716,71 @@ _add("one_hot", OpTest(
     vk.one_hot, lambda labels, num_classes: np.eye(num_classes)[labels.astype(np.intp)]
     if num_classes else np.zeros((*labels.shape, 0)), _cases_one_hot, dtypes=("int32",),
     grad=False))
+
+
+# ---- products (vkgrad/ops/linalg.py) ------------------------------------------------------------
+def _pairs(*shape_pairs):
+    def cases(rng):
+        return [([rng.standard_normal(sa), rng.standard_normal(sb)], {}) for sa, sb in shape_pairs]
+    return cases
+
+
+def _int_pairs(rng):
+    return [([rng.integers(-9, 10, sa), rng.integers(-9, 10, sb)], {})
+            for sa, sb in (((7, 5), (5, 3)), ((2, 3, 4), (4, 5)), ((6,), (6,)),
+                           ((33, 40), (40, 9)))]
+
+
+def _inner_length(inputs, params):
+    a, b = inputs
+    return a.shape[-1] if np.ndim(a) and np.ndim(b) else 1
+
+
+def _einsum_cases(rng):
+    specs = [("ij,jk->ik", (7, 5), (5, 3)), ("bij,bjk->bik", (2, 3, 4), (2, 4, 5)),
+             ("ij,kj->ik", (6, 5), (4, 5)), ("i,i->", (9,), (9,)), ("ij,j->i", (4, 6), (6,)),
+             ("bhqd,bhkd->bhqk", (2, 3, 5, 4), (2, 3, 6, 4)), ("i,j->ij", (3,), (4,)),
+             ("ij,jk", (3, 4), (4, 2)), ("ijk,kl->lij", (2, 3, 4), (4, 5)),
+             ("bij,bjk->bki", (3, 2, 5), (3, 5, 4)), ("ij,jk->k", (3, 4), (4, 2)),
+             ("ij,ij->i", (5, 7), (5, 7)), ("ii->", (4, 4)), ("ii->i", (5, 5)), ("ij->ji", (3, 4)),
+             ("ijk->", (2, 3, 4)), ("iji->j", (3, 2, 3)), ("...ij->...ji", (2, 3, 4)),
+             ("ij,jk,kl->il", (3, 4), (4, 5), (5, 2)), ("i,i,i->i", (6,), (6,), (6,)),
+             ("...ij,...jk->...ik", (2, 1, 3, 4), (5, 4, 2)), ("ii,ij->j", (3, 3), (3, 4)),
+             ("bii,bij,k->bjk", (2, 3, 3), (2, 3, 4), (2,)), ("ab,cd,bc->ad", (2, 3), (4, 5),
+                                                               (3, 4)),
+             (",ij->ij", (), (2, 3)), ("ij,ij", (0, 3), (0, 3)), ("i...,i...", (3, 2), (3, 2))]
+    return [([rng.standard_normal(shape) for shape in shapes], {"subscripts": s})
+            for s, *shapes in specs]
+
+
+def _einsum_length(inputs, params):
+    _, out, sizes = _parse_einsum(params["subscripts"], [np.shape(x) for x in inputs])
+    return max(_size(sizes, [c for c in sizes if c not in out]), 1)
+
+
+def _swap(x):
+    return x.swapaxes(-1, -2)
+
+
+_add("matmul",
+     OpTest(lambda a, b: a @ b, np.matmul, _pairs(
+         ((1, 1), (1, 1)), ((7, 5), (5, 3)), ((65, 33), (33, 70)), ((129, 17), (17, 131)),
+         ((2, 3, 4), (4, 5)), ((3, 4, 5), (3, 5, 2)), ((3, 1, 4, 5), (2, 5, 6)),
+         ((5,), (5,)), ((5,), (5, 3)), ((4, 5), (5,)), ((2, 4, 5), (5,)), ((6, 1), (1, 7)),
+         ((0, 5), (5, 3)), ((4, 0), (0, 3)), ((4, 5), (5, 0)),
+         ((2, 1, 3, 1, 2, 3), (1, 4, 1, 5, 3, 2)),   # batch dims that cannot merge: > MAXB
+         ((6, 25), (25, 600)), ((600, 25), (25, 6)),  # flat and tall tiles
+         ((6, 3000), (3000, 25)), ((2, 5, 1024), (1024, 3))),  # K split in chunks
+         reduction_length=_inner_length),
+     OpTest(lambda a, b: _swap(a).matmul(_swap(b)), lambda a, b: _swap(a) @ _swap(b),
+            _pairs(((5, 7), (3, 5)), ((2, 33, 65), (70, 33))),
+            reduction_length=lambda inputs, params: inputs[0].shape[-2]),
+     OpTest(lambda a, b: a @ b, np.matmul, _int_pairs, dtypes=("int32",), grad=False),
+     OpTest(lambda a, b: a.dot(b), np.dot, _pairs(
+         ((5,), (5,)), ((4, 5), (5, 3)), ((4, 5), (5,)), ((5,), (5, 3)), ((2, 3, 4), (5, 4, 2)),
+         ((2, 3, 4), (4,)), ((), (3, 4)), ((3,), ())), reduction_length=_inner_length),
+     OpTest(lambda a, b: vk.outer(a, b), np.outer, _pairs(
+         ((5,), (7,)), ((2, 3), (4,)), ((0,), (3,)), ((1,), (1,)))),
+     OpTest(lambda *ts, subscripts: vk.einsum(subscripts, *ts),
+            lambda *xs, subscripts: np.einsum(subscripts, *xs), _einsum_cases,
+            reduction_length=_einsum_length))
