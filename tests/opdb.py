@@ -7,9 +7,9 @@ checked); an OpTest's position in the list seeds its cases' random numbers. NO_T
 ops checked through another op instead, and why. tests/test_opdb.py checks that every op has one
 or the other.
 
-The ops of vkgrad/ops/{views,reduce,rownorm,sorting,transformer_ops,movement,indexing,linalg}.py
-have their tests here; the rest still carry them in the op table (Op.tests) until they move too, and
-op_tests() joins both: an op's Op.tests first, then its entries here.
+The ops of vkgrad/ops/{views,reduce,rownorm,sorting,transformer_ops,movement,indexing,linalg,
+optimizers}.py have their tests here; the rest still carry them in the op table (Op.tests)
+until they move too, and op_tests() joins both: an op's Op.tests first, then its entries here.
 """
 from math import prod
 
@@ -784,3 +784,51 @@ _add("matmul",
      OpTest(lambda *ts, subscripts: vk.einsum(subscripts, *ts),
             lambda *xs, subscripts: np.einsum(subscripts, *xs), _einsum_cases,
             reduction_length=_einsum_length))
+
+
+# ---- optimizers (vkgrad/ops/optimizers.py): a few steps of each against torch.optim in float64
+_OPTIM_SHAPES = [(), (7,), (3, 257), (0, 4), (2, 3, 5), (513,)]
+
+
+def _optimizer_test(optimizer, configs):
+    def call(param, grad, options, steps):
+        # A contiguous host tensor shares the test's input array: update a copy of it. Strided
+        # inputs are views of private copies already, and stay strided parameters.
+        contiguous = param.contiguous()._data is param._data
+        p = vk.nn.Parameter(param.astype(param.dtype) if contiguous else param)
+        opt = getattr(vk.optim, optimizer)([p], **options)
+        for k in range(steps):
+            p.grad = grad if k % 2 == 0 else grad * -0.5
+            opt.step()
+        return p
+
+    def reference(param, grad, options, steps):
+        import torch
+        p = torch.tensor(param, dtype=torch.float64, requires_grad=True)
+        options = {k: v for k, v in options.items() if k != "master_weights"}
+        opt = getattr(torch.optim, optimizer)([p], **options)
+        g = torch.tensor(grad, dtype=torch.float64)
+        for k in range(steps):
+            p.grad = g if k % 2 == 0 else g * -0.5
+            opt.step()
+        return p.detach().numpy()
+
+    def cases(rng):
+        return [([rng.standard_normal(shape) * 2, rng.standard_normal(shape)],
+                 {"options": configs[i % len(configs)], "steps": 3})
+                for i, shape in enumerate(_OPTIM_SHAPES)]
+
+    return OpTest(call, reference, cases, grad=False)
+
+
+_add("optimizer_update",
+     _optimizer_test("SGD", [dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+                             dict(lr=0.1, momentum=0.9, dampening=0.3, maximize=True,
+                                  master_weights=True),
+                             dict(lr=0.05)]),
+     _optimizer_test("Adam", [dict(lr=0.01, amsgrad=True, weight_decay=0.1),
+                              dict(lr=0.02, betas=(0.3, 0.8), master_weights=True,
+                                   maximize=True)]),
+     _optimizer_test("AdamW", [dict(lr=0.01, weight_decay=0.1), dict(lr=0.01, amsgrad=True)]),
+     _optimizer_test("RMSprop", [dict(lr=0.01, centered=True, momentum=0.5, weight_decay=0.1),
+                                 dict(lr=0.01, alpha=0.9, master_weights=True)]))
