@@ -50,3 +50,10 @@ def test_ops_use_the_backend_interface_only():
                  if name.startswith("vkgrad.backend")
                  and not name.startswith("vkgrad.backend.base")]
     assert not offenders, "\n".join(offenders)
+
+
+def test_torch_is_imported_by_tests_alone():
+    """torch is the tests' reference (tests/opdb.py), never a dependency of vkgrad."""
+    offenders = [f"{path.relative_to(PACKAGE.parent)}" for path in sorted(PACKAGE.rglob("*.py"))
+                 if any(n == "torch" or n.startswith("torch.") for n in imported_modules(path))]
+    assert not offenders, offenders
