@@ -1,35 +1,54 @@
 """The op database: how tests/test_ops.py and test_autograd_ops.py check each op of the table
 (vkgrad.ops.OPS), on every device and dtype, against numpy references on random data.
 
-OPDB maps an op's name to its OpTests (vkgrad.ops.registry.OpTest: the public call under test,
-its float64 reference, the cases, dtypes, tolerances' reduction length, whether gradients are
-checked); an OpTest's position in the list seeds its cases' random numbers. NO_TESTS names the
+OPDB maps an op's name to its OpTests (below: the public call under test, its float64
+reference, the cases, dtypes, tolerances' reduction length, whether gradients are checked); an
+OpTest's position in its op's list seeds its cases' random numbers. NO_TESTS names the
 ops checked through another op instead, and why. tests/test_opdb.py checks that every op has one
 or the other.
-
-The ops of vkgrad/ops/{elementwise,views,reduce,rownorm,sorting,transformer_ops,movement,
-indexing,linalg,optimizers,conv}.py have their tests here; the rest still carry them in the op
-table (Op.tests) until they move too, and op_tests() joins both: an op's Op.tests first, then
-its entries here.
 """
+from dataclasses import dataclass
 from math import prod
+from typing import Callable, Optional
 
 import numpy as np
 
 import vkgrad as vk
 from vkgrad import layout
 from vkgrad.ops import OPS
-from vkgrad.ops.reduce import _NUMPY as _REDUCE_NUMPY, REDUCTIONS, _host_arg
 from vkgrad.ops.conv import (AVG_POOL_BACKWARD, MAX_POOL_BACKWARD, _out_hw, _pool_args, _tuple,
                              adaptive_avg_pool2d, avg_pool2d, conv1d, conv2d, conv2d_relu,
                              conv_transpose2d, fold, max_pool2d, unfold)
 from vkgrad.ops.elementwise import TABLE as ELEMENTWISE_TABLE
 from vkgrad.ops.indexing import index_add
 from vkgrad.ops.linalg import _parse_einsum, _size
-from vkgrad.ops.registry import OpTest, apply
+from vkgrad.ops.reduce import _NUMPY as _REDUCE_NUMPY, REDUCTIONS, _host_arg
+from vkgrad.ops.registry import apply
 from vkgrad.ops.sorting import _scatter_host, _scatter_reduce_host
 from vkgrad.ops.transformer_ops import fused_attention
 from vkgrad.tensor import elementwise
+
+
+@dataclass
+class OpTest:
+    """How tests/test_ops.py checks an op, on every device and dtype, against numpy or torch.
+
+    call(*tensors, **params)      the public API under test (e.g. lambda a, b: a @ b)
+    reference(*arrays, **params)  the expected result from float64 copies of the (dtype-rounded)
+                                  inputs; integer/bool inputs are passed as they are
+    cases(rng)                    [(inputs: [np.ndarray | scalar], params: dict), ...]: random
+                                  data, never all zeros, awkward shapes (0-d, odd, empty, broadcast)
+    dtypes                        dtypes the floating inputs are cast to
+    reduction_length(inputs, params) -> int: terms summed per output (scales the tolerance)
+    grad                          whether autograd's tests differentiate it (floating outputs)
+    """
+    call: Callable
+    reference: Callable
+    cases: Callable
+    dtypes: tuple = ("float32", "bfloat16")
+    reduction_length: Optional[Callable] = None
+    grad: bool = True
+
 
 OPDB = {}
 
@@ -42,8 +61,8 @@ NO_TESTS = {
 
 
 def op_tests(name):
-    """The OpTests of op `name`: those still in the op table, then the database's."""
-    return [*OPS[name].tests, *OPDB.get(name, [])]
+    """The OpTests of op `name` (none for an op in NO_TESTS)."""
+    return OPDB.get(name, [])
 
 
 def _add(name, *tests):

@@ -1,5 +1,5 @@
-"""Every op of the table is checked: it has OpTests (tests/opdb.py, or still Op.tests) or a
-reason in opdb.NO_TESTS, and the database names only ops that exist."""
+"""Every op of the table is checked: it has OpTests in tests/opdb.py or a reason in
+opdb.NO_TESTS, and the database names only ops that exist."""
 from vkgrad.ops import OPS
 
 from opdb import NO_TESTS, OPDB, op_tests

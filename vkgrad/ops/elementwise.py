@@ -128,7 +128,7 @@ _math_erfc = np.vectorize(math.erfc, otypes=[np.float64])
 # name: (numpy function, result rule, arity, test domain)
 #   result rules: "same" keeps the promoted type; "float" turns integers into float32;
 #                 "bool" gives bool.
-#   test domains (tests/test_ops.py): "any", "positive", "unit" (|x| < 1), "nonzero",
+#   test domains (tests/opdb.py's cases): "any", "positive", "unit" (|x| < 1), "nonzero",
 #                 "above1" (x > 1), "int", "shift" (int32 values and shift counts)
 #   Scalar parameters of the activations (slope, alpha, beta, bounds) are operands too.
 TABLE = {
