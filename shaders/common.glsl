@@ -79,17 +79,25 @@ float load_f32(uint dt, uint start, int index) {
     return bits_to_f32(dt, load_bits(dt, start, index));
 }
 
-int load_i32(uint dt, uint start, int index) {
-    if (dt == DT_IMM) return int(start);
-    uint b = load_bits(dt, start, index);
+int bits_to_i32(uint dt, uint b) {
     if (dt == DT_FLOAT32) return f32_to_i32(uintBitsToFloat(b));
     if (dt == DT_BFLOAT16) return f32_to_i32(bf16_to_f32(b));
     return int(b);
 }
 
+uint bits_to_u32(uint dt, uint b) {
+    if (dt == DT_FLOAT32 || dt == DT_BFLOAT16) return f32_to_u32(bits_to_f32(dt, b));
+    return uint(bits_to_i32(dt, b));
+}
+
+int load_i32(uint dt, uint start, int index) {
+    if (dt == DT_IMM) return int(start);
+    return bits_to_i32(dt, load_bits(dt, start, index));
+}
+
 uint load_u32(uint dt, uint start, int index) {
-    if (dt == DT_FLOAT32 || dt == DT_BFLOAT16) return f32_to_u32(load_f32(dt, start, index));
-    return uint(load_i32(dt, start, index));
+    if (dt == DT_IMM) return start;
+    return bits_to_u32(dt, load_bits(dt, start, index));
 }
 
 // Bits of `v` as an element of `dt`, not yet shifted into place within its word.
@@ -133,3 +141,22 @@ uint place_bits(uint dt, uint bits, uint index) {
         off_ += int(c_) * strides[d_];                                     \
     }                                                                      \
     out = off_; }
+
+// ---- division by a dimension ----------------------------------------------------------------------
+// floor(n / d) for n < 2^31 by a multiply-high and a shift, m and s from vkgrad.layout.div_magic(d)
+// (which proves it exact): no integer division, which CPU drivers run as a loop of scalar ones.
+uint div_magic(uint n, uint m, uint s) {
+    uint hi, lo;
+    umulExtended(n << 1, m, hi, lo);
+    return hi >> s;
+}
+
+// The coordinate along an inner dim of size `dim` of row-major index `rest` (< 2^31), which keeps
+// the index over the outer dims. m: the dim's div_magic multiplier, its shift in byte k of
+// `shifts` (vkgrad.layout.div_magic_words lays them out).
+int split_coord(inout uint rest, uint dim, uint m, uint shifts, int k) {
+    uint q = div_magic(rest, m, (shifts >> (8 * k)) & 0xffu);
+    int c = int(rest - q * dim);
+    rest = q;
+    return c;
+}

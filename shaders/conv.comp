@@ -46,22 +46,29 @@ int b_at(uint n, uint c, int h, int w) {
 }
 
 // ---- output: packed words, written once complete ---------------------------------------------
-uint packed = 0u;
+uint packed = 0u, packed_b = 0u;
 
-void emit(uint e, float v) {
-    uint per = elems_per_word(OUT_DT);
-    packed |= place_bits(OUT_DT, f32_to_bits(OUT_DT, v), e);
+// Element e of a contiguous output of dt that starts at `start`, a word boundary, gets `bits`.
+void put(uint dt, uint start, uint e, uint bits, inout uint word) {
+    uint per = elems_per_word(dt);
+    word |= place_bits(dt, bits, e);
     if (((e + 1u) & (per - 1u)) == 0u || e + 1u == p.n) {
-        ARENA((p.out_start + e) >> (per >> 1u)) = packed;  // per is 1, 2 or 4
-        packed = 0u;
+        ARENA((start + e) >> (per >> 1u)) = word;  // per is 1, 2 or 4
+        word = 0u;
     }
 }
 
+void emit(uint e, float v) {
+    put(OUT_DT, p.out_start, e, f32_to_bits(OUT_DT, v), packed);
+}
+
 // ---- windows ---------------------------------------------------------------------------------
-// (h, w) of the maximum of a over window (oh, ow), or (-1, -1) if it is all padding.
-ivec2 window_argmax(uint n, uint c, uint oh, uint ow) {
-    float best = 0.0;
-    ivec2 arg = ivec2(-1);
+// The maximum of a over window (oh, ow), and in `tap` its tap i*kw + j (-inf and 0 if the window
+// is all padding).
+float window_max(uint n, uint c, uint oh, uint ow, out uint tap) {
+    float best = uintBitsToFloat(0xff800000u);
+    bool found = false;
+    tap = 0u;
     for (uint i = 0u; i < p.kh; ++i) {
         int h = int(oh * p.sh + i * p.dh) - int(p.ph);
         if (h < 0 || h >= int(p.H)) continue;
@@ -69,13 +76,14 @@ ivec2 window_argmax(uint n, uint c, uint oh, uint ow) {
             int w = int(ow * p.sw + j * p.dw) - int(p.pw);
             if (w < 0 || w >= int(p.W)) continue;
             float v = load_f32(A_DT, p.a_start, a_at(n, c, h, w));
-            if (arg.x < 0 || v > best || (f32_is_nan(v) && !f32_is_nan(best))) {
+            if (!found || v > best || (f32_is_nan(v) && !f32_is_nan(best))) {
                 best = v;
-                arg = ivec2(h, w);
+                tap = i * p.kw + j;
+                found = true;
             }
         }
     }
-    return arg;
+    return best;
 }
 
 // Input positions (with dilation 1, as pooling uses) of window `o` along one axis of size n.
@@ -131,9 +139,9 @@ void pool_chunk(uint e, uint end) {
     for (; e < end; ++e) {
         float v;
         if (MODE == MODE_MAXPOOL) {
-            ivec2 arg = window_argmax(n, c, oh, ow);
-            v = arg.x < 0 ? uintBitsToFloat(0xff800000u)  // -inf: a window of padding only
-                          : load_f32(B_DT, p.b_start, b_at(n, c, arg.x, arg.y));
+            uint tap;
+            v = window_max(n, c, oh, ow, tap);
+            if (B_DT != DT_IMM) put(B_DT, p.b_start, e, tap, packed_b);  // (b: the taps)
         } else {  // MODE_AVGPOOL
             float acc = 0.0;
             for (uint i = 0u; i < p.kh; ++i) {
@@ -173,7 +181,7 @@ float pixel_value(uint n, uint c, uint h, uint w) {
                 int col = (oh * int(p.OW) + ow) * int(p.N) + int(n);
                 acc += load_f32(A_DT, p.a_start, row * p.a_strides[0] + col * p.a_strides[1]);
             } else if (MODE == MODE_MAXPOOL_BACK) {
-                if (window_argmax(n, c, uint(oh), uint(ow)) == ivec2(h, w))
+                if (load_i32(A_DT, p.a_start, a_at(n, c, oh, ow)) == i * int(p.kw) + j)
                     acc += load_f32(B_DT, p.b_start, b_at(n, c, oh, ow));
             } else {  // MODE_AVGPOOL_BACK
                 acc += load_f32(A_DT, p.a_start, a_at(n, c, oh, ow))

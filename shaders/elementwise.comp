@@ -16,22 +16,25 @@ layout(constant_id = 4) const uint C_DT = 0u;
 
 layout(push_constant) uniform Params {
     uint n; uint ndim; uint out_start; uint a_start; uint b_start; uint c_start;
-    uint shape[MAXD];
     int out_strides[MAXD];  // used for unpacked outputs; packed outputs are contiguous
     int a_strides[MAXD]; int b_strides[MAXD]; int c_strides[MAXD];
+    uint inner[MAXD - 1]; uint magic[MAXD - 1]; uint shifts;  // layout.div_magic_words(shape)
 } p;
 
 #if defined(DOMAIN_FLOAT)
 #define T float
 #define LOAD load_f32
+#define FROM_BITS bits_to_f32
 #define TO_BITS f32_to_bits
 #elif defined(DOMAIN_INT)
 #define T int
 #define LOAD load_i32
+#define FROM_BITS bits_to_i32
 #define TO_BITS i32_to_bits
 #else
 #define T uint
 #define LOAD load_u32
+#define FROM_BITS bits_to_u32
 #define TO_BITS u32_to_bits
 #endif
 
@@ -576,43 +579,121 @@ T apply(T a, T b, T c) {
     return a;
 }
 
+// Element offsets of row-major index i (< 2^31) in out and the operands: coordinates split off
+// innermost first without dividing (split_coord); contiguous operands coalesce to one dim, i.
+void offsets(uint i, out int oo, out int ao, out int bo, out int co) {
+    uint rest = i;
+    oo = 0; ao = 0; bo = 0; co = 0;
+    for (int d = int(p.ndim) - 1; d > 0; --d) {
+        int c = split_coord(rest, p.inner[d - 1], p.magic[d - 1], p.shifts, d - 1);
+        oo += c * p.out_strides[d];
+        ao += c * p.a_strides[d];
+        bo += c * p.b_strides[d];
+        co += c * p.c_strides[d];
+    }
+    int c = int(rest);
+    oo += c * p.out_strides[0];
+    ao += c * p.a_strides[0];
+    bo += c * p.b_strides[0];
+    co += c * p.c_strides[0];
+}
+
+// The arena's chunks again, as 16- and 8-byte words: four elements of any dtype per access.
+layout(std430, binding = 0) buffer ArenaQuads { uvec4 quads[]; } arena_quads[ARENA_SLOTS];
+layout(std430, binding = 0) buffer ArenaPairs { uvec2 pairs[]; } arena_pairs[ARENA_SLOTS];
+
+// Whether operand (dt, start, stride) of a one-dim domain is read four elements at a time, in
+// whole aligned words: an immediate, or contiguous elements from a multiple of 4.
+bool by_quads(uint dt, uint start, int stride) {
+    return dt == DT_IMM || (stride == 1 && start % 4u == 0u);
+}
+
+// Elements 4q .. 4q + 3 of a by_quads operand, their bits shifted down (an immediate's: `start`).
+uvec4 load_quad(uint dt, uint start, uint q) {
+    if (dt == DT_IMM) return uvec4(start);
+    uint e = start + 4u * q;
+    if (elems_per_word(dt) == 1u)
+        return arena_quads[e >> ARENA_SLOT_SHIFT].quads[(e & ARENA_SLOT_MASK) >> 2];
+    if (dt == DT_BFLOAT16) {
+        uint w = e >> 1;
+        uvec2 h = arena_pairs[w >> ARENA_SLOT_SHIFT].pairs[(w & ARENA_SLOT_MASK) >> 1];
+        return uvec4(h.x & 0xffffu, h.x >> 16, h.y & 0xffffu, h.y >> 16);
+    }
+    uint b = ARENA(e >> 2);
+    return uvec4(b & 0xffu, (b >> 8) & 0xffu, (b >> 16) & 0xffu, b >> 24);
+}
+
+// Output elements 4q .. 4q + 3 (out by_quads), from their bits.
+void store_quad(uint q, uvec4 r) {
+    uint e = p.out_start + 4u * q;
+    if (elems_per_word(OUT_DT) == 1u) {
+        arena_quads[e >> ARENA_SLOT_SHIFT].quads[(e & ARENA_SLOT_MASK) >> 2] = r;
+    } else if (OUT_DT == DT_BFLOAT16) {
+        uint w = e >> 1;
+        arena_pairs[w >> ARENA_SLOT_SHIFT].pairs[(w & ARENA_SLOT_MASK) >> 1] =
+            uvec2(r.x | (r.y << 16), r.z | (r.w << 16));
+    } else {
+        ARENA(e >> 2) = r.x | (r.y << 8) | (r.z << 16) | (r.w << 24);
+    }
+}
+
+T value(uint dt, uint bits) { return dt == DT_IMM ? LOAD(dt, bits, 0) : FROM_BITS(dt, bits); }
+
+// The bits of an operand's element at offset `off` (an immediate's: `start`).
+uint operand_bits(uint dt, uint start, int off) {
+    return dt == DT_IMM ? start : load_bits(dt, start, off);
+}
+
+// Invocation q of the grid-stride loop computes the quad of elements 4q .. 4q + 3 (fewer at the
+// end; ELEMS_PER_INVOCATION in vkgrad/kernels.py): whole output words of every dtype (1, 2 or
+// 4 elements to a word), so that no two invocations write one word. Contiguous operands that
+// start at a multiple of 4 move in 16-, 8- or 4-byte accesses; others element by element at
+// their offsets. Both paths share one application of the op to the quad: lavapipe compiles
+// each copy of an op's code again (a second, path-specific copy tripled pipeline creation).
 void main() {
     uint per_word = elems_per_word(OUT_DT);
-    uint words = (p.n + per_word - 1u) / per_word;
     uint threads = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
-    for (uint w = gl_GlobalInvocationID.x; w < words; w += threads) {
-        uint packed = 0u;
-        for (uint k = 0u; k < per_word; ++k) {
-            uint i = w * per_word + k;
-            if (i >= p.n) break;
-            uint rest = i;
-            int oo = 0, ao = 0, bo = 0, co = 0;
-            if (p.ndim == 1u) {  // contiguous operands coalesce to one dim: no division (slow
-                oo = int(i) * p.out_strides[0];  // on CPU drivers)
-                ao = int(i) * p.a_strides[0];
-                bo = int(i) * p.b_strides[0];
-                co = int(i) * p.c_strides[0];
-            } else for (int d = int(p.ndim) - 1; d >= 0; --d) {
-                int coord = int(rest % p.shape[d]);
-                rest /= p.shape[d];
-                oo += coord * p.out_strides[d];
-                ao += coord * p.a_strides[d];
-                bo += coord * p.b_strides[d];
-                co += coord * p.c_strides[d];
-            }
-            uint bits;
-            if (OP == OP_IDENTITY && A_DT == OUT_DT) {
-                bits = load_bits(A_DT, p.a_start, ao);  // a copy moves bits, NaN payloads too
-            } else {
-                bits = TO_BITS(OUT_DT, apply(LOAD(A_DT, p.a_start, ao), LOAD(B_DT, p.b_start, bo),
-                                             LOAD(C_DT, p.c_start, co)));
-            }
-            if (per_word == 1u) {
-                ARENA(int(p.out_start) + oo) = bits;  // strided output: in-place writes into views
-            } else {
-                packed |= place_bits(OUT_DT, bits, i);
+    uint quads = (p.n + 3u) / 4u;
+    bool vector = p.ndim == 1u && by_quads(OUT_DT, p.out_start, p.out_strides[0])
+        && by_quads(A_DT, p.a_start, p.a_strides[0]) && by_quads(B_DT, p.b_start, p.b_strides[0])
+        && by_quads(C_DT, p.c_start, p.c_strides[0]);
+    for (uint q = gl_GlobalInvocationID.x; q < quads; q += threads) {
+        uint first = 4u * q, count = min(4u, p.n - first);
+        bool whole = vector && count == 4u;
+        uvec4 a = uvec4(0u), b = uvec4(0u), c = uvec4(0u), r;  // past count: computed, unused
+        ivec4 out_off;
+        if (whole) {
+            a = load_quad(A_DT, p.a_start, q);
+            b = load_quad(B_DT, p.b_start, q);
+            c = load_quad(C_DT, p.c_start, q);
+        } else {
+            [[unroll]] for (uint k = 0u; k < 4u; ++k) {
+                if (k == count) break;
+                int ao, bo, co;
+                offsets(first + k, out_off[k], ao, bo, co);
+                a[k] = operand_bits(A_DT, p.a_start, ao);
+                b[k] = operand_bits(B_DT, p.b_start, bo);
+                c[k] = operand_bits(C_DT, p.c_start, co);
             }
         }
-        if (per_word > 1u) ARENA(p.out_start / per_word + w) = packed;
+        [[unroll]] for (uint k = 0u; k < 4u; ++k) {
+            r[k] = (OP == OP_IDENTITY && A_DT == OUT_DT) ? a[k]  // a copy moves bits, NaN payloads too
+                 : TO_BITS(OUT_DT, apply(value(A_DT, a[k]), value(B_DT, b[k]), value(C_DT, c[k])));
+        }
+        if (whole) {
+            store_quad(q, r);
+        } else if (per_word == 1u) {  // strided output: in-place writes into views
+            for (uint k = 0u; k < count; ++k) ARENA(int(p.out_start) + out_off[k]) = r[k];
+        } else {  // packed outputs are contiguous, from a word boundary
+            uint word = (p.out_start + first) / per_word;
+            uint packed = 0u;
+            for (uint k = 0u; k < count; ++k) {
+                packed |= place_bits(OUT_DT, r[k], k);
+                if ((k + 1u) % per_word == 0u || k + 1u == count) {
+                    ARENA(word + k / per_word) = packed;
+                    packed = 0u;
+                }
+            }
+        }
     }
 }

@@ -42,21 +42,25 @@ layout(constant_id = 4) const uint IDX_DT = 0u;
 layout(push_constant) uniform Params {
     uint n; uint ndim; uint dst_start; uint src_start; uint idx_start; uint idx_n; int idx_scale;
     uint idx_check;
-    uint shape[MAXD]; int dst_strides[MAXD]; int src_strides[MAXD]; int idx_strides[MAXD];
+    int dst_strides[MAXD]; int src_strides[MAXD]; int idx_strides[MAXD];
+    uint inner[MAXD - 1]; uint magic[MAXD - 1]; uint shifts;  // layout.div_magic_words(shape)
 } p;
 
+// Element i's (< 2^31) offsets: coordinates split off innermost first without dividing.
 void offsets(uint i, out int dst_off, out int src_off, out int ix) {
     uint rest = i;
     int io = 0;
     dst_off = 0;
     src_off = 0;
-    for (int d = int(p.ndim) - 1; d >= 0; --d) {
-        int c = int(rest % p.shape[d]);
-        rest /= p.shape[d];
+    for (int d = int(p.ndim) - 1; d > 0; --d) {
+        int c = split_coord(rest, p.inner[d - 1], p.magic[d - 1], p.shifts, d - 1);
         dst_off += c * p.dst_strides[d];
         src_off += c * p.src_strides[d];
         io += c * p.idx_strides[d];
     }
+    dst_off += int(rest) * p.dst_strides[0];
+    src_off += int(rest) * p.src_strides[0];
+    io += int(rest) * p.idx_strides[0];
     ix = 0;
     if (SIDE != INDEX_NONE) {
         int v = load_i32(IDX_DT, p.idx_start, io);
@@ -85,20 +89,30 @@ uint value_bits(int src_off, int ix) {
 void main() {
     uint threads = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
     int dst_off, src_off, ix;
+    // MODE_WORDS: ELEMS_PER_INVOCATION elements per invocation t, whole words of dst: words
+    // base + j * 256 (j < words_per), base = (t - lane) * words_per + lane, so that neighbouring
+    // invocations touch neighbouring words
     if (MODE == MODE_WORDS) {
         uint per = elems_per_word(DST_DT);
+        uint words_per = ELEMS_PER_INVOCATION / per;
         uint words = (p.n + per - 1u) / per;
-        for (uint w = gl_GlobalInvocationID.x; w < words; w += threads) {
-            uint packed = 0u;
-            for (uint k = 0u; k < per; ++k) {
-                uint i = w * per + k;
-                if (i >= p.n) break;
-                offsets(i, dst_off, src_off, ix);
-                uint bits = value_bits(src_off, ix);
-                if (per == 1u) ARENA(uint(int(p.dst_start) + dst_off)) = bits;
-                else packed |= place_bits(DST_DT, bits, i);
+        uint lane = gl_LocalInvocationID.x, size = gl_WorkGroupSize.x;
+        for (uint t = gl_GlobalInvocationID.x; (t - lane) * words_per < words; t += threads) {
+            uint base = (t - lane) * words_per + lane;
+            [[unroll]] for (uint j = 0u; j < words_per; ++j) {
+                uint w = base + j * size;
+                if (w >= words) break;
+                uint packed = 0u;
+                for (uint k = 0u; k < per; ++k) {
+                    uint i = w * per + k;
+                    if (i >= p.n) break;
+                    offsets(i, dst_off, src_off, ix);
+                    uint bits = value_bits(src_off, ix);
+                    if (per == 1u) ARENA(uint(int(p.dst_start) + dst_off)) = bits;
+                    else packed |= place_bits(DST_DT, bits, i);
+                }
+                if (per > 1u) ARENA(p.dst_start / per + w) = packed;
             }
-            if (per > 1u) ARENA(p.dst_start / per + w) = packed;
         }
         return;
     }

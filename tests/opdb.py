@@ -16,14 +16,14 @@ import numpy as np
 import vkgrad as vk
 from vkgrad import layout
 from vkgrad.ops import OPS
-from vkgrad.ops.conv import (AVG_POOL_BACKWARD, MAX_POOL_BACKWARD, _out_hw, _pool_args, _tuple,
+from vkgrad.ops.conv import (AVG_POOL_BACKWARD, MAX_POOL, MAX_POOL_BACKWARD, _out_hw, _pool_args, _tuple,
                              adaptive_avg_pool2d, avg_pool2d, conv1d, conv2d, conv2d_relu,
                              conv_transpose2d, fold, max_pool2d, unfold)
 from vkgrad.ops.elementwise import TABLE as ELEMENTWISE_TABLE
 from vkgrad.ops.indexing import index_add
 from vkgrad.ops.linalg import _parse_einsum, _size
 from vkgrad.ops.reduce import _NUMPY as _REDUCE_NUMPY, REDUCTIONS, _host_arg
-from vkgrad.ops.registry import apply
+from vkgrad.ops.registry import apply, apply_with_stats
 from vkgrad.ops.sorting import _scatter_host, _scatter_reduce_host
 from vkgrad.ops.transformer_ops import fused_attention
 from vkgrad.tensor import elementwise
@@ -1089,8 +1089,9 @@ def _pool_call_args(name, shape, params):
 
 
 def _max_pool_backward_call(x, g, **params):
-    return apply(MAX_POOL_BACKWARD, x, g, size=x.shape[2:],
-                 **_pool_call_args("max_pool2d", x.shape, params))
+    window = _pool_call_args("max_pool2d", x.shape, params)
+    _, tap = apply_with_stats(MAX_POOL, x.detach(), **window, argmax=True)
+    return apply(MAX_POOL_BACKWARD, tap, g, size=x.shape[2:], **window)
 
 
 def _avg_pool_backward_call(x, g, **params):

@@ -118,6 +118,9 @@ FAMILIES = {
 PUSH_WORDS = 32
 WORKGROUP = 256  # local_size_x of the one-dimensional kernels
 MAX_GROUPS = 65535  # Vulkan's guaranteed maxComputeWorkGroupCount[0]: the grid's cap
+# Elements each invocation of elementwise.comp (its quads: uvec4s) and of gather.comp's word
+# copies computes: whole 32-bit words of every dtype (1, 2 or 4 to a word).
+ELEMS_PER_INVOCATION = 4
 # The arena chunks one dispatch binds (common.glsl's arena_chunks), and where a word address
 # keeps its slot: slot << ARENA_SLOT_SHIFT | word. Element starts keep it log2(elements per
 # word) bits higher, so a uint8 start uses all 32 bits: a chunk holds at most 2^27 words
@@ -291,7 +294,7 @@ def defines():
     out.update({f"ERF_P{i}": f"({c!r})" for i, c in enumerate(ERF_P)})
     out.update({f"ERFC_R{i}": f"({c!r})" for i, c in enumerate(ERFC_R)})
     out["ERFC_MAX"] = repr(ERFC_MAX)
-    out.update(ARENA_SLOTS=ARENA_SLOTS, ARENA_SLOT_SHIFT=ARENA_SLOT_SHIFT,
+    out.update(ELEMS_PER_INVOCATION=f"{ELEMS_PER_INVOCATION}u", ARENA_SLOTS=ARENA_SLOTS, ARENA_SLOT_SHIFT=ARENA_SLOT_SHIFT,
                ARENA_SLOT_MASK=f"{(1 << ARENA_SLOT_SHIFT) - 1}u")
     return out
 

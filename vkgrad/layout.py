@@ -183,3 +183,38 @@ def basic_index(shape, strides, offset, key):
             offset += (i % n) * s
         axis += 1
     return tuple(out_shape), tuple(out_strides), offset
+
+
+# ---- division by a dimension without dividing ---------------------------------------------------
+DIV_MAGIC_BOUND = 1 << 31  # div_magic is exact for dividends below this
+
+
+def div_magic(d):
+    """(m, s) such that floor(n / d) = floor(2n m / 2^32) >> s for every integer n in
+    [0, 2^31) and every divisor d in [1, 2^31]: shaders/common.glsl's div_magic, a multiply-high
+    and a shift in place of an integer division (a loop of scalar divisions on CPU drivers, a
+    long sequence on GPUs).
+
+    With s = ceil(log2 d) (so 2^(s-1) < d <= 2^s) and m = ceil(2^(31+s) / d), m d = 2^(31+s) + e
+    with 0 <= e < d. For n = q d + r, 0 <= r < d:
+        n m / 2^(31+s) = q + (r + n e / 2^(31+s)) / d,
+    and n e < 2^31 d <= 2^(31+s), so r + n e / 2^(31+s) < r + 1 <= d: the floor is q. The shader
+    computes floor(floor(2n m / 2^32) / 2^s) = floor(n m / 2^(31+s)) (2n < 2^32 fits a word).
+    m fits a word: m = 2^31 when d = 2^s (d = 1 included, s = 0); otherwise d >= 2^(s-1) + 1, so
+    m < 2^(31+s) / d + 1 <= 2^32 / (1 + 2^(1-s)) + 1 < 2^32 for 2 <= s <= 31. s <= 31 fits 5 bits.
+    """
+    if not 1 <= d <= DIV_MAGIC_BOUND:
+        raise ValueError(f"div_magic needs a divisor in [1, 2^31], not {d}")
+    s = (d - 1).bit_length()
+    return -(-(1 << (31 + s)) // d), s
+
+
+def div_magic_words(shape, maxd):
+    """Push words with which a kernel splits a row-major linear index below 2^31 over `shape`
+    (at most maxd dims) into coordinates without dividing: the inner dims shape[1:], their
+    div_magic multipliers, each list padded with 1s to maxd - 1 words, then one word holding
+    their shifts, 8 bits each, shape[1]'s lowest. The outermost coordinate is the quotient left
+    over, so shape[0] is not needed."""
+    inner = [*shape[1:], *[1] * (maxd - max(len(shape), 1))]
+    magics = [div_magic(d) for d in inner]
+    return [*inner, *(m for m, _ in magics), sum(s << 8 * k for k, (_, s) in enumerate(magics))]

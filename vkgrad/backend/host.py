@@ -163,14 +163,19 @@ class HostRecording:
 
     @staticmethod
     def _fill(values, refs, slots):
-        """A call's operands with the produced ones taken from this replay's `slots`."""
+        """A call's operands with the produced ones taken from this replay's `slots` (each tuple
+        or list operand copied once, however many of its items are produced)."""
+        seqs = {}
         for key, j, slot in refs:
             if j is None:
                 values[key] = slots[slot]
             else:
-                seq = list(values[key])
+                seq = seqs.get(key)
+                if seq is None:
+                    seq = seqs[key] = list(values[key])
                 seq[j] = slots[slot]
-                values[key] = type(values[key])(seq)
+        for key, seq in seqs.items():
+            values[key] = type(values[key])(seq)
         return values
 
     def add(self, fn, args, kwargs, result):

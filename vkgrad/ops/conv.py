@@ -18,8 +18,9 @@ view of (O, OH, OW, N). The backward of im2col is col2im, which sums the columns
 input's shape; each is the other's backward. `unfold`/`fold` are the same ops in torch's
 (N, C*kH*kW, L) layout.
 
-Pooling ops come in forward/backward pairs that are each other's backward too (max pooling's is
-`b` at the argmax of `a`, whose backward sends gradients back to those argmax positions).
+Average pooling's forward and backward ops are each other's backward. Max pooling's forward
+keeps each window's tap of its maximum (the op's stats, uint8 for up to 256 taps); its backward
+scatters the gradient to those taps, and the scatter's backward gathers at them (_at_taps).
 
 Device: shaders/conv.comp, one pipeline whose run-time modes do im2col, col2im and the pooling
 passes. Every backward pass is a gather (each input pixel sums what reaches it from the windows
@@ -33,7 +34,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .. import dtypes, kernels
-from .registry import Op, apply
+from .registry import Op, apply, apply_with_stats
 
 _CODES = kernels.CONV_CODES
 CHUNK = 16  # output elements per conv.comp invocation: whole words, one index decomposition
@@ -139,65 +140,100 @@ def _conv_inference_host(x, w, bias, kernel, stride, padding, dilation, relu, ou
     return out
 
 
-def _window_max_host(x, kernel, stride, padding, dilation):
-    """(x batch-last padded with -inf, the taps, each window's maximum (NaN if it holds one))."""
-    taps = _taps(kernel, stride, dilation, _out_hw(x.shape[2:], kernel, stride, padding,
-                                                   dilation))
-    xp = _batch_last(x, padding, -np.inf, _compute(x))
+def _tap_dtype(kernel):
+    """The type of max pooling's saved argmax, the tap i*kW + j of each window's maximum: uint8
+    for up to 256 taps (a quarter of int32's bytes for every pass over it), else int32."""
+    return dtypes.uint8 if prod(kernel) <= 256 else dtypes.int32
+
+
+def _first_taps(size, kernel, stride, padding, dilation, out_hw):
+    """(OH, OW, 1): each window's first tap inside the input in row-major order (0 if none)."""
+    first = []
+    for n, o, k, s, p, d in zip(size, out_hw, kernel, stride, padding, dilation):
+        at = np.arange(o)[:, None] * s - p + np.arange(k) * d
+        first.append(((at >= 0) & (at < n)).argmax(axis=1))
+    return (first[0][:, None] * kernel[1] + first[1])[:, :, None]
+
+
+def _bf16_bits(x, widen):
+    """bf16 `x` as the float32 of the same value (widen), or float32 `x` holding bf16 values as
+    bf16, exactly, by shifting the bits, for what needs no rounding (a maximum is one of its
+    inputs): narrowing takes a fifth of ml_dtypes' rounding time, widening two thirds."""
+    if widen:
+        return np.left_shift(x.view(np.uint16), 16, dtype=np.uint32).view(np.float32)
+    out = np.empty(x.shape, np.uint16)
+    np.right_shift(x.view(np.uint32), 16, out=out, casting="unsafe")
+    return out.view(dtypes.bfloat16.np_dtype)
+
+
+def _max_pool_host(x, kernel, stride, padding, dilation, argmax):
+    """(out,) or with argmax (out, tap): out = each window's maximum (NaN if it holds one), tap
+    (N, C, OH, OW), of _tap_dtype, = its first maximum's tap in row-major order (the first NaN;
+    never the padding), a view of a batch-last array as the backward reads it. One pass per
+    tap: tap t is taken where it exceeds the maximum of the taps before it, so the last such t,
+    the largest, is the first maximum; the rare windows where that misses (a NaN; padding
+    before an all -inf window) are fixed after."""
+    out_hw = _out_hw(x.shape[2:], kernel, stride, padding, dilation)
+    taps = _taps(kernel, stride, dilation, out_hw)
+    bf16 = x.dtype == dtypes.bfloat16.np_dtype
+    xp = _batch_last(_bf16_bits(x, True) if bf16 else x, padding, -np.inf, _compute(x))
     best = xp[taps[0][1]].copy()
-    for _, window in taps[1:]:
-        np.maximum(best, xp[window], out=best)
-    return xp, taps, best
 
+    def result():
+        return (_bf16_bits(best, False) if bf16 else best).transpose(3, 0, 1, 2)
 
-def _window_hits_host(x, kernel, stride, padding, dilation):
-    """Per tap: (its slice of a batch-last array, where it holds its window's maximum and no
-    earlier tap did). So each window picks its first maximum in row-major tap order, its first
-    NaN if it holds one, and never the padding, as the device does. Boolean masks, not indices:
-    masked selects on random masks cost branch mispredictions, products and logic do not."""
-    xp, taps, best = _window_max_host(x, kernel, stride, padding, dilation)
-    nan = np.isnan(best).any()
-    taken = np.zeros(best.shape, bool)
-    for (i, j), window in taps:
+    if not argmax:
+        for _, window in taps[1:]:
+            np.maximum(best, xp[window], out=best)
+        return (result(),)
+    tap = np.zeros(best.shape, _tap_dtype(kernel).np_dtype)
+    above = np.empty(best.shape, bool)
+    step = above.view(np.uint8)  # above's bytes times t: no bool-to-int casting pass
+    for t, (_, window) in enumerate(taps[1:], 1):
         v = xp[window]
-        hit = v == best
-        if nan:
-            hit |= v != v
-        if any(padding):  # a window whose real values are all -inf must not pick the padding
-            h = np.arange(best.shape[1]) * stride[0] + i * dilation[0] - padding[0]
-            w = np.arange(best.shape[2]) * stride[1] + j * dilation[1] - padding[1]
-            hit &= (((h >= 0) & (h < x.shape[2]))[:, None]
-                    & ((w >= 0) & (w < x.shape[3])))[:, :, None]
-        hit &= ~taken
-        taken |= hit
-        yield window, hit
+        np.greater(v, best, out=above)
+        np.maximum(best, v, out=best)
+        taken = np.multiply(step, tap.dtype.type(t), out=step if tap.itemsize == 1 else None)
+        np.maximum(tap, taken, out=tap)
+    if any(padding):  # -inf windows: tap 0 may be padding, their first real tap is the maximum
+        low = best == -np.inf
+        if low.any():
+            first = _first_taps(x.shape[2:], kernel, stride, padding, dilation, out_hw)
+            np.copyto(tap, np.broadcast_to(first.astype(tap.dtype), tap.shape), where=low)
+    if np.isnan(best.max(initial=0)):  # (max propagates NaN)
+        nan = np.isnan(best)
+        for t, (_, window) in reversed(list(enumerate(taps))):  # the first NaN, last written
+            np.copyto(tap, t, where=nan & np.isnan(xp[window]))
+    return result(), tap.transpose(3, 0, 1, 2)
 
 
-def _select(a):
-    """a * mask, the branch-free select, unless `a` holds infinities or NaNs (0 * inf is NaN)."""
-    if np.isfinite(a).all():
-        return np.multiply
-    return lambda values, mask: np.where(mask, values, 0)
+def _disjoint(kernel, stride, dilation):
+    """Whether no input element lies in two windows (each dim's stride spans its window)."""
+    return all(s >= (k - 1) * d + 1 for k, s, d in zip(kernel, stride, dilation))
 
 
-def _max_pool_host(x, v, kernel, stride, padding, dilation):
-    if v is x:  # the plain forward: the maxima themselves
-        best = _window_max_host(x, kernel, stride, padding, dilation)[2]
-        return best.transpose(3, 0, 1, 2).astype(x.dtype, copy=False)
-    vp = _batch_last(v, padding, 0, _compute(v))
-    select, out = _select(vp), 0
-    for window, hit in _window_hits_host(x, kernel, stride, padding, dilation):
-        out = out + select(vp[window], hit)
-    return out.transpose(3, 0, 1, 2).astype(v.dtype, copy=False)
-
-
-def _max_pool_back_host(x, g, size, kernel, stride, padding, dilation):
-    gt = np.ascontiguousarray(g.transpose(1, 2, 3, 0), dtype=_compute(g))
-    n, c = x.shape[:2]
-    dxp = np.zeros((c, size[0] + 2 * padding[0], size[1] + 2 * padding[1], n), gt.dtype)
-    select = _select(gt)
-    for window, hit in _window_hits_host(x, kernel, stride, padding, dilation):
-        dxp[window] += select(gt, hit)
+def _max_pool_back_host(tap, g, size, kernel, stride, padding, dilation):
+    """dx: g scattered to the taps `tap` (max pooling's forward argmax) of its windows. Per
+    tap t, g where tap == t, selected on the bits (g's bits times 0 or 1: exact for infinities
+    and NaN, where g * mask is not). Disjoint windows place g as it is, in its own dtype (a -0
+    stays -0); overlapping ones sum their shares in float32 and round once."""
+    tap = np.ascontiguousarray(tap.transpose(1, 2, 3, 0))  # (the forward's own array)
+    (c, oh, ow, n), (ph, pw) = tap.shape, padding
+    disjoint = _disjoint(kernel, stride, dilation)
+    gt = np.ascontiguousarray(g.transpose(1, 2, 3, 0), dtype=g.dtype if disjoint else _compute(g))
+    bits = np.dtype(f"u{gt.itemsize}")
+    covered = disjoint and dilation == (1, 1) and stride == kernel and (
+        oh * kernel[0], ow * kernel[1]) == (size[0] + 2 * ph, size[1] + 2 * pw)
+    dxp = (np.empty if covered else np.zeros)((c, size[0] + 2 * ph, size[1] + 2 * pw, n),
+                                              gt.dtype)
+    hit = np.empty(tap.shape, bool)
+    share = None if disjoint else np.empty(gt.shape, bits)
+    for t, (_, window) in enumerate(_taps(kernel, stride, dilation, (oh, ow))):
+        np.equal(tap, t, out=hit)
+        if disjoint:
+            np.multiply(gt.view(bits), hit, out=dxp.view(bits)[window])
+        else:
+            dxp[window] += np.multiply(gt.view(bits), hit, out=share).view(gt.dtype)
     return _nchw(dxp, size, padding, g.dtype)
 
 
@@ -244,7 +280,7 @@ def _avg_pool_back_host(g, size, kernel, stride, padding, include_pad):
 
 # ---- Vulkan: shaders/conv.comp ----------------------------------------------------------------
 def _launch(mode, out_shape, dtype, a, b, batch, channels, size, out_hw, kernel, stride, padding,
-            dilation=(1, 1), include_pad=False):
+            dilation=(1, 1), include_pad=False, writes_b=False):
     backend = a.backend
     out = backend.empty(out_shape, dtype)
     if out.size == 0:
@@ -255,8 +291,9 @@ def _launch(mode, out_shape, dtype, a, b, batch, channels, size, out_hw, kernel,
             batch, channels, *size, *out_hw, *kernel, *stride, *padding, *dilation,
             int(include_pad), CHUNK, *a_strides, *b_strides]
     backend.launch("conv", "", -(-out.size // CHUNK), push,
-                   (_CODES[mode], out.dtype.code, a.dtype.code, b.dtype.code if b is not None else 0),
-                   reads=[a, b], writes=[out])
+                   (_CODES[mode], out.dtype.code, a.dtype.code,
+                    b.dtype.code if b is not None else kernels.DTYPE_CODES["imm"]),
+                   reads=[a] if writes_b else [a, b], writes=[out, b] if writes_b else [out])
     return out
 
 
@@ -293,15 +330,18 @@ def _col2im_vulkan(backend, cols, size, kernel, stride, padding, dilation):
                    kernel, stride, padding, dilation)
 
 
-def _max_pool_vulkan(backend, x, v, kernel, stride, padding, dilation):
+def _max_pool_vulkan(backend, x, kernel, stride, padding, dilation, argmax):
     out_hw = _out_hw(x.shape[2:], kernel, stride, padding, dilation)
-    return _launch("MODE_MAXPOOL", x.shape[:2] + out_hw, v.dtype, x, v, *x.shape[:2],
-                   x.shape[2:], out_hw, kernel, stride, padding, dilation)
+    shape = x.shape[:2] + out_hw
+    tap = backend.empty(shape, _tap_dtype(kernel)) if argmax else None
+    out = _launch("MODE_MAXPOOL", shape, x.dtype, x, tap, *x.shape[:2], x.shape[2:], out_hw,
+                  kernel, stride, padding, dilation, writes_b=argmax)
+    return (out, tap) if argmax else (out,)
 
 
-def _max_pool_back_vulkan(backend, x, g, size, kernel, stride, padding, dilation):
-    return _launch("MODE_MAXPOOL_BACK", x.shape, g.dtype, x, g, *x.shape[:2], size,
-                   g.shape[2:], kernel, stride, padding, dilation)
+def _max_pool_back_vulkan(backend, tap, g, size, kernel, stride, padding, dilation):
+    return _launch("MODE_MAXPOOL_BACK", (*g.shape[:2], *size), g.dtype, tap, g, *g.shape[:2],
+                   size, g.shape[2:], kernel, stride, padding, dilation)
 
 
 def _avg_pool_vulkan(backend, x, kernel, stride, padding, include_pad):
@@ -329,13 +369,13 @@ def _col2im_vjp(ctx, g):
 
 
 def _max_pool_vjp(ctx, g):
-    # d/dx of "v at the argmax of x" is zero almost everywhere; v's gradient goes to the argmax
-    x = ctx.inputs[0]
-    return None, apply(MAX_POOL_BACKWARD, x, g, size=x.shape[2:], **ctx.params)
+    window = {k: v for k, v in ctx.params.items() if k != "argmax"}
+    return (apply(MAX_POOL_BACKWARD, ctx.stats[0], g, size=ctx.shapes[0][2:], **window),)
 
 
 def _max_pool_back_vjp(ctx, g):
-    return None, apply(MAX_POOL, ctx.inputs[0], g, **_without_size(ctx.params))
+    # the scatter's backward gathers g at the taps (the argmax itself has no gradient)
+    return None, _at_taps(g, ctx.inputs[0], **_without_size(ctx.params))
 
 
 def _avg_pool_vjp(ctx, g):
@@ -677,9 +717,11 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     j < kW of input[n, c, y*sh - ph + i*dh, x*sw - pw + j*dw], the padding counting as -inf
     (it must be at most half the kernel). stride defaults to kernel_size. ceil_mode: a last,
     partial window where one is left (PyTorch's rule, see _ceil_extra). The gradient goes to
-    the first maximum of each window (a NaN counts as the maximum). return_indices: also the
+    the first maximum of each window (a NaN counts as the maximum): the forward keeps each
+    window's tap of it, and the backward scatters the gradient there. return_indices: also the
     position h*W + w in its input plane of each window's maximum (int32), which max_unpool2d
-    takes; found by the same op, pooling the positions at the maxima of the input."""
+    takes, from the same taps. Without either (inference) the maxima alone are found."""
+    from ..autograd import wants_grad
     x, unbatch = _batched("max_pool2d", input, 2)
     h, w = x.shape[2:]
     kernel, stride, padding, dilation = _pool_args("max_pool2d", x.shape, kernel_size, stride,
@@ -688,18 +730,29 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     if any(extra):
         x = _pad_end(x, extra, float("-inf"))
     window = dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation)
-    out = unbatch(apply(MAX_POOL, x, x, **window))
     if not return_indices:
-        return out
-    if h * w > 1 << 24:
-        raise ValueError(f"max_pool2d: return_indices needs planes of at most 2^24 elements "
-                         f"(their positions are pooled as float32), got {h}x{w}")
+        return unbatch(apply(MAX_POOL, x, **window, argmax=wants_grad((x,))))
+    out, tap = apply_with_stats(MAX_POOL, x, **window, argmax=True)
     from ..tensor import tensor
-    plane = np.full(x.shape[2:], -1.0, np.float32)
-    plane[:h, :w] = np.arange(h * w).reshape(h, w)
-    positions = tensor(plane, device=x.device).broadcast_to(x.shape)
-    indices = apply(MAX_POOL, x.detach(), positions, **window).astype(dtypes.int32)
-    return out, unbatch(indices)
+    from .indexing import take
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    oh, ow = out.shape[2:]
+    corner = (np.arange(oh)[:, None] * sh - ph) * w + np.arange(ow) * sw - pw  # (0, 0) taps
+    offset = (np.arange(kh)[:, None] * dh * w + np.arange(kw) * dw).reshape(-1)
+    indices = (take(tensor(offset.astype(np.int32), device=x.device), tap)
+               + tensor(corner.astype(np.int32), device=x.device))
+    return unbatch(out), unbatch(indices)
+
+
+def _at_taps(v, tap, kernel, stride, padding, dilation):
+    """v (N, C, H, W) at the taps `tap` (N, C, OH, OW) of its windows: what max pooling's
+    backward scatters, gathered (its backward), composed of unfold and take_along_axis so that
+    it is differentiable in turn."""
+    from .indexing import take_along_axis
+    (n, c, oh, ow), k = tap.shape, prod(kernel)
+    cols = unfold(v, kernel, dilation, padding, stride).reshape(n, c, k, oh * ow)
+    picked = take_along_axis(cols, tap.astype(dtypes.int32).reshape(n, c, 1, oh * ow), 2)
+    return picked.reshape(n, c, oh, ow)
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
@@ -849,7 +902,8 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
 CONV_INFERENCE = Op("conv2d_inference", _conv_inference_host, _conv_inference_vulkan, saves=())
 IM2COL = Op("im2col", _im2col_host, _im2col_vulkan, vjp=_im2col_vjp, saves=())
 COL2IM = Op("col2im", _col2im_host, _col2im_vulkan, vjp=_col2im_vjp, saves=())
-MAX_POOL = Op("max_pool2d", _max_pool_host, _max_pool_vulkan, vjp=_max_pool_vjp)
+MAX_POOL = Op("max_pool2d", _max_pool_host, _max_pool_vulkan, vjp=_max_pool_vjp,
+              saves=("stats",))
 MAX_POOL_BACKWARD = Op(
     "max_pool2d_backward", _max_pool_back_host, _max_pool_back_vulkan, vjp=_max_pool_back_vjp)
 AVG_POOL = Op("avg_pool2d", _avg_pool_host, _avg_pool_vulkan, vjp=_avg_pool_vjp, saves=())

@@ -487,11 +487,14 @@ def _launch_into(backend, code, out, operands, domain):
             starts.append(_immediate(o, domain))
             dtypes.append(kernels.DTYPE_CODES["imm"])
             stride_lists.append((0,) * len(shape))
+    if out.size > layout.DIV_MAGIC_BOUND:
+        raise NotImplementedError(f"elementwise output of {out.size} elements (at most 2^31)")
     pad = [0] * (MAXD - len(shape))
-    push = [out.size, len(shape), out.start, *starts, *shape, *pad, *out_strides, *pad]
+    push = [out.size, len(shape), out.start, *starts, *out_strides, *pad]
     for s in stride_lists:
         push += [*s, *pad]
-    backend.launch("elementwise", domain, -(-out.size // out.dtype.per_word), push,
+    push += layout.div_magic_words(shape, MAXD)
+    backend.launch("elementwise", domain, -(-out.size // kernels.ELEMS_PER_INVOCATION), push,
                    (code, out.dtype.code, *dtypes), reads=arrays, writes=[out])
 
 

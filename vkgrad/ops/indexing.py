@@ -48,7 +48,7 @@ from .. import dtypes, kernels, layout
 from ..autograd import check_inplace
 from ..backend.base import Buffer
 from ..tensor import _ADVANCED, Tensor, _check_device_dtype, tensor, tensor_method, zeros
-from .elementwise import assign, cast, contiguous
+from .elementwise import cast, contiguous
 from .elementwise import launch as elementwise_launch
 from .registry import OPS, Op, apply
 
@@ -193,13 +193,15 @@ def _launch_copy(backend, shape, strides, starts, index_params, spec, access):
                          access)
         return
     n = prod(shape)
+    if n > layout.DIV_MAGIC_BOUND:
+        raise NotImplementedError(f"strided copy of {n} elements (at most 2^31)")
     pad = [0] * (MAXD - len(shape))
-    push = [n, len(shape), *starts, *index_params, *shape, *pad]
+    push = [n, len(shape), *starts, *index_params]
     for s in strides:
         push += [*s, *pad]
-    per = 4 // _ITEMSIZE[spec[2]]
-    backend.launch("gather", "", -(-n // per) if words else n, push, tuple(spec),
-                   reads=access[0], writes=access[1])
+    push += layout.div_magic_words(shape, MAXD)
+    backend.launch("gather", "", -(-n // kernels.ELEMS_PER_INVOCATION) if words else n, push,
+                   tuple(spec), reads=access[0], writes=access[1])
 
 
 def _scan_launch(backend, phase, threads, **f):
@@ -548,7 +550,9 @@ def _write_vulkan(backend, a, value, *operands, key, add, caller=None):
         # bf16: add every value into a float32 copy, then round each element once
         total = elementwise_launch(backend, "identity", dtypes.float32, a.shape, [a], "float")
         _write_vulkan(backend, total, value, *operands, key=key, add=True, caller=caller)
-        assign(a, total)
+        # back through gather.comp, which writes any view (elementwise's assign needs a
+        # contiguous, word-aligned one: `a` may start mid-word or be strided)
+        strided_copy(a.shape, a, a.strides, total, total.strides)
         return a
     shape, view, view_strides, index = _plan(a, operands, key, caller)
     strides = None

@@ -1,12 +1,15 @@
-"""Fused optimizer updates: one step of SGD, Adam(W) or RMSprop applied to one parameter in place.
+"""Fused optimizer updates: one step of SGD, Adam(W) or RMSprop applied in place to the
+parameters of a group.
 
-`update(rule, param, grad, buffers, master, step, arrivals, flags, **hyper)` runs where the
-parameter lives:
-  host    numpy, vectorised, in place on the parameter's array and the state arrays
-  Vulkan  ONE dispatch of shaders/optim.comp, which reads the parameter (any float dtype, any
-          strides), its gradient and the state buffers and writes them back; nothing is read back
-          to the host, and hyper-parameters travel as float bits in push constants, so changing
-          the learning rate never creates a pipeline.
+`update(rule, params, grads, buffers, masters, steps, arrivals, flags, **hyper)` runs where the
+parameters live:
+  host    ONE kernel call for all of a device's parameters (so a compiled step replays one call
+          per group, not one per parameter): numpy, vectorised, in place on each parameter's
+          array and its state arrays, in turn
+  Vulkan  ONE dispatch of shaders/optim.comp per parameter, which reads the parameter (any float
+          dtype, any strides), its gradient and the state buffers and writes them back; nothing
+          is read back to the host, and hyper-parameters travel as float bits in push
+          constants, so changing the learning rate never creates a pipeline.
 Adam and RMSprop count steps in `step`, a float32 scalar (as PyTorch's) beside the parameter's
 state, which the update itself advances: on the host in numpy, on Vulkan in the kernel (with
 `arrivals`, a uint32 scalar word it needs for that, 0 between dispatches). The kernel also
@@ -32,7 +35,7 @@ FRESH_MASTER) is what is updated, and the parameter receives the rounded copy.
 """
 import numpy as np
 
-from .. import dtypes, kernels, layout
+from .. import dtypes, kernels, layout, profiler
 from .registry import Op
 
 OPTIM = kernels.LAYOUTS["optim"]
@@ -54,20 +57,36 @@ def state_dtype(param_dtype):
     return param_dtype if param_dtype is dtypes.float64 else dtypes.float32
 
 
-def update(rule, param, grad, buffers, master=None, step=None, arrivals=None, flags=(), **hyper):
-    """Apply one step of `rule` to `param` (a Tensor) in place, on its device.
+def update(rule, params, grads, buffers, masters, steps, arrivals, flags, **hyper):
+    """Apply one step of `rule` in place to each Tensor of `params`, on its device.
 
-    grad: a Tensor of param's shape and device (any float dtype, any strides);
-    buffers: the rule's three state slots (contiguous Tensors of state_dtype shaped like param,
-    or None where the configuration needs none); master: float32 Tensor or None;
-    step (COUNTED rules): the float32 scalar Tensor of steps taken, advanced by one here;
-    arrivals (COUNTED rules, Vulkan): a uint32 scalar Tensor holding 0, the kernel's own;
-    flags: names from kernels.OPTIM_FLAGS; hyper: the rule's HYPER values as Python floats
-    (Adam: lr, beta1 and beta2 themselves, without the _lo parts).
+    Lists with one entry per parameter: grads, Tensors of their parameter's shape and device
+    (any float dtype, any strides); buffers, the rule's three state slots (contiguous Tensors of
+    state_dtype shaped like the parameter, or None where the configuration needs none); masters,
+    float32 Tensors or None; steps (COUNTED rules), the float32 scalar Tensors of steps taken,
+    advanced by one here; arrivals (COUNTED rules, Vulkan), uint32 scalar Tensors holding 0, the
+    kernel's own; flags, sets of names from kernels.OPTIM_FLAGS. hyper: the rule's HYPER values
+    as Python floats (Adam: lr, beta1 and beta2 themselves, without the _lo parts), shared by
+    all of them. Profiled (vkgrad.profile) as the op optimizer_update.
     """
-    arrays = [None if t is None else t._data for t in (*buffers, master, step, arrivals)]
-    param.device.backend.run(OPS_UPDATE, param._data, grad._data, *arrays, rule=rule,
-                             flags=frozenset(flags), hyper=hyper)
+    if profiler.enabled():
+        with profiler.frame(OPS_UPDATE.name):
+            return _update(rule, params, grads, buffers, masters, steps, arrivals, flags, hyper)
+    return _update(rule, params, grads, buffers, masters, steps, arrivals, flags, hyper)
+
+
+def _update(rule, params, grads, buffers, masters, steps, arrivals, flags, hyper):
+    by_device = {}
+    for i, p in enumerate(params):
+        by_device.setdefault(p.device, []).append(i)
+    for device, items in by_device.items():
+        def arrays(ts):
+            return [None if ts[i] is None else ts[i]._data for i in items]
+        device.backend.run(OPS_UPDATE, arrays(params), arrays(grads),
+                           *[arrays([b[k] for b in buffers]) for k in range(3)],
+                           arrays(masters), arrays(steps), arrays(arrivals),
+                           rule=rule, flags=tuple(frozenset(flags[i]) for i in items),
+                           hyper=hyper)
 
 
 # ---- host: numpy in place ---------------------------------------------------------------------
@@ -80,7 +99,7 @@ def _sgd(w, g, buffers, flags, lr, weight_decay, momentum, one_minus_dampening):
             b[...] = g
         else:
             b *= momentum
-            b += one_minus_dampening * g
+            b += g if one_minus_dampening == 1 else one_minus_dampening * g  # (1 * g is g)
         g = g + momentum * b if "NESTEROV" in flags else b
     w -= lr * g
 
@@ -96,7 +115,8 @@ def _bias_corrected(hyper, t):
 def _adam(w, g, buffers, flags, step_size, weight_decay, decay_factor, one_minus_beta1, beta2,
           one_minus_beta2, eps, bias_correction2_sqrt):
     m, v, v_max = buffers
-    w *= decay_factor
+    if decay_factor != 1:  # (w * 1 is w)
+        w *= decay_factor
     if weight_decay != 0:
         g = g + weight_decay * w
     m += one_minus_beta1 * (g - m)
@@ -130,12 +150,27 @@ def _rmsprop(w, g, buffers, flags, lr, weight_decay, alpha, one_minus_alpha, eps
 _HOST_RULES = {"sgd": _sgd, "adam": _adam, "rmsprop": _rmsprop}
 
 
-def _host(param, grad, b0, b1, b2, master, step, arrivals, rule, flags, hyper):
-    compute = state_dtype(dtypes.dtype(param.dtype)).np_dtype
+def _host(params, grads, b0s, b1s, b2s, masters, steps, arrivals, rule, flags, hyper):
+    """Each parameter's update in turn (lists, one entry per parameter), in one call."""
+    scalars = {}  # (parameter dtype, Adam's step count) -> (compute dtype, rule's arguments)
+    with np.errstate(all="ignore"):
+        for param, grad, *buffers, master, step, f in zip(params, grads, b0s, b1s, b2s, masters,
+                                                          steps, flags):
+            _host_one(param, grad, buffers, master, step, rule, f, hyper, scalars)
+
+
+def _host_one(param, grad, buffers, master, step, rule, flags, hyper, scalars):
+    t = None
     if step is not None:
         step += np.float32(1)
         if rule == "adam":
-            hyper = _bias_corrected(hyper, float(step))
+            t = float(step)
+    known = scalars.get((param.dtype, t))
+    if known is None:
+        compute = state_dtype(dtypes.dtype(param.dtype)).np_dtype
+        values = hyper if t is None else _bias_corrected(hyper, t)
+        known = scalars[param.dtype, t] = compute, {k: compute.type(v) for k, v in values.items()}
+    compute, args = known
     if "MASTER" in flags:
         if "FRESH_MASTER" in flags:
             master[...] = param
@@ -145,7 +180,6 @@ def _host(param, grad, b0, b1, b2, master, step, arrivals, rule, flags, hyper):
         w = master
     else:
         w = param if param.dtype == compute else param.astype(compute)
-    buffers = (b0, b1, b2)
     if "FRESH" in flags and rule != "sgd":  # SGD's buffer starts at the gradient instead
         for b in buffers:
             if b is not None:
@@ -153,16 +187,19 @@ def _host(param, grad, b0, b1, b2, master, step, arrivals, rule, flags, hyper):
     g = grad.astype(compute, copy=False)
     if "MAXIMIZE" in flags:
         g = -g
-    with np.errstate(all="ignore"):
-        _HOST_RULES[rule](w, g, buffers, flags, **{k: compute.type(v) for k, v in hyper.items()})
+    _HOST_RULES[rule](w, g, buffers, flags, **args)
     if w is not param:
         np.copyto(param, w, casting="unsafe")  # rounds to nearest even into bf16
-    return param
 
 
-# ---- Vulkan: one optim.comp dispatch ----------------------------------------------------------
-def _vulkan(backend, param, grad, b0, b1, b2, master, step, arrivals, rule, flags, hyper,
-            advance=True):
+# ---- Vulkan: one optim.comp dispatch per parameter -------------------------------------------
+def _vulkan(backend, params, grads, b0s, b1s, b2s, masters, steps, arrivals, rule, flags, hyper):
+    for args in zip(params, grads, b0s, b1s, b2s, masters, steps, arrivals, flags):
+        _dispatch(backend, *args[:-1], rule=rule, flags=args[-1], hyper=hyper)
+
+
+def _dispatch(backend, param, grad, b0, b1, b2, master, step, arrivals, rule, flags, hyper,
+              advance=True):
     if param.size == 0 and rule not in COUNTED:
         return param
     shape, (p_strides, g_strides) = layout.coalesce(param.shape, param.strides, grad.strides)
@@ -170,9 +207,9 @@ def _vulkan(backend, param, grad, b0, b1, b2, master, step, arrivals, rule, flag
         # Too many dims survive coalescing: one dispatch per leading index; the last advances
         # the step count that all of them read.
         for i in range(param.shape[0]):
-            _vulkan(backend, *[None if a is None else _index0(a, i)
-                               for a in (param, grad, b0, b1, b2, master)], step, arrivals,
-                    rule=rule, flags=flags, hyper=hyper, advance=i == param.shape[0] - 1)
+            _dispatch(backend, *[None if a is None else _index0(a, i)
+                                 for a in (param, grad, b0, b1, b2, master)], step, arrivals,
+                      rule=rule, flags=flags, hyper=hyper, advance=i == param.shape[0] - 1)
         return param
     counted = step is not None
     push = OPTIM.pack(n=param.size, ndim=len(shape), p_start=param.start, g_start=grad.start,

@@ -37,6 +37,18 @@ def apply(op, *operands, **params):
     """Run `op` on the backend its tensor operands live on (other operands, such as Python
     scalars, pass through) and wrap the result as a Tensor, recording it for autograd when an
     operand requires grad."""
+    return _profiled(op, operands, params)[0]
+
+
+def apply_with_stats(op, *operands, **params):
+    """`apply` for an op with "stats" in its saves: (result, *stats), the forward's by-products
+    as Tensors too (max_pool2d's return_indices reads the argmax its backward keeps)."""
+    from ..tensor import Tensor
+    out, stats = _profiled(op, operands, params)
+    return (out, *(Tensor._wrap(a, out.device) for a in stats))
+
+
+def _profiled(op, operands, params):
     if profiler.enabled():
         with profiler.frame(op.name):
             return _apply(op, operands, params)
@@ -59,4 +71,4 @@ def _apply(op, operands, params):
     out = Tensor._wrap(result, device)
     if op.vjp is not None and wants_grad(tensors):
         record(op, operands, params, out, stats)
-    return out
+    return out, stats

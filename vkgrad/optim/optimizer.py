@@ -10,8 +10,9 @@
 ['momentum_buffer']
 
 Parameter groups carry their own hyper-parameters (defaults fill in the rest). An optimizer step
-runs one fused update per parameter with a gradient (vkgrad/ops/optimizers.py), on the device
-where the parameter lives; parameters whose grad is None are skipped. A step first checks every
+runs one fused update of each group's parameters that have a gradient (vkgrad/ops/optimizers.py:
+on the host one kernel call per group, on Vulkan one dispatch per parameter), on the device
+where each parameter lives; parameters whose grad is None are skipped. A step first checks every
 gradient against its parameter (shape, dtype, device) and, if one does not fit, raises having
 changed nothing. Hyper-parameters are checked as groups are added. State tensors are float32
 (float64 for float64 host parameters) and shaped like their parameter. Adam's and RMSprop's
@@ -115,9 +116,9 @@ class Optimizer:
         self._check_gradients()
         with no_grad():
             for group in self.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        self._update(p, group)
+                params = [p for p in group["params"] if p.grad is not None]
+                if params:
+                    self._update(params, group)
         return loss
 
     def _check_gradients(self):
@@ -130,13 +131,30 @@ class Optimizer:
                     raise RuntimeError(f"{type(self).__name__}.step: parameter {i} of group {g} "
                                        f"has a {mismatch}; nothing was updated")
 
-    # ---- one parameter --------------------------------------------------------------------------
-    def _update(self, p, group):
+    # ---- one group ------------------------------------------------------------------------------
+    def _update(self, params, group):
+        """One step of `params`, the parameters of `group` that have a gradient."""
+        config = self._config(group)
+        prepared = [self._prepare(p, group, config) for p in params]
+        flags, buffers, masters, steps, arrivals = zip(*prepared)
+        optimizers.update(self.RULE, params, [p.grad for p in params], buffers, masters, steps,
+                          arrivals, flags, **config[1])
+        # a recorded step (vkgrad.compile) repeats these constants on these state tensors:
+        # replay only while the next step would bake the same ones (not past a scheduler's
+        # change, a first step or a load_state_dict); the guard keeps the state tensors alive,
+        # so that their ids stay theirs
+        kept = [(*self.state[p].values(), a) for p, a in zip(params, arrivals)]
+        compiler.guard(lambda: self._recorded(params, group, kept),
+                       (config[1], tuple((f, tuple(map(id, k))) for f, k in zip(flags, kept))))
+
+    def _prepare(self, p, group, config):
+        """Make `p`'s state ready for its step: (flags, the rule's three buffer slots, master,
+        step, arrivals), the arguments of its update."""
         state = self.state[p]
         for key, value in state.items():  # the parameter moved (Module.to): its state follows
             if isinstance(value, Tensor) and value.device != p.device:
                 state[key] = value.to(p.device)
-        flags, hyper = self._constants(p, group, state)
+        flags = self._flags(p, group, state, config)
         step = arrivals = None
         if self.RULE in optimizers.COUNTED:
             if "step" not in state:
@@ -155,23 +173,22 @@ class Optimizer:
         master = state[MASTER] if "MASTER" in flags else None
         buffers = [state[name] if name in names else None for name in self.BUFFERS]
         buffers += [None] * (3 - len(buffers))
-        optimizers.update(self.RULE, p, p.grad, buffers, master, step, arrivals, flags, **hyper)
-        # a recorded step (vkgrad.compile) repeats these constants on these state tensors:
-        # replay only while the next step would bake the same ones (not past a scheduler's
-        # change, a first step or a load_state_dict)
-        kept = (*state.values(), arrivals)  # alive while the guard is: their ids stay theirs
-        compiler.guard(lambda: self._recorded(p, group, kept),
-                       (flags, hyper, tuple(map(id, kept))))
+        return flags, buffers, master, step, arrivals
 
-    def _recorded(self, p, group, kept):
-        """What a recorded step of `p` depends on now: (flags, hyper, ids of its state)."""
-        state = self.state.get(p, {})
-        flags, hyper = self._constants(p, group, state)
-        return flags, hyper, tuple(map(id, (*state.values(), self._arrivals.get(p))))
+    def _recorded(self, params, group, kept):
+        """What a recorded step of `params` depends on now: (hyper-parameters, (flags, ids of
+        its state) of each parameter)."""
+        config = self._config(group)
+        flags = []
+        for p in params:
+            state = self.state.get(p, {})
+            flags.append((self._flags(p, group, state, config),
+                          tuple(map(id, (*state.values(), self._arrivals.get(p))))))
+        return config[1], tuple(flags)
 
-    def _constants(self, p, group, state):
-        """(flags, hyper-parameters) of `p`'s next step."""
-        flags, hyper = self._config(group)
+    def _flags(self, p, group, state, config):
+        """The flags of `p`'s next step: the group's (`config`, from _config) and its own."""
+        flags = set(config[0])
         names = self._buffer_names(group)
         if names and not any(name in state for name in names):
             flags.add("FRESH")
@@ -179,15 +196,15 @@ class Optimizer:
             flags.add("MASTER")
             if MASTER not in state:
                 flags.add("FRESH_MASTER")
-        return flags, hyper
+        return flags
 
     def _buffer_names(self, group):
         """The BUFFERS that `group`'s configuration uses."""
         raise NotImplementedError
 
     def _config(self, group):
-        """(flags: set of kernels.OPTIM_FLAGS names, hyper: dict of HYPER values) for one
-        parameter's step."""
+        """(flags: set of kernels.OPTIM_FLAGS names, hyper: dict of HYPER values) for the step
+        of `group`'s parameters (each adds its own flags: _flags)."""
         raise NotImplementedError
 
     def _check(self, group):
