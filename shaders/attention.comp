@@ -32,9 +32,8 @@
 // rows; the caller asks for f32 and rounds otherwise). E, EV <= MAXE.
 #include "common.glsl"
 
-layout(local_size_x = 256) in;
+#include "attention_layout.glsl"  // WG, limits, local size, push constants p: kernels.LAYOUTS
 
-#define MAXE 128
 layout(constant_id = 0) const uint DT = 0u;
 layout(constant_id = 1) const uint CAUSAL = 0u;
 layout(constant_id = 2) const uint PASS = 0u;
@@ -42,13 +41,6 @@ layout(constant_id = 3) const uint MASK = 0u;
 layout(constant_id = 4) const uint MDT = 0u;
 layout(constant_id = 5) const uint ODT = 0u;
 layout(constant_id = 6) const uint ODTV = 0u;
-
-layout(push_constant) uniform Params {
-    uint rows; uint L; uint S; uint E; uint EV; float scale;
-    uint q_start; uint k_start; uint v_start; uint lse_start; uint o32_start; uint g_start;
-    uint d_start; uint out_start; uint outv_start;  // out (pass 0); dq (1); dk and dv (2)
-    uint mask_start; uint n_lo; int s_hi; int s_lo; int s_l; int s_s;
-} p;
 
 const uint NEG_INF = 0xff800000u;
 

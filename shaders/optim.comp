@@ -25,22 +25,12 @@
 #include "common.glsl"
 #include "counter.glsl"
 
-layout(local_size_x = 256) in;
+#include "optim_layout.glsl"  // WG, limits, local size, push constants p: kernels.LAYOUTS
 
-#define MAXD 3
 layout(constant_id = 0) const uint RULE = 0u;
 layout(constant_id = 1) const uint FLAGS = 0u;
 layout(constant_id = 2) const uint P_DT = 0u;
 layout(constant_id = 3) const uint G_DT = 0u;
-
-layout(push_constant) uniform Params {
-    uint n; uint ndim; uint p_start; uint g_start;
-    uint s[4];                   // starts (in f32 elements) of the contiguous f32 state buffers
-    uint step_at; uint arrive_at;  // ADAM, RMSPROP: the f32 step count and its arrival word
-    uint advance;                // 0: read the step only (a split parameter's earlier parts)
-    float h[11];                 // hyper-parameters (see the table above)
-    uint shape[MAXD]; int p_strides[MAXD]; int g_strides[MAXD];
-} p;
 
 bool has(uint flag) { return (FLAGS & flag) != 0u; }
 

@@ -21,16 +21,10 @@
 #include "counter.glsl"
 #include "philox.glsl"
 
-layout(local_size_x = 256) in;
+#include "random_layout.glsl"  // WG, limits, local size, push constants p: kernels.LAYOUTS
 
 layout(constant_id = 0) const uint OP = 0u;
 layout(constant_id = 1) const uint OUT_DT = 0u;
-
-layout(push_constant) uniform Params {
-    uint n; uint out_start;
-    uint a; uint b; uint c; uint d;
-    uint cursor;   // random draws: the generator's cursor (see above)
-} p;
 
 // Box-Muller's log and sin/cos from basic arithmetic: Vulkan rounds +, - and * correctly but
 // lets sin/cos err by 2^-11 and log by 2^-21 near 1 (large relative to a small radius), so

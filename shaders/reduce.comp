@@ -32,26 +32,14 @@
 #endif
 #include "common.glsl"
 
-#define WG 256
-layout(local_size_x = WG) in;
+#include "reduce_layout.glsl"  // WG, limits, local size, push constants p: kernels.LAYOUTS
 
-#define MAXD 4
 layout(constant_id = 0) const uint OP = 0u;
 layout(constant_id = 1) const uint OUT_DT = 0u;
 layout(constant_id = 2) const uint A_DT = 0u;
 layout(constant_id = 3) const uint GROUP = 1u;  // threads per output
 layout(constant_id = 4) const uint STAGE = 0u;
 layout(constant_id = 5) const uint RED_DIMS = 1u;  // ndim_red: the counter's loops unroll to it
-
-layout(push_constant) uniform Params {
-    uint n_out; uint n_red; uint out_start; uint a_start;
-    uint scale_bits;                   // result multiplier (1/n for mean), float domain only
-    uint ndim_out;                     // (the reduced dims' number is RED_DIMS)
-    uint out_shape[MAXD]; int out_strides[MAXD];
-    uint red_shape[MAXD]; int red_strides[MAXD];
-    uint pieces; uint chunk;           // pieces per row, reduced elements per piece
-    uint idx_start;                    // argmax/argmin indices (STAGE 1: written, 2: read)
-} p;
 
 #if defined(DOMAIN_FLOAT)
 #define T float

@@ -53,8 +53,7 @@
 #endif
 #include "common.glsl"
 
-#define WG 256
-layout(local_size_x = WG) in;
+#include "rownorm_layout.glsl"  // WG, limits, local size, push constants p: kernels.LAYOUTS
 
 layout(constant_id = 0) const uint MODE = 0u;
 layout(constant_id = 1) const uint GROUP = 1u;   // threads per row
@@ -65,15 +64,6 @@ layout(constant_id = 5) const uint W_DT = 0u;    // DT_IMM: no weight (w_start h
 layout(constant_id = 6) const uint B_DT = 0u;    // DT_IMM: no bias
 layout(constant_id = 7) const uint T_DT = 0u;
 layout(constant_id = 8) const uint FLAGS = 0u;
-
-layout(push_constant) uniform Params {
-    uint rows; uint n; uint inner;
-    uint x_start; uint g_start; uint out_start; uint w_start; uint b_start; uint t_start;
-    uint aux_start;   // row statistics (float32)
-    uint side_start;  // a second float32 output (LAYER_NORM_BACK, CE_FINISH)
-    float eps;        // layer norm's epsilon, or cross-entropy's label smoothing
-    int ignore_index; uint error_code;
-} p;
 
 #define NEG_INF uintBitsToFloat(0xff800000u)
 #define POS_INF uintBitsToFloat(0x7f800000u)

@@ -21,20 +21,12 @@
 // dtype and the combination are specialization constants.
 #include "common.glsl"
 
-layout(local_size_x = 256) in;
+#include "scan_layout.glsl"  // WG, limits, local size, push constants p: kernels.LAYOUTS
 
-#define MAXD 5
 layout(constant_id = 0) const uint PHASE = 0u;
 layout(constant_id = 1) const uint IS_FLOAT = 0u;
 layout(constant_id = 2) const uint SRC_DT = 0u;
 layout(constant_id = 3) const uint COMBINE = 0u;
-
-layout(push_constant) uniform Params {
-    uint len; uint rows; uint chunk; uint nchunks; uint ndim;
-    uint src_start; int src_step;
-    uint dst_start; int dst_step; uint sums_start;
-    uint shape[MAXD]; int src_strides[MAXD]; int dst_strides[MAXD];
-} p;
 
 const uint NEG_INF = 0xff800000u;
 const bool UNSIGNED = SRC_DT == DT_UINT32 || SRC_DT == DT_UINT8 || SRC_DT == DT_BOOL;

@@ -22,20 +22,11 @@
 #include "common.glsl"
 #include "combine.glsl"
 
-layout(local_size_x = 256) in;
+#include "scatter_layout.glsl"  // WG, limits, local size, push constants p: kernels.LAYOUTS
 
-#define KD 3   // keyed dims (after coalescing)
-#define FD 5   // free dims
 layout(constant_id = 0) const uint MODE = 0u;
 layout(constant_id = 1) const uint DST_DT = 0u;
 layout(constant_id = 2) const uint SRC_DT = 0u;
-
-layout(push_constant) uniform Params {
-    uint m; uint nfree; uint nk; uint nf; uint dst_start; uint src_start;
-    uint keys_start; uint keys_step; uint perm_start; uint perm_step;
-    uint kshape[KD]; int ksrc[KD];                  // keyed dims: src strides
-    uint fshape[FD]; int fdst[FD]; int fsrc[FD];    // free dims: dst and src strides
-} p;
 
 void main() {
     uint threads = gl_NumWorkGroups.x * gl_WorkGroupSize.x;

@@ -15,17 +15,10 @@
 // The phase and src's dtype are specialization constants.
 #include "common.glsl"
 
-layout(local_size_x = 256) in;
+#include "sort_layout.glsl"  // WG, limits, local size, push constants p: kernels.LAYOUTS
 
-#define MAXD 5
 layout(constant_id = 0) const uint PHASE = 0u;
 layout(constant_id = 1) const uint SRC_DT = 0u;
-
-layout(push_constant) uniform Params {
-    uint len; uint rows; uint pow2; uint ndim; uint src_start; int src_step;
-    uint keys_start; uint index_start; uint k; uint j; uint descending;
-    uint shape[MAXD]; int src_strides[MAXD];
-} p;
 
 uint order_key(int off) {
     uint b = load_bits(SRC_DT, p.src_start, off);

@@ -1,4 +1,5 @@
-"""The backward rule of every differentiable op in the registry, from its OpTest cases.
+"""The backward rule of every differentiable op in the registry, from its OpTest cases
+(tests/opdb.py).
 
 - test_finite_differences: in float64 on the host, the gradient of sum(g * op(x)) against central
   differences (every element of small inputs, random elements of large ones). This checks the
@@ -16,10 +17,11 @@ import vkgrad as vk
 from vkgrad.ops import OPS
 
 from conftest import DEVICES, cast_input, to_tensor
+from opdb import op_tests
 
 FLOATS = ("float32", "bfloat16")
 CASES = [(name, i, t) for name, op in sorted(OPS.items()) if op.vjp is not None
-         for i, t in enumerate(op.tests) if t.grad]
+         for i, t in enumerate(op_tests(name)) if t.grad]
 IDS = [f"{n}-{i}" for n, i, _ in CASES]
 
 

@@ -1,6 +1,7 @@
 """Every op in the registry, on every device and dtype, against numpy (or torch) on random data.
 
-The cases come from each op's OpTest entries (vkgrad/ops/*.py), so adding an op adds its tests.
+The cases come from each op's OpTest entries (tests/opdb.py's op_tests), so adding an op's
+entries adds its tests.
 Each case also runs with non-contiguous inputs (transposed or strided views of the same values).
 bf16 results must be the float64 reference rounded once, within 2 bf16 ulps (plus float32
 accumulation bounds for sums): every op computes in float32 and rounds its result once.
@@ -17,9 +18,10 @@ from vkgrad.ops.elementwise import TABLE
 
 import tolerances
 from conftest import DEVICES, assert_op_close, cast_input, reference_input, to_tensor
+from opdb import op_tests
 
-CASES = [(name, i, t, dtype) for name, op in sorted(OPS.items())
-         for i, t in enumerate(op.tests) for dtype in t.dtypes]
+CASES = [(name, i, t, dtype) for name in sorted(OPS)
+         for i, t in enumerate(op_tests(name)) for dtype in t.dtypes]
 
 
 @pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])

@@ -2,7 +2,7 @@
 small MLP (every device, f32 and bf16, master weights), parameter groups and every lr scheduler;
 the fused step's counters on Vulkan; state_dict round trips and PyTorch interop; the schedulers'
 values; clip_grad_norm_. The single-tensor update rules over awkward shapes, strides and dtypes
-are the optimizer_update op's OpTests (tests/test_ops.py)."""
+are the optimizer_update op's OpTests (tests/opdb.py)."""
 import copy
 import math
 import warnings

@@ -3,9 +3,11 @@
 Usage: python tools/build_shaders.py [--out DIR] [--force]
 
 A variant is rebuilt when its .comp file, any shared header (shaders/*.glsl) or vkgrad/kernels.py
-(which supplies the defines) is newer than its .spv. Output defaults to vkgrad/_spirv/. The
-shared headers are copied to its include/ folder, where vk.Kernel compiles user kernels against
-them: the package carries both (shaders/ itself is not part of an installed vkgrad).
+(which supplies the defines and the families' layouts) is newer than its .spv. Output defaults
+to vkgrad/_spirv/. Its include/ folder gets the shared headers, copied, and each kernel family's
+<family>_layout.glsl, generated from vkgrad/kernels.py's LAYOUTS (workgroup size, limits, push
+constants: see kernels.Layout); the shaders compile against that folder, and so does vk.Kernel
+for user kernels: the package carries both (shaders/ itself is not part of an installed vkgrad).
 """
 import argparse
 import importlib.util
@@ -27,13 +29,23 @@ def load_kernel_table():
     return module
 
 
-def copy_headers(headers, include):
-    """Make `include` hold exactly `headers` (one removed from shaders/ is removed there too)."""
+def write_headers(headers, generated, include):
+    """Make `include` hold exactly `headers` (copied; one removed from shaders/ is removed there
+    too) and `generated`, name -> text (rewritten only when it changed)."""
+    clash = {h.name for h in headers} & set(generated)
+    if clash:
+        sys.exit(f"shaders/ has headers named like generated ones: {sorted(clash)}")
     include.mkdir(exist_ok=True)
-    for stale in set(include.glob("*.glsl")) - {include / h.name for h in headers}:
-        stale.unlink()
+    keep = {h.name for h in headers} | set(generated)
+    for stale in include.glob("*.glsl"):
+        if stale.name not in keep:
+            stale.unlink()
     for header in headers:
         shutil.copy2(header, include / header.name)
+    for name, text in generated.items():
+        path = include / name
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
 
 
 def main(argv=None):
@@ -51,7 +63,9 @@ def main(argv=None):
     headers = sorted(SHADERS.glob("*.glsl"))
     shared_mtime = max([p.stat().st_mtime for p in headers]
                        + [(ROOT / "vkgrad" / "kernels.py").stat().st_mtime])
-    copy_headers(headers, args.out / "include")
+    include = args.out / "include"
+    write_headers(headers, {kernels.layout_header_name(family): layout.header()
+                            for family, layout in kernels.LAYOUTS.items()}, include)
 
     jobs = []
     for family, variants in kernels.FAMILIES.items():
@@ -61,7 +75,7 @@ def main(argv=None):
             target = args.out / kernels.spirv_name(family, variant)
             if args.force or not target.exists() or target.stat().st_mtime < newest_input:
                 jobs.append((target.name, kernels.glslang_command(compiler, source, target,
-                                                                   SHADERS, extra)))
+                                                                   include, extra)))
 
     def run(job):
         name, cmd = job

@@ -10,7 +10,7 @@
 import os
 import threading
 
-from .backend import loader
+from .backend import open_vulkan, probe_vulkan
 from .backend.host import NumpyBackend
 
 # VkPhysicalDeviceType values, and how much we prefer each when asked for "vulkan".
@@ -73,7 +73,6 @@ HOST = Device("host")
 _lock = threading.RLock()
 _vulkan = None          # list of Device once probed
 _vulkan_error = None    # why Vulkan is unavailable, once probed
-_managers = {}
 _backends = {HOST: NumpyBackend()}
 _default = None
 
@@ -83,28 +82,9 @@ def _probe_vulkan():
     with _lock:
         if _vulkan is not None:
             return _vulkan
-        _vulkan = []
-        try:
-            import kp
-        except ImportError as e:
-            _vulkan_error = f"the Kompute module `kp` is not installed ({e}); {INSTALL_HINT}"
-            return _vulkan
-        # Kompute aborts the process, rather than raising, when it finds no device: ask first.
-        try:
-            found = loader.count_physical_devices()
-        except loader.LoaderError as e:
-            _vulkan_error = f"{e}; {INSTALL_HINT}"
-            return _vulkan
-        if found == 0:
-            _vulkan_error = f"the Vulkan loader found no device; {INSTALL_HINT}"
-            return _vulkan
-        try:
-            manager = kp.Manager()
-            listed = manager.list_devices()
-        except Exception as e:  # no loader, no ICD, or no device
-            _vulkan_error = f"no Vulkan device could be opened ({e}); {INSTALL_HINT}"
-            return _vulkan
-        _managers[0] = manager
+        listed, why = probe_vulkan()
+        if why is not None:
+            _vulkan_error = f"{why}; {INSTALL_HINT}"
         _vulkan = [Device("vulkan", i, p["device_name"], p) for i, p in enumerate(listed)]
         return _vulkan
 
@@ -165,11 +145,7 @@ def _backend(dev):
         with _lock:
             backend = _backends.get(dev)
             if backend is None:
-                import kp
-                from .backend.vulkan import VulkanBackend
-                manager = _managers.get(dev.index) or kp.Manager(dev.index)
-                _managers[dev.index] = manager
-                backend = _backends[dev] = VulkanBackend(manager, dev._properties)
+                backend = _backends[dev] = open_vulkan(dev.index, dev._properties)
                 backend.device = dev
                 from . import profiler
                 if profiler.enabled():

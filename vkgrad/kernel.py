@@ -39,7 +39,6 @@ import shutil
 import subprocess
 
 from . import kernels
-from .backend.vulkan import MAX_GROUPS, f32_bits
 from .dtypes import DType
 
 INCLUDE = pathlib.Path(__file__).resolve().parent / "_spirv" / "include"
@@ -63,7 +62,7 @@ class Kernel:
 
     # Vulkan guarantees 65,535 workgroups along x, and the grid is one-dimensional: a kernel
     # over more elements loops over them (grid-stride, see examples/custom_op.py).
-    MAX_THREADS = MAX_GROUPS * kernels.WORKGROUP
+    MAX_THREADS = kernels.MAX_GROUPS * kernels.WORKGROUP
 
     def launch(self, threads, *args):
         """Queue one dispatch of at least `threads` invocations (workgroups of the shader's
@@ -73,7 +72,7 @@ class Kernel:
         from .tensor import Tensor
         if threads > self.MAX_THREADS:
             raise ValueError(
-                f"kernel {self.name}: {threads} threads need more than the {MAX_GROUPS} "
+                f"kernel {self.name}: {threads} threads need more than the {kernels.MAX_GROUPS} "
                 f"workgroups of {kernels.WORKGROUP} a Vulkan device is sure to launch; launch at "
                 f"most vk.Kernel.MAX_THREADS ({self.MAX_THREADS}) and loop over the rest in the "
                 "shader: for (uint i = gl_GlobalInvocationID.x; i < n; i += gl_NumWorkGroups.x * "
@@ -95,7 +94,7 @@ class Kernel:
             elif isinstance(a, DType):
                 push.append(a.code)
             elif isinstance(a, float):
-                push.append(f32_bits(a))
+                push.append(kernels.f32_bits(a))
             elif isinstance(a, int) and not isinstance(a, bool):
                 push.append(a & 0xFFFFFFFF)
             else:

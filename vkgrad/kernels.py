@@ -4,6 +4,7 @@ This module is the single source of the numbers that Python and the shaders must
 codes, op codes, push-constant sizes). `tools/build_shaders.py` turns them into `-D` defines, so a
 code is never written twice. It imports nothing from the rest of vkgrad.
 """
+import struct
 
 # Device dtype codes (DT_* in GLSL). DT_IMM marks a scalar operand carried in push constants.
 DTYPE_CODES = {"float32": 0, "bfloat16": 1, "int32": 2, "uint32": 3, "uint8": 4, "bool": 5, "imm": 6}
@@ -116,6 +117,7 @@ FAMILIES = {
 # Every kernel declares its push constants within this many 32-bit words (Vulkan guarantees 128 B).
 PUSH_WORDS = 32
 WORKGROUP = 256  # local_size_x of the one-dimensional kernels
+MAX_GROUPS = 65535  # Vulkan's guaranteed maxComputeWorkGroupCount[0]: the grid's cap
 # Elements each invocation of elementwise.comp (its quads: uvec4s) and of gather.comp's word
 # copies computes: whole 32-bit words of every dtype (1, 2 or 4 to a word).
 ELEMS_PER_INVOCATION = 4
@@ -126,6 +128,158 @@ ELEMS_PER_INVOCATION = 4
 ARENA_SLOTS = 8
 ARENA_SLOT_SHIFT = 27
 
+
+class Layout:
+    """A kernel family's contract with its shader, declared once here: its push-constant block
+    (`fields`, GLSL declarations "uint name", "int name[LEN]", "float name", in order; LEN a
+    number or one of `limits`), its workgroup size and its limits (the dims its strides
+    describe, say: "MAXD"), which read as attributes (LAYOUTS["reduce"].MAXD).
+
+    tools/build_shaders.py writes header() to <family>_layout.glsl in the shaders' include
+    folder, which the family's .comp includes in place of writing any of it: it defines WG and
+    the limits, declares `layout(local_size_x = WG) in;` and the block as `p`. The ops build
+    the push constants with pack(name=value, ...). The block must fit PUSH_WORDS (checked when
+    this module loads).
+
+    Converting a family (elementwise, gather, conv and matmul still declare their blocks in
+    their .comp): add its Layout to LAYOUTS with the fields of its `Params` block and the
+    #defines that size them, replace those lines and `layout(local_size_x = ...)` in the .comp
+    by `#include "<family>_layout.glsl"`, and have its launches pass LAYOUTS[family].pack(...)
+    and read its limits from the Layout; the SPIR-V is unchanged (compare a build before and
+    after)."""
+
+    TYPES = ("uint", "int", "float")
+
+    def __init__(self, family, fields, workgroup=WORKGROUP, **limits):
+        self.family, self.workgroup, self.limits = family, workgroup, limits
+        self.fields = []  # (type, name, length: an int or None, length as written)
+        for declaration in fields:
+            type_, name = declaration.split()
+            written = None
+            if name.endswith("]"):
+                name, written = name[:-1].split("[")
+            if type_ not in self.TYPES:
+                raise ValueError(f"{family}: field {name} has type {type_!r}, not one of "
+                                 f"{self.TYPES}")
+            length = None if written is None else \
+                limits[written] if written in limits else int(written)
+            self.fields.append((type_, name, length, written))
+        self.words = sum(1 if n is None else n for _, _, n, _ in self.fields)
+        if self.words > PUSH_WORDS:
+            raise ValueError(f"{family}: {self.words} words of push constants, more than the "
+                             f"{PUSH_WORDS} every kernel fits in")
+
+    def __getattr__(self, name):
+        limits = self.__dict__.get("limits", {})
+        if name in limits:
+            return limits[name]
+        raise AttributeError(f"{type(self).__name__} of {self.__dict__.get('family')!r} has no "
+                             f"limit {name!r}")
+
+    def pack(self, **values):
+        """The push constants, one 32-bit value per word in the block's order, from every
+        field's value by name: ints as they are (an operand's Buffer.start stays itself, for
+        launch; a negative int as two's complement), floats of `float` fields as their float32
+        bits; an array field from a sequence of at most its length, padded with zeros."""
+        missing = [name for _, name, _, _ in self.fields if name not in values]
+        unknown = set(values) - {name for _, name, _, _ in self.fields}
+        if missing or unknown:
+            raise TypeError(f"{self.family} push constants: missing {missing}, unknown "
+                            f"{sorted(unknown)}")
+        out = []
+        for type_, name, length, _ in self.fields:
+            value = values[name]
+            items = [value] if length is None else list(value)
+            if length is not None and len(items) > length:
+                raise ValueError(f"{self.family} push constants: {name} has {len(items)} "
+                                 f"entries, at most {length}")
+            out += [f32_bits(v) for v in items] if type_ == "float" else items
+            out += [0] * ((length or 1) - len(items))
+        return out
+
+    def header(self):
+        """The GLSL header that the family's .comp includes (see the class's docstring)."""
+        guard = f"{self.family.upper()}_LAYOUT_GLSL"
+        lines = [f"// {self.family}.comp's workgroup, limits and push constants, generated by",
+                 f"// tools/build_shaders.py from vkgrad/kernels.py (LAYOUTS[{self.family!r}]):",
+                 "// change them there.",
+                 f"#ifndef {guard}", f"#define {guard}",
+                 f"#define WG {self.workgroup}",
+                 *[f"#define {name} {value}" for name, value in self.limits.items()],
+                 "layout(local_size_x = WG) in;",
+                 "layout(push_constant) uniform Params {",
+                 *[f"    {type_} {name}{'' if written is None else f'[{written}]'};"
+                   for type_, name, _, written in self.fields],
+                 "} p;", "#endif", ""]
+        return "\n".join(lines)
+
+
+def layout_header_name(family):
+    return f"{family}_layout.glsl"
+
+
+def workgroup(family):
+    """The local_size_x of `family`'s kernels: its Layout's, else WORKGROUP."""
+    layout = LAYOUTS.get(family)
+    return WORKGROUP if layout is None else layout.workgroup
+
+
+# The families' contracts (see Layout): what the fields mean is told here and in each .comp.
+LAYOUTS = {layout.family: layout for layout in [
+    Layout("reduce", [
+        "uint n_out", "uint n_red", "uint out_start", "uint a_start",
+        "uint scale_bits",   # result multiplier (1/n for mean), float domain only
+        "uint ndim_out",     # (the reduced dims' number is the RED_DIMS constant)
+        "uint out_shape[MAXD]", "int out_strides[MAXD]",
+        "uint red_shape[MAXD]", "int red_strides[MAXD]",
+        "uint pieces", "uint chunk",  # pieces per row, reduced elements per piece
+        "uint idx_start",    # argmax/argmin indices (STAGE 1: written, 2: read)
+    ], MAXD=4),              # kept dims and reduced dims, each (after coalescing)
+    Layout("rownorm", [
+        "uint rows", "uint n", "uint inner",
+        "uint x_start", "uint g_start", "uint out_start", "uint w_start", "uint b_start",
+        "uint t_start",
+        "uint aux_start",    # row statistics (float32)
+        "uint side_start",   # a second float32 output (LAYER_NORM_BACK, CE_FINISH)
+        "float eps",         # layer norm's epsilon, or cross-entropy's label smoothing
+        "int ignore_index", "uint error_code",
+    ]),
+    Layout("scan", [
+        "uint len", "uint rows", "uint chunk", "uint nchunks", "uint ndim",
+        "uint src_start", "int src_step", "uint dst_start", "int dst_step", "uint sums_start",
+        "uint shape[MAXD]", "int src_strides[MAXD]", "int dst_strides[MAXD]",
+    ], MAXD=5),              # row dims (after coalescing)
+    Layout("sort", [
+        "uint len", "uint rows", "uint pow2", "uint ndim", "uint src_start", "int src_step",
+        "uint keys_start", "uint index_start", "uint k", "uint j", "uint descending",
+        "uint shape[MAXD]", "int src_strides[MAXD]",
+    ], MAXD=5),              # row dims (after coalescing)
+    Layout("random", [
+        "uint n", "uint out_start", "uint a", "uint b", "uint c", "uint d",
+        "uint cursor",       # random draws: the generator's cursor
+    ]),
+    Layout("optim", [
+        "uint n", "uint ndim", "uint p_start", "uint g_start",
+        "uint s[4]",         # starts (in f32 elements) of the contiguous f32 state buffers
+        "uint step_at", "uint arrive_at",  # ADAM, RMSPROP: the f32 step count, its arrivals
+        "uint advance",      # 0: read the step only (a split parameter's earlier parts)
+        "float h[11]",       # hyper-parameters (optim.comp's table)
+        "uint shape[MAXD]", "int p_strides[MAXD]", "int g_strides[MAXD]",
+    ], MAXD=3),              # dims (after coalescing)
+    Layout("attention", [
+        "uint rows", "uint L", "uint S", "uint E", "uint EV", "float scale",
+        "uint q_start", "uint k_start", "uint v_start", "uint lse_start", "uint o32_start",
+        "uint g_start", "uint d_start",
+        "uint out_start", "uint outv_start",  # out (pass 0); dq (1); dk and dv (2)
+        "uint mask_start", "uint n_lo", "int s_hi", "int s_lo", "int s_l", "int s_s",
+    ], MAXE=128),            # the longest q/k and v rows, kept in registers
+    Layout("scatter", [
+        "uint m", "uint nfree", "uint nk", "uint nf", "uint dst_start", "uint src_start",
+        "uint keys_start", "uint keys_step", "uint perm_start", "uint perm_step",
+        "uint kshape[KD]", "int ksrc[KD]",                # keyed dims: src strides
+        "uint fshape[FD]", "int fdst[FD]", "int fsrc[FD]",  # free dims: dst and src strides
+    ], KD=3, FD=5),          # keyed and free dims (after coalescing)
+]}
 
 ELEMENTWISE_CODES = {name: i for i, name in enumerate(ELEMENTWISE_OPS)}
 REDUCE_CODES = {name: 100 + i for i, name in enumerate(REDUCE_OPS)}
@@ -143,6 +297,11 @@ def defines():
     out.update(ELEMS_PER_INVOCATION=f"{ELEMS_PER_INVOCATION}u", ARENA_SLOTS=ARENA_SLOTS, ARENA_SLOT_SHIFT=ARENA_SLOT_SHIFT,
                ARENA_SLOT_MASK=f"{(1 << ARENA_SLOT_SHIFT) - 1}u")
     return out
+
+
+def f32_bits(x):
+    """The bits of `x` as an IEEE float32, for a push constant."""
+    return struct.unpack("<I", struct.pack("<f", x))[0]
 
 
 def spirv_name(family, variant):

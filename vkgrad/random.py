@@ -187,8 +187,9 @@ def launch(backend, shape, dtype, op, a=0, b=0, c=0, d=0, cursor=None, out=None)
     the generator cursor that random draws read and advance."""
     out = backend.empty(shape, dtype) if out is None else out
     if out.size:
-        push = [out.size, out.start, a & MASK32, b & MASK32, c & MASK32, d & MASK32,
-                0 if cursor is None else cursor.start]
+        push = kernels.LAYOUTS["random"].pack(
+            n=out.size, out_start=out.start, a=a & MASK32, b=b & MASK32, c=c & MASK32,
+            d=d & MASK32, cursor=0 if cursor is None else cursor.start)
         backend.launch("random", "", -(-out.size // 4), push,
                        (kernels.RANDOM_CODES[op], dtype.code), writes=[out, cursor])
     return out

@@ -1,10 +1,16 @@
-"""The interface every backend implements, and the counters they keep.
+"""The interface every backend implements, the buffer view its kernels take, and its counters.
 
 A backend owns device memory and runs kernels. Arrays are backend-specific objects with `.shape`
-and `.dtype` (numpy arrays on the host, `DeviceArray` views on Vulkan); nothing above this layer
-looks inside them except through these methods and the op implementations for that backend.
+and `.dtype`: numpy arrays on the host, `Buffer` views on a device backend (vulkan.py's
+DeviceArray). The ops' device implementations (vkgrad/ops) use only what is declared here:
+Backend's methods and attributes and Buffer's, so they never import a backend module; only
+device.py opens a backend (through vkgrad.backend.open_vulkan), and nothing outside backend/
+imports Kompute (tests/test_imports.py checks both).
 """
 from dataclasses import dataclass, fields
+from math import prod
+
+from .. import layout
 
 
 @dataclass
@@ -28,8 +34,56 @@ class Counters:
             setattr(self, f.name, 0)
 
 
+class Buffer:
+    """A strided view of a device backend's memory, as kernels take their operands: `shape`,
+    `strides` and `offset` in elements of `dtype` (a vkgrad DType) within the allocation the
+    view belongs to, and the `backend` that owns it. Views of one allocation share its memory,
+    which lives while any of them does. Element (i0, i1, ...) is at offset + sum(i_k * s_k) of
+    the allocation."""
+    __slots__ = ("backend", "shape", "strides", "offset", "dtype")
+
+    def __init__(self, backend, shape, strides, offset, dtype):
+        self.backend, self.dtype = backend, dtype
+        self.shape, self.strides, self.offset = tuple(shape), tuple(strides), offset
+
+    @property
+    def start(self):
+        """The first element as a kernel addresses it (its index, in elements of its dtype, in
+        the backend's address space), to pass among a launch's push constants."""
+        raise NotImplementedError
+
+    @property
+    def size(self):
+        return prod(self.shape)
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def is_contiguous(self):
+        return layout.is_contiguous(self.shape, self.strides)
+
+    def view(self, shape, strides, offset):
+        """Another view of the same allocation (shape, strides, offset in elements of it)."""
+        raise NotImplementedError
+
+    def same_memory(self, other):
+        """Whether `other` is a view of the same allocation (so writing one may change the
+        other)."""
+        raise NotImplementedError
+
+
 class Backend:
-    """allocate, free, copy in/out, run a kernel, synchronise."""
+    """allocate, free, copy in/out, run a kernel, synchronise.
+
+    Every backend: empty, from_numpy, to_numpy, run, synchronize, capture and replay, profiling,
+    memory_stats, `counters`. A device backend, whose arrays are Buffers and whose ops queue
+    kernels, also has launch, fits, error_code and register_kernel, and the attributes `info`
+    (the device's properties and limits: name, limits such as max_compute_shared_memory_size),
+    `is_cpu` (a CPU driver: ops pick CPU-friendly variants), `subgroups` (the subgroup size
+    kernels may rely on, or 0) and `staging_range` (what a kernel that may write the error word
+    declares among its `writes`: see error_code). The host backend runs numpy and has none of
+    them."""
 
     kind = "abstract"
 
@@ -53,7 +107,35 @@ class Backend:
         raise NotImplementedError
 
     def synchronize(self):
-        """Wait until all queued work has finished."""
+        """Wait until all queued work has finished (a device backend: and raise the IndexError
+        a kernel reported through error_code since the last one)."""
+
+    def launch(self, family, variant, threads, push, spec=(), reads=(), writes=None):
+        """Queue one dispatch of kernel `family` (a shaders/<family>.comp, or a registered user
+        kernel) in `variant` (a key of kernels.FAMILIES[family]; "" for the one) covering
+        `threads` invocations (kernels loop over the rest when the grid is capped). `push`: the
+        push constants, a list of at most kernels.PUSH_WORDS 32-bit ints (negative ones as two's
+        complement), operands as their Buffer.start; a converted family packs them with its
+        kernels.Layout. `spec`: the kernel's specialization constants (constant_id 0, 1, ...).
+        `writes`: the Buffers the kernel writes (or reads and writes), `reads`: those it only
+        reads (None entries and scalars skipped); without `writes` the kernel may touch
+        anything, and is ordered after all earlier work and before all later work."""
+        raise NotImplementedError(f"the {self.kind} backend runs no device kernels: "
+                                  f"launch({family!r}) needs a device backend (Vulkan)")
+
+    def fits(self, family, variant, spec=()):
+        """Whether kernel `family`/`variant` with specialization constants `spec` fits the
+        device's limits (shared memory, workgroup size)."""
+        raise NotImplementedError(f"the {self.kind} backend runs no device kernels")
+
+    def error_code(self, name):
+        """The nonzero code a kernel writes into the error word when it finds an index out of
+        range for op `name`; the next to_numpy or synchronize raises IndexError naming it."""
+        raise NotImplementedError(f"the {self.kind} backend runs no device kernels")
+
+    def register_kernel(self, family, spirv):
+        """Make SPIR-V compiled at run time (vkgrad.Kernel) launchable as `family`."""
+        raise NotImplementedError(f"the {self.kind} backend runs no device kernels")
 
     def begin_capture(self):
         """Start recording the kernels queued from now on (vkgrad.compile); backends with a

@@ -54,7 +54,6 @@ import bisect
 import gc
 import os
 import pathlib
-import struct
 import threading
 import weakref
 from math import inf, prod
@@ -62,13 +61,14 @@ from math import inf, prod
 import numpy as np
 
 from .. import kernels, layout, profiler
-from .base import Backend
+from . import loader
+from .base import Backend, Buffer
 from .pipeline_cache import PipelineCache
 
 SPIRV_DIR = pathlib.Path(__file__).resolve().parent.parent / "_spirv"
 ALIGN_WORDS = 16                  # 64-byte sub-allocation granularity
 LARGE_WORDS = 1 << 18             # blocks of 1 MiB and more are cut from the top of free space
-MAX_GROUPS = 65535                # Vulkan's guaranteed maxComputeWorkGroupCount[0]
+MAX_GROUPS = kernels.MAX_GROUPS   # the grid's cap (a module global: tests lower it)
 MAX_PENDING = 256                 # dispatches queued before they are submitted (the device starts)
 MAX_BUFFER_BYTES = (1 << 32) - (1 << 16)  # Kompute sizes buffers with 32-bit integers
 # A chunk is at most 2^ARENA_SLOT_SHIFT words (the slot bits of a start are above them); the
@@ -199,11 +199,6 @@ def spirv_addresses_one_chunk(spirv):
         i += count
     return any(b == 2 and v in used or b == 0 and pointers.get(variables.get(v)) not in arrays
                for v, b in bound.items())
-
-
-def f32_bits(x):
-    """The bits of `x` as an IEEE float32, for a push constant."""
-    return struct.unpack("<I", struct.pack("<f", x))[0]
 
 
 class TensorTooLargeError(MemoryError):
@@ -396,13 +391,14 @@ class Start(int):
 _LOG2 = {1: 0, 2: 1, 4: 2}  # elements per word -> their bits in an index
 
 
-class DeviceArray:
-    """A strided view of arena memory: a Block plus shape, strides and offset in elements."""
-    __slots__ = ("backend", "block", "shape", "strides", "offset", "dtype")
+class DeviceArray(Buffer):
+    """A strided view of arena memory (a Buffer): a Block plus shape, strides and offset in
+    elements."""
+    __slots__ = ("block",)
 
     def __init__(self, backend, block, shape, strides, offset, dtype):
-        self.backend, self.block, self.dtype = backend, block, dtype
-        self.shape, self.strides, self.offset = tuple(shape), tuple(strides), offset
+        super().__init__(backend, shape, strides, offset, dtype)
+        self.block = block
 
     @property
     def start(self):
@@ -419,19 +415,11 @@ class DeviceArray:
         per = self.dtype.per_word
         return Start(word * per + self.offset, chunk, kernels.ARENA_SLOT_SHIFT + _LOG2[per])
 
-    @property
-    def size(self):
-        return prod(self.shape)
-
-    @property
-    def ndim(self):
-        return len(self.shape)
-
-    def is_contiguous(self):
-        return layout.is_contiguous(self.shape, self.strides)
-
     def view(self, shape, strides, offset):
         return DeviceArray(self.backend, self.block, shape, strides, offset, self.dtype)
+
+    def same_memory(self, other):
+        return isinstance(other, DeviceArray) and other.block is self.block
 
 
 class Hazards:
@@ -645,8 +633,7 @@ class VulkanBackend(Backend):
     def subgroups(self, on):
         size = 0
         if on:
-            from .loader import physical_devices
-            found = physical_devices()
+            found = loader.physical_devices()
             index = getattr(getattr(self, "device", None), "index", 0)
             mine = found[index] if index < len(found) else {}
             size = mine.get("subgroup_size") or 0
@@ -946,7 +933,7 @@ class VulkanBackend(Backend):
         only reads (None entries and scalars skipped; whole blocks count). Without `writes`
         the kernel may touch anything, so it is ordered after all earlier work and before all
         later work (see Hazards): correct, but it runs alone."""
-        groups = max(1, min(MAX_GROUPS, -(-threads // kernels.WORKGROUP)))
+        groups = max(1, min(MAX_GROUPS, -(-threads // kernels.workgroup(family))))
         reads, writes = (None, None) if writes is None else (_ranges(reads), _ranges(writes))
         constants = np.zeros(kernels.PUSH_WORDS, np.int64)
         if len(self._chunks) == 1:  # every start is in slot 0 as it is
@@ -1175,3 +1162,37 @@ class VulkanBackend(Backend):
 
     def run(self, op, *args, **params):
         return op.vulkan(self, *args, **params)
+
+
+_managers = {}  # device index -> its kp.Manager (device 0's opened by probe())
+
+
+def probe():
+    """(the properties of every Vulkan device, as kp.Manager.list_devices gives them, None), or
+    ([], why there are none)."""
+    try:
+        import kp
+    except ImportError as e:
+        return [], f"the Kompute module `kp` is not installed ({e})"
+    # Kompute aborts the process, rather than raising, when it finds no device: ask first.
+    try:
+        found = loader.count_physical_devices()
+    except loader.LoaderError as e:
+        return [], str(e)
+    if found == 0:
+        return [], "the Vulkan loader found no device"
+    try:
+        manager = kp.Manager()
+        listed = manager.list_devices()
+    except Exception as e:  # no loader, no ICD, or no device
+        return [], f"no Vulkan device could be opened ({e})"
+    _managers[0] = manager
+    return listed, None
+
+
+def open_backend(index, properties):
+    """A VulkanBackend for device `index` (one kp.Manager per device, kept)."""
+    import kp
+    manager = _managers.get(index) or kp.Manager(index)
+    _managers[index] = manager
+    return VulkanBackend(manager, properties)

@@ -34,7 +34,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .. import dtypes, kernels
-from .registry import Op, OpTest, apply, apply_with_stats
+from .registry import Op, apply, apply_with_stats
 
 _CODES = kernels.CONV_CODES
 CHUNK = 16  # output elements per conv.comp invocation: whole words, one index decomposition
@@ -897,204 +897,16 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
     return out, unbatch(take_along_axis(positions, best, 4).reshape(n, c, oh, ow))
 
 
-# ---- the ops and their tests (tests/test_ops.py, tests/test_autograd_ops.py) --------------------
-def _torch(fn):
-    """A reference that runs torch.nn.functional.`fn` on float64 copies (imported lazily:
-    torch is a test dependency only)."""
-    def reference(*arrays, **params):
-        import torch
-        tensors = [torch.from_numpy(np.asarray(a, np.float64)) for a in arrays]
-        return getattr(torch.nn.functional, fn)(*tensors, **params).numpy()
-    return reference
-
-
-def _conv_cases(rng):
-    r = rng.standard_normal
-    return [
-        ([r((2, 3, 7, 6)), r((4, 3, 3, 2)), r(4)], {}),
-        ([r((1, 1, 9, 8)), r((2, 1, 3, 3)), r(2)], {"stride": 2, "padding": 1}),
-        ([r((2, 4, 6, 7)), r((6, 2, 2, 3))], {"groups": 2, "dilation": (2, 1),
-                                              "padding": (1, 2)}),
-        ([r((3, 5, 4, 4)), r((3, 5, 1, 1)), r(3)], {}),
-        ([r((2, 6, 5, 5)), r((6, 1, 3, 3)), r(6)], {"groups": 6, "stride": (1, 2),
-                                                    "padding": 1}),
-        ([r((0, 2, 4, 4)), r((3, 2, 3, 3)), r(3)], {}),
-    ]
-
-
-def _conv1d_cases(rng):
-    r = rng.standard_normal
-    return [([r((2, 3, 11)), r((4, 3, 3)), r(4)], {"stride": 2, "padding": 1}),
-            ([r((1, 2, 9)), r((2, 1, 4))], {"groups": 2, "dilation": 2})]
-
-
-def _conv_transpose_cases(rng):
-    r = rng.standard_normal
-    return [([r((2, 4, 5, 6)), r((4, 3, 3, 2)), r(3)], {"stride": 2, "padding": 1,
-                                                       "output_padding": 1}),
-            ([r((1, 6, 4, 3)), r((6, 2, 3, 3))], {"groups": 3, "stride": (2, 3),
-                                                  "dilation": (1, 2), "output_padding": (1, 2)}),
-            ([r((2, 2, 3, 3)), r((2, 3, 2, 2)), r(3)], {"dilation": 3, "output_padding": 2})]
-
-
-def _conv_transpose_length(inputs, params):
-    w = inputs[1]
-    return w.shape[0] * prod(w.shape[2:]) + (len(inputs) > 2)
-
-
-def _conv_length(inputs, params):
-    w = inputs[1]
-    return prod(w.shape[1:]) + (len(inputs) > 2)
-
-
-def _unfold_cases(rng):
-    r = rng.standard_normal
-    return [([r((2, 3, 7, 5))], {"kernel_size": (3, 2)}),
-            ([r((1, 1, 6, 9))], {"kernel_size": 3, "stride": 2, "padding": 1}),
-            ([r((2, 2, 9, 8))], {"kernel_size": (2, 3), "stride": (2, 1), "padding": (1, 0),
-                                 "dilation": (2, 1)}),
-            ([r((3, 2, 5, 5))], {"kernel_size": 5}),
-            ([r((0, 2, 4, 4))], {"kernel_size": 3})]
-
-
-def _fold_cases(rng):
-    r = rng.standard_normal
-    return [([r((2, 3 * 6, 5 * 4))], {"output_size": (7, 5), "kernel_size": (3, 2)}),
-            ([r((1, 9, 15))], {"output_size": (6, 9), "kernel_size": 3, "stride": 2,
-                               "padding": 1}),
-            ([r((2, 2 * 6, 5 * 6))], {"output_size": (9, 8), "kernel_size": (2, 3),
-                                      "stride": (2, 1), "padding": (1, 0), "dilation": (2, 1)})]
-
-
-_MAX_POOLS = [((2, 3, 7, 6), {"kernel_size": 2}),
-              ((1, 2, 9, 8), {"kernel_size": 3, "stride": 2, "padding": 1}),
-              ((2, 1, 5, 7), {"kernel_size": (2, 3), "stride": 1}),
-              ((1, 2, 8, 9), {"kernel_size": 3, "stride": (2, 1), "padding": 1, "dilation": 2})]
-_CEIL_POOLS = [((2, 3, 7, 8), {"kernel_size": 3, "stride": 2, "ceil_mode": True}),
-               ((1, 2, 7, 8), {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True}),
-               ((1, 2, 5, 7), {"kernel_size": (2, 3), "stride": (2, 3), "ceil_mode": True})]
-_AVG_CEIL_POOLS = _CEIL_POOLS + [
-    ((1, 2, 7, 8), {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True,
-                    "count_include_pad": False}),
-    ((2, 1, 6, 6), {"kernel_size": 2, "divisor_override": 3})]
-_AVG_POOLS = [((2, 3, 7, 6), {"kernel_size": 2}),
-              ((1, 2, 9, 8), {"kernel_size": 3, "stride": 2, "padding": 1}),
-              ((1, 2, 9, 8), {"kernel_size": 3, "stride": 2, "padding": 1,
-                              "count_include_pad": False}),
-              ((2, 1, 5, 7), {"kernel_size": (2, 3), "stride": 1, "padding": (1, 0),
-                              "count_include_pad": False})]
-
-
-def _pool_cases(pools):
-    return lambda rng: [([rng.standard_normal(shape)], params) for shape, params in pools]
-
-
-def _pool_call_args(name, shape, params):
-    """The pooling op's parameters for the public arguments `params` on an input of `shape`."""
-    window = {k: v for k, v in params.items() if k != "count_include_pad"}
-    kernel, stride, padding, dilation = _pool_args(name, shape, **window)
-    if name == "max_pool2d":
-        return dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation)
-    return dict(kernel=kernel, stride=stride, padding=padding,
-                include_pad=params.get("count_include_pad", True))
-
-
-def _max_pool_backward_call(x, g, **params):
-    window = _pool_call_args("max_pool2d", x.shape, params)
-    _, tap = apply_with_stats(MAX_POOL, x.detach(), **window, argmax=True)
-    return apply(MAX_POOL_BACKWARD, tap, g, size=x.shape[2:], **window)
-
-
-def _avg_pool_backward_call(x, g, **params):
-    # x only gives the input's shape: the average pool's backward reads g alone
-    return apply(AVG_POOL_BACKWARD, g, size=x.shape[2:],
-                 **_pool_call_args("avg_pool2d", x.shape, params))
-
-
-def _pool_backward_cases(name, pools):
-    """(input, upstream gradient) pairs for a pooling backward op."""
-    def cases(rng):
-        out = []
-        for shape, params in pools:
-            geometry = _pool_call_args(name, shape, params)
-            out_hw = _out_hw(shape[2:], geometry["kernel"], geometry["stride"],
-                             geometry["padding"], geometry.get("dilation", (1, 1)))
-            out.append(([rng.standard_normal(shape), rng.standard_normal(shape[:2] + out_hw)],
-                        params))
-        return out
-    return cases
-
-
-def _torch_pool_backward(fn):
-    def reference(x, g, **params):
-        import torch
-        xt = torch.from_numpy(np.asarray(x, np.float64)).requires_grad_()
-        getattr(torch.nn.functional, fn)(xt, **params).backward(torch.from_numpy(g))
-        return xt.grad.numpy()
-    return reference
-
-
-def _adaptive_cases(rng):
-    r = rng.standard_normal
-    return [([r((2, 3, 7, 9))], {"output_size": (3, 4)}),
-            ([r((1, 2, 6, 6))], {"output_size": (2, 3)}),
-            ([r((1, 1, 5, 5))], {"output_size": 1}),
-            ([r((1, 2, 3, 3))], {"output_size": (5, None)})]
-
-
-def _bin_length(inputs, params):
-    (h, w), size = inputs[0].shape[2:], params["output_size"]
-    oh, ow = (size, size) if isinstance(size, int) else (size[0], size[1] or w)
-    return (-(-h // oh) + 1) * (-(-w // ow) + 1)
-
-
-def _window_length(inputs, params):
-    return prod(_tuple("", "", params["kernel_size"], 2, 1))
-
-
-def _conv_without_grad(*tensors, relu=False, **params):
-    from ..autograd import no_grad
-    with no_grad():
-        return (conv2d_relu if relu else conv2d)(*tensors, **params)
-
-
-def _torch_conv_relu(*arrays, **params):
-    return np.maximum(_torch("conv2d")(*arrays, **params), 0)
-
-
+# ---- the ops ------------------------------------------------------------------------------------
 # conv2d without autograd (inference): no vjp, so conv2d takes it only when no gradient is wanted
-CONV_INFERENCE = Op("conv2d_inference", _conv_inference_host, _conv_inference_vulkan, saves=(),
-                    tests=[OpTest(_conv_without_grad, _torch("conv2d"), _conv_cases,
-                                  reduction_length=_conv_length, grad=False),
-                           OpTest(lambda *t, **p: _conv_without_grad(*t, relu=True, **p),
-                                  _torch_conv_relu, _conv_cases, reduction_length=_conv_length,
-                                  grad=False)])
-IM2COL = Op("im2col", _im2col_host, _im2col_vulkan, vjp=_im2col_vjp, saves=(), tests=[
-    OpTest(unfold, _torch("unfold"), _unfold_cases),
-    OpTest(conv2d, _torch("conv2d"), _conv_cases, reduction_length=_conv_length),
-    OpTest(conv1d, _torch("conv1d"), _conv1d_cases, reduction_length=_conv_length)])
-COL2IM = Op("col2im", _col2im_host, _col2im_vulkan, vjp=_col2im_vjp, saves=(), tests=[
-    OpTest(fold, _torch("fold"), _fold_cases, reduction_length=_window_length),
-    OpTest(conv_transpose2d, _torch("conv_transpose2d"), _conv_transpose_cases,
-           reduction_length=_conv_transpose_length)])
+CONV_INFERENCE = Op("conv2d_inference", _conv_inference_host, _conv_inference_vulkan, saves=())
+IM2COL = Op("im2col", _im2col_host, _im2col_vulkan, vjp=_im2col_vjp, saves=())
+COL2IM = Op("col2im", _col2im_host, _col2im_vulkan, vjp=_col2im_vjp, saves=())
 MAX_POOL = Op("max_pool2d", _max_pool_host, _max_pool_vulkan, vjp=_max_pool_vjp,
-              saves=("stats",), tests=[
-                  OpTest(max_pool2d, _torch("max_pool2d"), _pool_cases(_MAX_POOLS)),
-                  OpTest(max_pool2d, _torch("max_pool2d"), _pool_cases(_CEIL_POOLS))])
+              saves=("stats",))
 MAX_POOL_BACKWARD = Op(
-    "max_pool2d_backward", _max_pool_back_host, _max_pool_back_vulkan, vjp=_max_pool_back_vjp,
-    tests=[OpTest(_max_pool_backward_call, _torch_pool_backward("max_pool2d"),
-                  _pool_backward_cases("max_pool2d", _MAX_POOLS),
-                  reduction_length=_window_length)])
-AVG_POOL = Op("avg_pool2d", _avg_pool_host, _avg_pool_vulkan, vjp=_avg_pool_vjp, saves=(), tests=[
-    OpTest(avg_pool2d, _torch("avg_pool2d"), _pool_cases(_AVG_POOLS),
-           reduction_length=_window_length),
-    OpTest(adaptive_avg_pool2d, _torch("adaptive_avg_pool2d"), _adaptive_cases,
-           reduction_length=_bin_length),
-    OpTest(avg_pool2d, _torch("avg_pool2d"), _pool_cases(_AVG_CEIL_POOLS),
-           reduction_length=_window_length)])
+    "max_pool2d_backward", _max_pool_back_host, _max_pool_back_vulkan, vjp=_max_pool_back_vjp)
+AVG_POOL = Op("avg_pool2d", _avg_pool_host, _avg_pool_vulkan, vjp=_avg_pool_vjp, saves=())
 AVG_POOL_BACKWARD = Op(
     "avg_pool2d_backward", _avg_pool_back_host, _avg_pool_back_vulkan, vjp=_avg_pool_back_vjp,
-    saves=(), tests=[OpTest(_avg_pool_backward_call, _torch_pool_backward("avg_pool2d"),
-                            _pool_backward_cases("avg_pool2d", _AVG_POOLS),
-                            reduction_length=_window_length)])
+    saves=())

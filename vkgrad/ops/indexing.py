@@ -46,13 +46,15 @@ import numpy as np
 
 from .. import dtypes, kernels, layout
 from ..autograd import check_inplace
-from ..backend.vulkan import DeviceArray
+from ..backend.base import Buffer
 from ..tensor import _ADVANCED, Tensor, _check_device_dtype, tensor, tensor_method, zeros
 from .elementwise import cast, contiguous
 from .elementwise import launch as elementwise_launch
-from .registry import OPS, Op, OpTest, apply
+from .registry import OPS, Op, apply
 
-MAXD = 5  # dims that gather.comp and scan.comp describe (after coalescing)
+MAXD = 5  # dims that gather.comp describes (after coalescing)
+SCAN = kernels.LAYOUTS["scan"]  # MAXD row dims (after coalescing)
+SCATTER = kernels.LAYOUTS["scatter"]  # KD keyed and FD free dims (after coalescing)
 _G = kernels.GATHER_CODES
 _S = kernels.SCAN_CODES
 _ITEMSIZE = {d.code: d.itemsize for d in dtypes.ALL if d.on_device}
@@ -86,7 +88,7 @@ def strided_copy(shape, dst, dst_strides, src, src_strides=None, index=None, add
     if n == 0:
         return
     ndim = len(shape)
-    imm = not isinstance(src, DeviceArray)
+    imm = not isinstance(src, Buffer)
     if imm:
         src_strides = (0,) * ndim
     array, idx_strides, idx_n, scale, side = index or (None, (0,) * ndim, 0, 0, "none")
@@ -129,12 +131,12 @@ def _scatter_sorted(shape, dst, dst_strides, src, src_strides, index, mode, chec
     array, idx_strides, idx_n, scale, _ = index
     keyed = [d for d, n in enumerate(shape) if n > 1 and dst_strides[d] == 0]
     free = [d for d, n in enumerate(shape) if n > 1 and dst_strides[d] != 0]
-    imm = not isinstance(src, DeviceArray)
+    imm = not isinstance(src, Buffer)
     src_strides = (0,) * len(shape) if imm else src_strides
     def keyed_src():  # the keyed dims and src's strides along them, coalesced
         return layout.coalesce([shape[d] for d in keyed], [src_strides[d] for d in keyed])
     kshape, (ksrc,) = keyed_src()
-    if len(kshape) > _SCATTER_KD:  # read a copy of the values with the keyed dims last
+    if len(kshape) > SCATTER.KD:  # read a copy of the values with the keyed dims last
         order = free + keyed
         copy_shape = [shape[d] for d in order]
         copy = backend.empty(copy_shape, src.dtype)
@@ -163,11 +165,8 @@ def _scatter_sorted(shape, dst, dst_strides, src, src_strides, index, mode, chec
                     ([None if imm else src, keys, perm], [dst]))
 
 
-_SCATTER_KD, _SCATTER_FD = 3, 5  # keyed and free dims that scatter.comp describes
-
-
 def _launch_scatter(backend, m, kshape, ksrc, fshape, fdst, fsrc, starts, steps, spec, access):
-    if len(fshape) > _SCATTER_FD:  # one dispatch per leading free index
+    if len(fshape) > SCATTER.FD:  # one dispatch per leading free index
         inner = prod(fshape[1:])
         for i in range(fshape[0]):
             shifted = [starts[0] + i * fdst[0], starts[1] + i * fsrc[0],
@@ -175,11 +174,11 @@ def _launch_scatter(backend, m, kshape, ksrc, fshape, fdst, fsrc, starts, steps,
             _launch_scatter(backend, m, kshape, ksrc, fshape[1:], fdst[1:], fsrc[1:], shifted,
                             steps, spec, access)
         return
-    kpad, fpad = [0] * (_SCATTER_KD - len(kshape)), [0] * (_SCATTER_FD - len(fshape))
     nfree = prod(fshape)
-    push = [m, nfree, len(kshape), len(fshape), starts[0], starts[1], starts[2], steps[0],
-            starts[3], steps[1], *kshape, *kpad, *ksrc, *kpad, *fshape, *fpad, *fdst, *fpad,
-            *fsrc, *fpad]
+    push = SCATTER.pack(m=m, nfree=nfree, nk=len(kshape), nf=len(fshape), dst_start=starts[0],
+                        src_start=starts[1], keys_start=starts[2], keys_step=steps[0],
+                        perm_start=starts[3], perm_step=steps[1], kshape=kshape, ksrc=ksrc,
+                        fshape=fshape, fdst=fdst, fsrc=fsrc)
     backend.launch("scatter", "", m * nfree, push, spec, reads=access[0], writes=access[1])
 
 
@@ -206,10 +205,10 @@ def _launch_copy(backend, shape, strides, starts, index_params, spec, access):
 
 
 def _scan_launch(backend, phase, threads, **f):
-    pad = [0] * (MAXD - len(f["shape"]))
-    push = [f["len"], f["rows"], f["chunk"], f["nchunks"], len(f["shape"]), f["src"].start,
-            f["src_step"], f["dst_start"], f["dst_step"], f["sums_start"], *f["shape"], *pad,
-            *f["src_strides"], *pad, *f["dst_strides"], *pad]
+    push = SCAN.pack(len=f["len"], rows=f["rows"], chunk=f["chunk"], nchunks=f["nchunks"],
+                     ndim=len(f["shape"]), src_start=f["src"].start, src_step=f["src_step"],
+                     dst_start=f["dst_start"], dst_step=f["dst_step"], sums_start=f["sums_start"],
+                     shape=f["shape"], src_strides=f["src_strides"], dst_strides=f["dst_strides"])
     backend.launch("scan", "", threads, push, (_S[phase], f["is_float"], f["src"].dtype.code,
                                                _S["COMBINE_" + f.get("combine", "sum").upper()]))
 
@@ -230,7 +229,7 @@ def scan_rows(src, dst, axis, combine="sum"):
     shape, (src_strides, dst_strides) = layout.coalesce(
         [src.shape[d] for d in rows_dims], [src.strides[d] for d in rows_dims],
         [dst.strides[d] for d in rows_dims])
-    if len(shape) > MAXD:
+    if len(shape) > SCAN.MAXD:
         return scan_rows(contiguous(src), dst, axis, combine)
     rows = prod(shape)
     if rows * length == 0:
@@ -260,10 +259,10 @@ def _mask_offsets(mask, strides):
     sums = backend.empty((nchunks + 1,), dtypes.int32)
     shape, (_, view_strides) = layout.coalesce(mask.shape, layout.contiguous_strides(mask.shape),
                                                strides)
-    if len(shape) > MAXD:
+    if len(shape) > SCAN.MAXD:
         raise NotImplementedError(f"a boolean index of shape {mask.shape} over dims with strides "
                                   f"{tuple(strides)} ({len(shape)} dims after merging, at most "
-                                  f"{MAXD})")
+                                  f"{SCAN.MAXD})")
     fields = dict(is_float=0, len=n, rows=1, chunk=chunk, nchunks=nchunks, src=mask, src_step=1,
                   dst_start=0, dst_step=0, sums_start=sums.start, shape=(), src_strides=(),
                   dst_strides=())
@@ -557,8 +556,8 @@ def _write_vulkan(backend, a, value, *operands, key, add, caller=None):
         return a
     shape, view, view_strides, index = _plan(a, operands, key, caller)
     strides = None
-    if isinstance(value, DeviceArray):
-        if value.block is a.block:  # the value overlaps the target: read a copy
+    if isinstance(value, Buffer):
+        if value.same_memory(a):  # the value overlaps the target: read a copy
             value = contiguous(value)
         strides = _value_strides(value, shape)
     strided_copy(shape, view, view_strides, value, strides, index=index and (*index, "dst"),
@@ -751,116 +750,6 @@ def one_hot(labels, num_classes, dtype=dtypes.float32):
     return apply(OPS["one_hot"], labels, num_classes=num_classes, dtype=dtype)
 
 
-# ---- the op table and its tests ------------------------------------------------------------------
-def _cases_index(rng):
-    x = rng.standard_normal
-    return [
-        ([x((5, 6)), np.array([4, 0, -1, 2])], {"key": lambda i: i}),
-        ([x((5, 6, 7)), np.array([[1, 3], [0, 0]]), np.array([6, -7])],
-         {"key": lambda i, j: (i, slice(1, 5, 2), j)}),                 # not adjacent: dims first
-        ([x((4, 5, 3)), np.array([2, 0, 4])], {"key": lambda i: (slice(None, None, -1), i)}),
-        ([x((3, 4, 5)), np.array([[1], [2]]), np.array([0, 4, 3])],
-         {"key": lambda i, j: (Ellipsis, i, j)}),
-        ([x((6, 5)), rng.random((6, 5)) > 0.5], {"key": lambda m: m}),
-        ([x((4, 7, 3)), rng.random(7) > 0.3], {"key": lambda m: (slice(1, 3), m)}),
-        ([x((2, 300)), rng.random((2, 300)) > 0.5], {"key": lambda m: m}),  # several chunks
-        ([x((4, 3)), np.zeros(4, bool)], {"key": lambda m: m}),           # nothing selected
-        ([x(()), np.array(True)], {"key": lambda m: m}),                  # 0-d
-        ([x((0, 3)), np.zeros((0,), np.int32)], {"key": lambda i: i}),    # empty
-        ([x((3, 5)), np.array(2)], {"key": lambda i: (i, slice(None))}),  # 0-d index
-        ([x((7, 3)), np.array([6, 1])], {"key": lambda i: (i, 2)}),
-    ]
-
-
-def _cases_host_keys(rng):
-    x = rng.standard_normal
-    return [([x((5, 6))], {"key": ([1, -2, 1], slice(None, None, 2))}),
-            ([x((3, 4, 5))], {"key": (0, slice(None), [1, 3])}),
-            ([x((3, 4, 5))], {"key": (None, [[0], [2]], 1, [0, 4, 1])}),
-            ([x((6, 3))], {"key": np.array([True, False, True, True, False, True])}),
-            ([x((4, 5))], {"key": (np.ones((4, 5), bool) & (rng.random((4, 5)) > 0.5),)}),
-            ([x((4, 5))], {"key": (slice(None), [])})]
-
-
-def _call_key(a, *indices, key):
-    return a[key(*indices)]
-
-
-def _reference_key(a, *indices, key):
-    return a[key(*[i.astype(np.intp) if i.dtype.kind != "b" else i for i in indices])]
-
-
-def _write_call(add):
-    def call(a, v, *indices, key):
-        b = zeros(a.shape, a.dtype, a.device)
-        b[...] = a
-        k = key(*indices) if callable(key) else key
-        (add_at(b, k, v) if add else b.__setitem__(k, v))
-        return b
-    return call
-
-
-def _write_reference(add):
-    def reference(a, v, *indices, key):
-        b = a.copy()
-        k = key(*[i.astype(np.intp) if i.dtype.kind != "b" else i for i in indices]) \
-            if callable(key) else key
-        (np.add.at(b, k, v) if add else b.__setitem__(k, v))
-        return b
-    return reference
-
-
-def _cases_write(rng):
-    x = rng.standard_normal
-    return [
-        ([x((5, 6)), x((3, 6)), np.array([4, 0, 2])], {"key": lambda i: i}),
-        ([x((5, 7)), x(()), np.array([[1, 3], [4, 0]])], {"key": lambda i: (slice(None), i)}),
-        ([x((9, 5)), 2.5, rng.random(9) > 0.4], {"key": lambda m: m}),
-        ([x((9,)), x((4,))], {"key": slice(1, 9, 2)}),
-        ([x((3, 8)), x((8,))], {"key": (1,)}),
-        ([x((4, 5, 3)), x((5, 1))], {"key": (slice(None, None, -2), Ellipsis)}),
-        ([x((6, 4)), -1.0, np.array([[0], [5]]), np.array([3, 1, 0])],
-         {"key": lambda i, j: (i, j)}),
-        ([x((3, 301)), x((301,))], {"key": (2,)}),
-        ([x(()), 7.0], {"key": ()}),
-    ]
-
-
-def _cases_add_at(rng):
-    x = rng.standard_normal
-    return [([x((5, 3)), x((6, 3)), np.array([4, 0, 4, 2, 0, 4])], {"key": lambda i: i}),
-            ([x((7,)), 1.5, np.array([1, 1, 1, 6])], {"key": lambda i: i}),
-            ([x((4, 5)), x((4, 2)), np.array([3, 3])], {"key": lambda i: (slice(None), i)}),
-            ([x((5,)), x((3,))], {"key": slice(0, 5, 2)})]
-
-
-def _cases_take(rng):
-    x = rng.standard_normal
-    return [([x((5, 6)), np.array([[0, 5], [-1, 3]])], {"axis": 1}),
-            ([x((4, 3)), np.array([11, 0, -12])], {"axis": None}),
-            ([x((7,)), np.array(3)], {"axis": 0}),
-            ([x((3, 0)), np.array([1, 2])], {"axis": 0})]
-
-
-def _cases_take_along_axis(rng):
-    x = rng.standard_normal
-    return [([x((5, 6)), rng.integers(-6, 6, (5, 3))], {"axis": 1}),
-            ([x((4, 3, 5)), rng.integers(0, 4, (2, 1, 5))], {"axis": 0}),
-            ([x((3, 300)), rng.integers(0, 300, (3, 257))], {"axis": -1}),
-            ([x((6,)), rng.integers(0, 6, (9,))], {"axis": None}),
-            ([x((2, 3)), np.zeros((2, 0), np.int32)], {"axis": 1})]
-
-
-def _cases_one_hot(rng):
-    return [([rng.integers(0, 5, (7,))], {"num_classes": 5}),
-            ([rng.integers(0, 3, (2, 4))], {"num_classes": 3}),
-            ([np.array(2)], {"num_classes": 4}),
-            ([rng.integers(0, 300, (3,))], {"num_classes": 300}),
-            ([np.zeros((0,), np.int32)], {"num_classes": 2})]
-
-
-_ALL_DTYPES = ("float32", "bfloat16", "int32", "bool")
-
 # ---- backward rules: indexing's adjoint adds the gradient back at the picked places -------------
 def _index_vjp(ctx, g):
     a_shape, operands = ctx.shapes[0], ctx.inputs[1:]
@@ -880,25 +769,9 @@ def _take_along_axis_vjp(ctx, g):
     return index_add(zeros(shape, g.dtype, g.device), _along_axis_key(indices, shape, axis), g), None
 
 
-Op("index", _index_host, _index_vulkan, vjp=_index_vjp, tests=[
-    OpTest(_call_key, _reference_key, _cases_index, dtypes=_ALL_DTYPES),
-    OpTest(lambda a, key: a[key], lambda a, key: a[key], _cases_host_keys),
-    OpTest(lambda a, i, axis: take(a, i, axis), lambda a, i, axis: np.take(a, i, axis),
-           _cases_take, dtypes=_ALL_DTYPES),
-])
-Op("setitem", _write_host, _write_vulkan, tests=[
-    OpTest(_write_call(False), _write_reference(False), _cases_write, dtypes=_ALL_DTYPES,
-           grad=False),
-    OpTest(_write_call(True), _write_reference(True), _cases_add_at, grad=False),
-])
-Op("index_add", _index_add_host, _index_add_vulkan, vjp=_index_add_vjp, tests=[
-    OpTest(lambda a, v, *i, key: index_add(a, key(*i) if callable(key) else key, v),
-           _write_reference(True), _cases_add_at)])
-Op("take_along_axis", _take_along_axis_host, _take_along_axis_vulkan, vjp=_take_along_axis_vjp,
-   tests=[
-    OpTest(take_along_axis, lambda a, i, axis: np.take_along_axis(a, i.astype(np.intp), axis),
-           _cases_take_along_axis, dtypes=_ALL_DTYPES)])
-Op("one_hot", _one_hot_host, _one_hot_vulkan, tests=[
-    OpTest(one_hot, lambda labels, num_classes: np.eye(num_classes)[labels.astype(np.intp)]
-           if num_classes else np.zeros((*labels.shape, 0)), _cases_one_hot, dtypes=("int32",),
-           grad=False)])
+# ---- the op table ------------------------------------------------------------------------------
+Op("index", _index_host, _index_vulkan, vjp=_index_vjp)
+Op("setitem", _write_host, _write_vulkan)
+Op("index_add", _index_add_host, _index_add_vulkan, vjp=_index_add_vjp)
+Op("take_along_axis", _take_along_axis_host, _take_along_axis_vulkan, vjp=_take_along_axis_vjp)
+Op("one_hot", _one_hot_host, _one_hot_vulkan)

@@ -22,7 +22,7 @@ import numpy as np
 from .. import dtypes, kernels, layout
 from ..tensor import Tensor, tensor_method
 from . import host_blas
-from .registry import Op, OpTest, apply
+from .registry import Op, apply
 
 MAXB = 3    # batch dims matmul.comp describes (after coalescing); more are looped on the host
 PARALLEL_GROUPS = 64  # fewer workgroups than this leave a device idle: split K (see _splits)
@@ -408,46 +408,7 @@ def _sum_out(t, letters, keep):
     return t.sum(axis=axes), "".join(c for c in letters if c in keep)
 
 
-# ---- the op and its tests (tests/test_ops.py runs them on every device, f32 and bf16) ----------
-def _pairs(*shape_pairs):
-    def cases(rng):
-        return [([rng.standard_normal(sa), rng.standard_normal(sb)], {}) for sa, sb in shape_pairs]
-    return cases
-
-
-def _int_pairs(rng):
-    return [([rng.integers(-9, 10, sa), rng.integers(-9, 10, sb)], {})
-            for sa, sb in (((7, 5), (5, 3)), ((2, 3, 4), (4, 5)), ((6,), (6,)),
-                           ((33, 40), (40, 9)))]
-
-
-def _inner_length(inputs, params):
-    a, b = inputs
-    return a.shape[-1] if np.ndim(a) and np.ndim(b) else 1
-
-
-def _einsum_cases(rng):
-    specs = [("ij,jk->ik", (7, 5), (5, 3)), ("bij,bjk->bik", (2, 3, 4), (2, 4, 5)),
-             ("ij,kj->ik", (6, 5), (4, 5)), ("i,i->", (9,), (9,)), ("ij,j->i", (4, 6), (6,)),
-             ("bhqd,bhkd->bhqk", (2, 3, 5, 4), (2, 3, 6, 4)), ("i,j->ij", (3,), (4,)),
-             ("ij,jk", (3, 4), (4, 2)), ("ijk,kl->lij", (2, 3, 4), (4, 5)),
-             ("bij,bjk->bki", (3, 2, 5), (3, 5, 4)), ("ij,jk->k", (3, 4), (4, 2)),
-             ("ij,ij->i", (5, 7), (5, 7)), ("ii->", (4, 4)), ("ii->i", (5, 5)), ("ij->ji", (3, 4)),
-             ("ijk->", (2, 3, 4)), ("iji->j", (3, 2, 3)), ("...ij->...ji", (2, 3, 4)),
-             ("ij,jk,kl->il", (3, 4), (4, 5), (5, 2)), ("i,i,i->i", (6,), (6,), (6,)),
-             ("...ij,...jk->...ik", (2, 1, 3, 4), (5, 4, 2)), ("ii,ij->j", (3, 3), (3, 4)),
-             ("bii,bij,k->bjk", (2, 3, 3), (2, 3, 4), (2,)), ("ab,cd,bc->ad", (2, 3), (4, 5),
-                                                               (3, 4)),
-             (",ij->ij", (), (2, 3)), ("ij,ij", (0, 3), (0, 3)), ("i...,i...", (3, 2), (3, 2))]
-    return [([rng.standard_normal(shape) for shape in shapes], {"subscripts": s})
-            for s, *shapes in specs]
-
-
-def _einsum_length(inputs, params):
-    _, out, sizes = _parse_einsum(params["subscripts"], [np.shape(x) for x in inputs])
-    return max(_size(sizes, [c for c in sizes if c not in out]), 1)
-
-
+# ---- the backward rule and the op table ----------------------------------------------------------
 def _swap(x):
     return x.swapaxes(-1, -2)
 
@@ -470,26 +431,4 @@ def _matmul_vjp(ctx, g):
     return da, db
 
 
-MATMUL = Op("matmul", _matmul_host, _matmul_vulkan, vjp=_matmul_vjp, tests=[
-    OpTest(lambda a, b: a @ b, np.matmul, _pairs(
-        ((1, 1), (1, 1)), ((7, 5), (5, 3)), ((65, 33), (33, 70)), ((129, 17), (17, 131)),
-        ((2, 3, 4), (4, 5)), ((3, 4, 5), (3, 5, 2)), ((3, 1, 4, 5), (2, 5, 6)),
-        ((5,), (5,)), ((5,), (5, 3)), ((4, 5), (5,)), ((2, 4, 5), (5,)), ((6, 1), (1, 7)),
-        ((0, 5), (5, 3)), ((4, 0), (0, 3)), ((4, 5), (5, 0)),
-        ((2, 1, 3, 1, 2, 3), (1, 4, 1, 5, 3, 2)),   # batch dims that cannot merge: > MAXB
-        ((6, 25), (25, 600)), ((600, 25), (25, 6)),  # flat and tall tiles
-        ((6, 3000), (3000, 25)), ((2, 5, 1024), (1024, 3))),  # K split in chunks
-        reduction_length=_inner_length),
-    OpTest(lambda a, b: _swap(a).matmul(_swap(b)), lambda a, b: _swap(a) @ _swap(b),
-           _pairs(((5, 7), (3, 5)), ((2, 33, 65), (70, 33))),
-           reduction_length=lambda inputs, params: inputs[0].shape[-2]),
-    OpTest(lambda a, b: a @ b, np.matmul, _int_pairs, dtypes=("int32",), grad=False),
-    OpTest(lambda a, b: a.dot(b), np.dot, _pairs(
-        ((5,), (5,)), ((4, 5), (5, 3)), ((4, 5), (5,)), ((5,), (5, 3)), ((2, 3, 4), (5, 4, 2)),
-        ((2, 3, 4), (4,)), ((), (3, 4)), ((3,), ())), reduction_length=_inner_length),
-    OpTest(lambda a, b: outer(a, b), np.outer, _pairs(
-        ((5,), (7,)), ((2, 3), (4,)), ((0,), (3,)), ((1,), (1,)))),
-    OpTest(lambda *ts, subscripts: einsum(subscripts, *ts),
-           lambda *xs, subscripts: np.einsum(subscripts, *xs), _einsum_cases,
-           reduction_length=_einsum_length),
-])
+MATMUL = Op("matmul", _matmul_host, _matmul_vulkan, vjp=_matmul_vjp)

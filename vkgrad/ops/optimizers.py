@@ -36,10 +36,10 @@ FRESH_MASTER) is what is updated, and the parameter receives the rounded copy.
 import numpy as np
 
 from .. import dtypes, kernels, layout, profiler
-from ..backend.vulkan import f32_bits
-from .registry import Op, OpTest
+from .registry import Op
 
-MAXD = 3  # dims optim.comp's push constants describe (after coalescing)
+OPTIM = kernels.LAYOUTS["optim"]
+MAXD = OPTIM.MAXD  # dims optim.comp's push constants describe (after coalescing)
 
 # rule -> names of optim.comp's hyper-parameter slots h[0], h[1], ... (unnamed slots are 0);
 # NAME_lo is the low part of NAME: NAME - float32(NAME), rounded to float32
@@ -49,7 +49,6 @@ HYPER = {
              "one_minus_beta2", "eps", "lr_lo", "beta1", "beta1_lo", "beta2_lo"),
     "rmsprop": ("lr", "weight_decay", "alpha", "one_minus_alpha", "eps", "momentum"),
 }
-HYPER_SLOTS = 11
 COUNTED = ("adam", "rmsprop")  # rules that count their steps
 
 
@@ -212,13 +211,14 @@ def _dispatch(backend, param, grad, b0, b1, b2, master, step, arrivals, rule, fl
                                  for a in (param, grad, b0, b1, b2, master)], step, arrivals,
                       rule=rule, flags=flags, hyper=hyper, advance=i == param.shape[0] - 1)
         return param
-    pad = [0] * (MAXD - len(shape))
-    values = [_slot(hyper, name) for name in HYPER[rule]]
-    values += [0.0] * (HYPER_SLOTS - len(values))
-    counter = [0, 0, 0] if step is None else [step.start, arrivals.start, int(advance)]
-    push = [param.size, len(shape), param.start, grad.start,
-            *[0 if a is None else a.start for a in (b0, b1, b2, master)], *counter,
-            *[f32_bits(v) for v in values], *shape, *pad, *p_strides, *pad, *g_strides, *pad]
+    counted = step is not None
+    push = OPTIM.pack(n=param.size, ndim=len(shape), p_start=param.start, g_start=grad.start,
+                      s=[0 if a is None else a.start for a in (b0, b1, b2, master)],
+                      step_at=step.start if counted else 0,
+                      arrive_at=arrivals.start if counted else 0,
+                      advance=int(advance) if counted else 0,
+                      h=[_slot(hyper, name) for name in HYPER[rule]], shape=shape,
+                      p_strides=p_strides, g_strides=g_strides)
     backend.launch("optim", "", param.size, push,
                    (kernels.OPTIM_RULES.index(rule), sum(kernels.OPTIM_FLAGS[f] for f in flags),
                     param.dtype.code, grad.dtype.code),
@@ -238,50 +238,5 @@ def _index0(a, i):
     return a.view(a.shape[1:], a.strides[1:], a.offset + i * a.strides[0])
 
 
-# ---- tests: a few steps of each optimizer against torch.optim in float64 ----------------------
-_SHAPES = [(), (7,), (3, 257), (0, 4), (2, 3, 5), (513,)]
-
-
-def _test_call(optimizer, configs):
-    def call(param, grad, options, steps):
-        from .. import nn, optim
-        # A contiguous host tensor shares the test's input array: update a copy of it. Strided
-        # inputs are views of private copies already, and stay strided parameters.
-        contiguous = param.contiguous()._data is param._data
-        p = nn.Parameter(param.astype(param.dtype) if contiguous else param)
-        opt = getattr(optim, optimizer)([p], **options)
-        for k in range(steps):
-            p.grad = grad if k % 2 == 0 else grad * -0.5
-            opt.step()
-        return p
-
-    def reference(param, grad, options, steps):
-        import torch
-        p = torch.tensor(param, dtype=torch.float64, requires_grad=True)
-        options = {k: v for k, v in options.items() if k != "master_weights"}
-        opt = getattr(torch.optim, optimizer)([p], **options)
-        g = torch.tensor(grad, dtype=torch.float64)
-        for k in range(steps):
-            p.grad = g if k % 2 == 0 else g * -0.5
-            opt.step()
-        return p.detach().numpy()
-
-    def cases(rng):
-        return [([rng.standard_normal(shape) * 2, rng.standard_normal(shape)],
-                 {"options": configs[i % len(configs)], "steps": 3})
-                for i, shape in enumerate(_SHAPES)]
-
-    return OpTest(call, reference, cases, grad=False)
-
-
-OPS_UPDATE = Op("optimizer_update", _host, _vulkan, saves=(), tests=[
-    _test_call("SGD", [dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
-                       dict(lr=0.1, momentum=0.9, dampening=0.3, maximize=True,
-                            master_weights=True),
-                       dict(lr=0.05)]),
-    _test_call("Adam", [dict(lr=0.01, amsgrad=True, weight_decay=0.1),
-                        dict(lr=0.02, betas=(0.3, 0.8), master_weights=True, maximize=True)]),
-    _test_call("AdamW", [dict(lr=0.01, weight_decay=0.1), dict(lr=0.01, amsgrad=True)]),
-    _test_call("RMSprop", [dict(lr=0.01, centered=True, momentum=0.5, weight_decay=0.1),
-                           dict(lr=0.01, alpha=0.9, master_weights=True)]),
-])
+# ---- the op ------------------------------------------------------------------------------------
+OPS_UPDATE = Op("optimizer_update", _host, _vulkan, saves=())

@@ -8,9 +8,9 @@ An `Op` bundles, side by side:
   saves                              what vjp reads: "inputs" and/or "output" (the rest is freed);
                                      "stats": host and vulkan return (result, *stats), arrays
                                      of the forward's by-products that vjp reads as ctx.stats
-  tests                              OpTests: how tests/test_ops.py and test_autograd.py check it
+How each op is tested (its cases and references) is the tests' own: tests/opdb.py.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 from .. import profiler
@@ -20,34 +20,12 @@ OPS = {}
 
 
 @dataclass
-class OpTest:
-    """How tests/test_ops.py checks an op, on every device and dtype, against numpy or torch.
-
-    call(*tensors, **params)      the public API under test (e.g. lambda a, b: a @ b)
-    reference(*arrays, **params)  the expected result from float64 copies of the (dtype-rounded)
-                                  inputs; integer/bool inputs are passed as they are
-    cases(rng)                    [(inputs: [np.ndarray | scalar], params: dict), ...]: random
-                                  data, never all zeros, awkward shapes (0-d, odd, empty, broadcast)
-    dtypes                        dtypes the floating inputs are cast to
-    reduction_length(inputs, params) -> int: terms summed per output (scales the tolerance)
-    grad                          whether autograd's tests differentiate it (floating outputs)
-    """
-    call: Callable
-    reference: Callable
-    cases: Callable
-    dtypes: tuple = ("float32", "bfloat16")
-    reduction_length: Optional[Callable] = None
-    grad: bool = True
-
-
-@dataclass
 class Op:
     name: str
     host: Callable
     vulkan: Callable
     vjp: Optional[Callable] = None
     saves: tuple = ("inputs",)
-    tests: list = field(default_factory=list)  # OpTest entries: adding an op adds its tests
 
     def __post_init__(self):
         if self.name in OPS:

@@ -32,11 +32,12 @@ import numpy as np
 
 from .. import dtypes, kernels
 from ..autograd import is_grad_enabled
-from ..backend.vulkan import f32_bits
+from ..kernels import f32_bits
 from .elementwise import contiguous
-from .registry import OPS, Op, OpTest, apply
+from .registry import OPS, Op, apply
 
-WG = kernels.WORKGROUP
+ROWNORM = kernels.LAYOUTS["rownorm"]
+WG = ROWNORM.workgroup
 MAX_ROW = WG * 65535    # lavapipe ends a shader loop after 65,535 iterations
 MODES = {name[5:].lower(): code for name, code in kernels.ROWNORM_CODES.items()
          if name.startswith("MODE_")}
@@ -221,6 +222,10 @@ def _operand(a, default):
     return (f32_bits(default), IMM) if a is None else (a.start, a.dtype.code)
 
 
+def _start(a):
+    return 0 if a is None else a.start
+
+
 def _row_launch(backend, mode, x, out, rows, n, inner, g=None, w=None, b=None, t=None,
                 aux=None, side=None, eps=0.0, ignore_index=0, error=0, flags=0, group=None):
     """One dispatch of rownorm.comp's `mode` over `rows` rows of n elements (stride inner)."""
@@ -229,9 +234,10 @@ def _row_launch(backend, mode, x, out, rows, n, inner, g=None, w=None, b=None, t
                          "row kernel handles")
     group = group or threads_per_row(backend, n, rows, inner)
     (w_start, w_dt), (b_start, b_dt) = _operand(w, 1.0), _operand(b, 0.0)
-    push = [rows, n, inner, x.start, 0 if g is None else g.start, out.start, w_start, b_start,
-            0 if t is None else t.start, 0 if aux is None else aux.start,
-            0 if side is None else side.start, f32_bits(eps), ignore_index, error]
+    push = ROWNORM.pack(rows=rows, n=n, inner=inner, x_start=x.start, g_start=_start(g),
+                        out_start=out.start, w_start=w_start, b_start=b_start, t_start=_start(t),
+                        aux_start=_start(aux), side_start=_start(side), eps=eps,
+                        ignore_index=ignore_index, error_code=error)
     spec = (MODES[mode], group, x.dtype.code, 0 if g is None else g.dtype.code, out.dtype.code,
             w_dt, b_dt, 0 if t is None else t.dtype.code, flags)
     writes = [out, side] + ([aux] if mode in ("layer_norm", "cross_entropy") else [])
@@ -430,147 +436,16 @@ def _cross_entropy_vjp(ctx, g):
     return where(valid, d * scale, 0.0), None, None
 
 
-# ---- the ops and their tests ---------------------------------------------------------------------
-_ROW_SHAPES = [((5, 7), 1), ((3, 17), -1), ((4, 6), 0), ((2, 3, 129), 2), ((3, 5, 4), 1),
-               ((1,), 0), ((2, 1000), 1), ((0, 4), 1), ((3, 0), 1)]
-
-
-def _cases_softmax(rng):
-    return [([rng.standard_normal(shape) * 3], {"axis": axis}) for shape, axis in _ROW_SHAPES]
-
-
-def _cases_edges(rng):
-    """Rows with a NaN, all -inf, a +inf, two +inf, a -inf, a large value (along both axes)."""
-    edge = rng.standard_normal((7, 5))
-    edge[0, 1], edge[1, :] = np.nan, -np.inf
-    edge[2, 3], edge[3, 0], edge[4, 2] = np.inf, -np.inf, 80.0
-    edge[5, 1:3] = np.inf
-    return [([edge], {"axis": 1}), ([edge], {"axis": 0})]
-
-
-def _softmax_reference(x, axis):
-    with np.errstate(all="ignore"):
-        e = np.exp(x - x.max(axis=axis, keepdims=True)) if x.size else x
-        return e / e.sum(axis=axis, keepdims=True) if x.size else x
-
-
-def _log_softmax_reference(x, axis):
-    with np.errstate(all="ignore"):
-        z = x - x.max(axis=axis, keepdims=True) if x.size else x
-        return z - np.log(np.exp(z).sum(axis=axis, keepdims=True)) if x.size else x
-
-
-def _cases_backward(rng):
-    return [([rng.standard_normal(shape) * 3, rng.standard_normal(shape)], {"axis": axis})
-            for shape, axis in _ROW_SHAPES]
-
-
-def _softmax_backward_reference(x, g, axis):
-    p = _softmax_reference(x, axis)
-    return p * (g - (g * p).sum(axis=axis, keepdims=True))
-
-
-def _log_softmax_backward_reference(x, g, axis):
-    return g - _softmax_reference(x, axis) * g.sum(axis=axis, keepdims=True)
-
-
-def _row_length(inputs, params):
-    x = np.asarray(inputs[0])
-    return x.shape[params["axis"]] if x.ndim else 1
-
-
-def _cases_layer_norm(rng):
-    x = rng.standard_normal
-    return [([x((4, 7)) * 3 + 1, x(7), x(7)], {"k": 1, "eps": 1e-5}),
-            ([x((2, 3, 129)), None, x(129)], {"k": 1, "eps": 1e-5}),
-            ([x((3, 4, 5)), x((4, 5)), None], {"k": 2, "eps": 1e-3}),
-            ([x((2, 1000)), x(1000), x(1000)], {"k": 1, "eps": 1e-5}),
-            ([x((0, 6)), x(6), x(6)], {"k": 1, "eps": 1e-5}),
-            ([x((3, 1)), None, None], {"k": 1, "eps": 1e-5})]
-
-
-def _layer_norm_reference(x, w, b, k, eps):
-    axes = tuple(range(x.ndim - k, x.ndim))
-    d = x - x.mean(axis=axes, keepdims=True) if x.size else x
-    y = d / np.sqrt((d * d).mean(axis=axes, keepdims=True) + eps) if x.size else x
-    return y * (1 if w is None else w) + (0 if b is None else b)
-
-
-def _layer_norm_call(x, w, b, k, eps):
-    return apply(OPS["layer_norm"], x, w, b, k=k, eps=eps)
-
-
-def _cases_cross_entropy(rng):
-    out = []
-    for shape in ((6, 5), (4, 3, 2), (5,), (3, 17), (2, 129), (0, 4)):
-        c = shape[1] if len(shape) > 1 else shape[0]
-        t_shape = shape[:1] + shape[2:] if len(shape) > 1 else ()
-        t = rng.integers(0, c, t_shape).astype(np.int32)
-        if t.ndim:
-            t.flat[::3] = -100
-        for reduction, smoothing, w in (("mean", 0.0, None), ("sum", 0.2, rng.uniform(0.5, 2, c)),
-                                        ("none", 0.1, None), ("mean", 0.3, rng.uniform(0, 2, c))):
-            out.append(([rng.standard_normal(shape) * 3, t, w],
-                        {"axis": 1 if len(shape) > 1 else 0, "ignore_index": -100,
-                         "smoothing": smoothing, "reduction": reduction}))
-    return out
-
-
-def _cross_entropy_reference(x, t, w, axis, ignore_index, smoothing, reduction):
-    logp = _log_softmax_reference(x, axis)
-    c = x.shape[axis]
-    logp = np.moveaxis(logp, axis, -1).reshape(-1, c)
-    t = t.reshape(-1)
-    valid = t != ignore_index
-    wc = np.ones(c) if w is None else w
-    safe = np.where(valid, t, 0)
-    wt = np.where(valid, wc[safe], 0.0)
-    loss = -(1 - smoothing) * wt * logp[np.arange(t.size), safe] \
-        - smoothing / c * (logp * wc).sum(axis=1)
-    loss = np.where(valid, loss, 0.0)
-    if reduction == "mean":
-        with np.errstate(all="ignore"):
-            return loss.sum() / wt.sum()
-    return loss.sum() if reduction == "sum" else loss.reshape(x.shape[:axis] + x.shape[axis + 1:])
-
-
-def _cross_entropy_call(x, t, w, axis, ignore_index, smoothing, reduction):
-    return apply(OPS["cross_entropy"], x, t, w, axis=axis, ignore_index=ignore_index,
-                 smoothing=smoothing, reduction=reduction)
-
-
-def _ce_length(inputs, params):
-    x = np.asarray(inputs[0])
-    rows = x.size // max(x.shape[params["axis"]], 1)
-    return x.shape[params["axis"]] * (rows if params["reduction"] != "none" else 1)
-
-
-def _log_softmax(x, axis):
-    return apply(OPS["log_softmax"], x, axis=axis)
-
-
-Op("softmax", _softmax_host, _softmax_vulkan("softmax"), vjp=_softmax_vjp, tests=[
-    OpTest(_softmax, _softmax_reference, _cases_softmax, reduction_length=_row_length),
-    OpTest(_softmax, _softmax_reference, _cases_edges, grad=False)])
-Op("log_softmax", _log_softmax_host, _softmax_vulkan("log_softmax"), vjp=_log_softmax_vjp,
-   tests=[OpTest(_log_softmax, _log_softmax_reference, _cases_softmax,
-                 reduction_length=_row_length),
-          OpTest(_log_softmax, _log_softmax_reference, _cases_edges, grad=False)])
+# ---- the ops ------------------------------------------------------------------------------------
+Op("softmax", _softmax_host, _softmax_vulkan("softmax"), vjp=_softmax_vjp)
+Op("log_softmax", _log_softmax_host, _softmax_vulkan("log_softmax"), vjp=_log_softmax_vjp)
 Op("softmax_backward", _softmax_backward_host, _softmax_backward_vulkan("softmax_back"),
-   vjp=_softmax_backward_vjp, tests=[OpTest(
-       _softmax_backward, _softmax_backward_reference, _cases_backward,
-       reduction_length=_row_length)])
+   vjp=_softmax_backward_vjp)
 Op("log_softmax_backward", _log_softmax_backward_host,
-   _softmax_backward_vulkan("log_softmax_back"), vjp=_log_softmax_backward_vjp, tests=[OpTest(
-       lambda x, g, axis: apply(OPS["log_softmax_backward"], x, g, axis=axis),
-       _log_softmax_backward_reference, _cases_backward, reduction_length=_row_length)])
+   _softmax_backward_vulkan("log_softmax_back"), vjp=_log_softmax_backward_vjp)
 Op("layer_norm", _layer_norm_host, _layer_norm_vulkan, vjp=_layer_norm_vjp,
-   saves=("inputs", "stats"), tests=[OpTest(
-       _layer_norm_call, _layer_norm_reference, _cases_layer_norm,
-       reduction_length=lambda inputs, params: int(np.prod(inputs[0].shape[-params["k"]:])))])
+   saves=("inputs", "stats"))
 Op("layer_norm_backward", _layer_norm_backward_host, _layer_norm_backward_vulkan)
 Op("cross_entropy", _cross_entropy_host, _cross_entropy_vulkan, vjp=_cross_entropy_vjp,
-   saves=("inputs", "stats"), tests=[OpTest(
-       _cross_entropy_call, _cross_entropy_reference, _cases_cross_entropy,
-       reduction_length=_ce_length)])
+   saves=("inputs", "stats"))
 Op("cross_entropy_backward", _cross_entropy_backward_host, _cross_entropy_backward_vulkan)

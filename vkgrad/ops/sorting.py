@@ -35,14 +35,15 @@ from math import prod
 import numpy as np
 
 from .. import dtypes, kernels, layout
-from ..backend.vulkan import DeviceArray
+from ..backend.base import Buffer
 from ..tensor import Tensor, _axes, _narrow, _widen, tensor_method, where, zeros
 from .elementwise import compute_domain, contiguous
 from .elementwise import launch as elementwise_launch
 from .indexing import _check_index_dtype, checked_index, strided_copy, take_along_axis
-from .registry import OPS, Op, OpTest, apply
+from .registry import OPS, Op, apply
 
-MAXD = 5  # row dims that sort.comp describes (after coalescing)
+SORT = kernels.LAYOUTS["sort"]
+MAXD = SORT.MAXD  # row dims that sort.comp describes (after coalescing)
 
 ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])  # torch.return_types alike
 
@@ -82,17 +83,18 @@ def _argsort_vulkan(backend, a, axis, descending):
     pow2 = 1 << (n - 1).bit_length()
     keys = backend.empty((rows * pow2,), dtypes.uint32)
     index = backend.empty((rows * pow2,), dtypes.int32)
-    pad = [0] * (MAXD - len(shape))
-    head = [n, rows, pow2, len(shape), a.start, a.strides[axis], keys.start, index.start]
-    tail = [int(descending), *shape, *pad, *strides, *pad]
+    push = lambda k, j: SORT.pack(  # noqa: E731
+        len=n, rows=rows, pow2=pow2, ndim=len(shape), src_start=a.start,
+        src_step=a.strides[axis], keys_start=keys.start, index_start=index.start, k=k, j=j,
+        descending=int(descending), shape=shape, src_strides=strides)
     spec = lambda phase: (kernels.SORT_CODES[phase], a.dtype.code)  # noqa: E731
-    backend.launch("sort", "", rows * pow2, [*head, 0, 0, *tail], spec("SORT_INIT"),
+    backend.launch("sort", "", rows * pow2, push(0, 0), spec("SORT_INIT"),
                    reads=[a], writes=[keys, index])
     k = 2
     while k <= pow2:
         j = k // 2
         while j:
-            backend.launch("sort", "", rows * pow2, [*head, k, j, *tail], spec("SORT_STEP"),
+            backend.launch("sort", "", rows * pow2, push(k, j), spec("SORT_STEP"),
                            writes=[keys, index])
             j //= 2
         k *= 2
@@ -201,7 +203,7 @@ def _scatter_into(out, index, src, axis, combine, caller):
     the indices, in [0, n)."""
     dst_strides = [0 if d == axis else s for d, s in enumerate(out.strides)]
     strided_copy(index.shape, out, dst_strides, src,
-                 src.strides if isinstance(src, DeviceArray) else None,
+                 src.strides if isinstance(src, Buffer) else None,
                  index=(index, index.strides, out.shape[axis], out.strides[axis], "dst"),
                  add=combine == "add", combine=combine if combine != "add" else None,
                  check=caller, wrap=False)
@@ -398,97 +400,8 @@ def _nonzero_method(t, *, as_tuple=False):
 tensor_method("nonzero")(_nonzero_method)
 
 
-# ---- the op table and its tests ------------------------------------------------------------------
-def _cases_argsort(rng):
-    x = rng.standard_normal
-    ties = rng.integers(-3, 4, (6, 40)).astype(np.float64)
-    return [([x((7,))], {"axis": -1, "descending": False}),
-            ([x((5, 33))], {"axis": 1, "descending": True}),
-            ([x((9, 4, 3))], {"axis": 0, "descending": False}),
-            ([ties], {"axis": 1, "descending": False}),                  # stability
-            ([ties], {"axis": 0, "descending": True}),
-            ([x((2, 1000))], {"axis": -1, "descending": False}),
-            ([x(())], {"axis": 0, "descending": False}),
-            ([x((3, 0))], {"axis": 1, "descending": False}),
-            ([x((1, 1))], {"axis": 0, "descending": True})]
-
-
-def _reference_argsort(x, axis, descending):
-    # (numpy makes a 0-d argsort 1-d; torch and vkgrad keep it 0-d)
-    x1 = x.reshape(-1) if np.ndim(x) == 0 else x
-    return np.argsort(-x1 if descending else x1, axis=axis, kind="stable").reshape(np.shape(x))
-
-
-def _reference_sort(x, axis, descending):
-    x1 = x.reshape(-1) if np.ndim(x) == 0 else x
-    order = _reference_argsort(x1, axis, descending)
-    return np.take_along_axis(x1, order, axis).reshape(np.shape(x))
-
-
-Op("argsort", _argsort_host, _argsort_vulkan, tests=[
-    OpTest(argsort, _reference_argsort, _cases_argsort,
-           dtypes=("float32", "bfloat16", "int32"), grad=False),
-    OpTest(lambda x, axis, descending: sort(x, axis, descending), _reference_sort,
-           _cases_argsort, dtypes=("float32", "bfloat16", "int32")),
-    OpTest(lambda x, k, largest: topk(x, k, -1, largest).values,
-           lambda x, k, largest: _reference_sort(x, -1, largest)[..., :k],
-           lambda rng: [([rng.standard_normal((4, 9))], {"k": 3, "largest": True}),
-                        ([rng.standard_normal((300,))], {"k": 5, "largest": False}),
-                        ([rng.standard_normal((2, 5))], {"k": 0, "largest": True})]),
-])
-
-
-def _cases_scatter(rng):
-    x = rng.standard_normal
-    return [([x((5, 4)), rng.permutation(5)[:3].reshape(3, 1).repeat(4, 1), x((3, 4))],
-             {"dim": 0}),
-            ([x((3, 6)), np.stack([rng.permutation(6)[:4] for _ in range(2)]), x((2, 5))],
-             {"dim": 1}),
-            ([x((2, 3, 4)), rng.permutation(3)[:2].reshape(1, 2, 1).repeat(2, 0).repeat(3, 2),
-              x((2, 2, 3))], {"dim": 1}),
-            ([x((4,)), np.zeros((0,), np.int32), x((2,))], {"dim": 0})]
-
-
-def _reference_scatter(a, index, src, dim):
-    return _scatter_host(a, index, src[tuple(slice(0, n) for n in index.shape)], dim)
-
-
-def _cases_scatter_reduce(reduce, include_self):
-    def cases(rng):
-        x = rng.standard_normal
-        out = [([x((5, 4)), rng.integers(0, 5, (7, 3)), x((7, 4))], {"dim": 0}),
-               ([x((3, 6)), rng.integers(0, 6, (3, 9)), x((3, 9))], {"dim": -1}),
-               ([x((2, 3, 4)), rng.integers(0, 3, (2, 5, 4)), x((2, 5, 4))], {"dim": 1}),
-               ([x((4,)), rng.integers(0, 4, (300,)), x((300,))], {"dim": 0})]
-        if reduce == "prod":  # products of many terms: |x| near 1, and zeros
-            out = [([np.where(np.abs(a) < 0.2, 0.0, np.sign(a) * (0.9 + np.abs(a) / 10)), i,
-                     np.where(np.abs(s) < 0.2, 0.0, np.sign(s) * (0.9 + np.abs(s) / 10))], p)
-                   for (a, i, s), p in out]
-        return [(inputs, {**p, "reduce": reduce, "include_self": include_self})
-                for inputs, p in out]
-    return cases
-
-
-def _reference_scatter_reduce(a, index, src, dim, reduce, include_self):
-    src = src[tuple(slice(0, n) for n in index.shape)]
-    if reduce == "mean":
-        total = _scatter_reduce_host(a, index, src, dim, "sum", include_self)
-        count = _scatter_reduce_host(np.full(a.shape, float(include_self)), index,
-                                     np.ones_like(src), dim, "sum", True)
-        return total / np.maximum(count, 1)
-    return _scatter_reduce_host(a, index, src, dim % a.ndim, reduce, include_self)
-
-
-def _scatter_reduce_length(inputs, params):
-    return inputs[1].shape[params["dim"]] + 1
-
-
-Op("scatter", _scatter_host, _scatter_vulkan, vjp=_scatter_vjp, saves=("inputs",), tests=[
-    OpTest(lambda a, i, s, dim: scatter(a, dim, i, s), _reference_scatter, _cases_scatter,
-           dtypes=("float32", "bfloat16", "int32"))])
+# ---- the op table ------------------------------------------------------------------------------
+Op("argsort", _argsort_host, _argsort_vulkan)
+Op("scatter", _scatter_host, _scatter_vulkan, vjp=_scatter_vjp, saves=("inputs",))
 Op("scatter_reduce", _scatter_reduce_host, _scatter_reduce_vulkan, vjp=_scatter_reduce_vjp,
-   saves=("inputs", "output"), tests=[
-    OpTest(lambda a, i, s, dim, reduce, include_self: scatter_reduce(
-        a, dim, i, s, reduce, include_self=include_self), _reference_scatter_reduce,
-        _cases_scatter_reduce(reduce, include_self), reduction_length=_scatter_reduce_length)
-    for reduce in ("sum", "prod", "amax", "amin", "mean") for include_self in (True, False)])
+   saves=("inputs", "output"))

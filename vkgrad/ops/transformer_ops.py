@@ -30,13 +30,12 @@ from math import prod
 
 import numpy as np
 
-from .. import dtypes, layout
+from .. import dtypes, kernels, layout
 from ..autograd import grad as autograd_grad, is_grad_enabled
-from ..backend.vulkan import f32_bits
 from ..random import launch as pattern_launch
 from ..tensor import Tensor, _narrow, _widen, full, tensor_method, where
 from .elementwise import compute_domain, contiguous, launch as elementwise_launch
-from .registry import OPS, Op, OpTest, apply
+from .registry import OPS, Op, apply
 
 
 def _tri_host(a, diagonal, upper):
@@ -99,7 +98,8 @@ def masked_fill(x, mask, value):
     return out.astype(x.dtype) if out.dtype is not x.dtype else out
 
 
-MAX_FUSED_FEATURES = 128  # attention.comp's MAXE: the longest q/k and v rows it keeps in registers
+ATTENTION = kernels.LAYOUTS["attention"]
+MAX_FUSED_FEATURES = ATTENTION.MAXE  # the longest q/k and v rows attention.comp keeps in registers
 
 
 def _fold_mask(mask_shape, lead, big_l, s):
@@ -203,15 +203,20 @@ def _round_vulkan(backend, array, dtype):
         backend, "identity", dtype, array.shape, [array], "float")
 
 
-def _push(q, k, v, mask, scale, lse, o32, g=None, d=None, out=None, outv=None):
-    """attention.comp's push constants after `rows`, and its mask's specialization constants."""
+def _push(rows, q, k, v, mask, scale, lse, o32, g=None, d=None, out=None, outv=None):
+    """attention.comp's push constants over `rows` rows, and its mask's specialization
+    constants."""
     (big_l, e), (s, ev) = q.shape[-2:], v.shape[-2:]
     fold, spec = (1, 0, 0, 0, 0), (0, 0)
     if mask is not None:
         fold = _fold_mask(mask.shape, q.shape[:-2], big_l, s)
         spec = (1, 0) if mask.dtype is dtypes.bool_ else (2, mask.dtype.code)
-    starts = [0 if x is None else x.start for x in (q, k, v, lse, o32, g, d, out, outv, mask)]
-    return [big_l, s, e, ev, f32_bits(scale), *starts, *fold], spec
+    starts = {f"{name}_start": 0 if x is None else x.start for name, x in zip(
+        ("q", "k", "v", "lse", "o32", "g", "d", "out", "outv", "mask"),
+        (q, k, v, lse, o32, g, d, out, outv, mask))}
+    n_lo, s_hi, s_lo, s_l, s_s = fold
+    return ATTENTION.pack(rows=rows, L=big_l, S=s, E=e, EV=ev, scale=scale, **starts, n_lo=n_lo,
+                          s_hi=s_hi, s_lo=s_lo, s_l=s_l, s_s=s_s), spec
 
 
 def _attention_vulkan(backend, q, k, v, mask, scale, causal):
@@ -221,8 +226,8 @@ def _attention_vulkan(backend, q, k, v, mask, scale, causal):
     lse = backend.empty(q.shape[:-1], dtypes.float32)
     o32 = out if out.dtype is dtypes.float32 else backend.empty(out.shape, dtypes.float32)
     if rows:
-        push, spec = _push(q, k, v, mask, scale, lse, o32, out=out)
-        backend.launch("attention", "", rows, [rows, *push],
+        push, spec = _push(rows, q, k, v, mask, scale, lse, o32, out=out)
+        backend.launch("attention", "", rows, push,
                        (q.dtype.code, int(causal), 0, *spec, 0, out.dtype.code),
                        reads=[q, k, v, mask], writes=[out, lse, o32])
     return _round_vulkan(backend, out, q.dtype), lse, o32
@@ -237,16 +242,16 @@ def _attention_backward_vulkan(backend, q, k, v, mask, g, lse, o32, scale, causa
     dq = _output_vulkan(backend, q.shape, q.dtype)
     base = (q.dtype.code, int(causal))
     if rows_q:
-        push, spec = _push(q, k, v, mask, scale, lse, o32, g, d, dq)
-        backend.launch("attention", "", rows_q, [rows_q, *push],
+        push, spec = _push(rows_q, q, k, v, mask, scale, lse, o32, g, d, dq)
+        backend.launch("attention", "", rows_q, push,
                        (*base, 1, *spec, dq.dtype.code, 0),
                        reads=[q, k, v, mask, g, lse, o32], writes=[d, dq])
     if not need_kv:
         return _round_vulkan(backend, dq, q.dtype), None, None
     dk, dv = _output_vulkan(backend, k.shape, q.dtype), _output_vulkan(backend, v.shape, q.dtype)
     if rows_k:
-        push, spec = _push(q, k, v, mask, scale, lse, o32, g, d, dk, dv)
-        backend.launch("attention", "", rows_k, [rows_k, *push],
+        push, spec = _push(rows_k, q, k, v, mask, scale, lse, o32, g, d, dk, dv)
+        backend.launch("attention", "", rows_k, push,
                        (*base, 2, *spec, dk.dtype.code, dv.dtype.code),
                        reads=[q, k, v, mask, g, lse, d], writes=[dk, dv])
     return tuple(_round_vulkan(backend, x, q.dtype) for x in (dq, dk, dv))
@@ -297,62 +302,9 @@ def fused_attention(q, k, v, mask, scale, causal):
     return apply(OPS["attention"], q, k, v, mask, scale=float(scale), causal=bool(causal))
 
 
-# ---- the op and its tests ------------------------------------------------------------------------
-def _cases_tri(rng):
-    x = rng.standard_normal
-    return [([x((4, 4))], {"diagonal": 0}), ([x((3, 5))], {"diagonal": 1}),
-            ([x((5, 3))], {"diagonal": -2}), ([x((2, 3, 7, 6))], {"diagonal": 0}),
-            ([x((3, 4))], {"diagonal": 9}), ([x((3, 4))], {"diagonal": -9}),
-            ([x((0, 3))], {"diagonal": 0}), ([x((1, 257))], {"diagonal": 100})]
-
-
-def _cases_masked_fill(rng):
-    x = rng.standard_normal
-    return [([x((3, 4)), rng.random((3, 4)) > 0.5], {"value": -2.5}),
-            ([x((2, 3, 5)), rng.random((3, 1)) > 0.5], {"value": 0.0}),
-            ([x((7,)), rng.random(()) > 0.5], {"value": 3.0})]
-
-
-_TRI_DTYPES = ("float32", "bfloat16", "int32", "bool")
-
+# ---- the ops ------------------------------------------------------------------------------------
 Op("tri", _tri_host, _tri_vulkan, saves=(),
-   vjp=lambda ctx, g: (apply(OPS["tri"], g, **ctx.params),), tests=[
-       OpTest(tril, lambda x, diagonal: np.tril(x, diagonal), _cases_tri, dtypes=_TRI_DTYPES),
-       OpTest(triu, lambda x, diagonal: np.triu(x, diagonal), _cases_tri, dtypes=_TRI_DTYPES)])
-OPS["where"].tests.append(OpTest(
-    masked_fill, lambda x, mask, value: np.where(mask, value, x).astype(x.dtype),
-    _cases_masked_fill))
-
-
-def _cases_attention(rng):
-    x = rng.standard_normal
-    keep = lambda shape: rng.random(shape) > 0.3  # noqa: E731
-    return [([x((2, 5, 8)), x((2, 7, 8)), x((2, 7, 6)), None],
-             {"scale": 8 ** -0.5, "causal": False}),
-            ([x((3, 9, 4)), x((3, 9, 4)), x((3, 9, 4)), None], {"scale": 0.5, "causal": True}),
-            ([x((1, 4, 16)), x((1, 6, 16)), x((1, 6, 2)), None], {"scale": 0.25, "causal": True}),
-            ([x((2, 3, 4)), x((2, 0, 4)), x((2, 0, 2)), None], {"scale": 1.0, "causal": False}),
-            ([x((2, 2, 5, 3)), x((2, 2, 6, 3)), x((2, 2, 6, 5)), keep((2, 1, 5, 6))],
-             {"scale": 0.6, "causal": False}),
-            ([x((7, 4)), x((7, 4)), x((7, 3)), keep((7,))], {"scale": 0.5, "causal": False}),
-            ([x((1, 40, 128)), x((1, 40, 128)), x((1, 40, 128)), None],
-             {"scale": 128 ** -0.5, "causal": True})]
-
-
-def _attention_reference(q, k, v, mask, scale, causal):
-    s = q @ np.swapaxes(k, -1, -2) * scale
-    if causal:
-        s = np.where(np.tri(*s.shape[-2:], dtype=bool), s, -np.inf)
-    if mask is not None:
-        s = np.where(mask, s, -np.inf)
-    m = s.max(axis=-1, keepdims=True, initial=-np.inf)
-    w = np.exp(s - np.where(m == -np.inf, 0, m))
-    return w / np.maximum(w.sum(axis=-1, keepdims=True), 1e-300) @ v
-
-
-Op("attention", _attention_host, _attention_vulkan, vjp=_attention_vjp, saves=("inputs", "stats"),
-   tests=[OpTest(fused_attention, _attention_reference, _cases_attention,
-                 reduction_length=lambda inputs, params: max(inputs[0].shape[-1],
-                                                             inputs[1].shape[-2]))])
+   vjp=lambda ctx, g: (apply(OPS["tri"], g, **ctx.params),))
+Op("attention", _attention_host, _attention_vulkan, vjp=_attention_vjp, saves=("inputs", "stats"))
 ATTENTION_BACKWARD = Op("attention_backward", _attention_backward_host,
                         _attention_backward_vulkan, saves=())

@@ -1,0 +1,67 @@
+"""The Python/GLSL contract of kernels.LAYOUTS: each converted family's .comp takes its workgroup
+size, limits and push constants from the generated header alone, and the ops pack them by name."""
+import pathlib
+import re
+
+import pytest
+
+from vkgrad import kernels
+from vkgrad.kernel import INCLUDE
+
+SHADERS = pathlib.Path(__file__).resolve().parent.parent / "shaders"
+
+
+@pytest.mark.parametrize("family", sorted(kernels.LAYOUTS))
+def test_a_converted_shader_declares_nothing_its_layout_does(family):
+    layout = kernels.LAYOUTS[family]
+    assert family in kernels.FAMILIES
+    source = (SHADERS / f"{family}.comp").read_text()
+    assert f'#include "{kernels.layout_header_name(family)}"' in source
+    assert "push_constant" not in source and "local_size_x" not in source
+    for name in ["WG", *layout.limits]:
+        assert not re.search(rf"#define {name}\b", source), name
+
+
+@pytest.mark.parametrize("family", sorted(kernels.LAYOUTS))
+def test_the_built_header_is_the_layouts(family):
+    """tools/build_shaders.py wrote the header the package carries (for user kernels too)."""
+    header = INCLUDE / kernels.layout_header_name(family)
+    assert header.read_text() == kernels.LAYOUTS[family].header()
+
+
+def test_header_declares_the_block_in_order():
+    layout = kernels.Layout("demo", ["uint n", "int strides[MAXD]", "float h[2]"], MAXD=3)
+    header = layout.header()
+    assert "#define WG 256\n#define MAXD 3\nlayout(local_size_x = WG) in;" in header
+    assert ("layout(push_constant) uniform Params {\n    uint n;\n    int strides[MAXD];\n"
+            "    float h[2];\n} p;") in header
+    assert layout.words == 6 and layout.MAXD == 3 and kernels.workgroup("demo") == 256
+
+
+def test_pack_by_name_pads_arrays_and_takes_float_bits():
+    layout = kernels.Layout("demo", ["uint n", "int strides[MAXD]", "float h[2]", "float x"],
+                            MAXD=3)
+    assert layout.pack(n=7, strides=[-1, 2], h=[1.0], x=-2.0) == \
+        [7, -1, 2, 0, 0x3F800000, 0, 0xC0000000]
+    with pytest.raises(TypeError, match=r"missing \['x'\], unknown \['y'\]"):
+        layout.pack(n=7, strides=[], h=[], y=1)
+    with pytest.raises(ValueError, match="strides has 4 entries, at most 3"):
+        layout.pack(n=7, strides=[1, 2, 3, 4], h=[], x=0.0)
+    with pytest.raises(AttributeError, match="no limit 'MAXE'"):
+        layout.MAXE
+
+
+def test_pack_keeps_starts_as_they_are():
+    """An operand's start (an int that knows its arena chunk) reaches launch unchanged."""
+    class Start(int):
+        pass
+    start = Start(5)
+    assert kernels.LAYOUTS["random"].pack(n=1, out_start=start, a=0, b=0, c=0, d=0,
+                                          cursor=0)[1] is start
+
+
+def test_a_block_over_the_push_constant_budget_is_refused():
+    with pytest.raises(ValueError, match="33 words of push constants"):
+        kernels.Layout("big", ["uint a[30]", "uint b[3]"])
+    with pytest.raises(ValueError, match="type 'double'"):
+        kernels.Layout("odd", ["double a"])
