@@ -153,7 +153,7 @@ uint div_magic(uint n, uint m, uint s) {
 
 // The coordinate along an inner dim of size `dim` of row-major index `rest` (< 2^31), which keeps
 // the index over the outer dims. m: the dim's div_magic multiplier, its shift in byte k of
-// `shifts` (vkgrad.layout.div_magic_words lays them out).
+// `shifts` (vkgrad.layout.div_magic_fields lays them out).
 int split_coord(inout uint rest, uint dim, uint m, uint shifts, int k) {
     uint q = div_magic(rest, m, (shifts >> (8 * k)) & 0xffu);
     int c = int(rest - q * dim);

@@ -5,21 +5,13 @@
 // its own op's code. Variants: DOMAIN_FLOAT (f32 math), DOMAIN_INT (int32), DOMAIN_UINT (uint32).
 #include "common.glsl"
 
-layout(local_size_x = 256) in;
+#include "elementwise_layout.glsl"  // WG, limits, local size, push constants p: kernels.LAYOUTS
 
-#define MAXD 4
 layout(constant_id = 0) const uint OP = 0u;
 layout(constant_id = 1) const uint OUT_DT = 0u;
 layout(constant_id = 2) const uint A_DT = 0u;   // DT_IMM: a scalar in the push constants
 layout(constant_id = 3) const uint B_DT = 0u;
 layout(constant_id = 4) const uint C_DT = 0u;
-
-layout(push_constant) uniform Params {
-    uint n; uint ndim; uint out_start; uint a_start; uint b_start; uint c_start;
-    int out_strides[MAXD];  // used for unpacked outputs; packed outputs are contiguous
-    int a_strides[MAXD]; int b_strides[MAXD]; int c_strides[MAXD];
-    uint inner[MAXD - 1]; uint magic[MAXD - 1]; uint shifts;  // layout.div_magic_words(shape)
-} p;
 
 #if defined(DOMAIN_FLOAT)
 #define T float

@@ -30,21 +30,13 @@
 #include "common.glsl"
 #include "combine.glsl"
 
-layout(local_size_x = 256) in;
+#include "gather_layout.glsl"  // WG, limits, local size, push constants p: kernels.LAYOUTS
 
-#define MAXD 5
 layout(constant_id = 0) const uint MODE = 0u;
 layout(constant_id = 1) const uint SIDE = 0u;    // INDEX_*
 layout(constant_id = 2) const uint DST_DT = 0u;
 layout(constant_id = 3) const uint SRC_DT = 0u;
 layout(constant_id = 4) const uint IDX_DT = 0u;
-
-layout(push_constant) uniform Params {
-    uint n; uint ndim; uint dst_start; uint src_start; uint idx_start; uint idx_n; int idx_scale;
-    uint idx_check;
-    int dst_strides[MAXD]; int src_strides[MAXD]; int idx_strides[MAXD];
-    uint inner[MAXD - 1]; uint magic[MAXD - 1]; uint shifts;  // layout.div_magic_words(shape)
-} p;
 
 // Element i's (< 2^31) offsets: coordinates split off innermost first without dividing.
 void offsets(uint i, out int dst_off, out int src_off, out int ix) {

@@ -61,13 +61,14 @@ def test_div_magic_bounds():
             layout.div_magic(bad)
 
 
-def test_div_magic_words_layout():
-    words = layout.div_magic_words((5, 3, 1 << 20, 7), 4)
+def test_div_magic_fields():
+    fields = layout.div_magic_fields((5, 3, 1 << 20, 7), 4)
     magics = [layout.div_magic(d) for d in (3, 1 << 20, 7)]
-    assert words[:3] == [3, 1 << 20, 7]
-    assert words[3:6] == [m for m, _ in magics]
-    assert words[6] == magics[0][1] | magics[1][1] << 8 | magics[2][1] << 16
-    assert layout.div_magic_words((9,), 5) == [1] * 4 + [1 << 31] * 4 + [0]
+    assert fields["inner"] == [3, 1 << 20, 7]
+    assert fields["magic"] == [m for m, _ in magics]
+    assert fields["shifts"] == magics[0][1] | magics[1][1] << 8 | magics[2][1] << 16
+    assert layout.div_magic_fields((9,), 5) == {"inner": [1] * 4, "magic": [1 << 31] * 4,
+                                                "shifts": 0}
 
 
 # ---- ops on the device ---------------------------------------------------------------------------

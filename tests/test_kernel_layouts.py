@@ -38,6 +38,16 @@ def test_header_declares_the_block_in_order():
     assert layout.words == 6 and layout.MAXD == 3 and kernels.workgroup("demo") == 256
 
 
+def test_an_array_may_be_a_limit_less_a_number():
+    layout = kernels.Layout("demo", ["uint inner[MAXD - 1]", "uint shifts"], MAXD=4)
+    assert layout.words == 4
+    assert "    uint inner[MAXD - 1];\n    uint shifts;\n" in layout.header()
+    with pytest.raises(ValueError, match="array length 'MAXD \\+ 1'"):
+        kernels.Layout("demo", ["uint inner[MAXD + 1]"], MAXD=4)
+    with pytest.raises(ValueError, match="array length 'MAXE - 1'"):
+        kernels.Layout("demo", ["uint inner[MAXE - 1]"], MAXD=4)
+
+
 def test_pack_by_name_pads_arrays_and_takes_float_bits():
     layout = kernels.Layout("demo", ["uint n", "int strides[MAXD]", "float h[2]", "float x"],
                             MAXD=3)

@@ -4,6 +4,7 @@ This module is the single source of the numbers that Python and the shaders must
 codes, op codes, push-constant sizes). `tools/build_shaders.py` turns them into `-D` defines, so a
 code is never written twice. It imports nothing from the rest of vkgrad.
 """
+import re
 import struct
 
 # Device dtype codes (DT_* in GLSL). DT_IMM marks a scalar operand carried in push constants.
@@ -132,8 +133,9 @@ ARENA_SLOT_SHIFT = 27
 class Layout:
     """A kernel family's contract with its shader, declared once here: its push-constant block
     (`fields`, GLSL declarations "uint name", "int name[LEN]", "float name", in order; LEN a
-    number or one of `limits`), its workgroup size and its limits (the dims its strides
-    describe, say: "MAXD"), which read as attributes (LAYOUTS["reduce"].MAXD).
+    number, one of `limits` or a limit less a number, "MAXD - 1"), its workgroup size and its
+    limits (the dims its strides describe, say: "MAXD"), which read as attributes
+    (LAYOUTS["reduce"].MAXD).
 
     tools/build_shaders.py writes header() to <family>_layout.glsl in the shaders' include
     folder, which the family's .comp includes in place of writing any of it: it defines WG and
@@ -141,11 +143,11 @@ class Layout:
     the push constants with pack(name=value, ...). The block must fit PUSH_WORDS (checked when
     this module loads).
 
-    Converting a family (elementwise, gather, conv and matmul still declare their blocks in
-    their .comp): add its Layout to LAYOUTS with the fields of its `Params` block and the
-    #defines that size them, replace those lines and `layout(local_size_x = ...)` in the .comp
-    by `#include "<family>_layout.glsl"`, and have its launches pass LAYOUTS[family].pack(...)
-    and read its limits from the Layout; the SPIR-V is unchanged (compare a build before and
+    Converting a family (conv and matmul still declare their blocks in their .comp): add its
+    Layout to LAYOUTS with the fields of its `Params` block and the #defines that size them,
+    replace those lines and `layout(local_size_x = ...)` in the .comp by
+    `#include "<family>_layout.glsl"`, and have its launches pass LAYOUTS[family].pack(...) and
+    read its limits from the Layout; the SPIR-V is unchanged (compare a build before and
     after)."""
 
     TYPES = ("uint", "int", "float")
@@ -154,20 +156,29 @@ class Layout:
         self.family, self.workgroup, self.limits = family, workgroup, limits
         self.fields = []  # (type, name, length: an int or None, length as written)
         for declaration in fields:
-            type_, name = declaration.split()
-            written = None
-            if name.endswith("]"):
-                name, written = name[:-1].split("[")
+            type_, rest = declaration.split(maxsplit=1)
+            name, bracket, written = rest.partition("[")
             if type_ not in self.TYPES:
                 raise ValueError(f"{family}: field {name} has type {type_!r}, not one of "
                                  f"{self.TYPES}")
-            length = None if written is None else \
-                limits[written] if written in limits else int(written)
-            self.fields.append((type_, name, length, written))
+            written = written[:-1] if bracket else None
+            self.fields.append((type_, name, None if written is None else
+                                self._length(written), written))
         self.words = sum(1 if n is None else n for _, _, n, _ in self.fields)
         if self.words > PUSH_WORDS:
             raise ValueError(f"{family}: {self.words} words of push constants, more than the "
                              f"{PUSH_WORDS} every kernel fits in")
+
+    def _length(self, written):
+        """An array field's length from its GLSL text: a number, a limit, or a limit less a
+        number."""
+        match = re.fullmatch(r"(\w+)(?:\s*-\s*(\d+))?", written.strip())
+        if match is None or not (match[1] in self.limits or match[1].isdigit()):
+            raise ValueError(f"{self.family}: array length {written!r} is not a number, a limit "
+                             f"or a limit less a number")
+        base, less = match.groups()
+        value = self.limits[base] if base in self.limits else int(base)
+        return value - int(less or 0)
 
     def __getattr__(self, name):
         limits = self.__dict__.get("limits", {})
@@ -225,7 +236,21 @@ def workgroup(family):
 
 
 # The families' contracts (see Layout): what the fields mean is told here and in each .comp.
+# inner, magic and shifts: the dims a linear index splits over without dividing (vkgrad.layout.
+# div_magic_fields, for common.glsl's split_coord).
 LAYOUTS = {layout.family: layout for layout in [
+    Layout("elementwise", [
+        "uint n", "uint ndim", "uint out_start", "uint a_start", "uint b_start", "uint c_start",
+        "int out_strides[MAXD]",  # used for unpacked outputs; packed outputs are contiguous
+        "int a_strides[MAXD]", "int b_strides[MAXD]", "int c_strides[MAXD]",
+        "uint inner[MAXD - 1]", "uint magic[MAXD - 1]", "uint shifts",
+    ], MAXD=4),              # dims (after coalescing)
+    Layout("gather", [
+        "uint n", "uint ndim", "uint dst_start", "uint src_start", "uint idx_start",
+        "uint idx_n", "int idx_scale", "uint idx_check",  # gather.comp's index check
+        "int dst_strides[MAXD]", "int src_strides[MAXD]", "int idx_strides[MAXD]",
+        "uint inner[MAXD - 1]", "uint magic[MAXD - 1]", "uint shifts",
+    ], MAXD=5),              # dims (after coalescing)
     Layout("reduce", [
         "uint n_out", "uint n_red", "uint out_start", "uint a_start",
         "uint scale_bits",   # result multiplier (1/n for mean), float domain only

@@ -209,12 +209,14 @@ def div_magic(d):
     return -(-(1 << (31 + s)) // d), s
 
 
-def div_magic_words(shape, maxd):
-    """Push words with which a kernel splits a row-major linear index below 2^31 over `shape`
-    (at most maxd dims) into coordinates without dividing: the inner dims shape[1:], their
-    div_magic multipliers, each list padded with 1s to maxd - 1 words, then one word holding
-    their shifts, 8 bits each, shape[1]'s lowest. The outermost coordinate is the quotient left
-    over, so shape[0] is not needed."""
+def div_magic_fields(shape, maxd):
+    """The push-constant fields with which a kernel splits a row-major linear index below 2^31
+    over `shape` (at most maxd dims) into coordinates without dividing (kernels.LAYOUTS' inner,
+    magic and shifts, by name): `inner`, the inner dims shape[1:], and `magic`, their div_magic
+    multipliers, each padded with 1s (a dim of 1) to maxd - 1 entries; `shifts`, one word
+    holding their shifts, 8 bits each, shape[1]'s lowest. The outermost coordinate is the
+    quotient left over, so shape[0] is not needed."""
     inner = [*shape[1:], *[1] * (maxd - max(len(shape), 1))]
     magics = [div_magic(d) for d in inner]
-    return [*inner, *(m for m, _ in magics), sum(s << 8 * k for k, (_, s) in enumerate(magics))]
+    return {"inner": inner, "magic": [m for m, _ in magics],
+            "shifts": sum(s << 8 * k for k, (_, s) in enumerate(magics))}

@@ -13,7 +13,7 @@ from ..backend.base import Buffer
 from ..kernels import f32_bits
 from .registry import Op
 
-MAXD = 4  # dims elementwise.comp's push constants describe (after coalescing)
+ELEMENTWISE = kernels.LAYOUTS["elementwise"]  # MAXD dims (after coalescing)
 _INV_SQRT2 = 0.7071067811865476
 _INV_SQRT_2PI = 0.3989422804014327
 _TWO_OVER_SQRT_PI = 1.1283791670955126
@@ -467,7 +467,7 @@ def _launch_into(backend, code, out, operands, domain):
     arrays = [o for o in operands if isinstance(o, Buffer)]
     strides = [layout.broadcast_strides(a.shape, a.strides, out.shape) for a in arrays]
     shape, (out_strides, *strides) = layout.coalesce(out.shape, out.strides, *strides)
-    if len(shape) > MAXD:
+    if len(shape) > ELEMENTWISE.MAXD:
         # Too many dims survive coalescing: split the leading one (whole words per slice only).
         if (out.strides[0] % out.dtype.per_word) or out.start % out.dtype.per_word:
             raise NotImplementedError(f"{len(shape)}-d packed elementwise output")
@@ -489,11 +489,11 @@ def _launch_into(backend, code, out, operands, domain):
             stride_lists.append((0,) * len(shape))
     if out.size > layout.DIV_MAGIC_BOUND:
         raise NotImplementedError(f"elementwise output of {out.size} elements (at most 2^31)")
-    pad = [0] * (MAXD - len(shape))
-    push = [out.size, len(shape), out.start, *starts, *out_strides, *pad]
-    for s in stride_lists:
-        push += [*s, *pad]
-    push += layout.div_magic_words(shape, MAXD)
+    push = ELEMENTWISE.pack(n=out.size, ndim=len(shape), out_start=out.start, a_start=starts[0],
+                            b_start=starts[1], c_start=starts[2], out_strides=out_strides,
+                            a_strides=stride_lists[0], b_strides=stride_lists[1],
+                            c_strides=stride_lists[2],
+                            **layout.div_magic_fields(shape, ELEMENTWISE.MAXD))
     backend.launch("elementwise", domain, -(-out.size // kernels.ELEMS_PER_INVOCATION), push,
                    (code, out.dtype.code, *dtypes), reads=arrays, writes=[out])
 

@@ -52,7 +52,7 @@ from .elementwise import cast, contiguous
 from .elementwise import launch as elementwise_launch
 from .registry import OPS, Op, apply
 
-MAXD = 5  # dims that gather.comp describes (after coalescing)
+GATHER = kernels.LAYOUTS["gather"]  # MAXD dims (after coalescing)
 SCAN = kernels.LAYOUTS["scan"]  # MAXD row dims (after coalescing)
 SCATTER = kernels.LAYOUTS["scatter"]  # KD keyed and FD free dims (after coalescing)
 _G = kernels.GATHER_CODES
@@ -184,7 +184,7 @@ def _launch_scatter(backend, m, kshape, ksrc, fshape, fdst, fsrc, starts, steps,
 
 def _launch_copy(backend, shape, strides, starts, index_params, spec, access):
     words = spec[0] == _G["MODE_WORDS"]
-    if len(shape) > MAXD:  # too many dims survive coalescing: one dispatch per leading index
+    if len(shape) > GATHER.MAXD:  # too many dims survive coalescing: a dispatch per leading index
         if words and _ITEMSIZE[spec[2]] < 4:
             spec = [_G["MODE_STORE"], *spec[1:]]  # slices of a packed dst may share words
         for i in range(shape[0]):
@@ -195,11 +195,11 @@ def _launch_copy(backend, shape, strides, starts, index_params, spec, access):
     n = prod(shape)
     if n > layout.DIV_MAGIC_BOUND:
         raise NotImplementedError(f"strided copy of {n} elements (at most 2^31)")
-    pad = [0] * (MAXD - len(shape))
-    push = [n, len(shape), *starts, *index_params]
-    for s in strides:
-        push += [*s, *pad]
-    push += layout.div_magic_words(shape, MAXD)
+    push = GATHER.pack(n=n, ndim=len(shape), dst_start=starts[0], src_start=starts[1],
+                       idx_start=starts[2], idx_n=index_params[0], idx_scale=index_params[1],
+                       idx_check=index_params[2], dst_strides=strides[0],
+                       src_strides=strides[1], idx_strides=strides[2],
+                       **layout.div_magic_fields(shape, GATHER.MAXD))
     backend.launch("gather", "", -(-n // kernels.ELEMS_PER_INVOCATION) if words else n, push,
                    tuple(spec), reads=access[0], writes=access[1])
 
