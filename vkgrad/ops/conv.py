@@ -169,9 +169,10 @@ def _positive(a):
     return a.view(np.int32 if a.dtype.itemsize == 4 else np.int16) > 0
 
 
-def _conv_backward_host(w, cols, out, g, size, kernel, stride, padding, dilation, relu,
+def _conv_backward_host(x, w, cols, out, g, kernel, stride, padding, dilation, relu,
                         grad_dtypes):
-    """(dx, dW, db) of _conv_host's result for its upstream gradient g (O, OH*OW*N), each None
+    """(dx, dW, db) of _conv_host's result for its upstream gradient g (O, OH*OW*N) (x giving
+    dx's shape; the saved columns cols the rest), each None
     where grad_dtypes (the operands' dtypes, None where no gradient is wanted) says so. With
     relu, G = g where out > 0, else 0 (out is the saved result); then dW = G cols^T,
     db = sum of G's rows, dx = col2im(W^T G): in float32, each rounded once."""
@@ -181,7 +182,7 @@ def _conv_backward_host(w, cols, out, g, size, kernel, stride, padding, dilation
     x_dtype, w_dtype, b_dtype = grad_dtypes
     w32 = w.astype(np.float32, copy=False)
     dx = None if x_dtype is None else _col2im_host(
-        host_blas.matmul(w32.T, g), size, kernel, stride, padding, dilation).astype(
+        host_blas.matmul(w32.T, g), x.shape[2:], kernel, stride, padding, dilation).astype(
             x_dtype.np_dtype, copy=False)
     dw = None if w_dtype is None else host_blas.matmul(g, cols.T).astype(w_dtype.np_dtype,
                                                                           copy=False)
@@ -317,33 +318,51 @@ def _im2col_vulkan(backend, x, kernel, stride, padding, dilation):
                    x.shape[2:], out_hw, kernel, stride, padding, dilation)
 
 
-def _conv_vulkan(backend, x, w, bias, kernel, stride, padding, dilation, relu, out_dtype):
-    """The host's _conv_host, (result, float32 columns), from the kernels the composed path
-    uses: im2col, the product, the bias added and the ReLU applied in float32 (a bf16 input's
-    columns widened first)."""
-    from .elementwise import launch
-    from .linalg import _matmul_vulkan
-    if x.dtype is not dtypes.float32:
-        x = launch(backend, "identity", dtypes.float32, x.shape, [x], "float")
-    cols = _im2col_vulkan(backend, x, kernel, stride, padding, dilation)
-    out = _matmul_vulkan(backend, w, cols)
-    if bias is not None:
-        column = bias.view((bias.shape[0], 1), (bias.strides[0], 1), bias.offset)
-        out = launch(backend, "add", dtypes.float32, out.shape, [out, column], "float")
-    if relu or out_dtype is not dtypes.float32:  # (relu's result rounded to out_dtype)
-        out = launch(backend, "relu" if relu else "identity", out_dtype, out.shape, [out],
-                     "float")
-    return out, cols
+def _conv_vulkan(backend, *args, **params):
+    """The host's _conv_host on a Vulkan device: (result,), one implicit GEMM; CONV_BACKWARD
+    builds the columns itself. (The explicit path, im2col then the product, the bias and the
+    ReLU as launches of their own, measured 1.5-2.3x slower on lavapipe on LeNet5's
+    convolutions, and from as fast to 1.6x slower on larger ones.)"""
+    return (_conv_gemm_vulkan(backend, *args, **params),)
 
 
-def _conv_inference_vulkan(backend, *args, **params):
-    return _conv_vulkan(backend, *args, **params)[0]
+def _conv_gemm_vulkan(backend, x, w, bias, kernel, stride, padding, dilation, relu, out_dtype,
+                      variant=None):
+    """max(w @ cols(x) + bias, 0) (relu) as an (O, OH*OW*N) array of out_dtype in one launch of
+    matmul.comp's conv variant, which reads the columns straight from x, in float32 (x and w of
+    any float dtype) and rounds once. `variant`: the tile (or DIRECT) to run instead of the one
+    linalg._variant picks for the product, for tests and benchmarks:
+    `registry.apply(CONV, x, w, b, ..., variant="32x64")`."""
+    from .linalg import DIRECT, _gemm_config, _operand_layout, _threads, _variant
+    n, c, h, wd = x.shape
+    out_hw = _out_hw((h, wd), kernel, stride, padding, dilation)
+    (m, k), cols = w.shape, prod(out_hw) * n
+    out = backend.empty((m, cols), out_dtype)
+    if out.size == 0:
+        return out
+    variant = variant or _variant(backend, m, cols, k)
+    flags = int(relu) | (0 if bias is None else 2)  # matmul.comp's FLAG_RELU, FLAG_BIAS
+    push = [out.start, w.start, x.start, 0 if bias is None else bias.start, m, cols, k,
+            *w.strides, 0 if bias is None else bias.strides[0], n, c, h, wd, *out_hw, *kernel,
+            *stride, *padding, *dilation, *x.strides, flags,
+            0 if bias is None else bias.dtype.code]
+    spec = (out.dtype.code, w.dtype.code, x.dtype.code)
+    if variant != DIRECT:
+        codes = kernels.MATMUL_LAYOUT
+        spec += (*_gemm_config(backend, variant),
+                 *_operand_layout(m, k, w.strides[0], w.strides[1], w.start, ()),
+                 codes["AXIS_MN"], codes["LOAD_STRIDED"])
+    backend.launch("matmul", f"conv_{DIRECT}" if variant == DIRECT else "conv",
+                   _threads(backend, m, cols, 1, variant), push, spec,
+                   reads=[x, w, bias], writes=[out])
+    return out
 
 
-def _conv_backward_vulkan(backend, w, cols, out, g, size, kernel, stride, padding, dilation,
+def _conv_backward_vulkan(backend, x, w, cols, out, g, kernel, stride, padding, dilation,
                           relu, grad_dtypes):
     """_conv_backward_host from the composed path's kernels: the mask, two products, col2im
-    and a row sum, in float32, each result rounded once."""
+    and a row sum, in float32, each result rounded once; dW's columns of x (the implicit forward
+    saved none: cols is None) built by im2col first."""
     from .elementwise import launch
     from .linalg import _matmul_vulkan
 
@@ -353,13 +372,17 @@ def _conv_backward_vulkan(backend, w, cols, out, g, size, kernel, stride, paddin
     if relu:
         kept = launch(backend, "gt", dtypes.bool_, out.shape, [out, 0.0], "float")
         g = launch(backend, "where", dtypes.float32, g.shape, [kept, g, 0.0], "float")
+    g = rounded(g, dtypes.float32)  # (a bf16 g widened: W^T G must not round before col2im)
     x_dtype, w_dtype, b_dtype = grad_dtypes
     dx = dw = db = None
     if x_dtype is not None:
         wt = w.view(w.shape[::-1], w.strides[::-1], w.offset)
-        dx = rounded(_col2im_vulkan(backend, _matmul_vulkan(backend, wt, g), size, kernel,
+        dx = rounded(_col2im_vulkan(backend, _matmul_vulkan(backend, wt, g), x.shape[2:], kernel,
                                     stride, padding, dilation), x_dtype)
     if w_dtype is not None:
+        if x.dtype is not dtypes.float32:
+            x = launch(backend, "identity", dtypes.float32, x.shape, [x], "float")
+        cols = _im2col_vulkan(backend, x, kernel, stride, padding, dilation)
         colst = cols.view(cols.shape[::-1], cols.strides[::-1], cols.offset)
         dw = rounded(_matmul_vulkan(backend, g, colst), w_dtype)
     if b_dtype is not None:
@@ -444,8 +467,8 @@ def _conv_vjp(ctx, g):
                                    create_graph=True))
         return tuple(next(grads) if need else None for need in needs)
     arrays = g.device.backend.run(
-        CONV_BACKWARD, w._data, ctx.stats[0]._data, ctx.output._data, g._data,
-        size=x.shape[2:], kernel=params["kernel"], stride=params["stride"],
+        CONV_BACKWARD, x._data, w._data, ctx.stats[0]._data if ctx.stats else None,
+        ctx.output._data, g._data, kernel=params["kernel"], stride=params["stride"],
         padding=params["padding"], dilation=params["dilation"], relu=params["relu"],
         grad_dtypes=tuple(t.dtype if need else None for t, need in zip(ctx.inputs, needs)))
     return tuple(None if a is None else Tensor._wrap(a, g.device) for a in arrays)
@@ -1123,7 +1146,7 @@ def _torch_conv_relu(*arrays, **params):
 
 
 # conv2d without autograd (inference): no vjp, so conv2d takes it only when no gradient is wanted
-CONV_INFERENCE = Op("conv2d_inference", _conv_inference_host, _conv_inference_vulkan, saves=(),
+CONV_INFERENCE = Op("conv2d_inference", _conv_inference_host, _conv_gemm_vulkan, saves=(),
                     tests=[OpTest(_conv_without_grad, _torch("conv2d"), _conv_cases,
                                   reduction_length=_conv_length, grad=False),
                            OpTest(lambda *t, **p: _conv_without_grad(*t, relu=True, **p),
