@@ -38,8 +38,10 @@
 //   matrix of an NCHW image x, which is never stored: B's loader reads
 //   cols[(c, i, j), (oh, ow, n)] = x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw] (0 in the
 //   padding) straight from x (the batch innermost along N, as the explicit columns), and the
-//   epilogue adds bias[row] and applies max(., 0) (flags) in f32 before the one rounding. The
-//   tiled kernel reads B along N (B_AXIS = AXIS_MN), an element at a time; no batch dims.
+//   epilogue adds bias[row] and applies max(., 0) (flags) in f32 before the one rounding. With
+//   FLAG_COLS_T, B = cols(x)^T instead (N x K: the weight gradient G @ cols^T, K = (oh, ow, n)).
+//   The tiled kernel reads B along N (B_AXIS = AXIS_MN), an element at a time. The batch dim
+//   is split-K: entry b multiplies A's and B's b-th K chunk of p.K terms into C[b].
 #include "common.glsl"
 
 #define MAXB 3               // batch dims (after coalescing; padded with size 1, stride 0)
@@ -50,6 +52,7 @@ layout(constant_id = SPEC_B_DT) const uint B_DT = 0u;
 #ifdef CONV
 #define FLAG_RELU 1u
 #define FLAG_BIAS 2u
+#define FLAG_COLS_T 4u
 layout(push_constant) uniform Params {
     uint out_start; uint a_start; uint b_start; uint bias_start;
     uint M; uint N; uint K;
@@ -57,9 +60,9 @@ layout(push_constant) uniform Params {
     uint NB; uint C; uint H; uint W; uint OH; uint OW;  // x's batch, channels, in and out sizes
     uint kh; uint kw; uint sh; uint sw; uint ph; uint pw; uint dh; uint dw;
     int xs[4];                                          // x's strides (n, c, h, w)
-    uint flags; uint bias_dt;
+    uint flags; uint bias_dt; uint splits;
 } p;
-#define BATCHES 1u
+#define BATCHES p.splits
 #else
 layout(push_constant) uniform Params {
     uint out_start; uint a_start; uint b_start;
@@ -104,11 +107,14 @@ void store4(uint e, uint col, vec4 v) {
     }
 }
 
-// Element offsets of batch entry `bi` in A and B.
+// Element offsets of batch entry `bi` in A and B (with CONV: in A, and B's first k).
 void batch_offsets(uint bi, out int a_base, out int b_base) {
     a_base = 0;
     b_base = 0;
-#ifndef CONV
+#ifdef CONV
+    a_base = int(bi * p.K) * p.a_sk;
+    b_base = int(bi * p.K);
+#else
     for (int d = MAXB - 1, rest = int(bi); d >= 0; --d) {
         int c = rest % int(p.batch[d]);
         rest /= int(p.batch[d]);
@@ -143,6 +149,36 @@ int tap_of(uint k, out ivec2 d) {
     uint taps = p.kh * p.kw, r = k % taps;
     d = ivec2(int((r / p.kw) * p.dh), int((r % p.kw) * p.dw));
     return int(k / taps) * p.xs[1] + d.x * p.xs[2] + d.y * p.xs[3];
+}
+
+// The next tap after (i, j) = ij (j fastest, then i, then c), its offset and pixel stepped
+// along: the DIRECT kernel's k loop divides nothing (integer division is slow on CPU devices).
+void next_tap(inout uvec2 ij, inout int off, inout ivec2 d) {
+    ij.y += 1u;
+    off += int(p.dw) * p.xs[3];
+    d.y += int(p.dw);
+    if (ij.y < p.kw) return;
+    ij.y = 0u;
+    off += int(p.dh) * p.xs[2] - d.y * p.xs[3];
+    d = ivec2(d.x + int(p.dh), 0);
+    if (++ij.x < p.kh) return;
+    ij.x = 0u;
+    off += p.xs[1] - d.x * p.xs[2];
+    d.x = 0;
+}
+
+// The next window after (n, ow) = nw (n fastest, then ow, then oh), its offset and pixel
+// stepped along (FLAG_COLS_T's k loop, likewise).
+void next_window(inout uvec2 nw, inout int base, inout ivec2 at) {
+    base += p.xs[0];
+    if (++nw.x < p.NB) return;
+    nw.x = 0u;
+    base += int(p.sw) * p.xs[3] - int(p.NB) * p.xs[0];
+    at.y += int(p.sw);
+    if (++nw.y < p.OW) return;
+    nw.y = 0u;
+    base += int(p.sh) * p.xs[2] - int(p.OW * p.sw) * p.xs[3];
+    at += ivec2(int(p.sh), -int(p.OW * p.sw));
 }
 
 // cols(x) at the window (base, at) and the tap (off, d): x's pixel, or 0 in the padding.
@@ -186,9 +222,13 @@ void main() {
         [[unroll]] for (uint i = 0u; i < TM; ++i)
             a_row[i] = a_base + int(min(m0 + i, p.M - 1u)) * p.a_sm;
 #ifdef CONV
+        // per column its window (or with FLAG_COLS_T its tap): offset and pixel
+        bool cols_t = (p.flags & FLAG_COLS_T) != 0u;
         ivec2 b_at[TN];
-        [[unroll]] for (uint j = 0u; j < TN; ++j)
-            b_col[j] = window_of(min(n0 + j, p.N - 1u), b_at[j]);
+        [[unroll]] for (uint j = 0u; j < TN; ++j) {
+            uint col = min(n0 + j, p.N - 1u);
+            b_col[j] = cols_t ? tap_of(col, b_at[j]) : window_of(col, b_at[j]);
+        }
 #else
         [[unroll]] for (uint j = 0u; j < TN; ++j)
             b_col[j] = b_base + int(min(n0 + j, p.N - 1u)) * p.b_sn;
@@ -197,14 +237,27 @@ void main() {
         vec4 acc[TM][TN / 4];
         [[unroll]] for (uint i = 0u; i < TM; ++i)
             [[unroll]] for (uint j = 0u; j < TN / 4u; ++j) acc[i][j] = vec4(0.0);
+#ifdef CONV
+        // row k of B: a tap (or with FLAG_COLS_T a window), stepped along with k
+        uint k0 = uint(b_base), taps = p.kh * p.kw;
+        ivec2 at;
+        int k_off = cols_t ? window_of(k0, at) : tap_of(k0, at);
+        uvec2 odometer = cols_t ? uvec2(k0 % p.NB, (k0 / p.NB) % p.OW)
+                                : uvec2((k0 % taps) / p.kw, k0 % p.kw);
+#endif
         for (uint k = 0u; k < p.K; ++k) {
             int ak = int(k) * p.a_sk;
             vec4 b[TN / 4];
 #ifdef CONV
-            ivec2 d;
-            int off = tap_of(k, d);
-            [[unroll]] for (uint j = 0u; j < TN; ++j)
-                b[j / 4u][j % 4u] = column_value(b_col[j], b_at[j], off, d);
+            if (cols_t) {
+                [[unroll]] for (uint j = 0u; j < TN; ++j)
+                    b[j / 4u][j % 4u] = column_value(k_off, at, b_col[j], b_at[j]);
+                next_window(odometer, k_off, at);
+            } else {
+                [[unroll]] for (uint j = 0u; j < TN; ++j)
+                    b[j / 4u][j % 4u] = column_value(b_col[j], b_at[j], k_off, at);
+                next_tap(odometer, k_off, at);
+            }
 #else
             int bk = int(k) * p.b_sk;
             [[unroll]] for (uint j = 0u; j < TN; ++j)
@@ -313,15 +366,25 @@ vec4 load_vector(uint dt, uint axis, uint mode, uint start, int base, int s_x, i
 }
 
 #ifdef CONV
-// Vector v of the BN x BK slice at (n0, k0) of cols(x), read along N (B_AXIS = AXIS_MN): the
-// 4 columns from (n0 + x, k0 + k) on, zero beyond the edges and in the padding.
-vec4 column_vector(uint n0, uint k0, uint v) {
+// Vector v of the BN x BK slice at (n0, k0) of B (cols(x), or cols(x)^T), read along N
+// (B_AXIS = AXIS_MN): the 4 columns from (n0 + x, k0 + k) on, k counted from B's first k kb,
+// zero beyond the edges and in the padding.
+vec4 column_vector(uint n0, uint kb, uint k0, uint v) {
     uvec2 at = vector_position(AXIS_MN, BN, v);
     uint gx = n0 + at.x, gk = k0 + at.y;
     vec4 r = vec4(0.0);
     if (gk >= p.K) return r;
     ivec2 d, w;
-    int off = tap_of(gk, d);
+    if ((p.flags & FLAG_COLS_T) != 0u) {
+        int base = window_of(kb + gk, w);
+        [[unroll]] for (uint c = 0u; c < 4u; ++c) {
+            if (gx + c >= p.N) break;
+            int off = tap_of(gx + c, d);
+            r[c] = column_value(base, w, off, d);
+        }
+        return r;
+    }
+    int off = tap_of(kb + gk, d);
     [[unroll]] for (uint c = 0u; c < 4u; ++c) {
         if (gx + c >= p.N) break;
         int base = window_of(gx + c, w);
@@ -329,7 +392,7 @@ vec4 column_vector(uint n0, uint k0, uint v) {
     }
     return r;
 }
-#define LOAD_B(k0, v) column_vector(n0, k0, v)
+#define LOAD_B(k0, v) column_vector(n0, uint(b_base), k0, v)
 #else
 #define LOAD_B(k0, v) load_vector(B_DT, B_AXIS, B_LOAD, p.b_start, b_base, p.b_sn, p.b_sk, n0, \
                                   p.N, k0, BN, v)

@@ -81,9 +81,9 @@ def test_conv2d_against_torch(device, dtype, x_shape, w_shape, bias, kwargs, rng
           arrays, device, dtype, f"conv2d {x_shape} {w_shape} {kwargs}", rng)
 
 
-# The implicit GEMM (matmul.comp's conv variants) in every kernel: awkward sizes against each
-# tile (not multiples of it), a ReLU on every other case.
-IMPLICIT = [  # (input shape, weight shape, bias?, kwargs)
+# matmul.comp's conv variants in every kernel: awkward sizes against each tile (not multiples
+# of it), a ReLU on every other case.
+CONV_GEMM = [  # (input shape, weight shape, bias?, kwargs)
     ((2, 3, 9, 7), (5, 3, 3, 3), True, {}),
     ((1, 1, 1, 1), (3, 1, 1, 1), True, {}),                                   # spatial 1
     ((3, 5, 4, 3), (7, 5, 1, 1), False, {}),                                  # 1x1
@@ -92,6 +92,7 @@ IMPLICIT = [  # (input shape, weight shape, bias?, kwargs)
     ((1, 3, 11, 9), (2, 3, 3, 3), False, {"dilation": (2, 3), "padding": 2}),
     ((2, 3, 5, 5), (6, 3, 3, 3), True, {"stride": (2, 3), "padding": 1, "dilation": 2}),
     ((2, 33, 9, 8), (70, 33, 3, 3), True, {"padding": 1}),                    # M, K > a tile
+    ((4, 3, 15, 13), (5, 3, 3, 3), False, {"padding": 1}),  # dW's sum split (780 = 3 x 260)
 ]
 VARIANTS = ["direct", *vk.kernels.MATMUL_TILES]
 
@@ -99,11 +100,15 @@ VARIANTS = ["direct", *vk.kernels.MATMUL_TILES]
 @pytest.mark.vulkan
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("index", range(len(IMPLICIT)))
-def test_implicit_gemm_variants_against_torch(vulkan, dtype, variant, index, rng):
+@pytest.mark.parametrize("path", ["implicit", "explicit"])
+@pytest.mark.parametrize("index", range(len(CONV_GEMM)))
+def test_conv_gemm_variants_against_torch(vulkan, dtype, variant, path, index, rng):
+    """Both paths of the training convolution (the implicit GEMM, or im2col and the same GEMM
+    reading the columns) and the inference one in every kernel of matmul.comp's conv variants:
+    forward and the gradients of every input against torch."""
     from vkgrad.ops.conv import CONV, CONV_INFERENCE, _out_hw, _window_args
     from vkgrad.ops.registry import apply
-    x_shape, w_shape, bias, kwargs = IMPLICIT[index]
+    x_shape, w_shape, bias, kwargs = CONV_GEMM[index]
     relu = index % 2 == 0
     stride, padding, dilation = _window_args("", kwargs.get("stride", 1),
                                              kwargs.get("padding", 0), kwargs.get("dilation", 1))
@@ -111,15 +116,16 @@ def test_implicit_gemm_variants_against_torch(vulkan, dtype, variant, index, rng
     (n, o), out_hw = (x_shape[0], w_shape[0]), _out_hw(x_shape[2:], **geometry)
 
     def fused(op, x, w, b):
+        extra = {"path": path} if op is CONV else {}
         out = apply(op, x, w.reshape(o, -1), b, **geometry, relu=relu, out_dtype=x.dtype,
-                    variant=variant)
+                    variant=variant, **extra)
         return out.reshape(o, *out_hw, n).transpose(3, 0, 1, 2)
 
     def reference(x, w, b):
         out = F.conv2d(x, w, b, **kwargs)
         return F.relu(out) if relu else out
     arrays = _inputs(rng, [x_shape, w_shape, (o,) if bias else None], dtype)
-    what = f"implicit GEMM {variant} {x_shape} {w_shape} {kwargs} relu={relu}"
+    what = f"conv GEMM {path} {variant} {x_shape} {w_shape} {kwargs} relu={relu}"
     check(lambda *t: fused(CONV, *t), reference, arrays, vulkan, dtype, what, rng)
     with vk.no_grad():
         tensors = [None if a is None else vk.tensor(a, device=vulkan) for a in arrays]

@@ -318,12 +318,33 @@ def _im2col_vulkan(backend, x, kernel, stride, padding, dilation):
                    x.shape[2:], out_hw, kernel, stride, padding, dilation)
 
 
-def _conv_vulkan(backend, *args, **params):
-    """The host's _conv_host on a Vulkan device: (result,), one implicit GEMM; CONV_BACKWARD
-    builds the columns itself. (The explicit path, im2col then the product, the bias and the
-    ReLU as launches of their own, measured 1.5-2.3x slower on lavapipe on LeNet5's
-    convolutions, and from as fast to 1.6x slower on larger ones.)"""
-    return (_conv_gemm_vulkan(backend, *args, **params),)
+IMPLICIT, EXPLICIT = "implicit", "explicit"  # the paths of a Vulkan training convolution
+
+
+def _conv_vulkan(backend, x, w, bias, kernel, stride, padding, dilation, relu, out_dtype,
+                 path=None, variant=None):
+    """The host's _conv_host on a Vulkan device, by one of two paths (`path`, for tests; by
+    default EXPLICIT on CPU devices, IMPLICIT elsewhere):
+    - IMPLICIT: (result,), one implicit GEMM (_conv_gemm_vulkan) that never stores the columns;
+      the backward's weight gradient is an implicit GEMM too.
+    - EXPLICIT: (result, float32 columns): im2col, then the same GEMM reading the columns as a
+      1x1 convolution's image (bias and ReLU still in its epilogue), the columns saved for the
+      weight gradient's plain GEMM. On lavapipe this measured faster in training: the implicit
+      forward saves less than the backward's im2col then costs (LeNet5's step, batch 100:
+      6% slower), and its weight gradient was 1.0-1.4x slower than im2col and the GEMM.
+    `variant`: the GEMM's tile or DIRECT, as _conv_gemm_vulkan's."""
+    if (path or (EXPLICIT if backend.is_cpu else IMPLICIT)) == IMPLICIT:
+        return (_conv_gemm_vulkan(backend, x, w, bias, kernel, stride, padding, dilation, relu,
+                                  out_dtype, variant),)
+    if x.dtype is not dtypes.float32:
+        from .elementwise import launch
+        x = launch(backend, "identity", dtypes.float32, x.shape, [x], "float")
+    cols = _im2col_vulkan(backend, x, kernel, stride, padding, dilation)
+    # cols[k, l] is image[n = l, c = k, 0, 0]: the columns of a 1x1 convolution
+    image = cols.view((cols.shape[1], cols.shape[0], 1, 1),
+                      (cols.strides[1], cols.strides[0], 0, 0), cols.offset)
+    return _conv_gemm_vulkan(backend, image, w, bias, (1, 1), (1, 1), (0, 0), (1, 1), relu,
+                             out_dtype, variant), cols
 
 
 def _conv_gemm_vulkan(backend, x, w, bias, kernel, stride, padding, dilation, relu, out_dtype,
@@ -333,36 +354,67 @@ def _conv_gemm_vulkan(backend, x, w, bias, kernel, stride, padding, dilation, re
     any float dtype) and rounds once. `variant`: the tile (or DIRECT) to run instead of the one
     linalg._variant picks for the product, for tests and benchmarks:
     `registry.apply(CONV, x, w, b, ..., variant="32x64")`."""
-    from .linalg import DIRECT, _gemm_config, _operand_layout, _threads, _variant
-    n, c, h, wd = x.shape
-    out_hw = _out_hw((h, wd), kernel, stride, padding, dilation)
-    (m, k), cols = w.shape, prod(out_hw) * n
+    from .linalg import _variant
+    out_hw = _out_hw(x.shape[2:], kernel, stride, padding, dilation)
+    (m, k), cols = w.shape, prod(out_hw) * x.shape[0]
     out = backend.empty((m, cols), out_dtype)
-    if out.size == 0:
-        return out
-    variant = variant or _variant(backend, m, cols, k)
-    flags = int(relu) | (0 if bias is None else 2)  # matmul.comp's FLAG_RELU, FLAG_BIAS
-    push = [out.start, w.start, x.start, 0 if bias is None else bias.start, m, cols, k,
-            *w.strides, 0 if bias is None else bias.strides[0], n, c, h, wd, *out_hw, *kernel,
-            *stride, *padding, *dilation, *x.strides, flags,
-            0 if bias is None else bias.dtype.code]
-    spec = (out.dtype.code, w.dtype.code, x.dtype.code)
-    if variant != DIRECT:
-        codes = kernels.MATMUL_LAYOUT
-        spec += (*_gemm_config(backend, variant),
-                 *_operand_layout(m, k, w.strides[0], w.strides[1], w.start, ()),
-                 codes["AXIS_MN"], codes["LOAD_STRIDED"])
-    backend.launch("matmul", f"conv_{DIRECT}" if variant == DIRECT else "conv",
-                   _threads(backend, m, cols, 1, variant), push, spec,
-                   reads=[x, w, bias], writes=[out])
+    if out.size:
+        flags = int(relu) | (0 if bias is None else 2)  # matmul.comp's FLAG_RELU, FLAG_BIAS
+        _conv_gemm(backend, out, w, x, bias, (kernel, stride, padding, dilation, out_hw),
+                   flags, k, 1, variant or _variant(backend, m, cols, k))
     return out
 
 
+def _conv_weight_grad_vulkan(backend, g, x, kernel, stride, padding, dilation, out_dtype,
+                             variant=None):
+    """dW = g @ cols(x)^T, (O, C*kH*kW) of out_dtype for g (O, OH*OW*N), as the implicit GEMM
+    (FLAG_COLS_T: the columns read from x), its long sum over the windows split in chunks as
+    linalg._splits says, the partial products then summed by one reduction."""
+    from .linalg import _splits, _variant
+    from .reduce import launch as reduce_launch
+    out_hw = _out_hw(x.shape[2:], kernel, stride, padding, dilation)
+    (m, k), n = g.shape, x.shape[1] * prod(kernel)
+    variant = variant or _variant(backend, m, n, k)
+    splits = _splits(backend, m, n, k, 1, variant)
+    out = backend.empty((m, n), out_dtype)
+    if out.size:
+        partial = out if splits == 1 else backend.empty((splits, m, n), dtypes.float32)
+        _conv_gemm(backend, partial, g, x, None, (kernel, stride, padding, dilation, out_hw),
+                   4, k // splits, splits, variant)  # matmul.comp's FLAG_COLS_T
+        if splits > 1:
+            reduce_launch(backend, "sum", partial, [1, 2], [0], out, 1.0)
+    return out
+
+
+def _conv_gemm(backend, out, a, x, bias, geometry, flags, k, splits, variant):
+    """Queue matmul.comp's conv `variant` (a tile or DIRECT): out[s] = a[:, s-th chunk of k]
+    @ B[s-th chunk] (+ bias, ReLU as `flags` say) for s < splits, B = cols(x) or (FLAG_COLS_T)
+    cols(x)^T, read from x."""
+    from .linalg import DIRECT, _gemm_config, _operand_layout, _threads
+    kernel, stride, padding, dilation, out_hw = geometry
+    m, n = out.shape[-2:]
+    push = [out.start, a.start, x.start, 0 if bias is None else bias.start, m, n, k,
+            *a.strides, 0 if bias is None else bias.strides[0], *x.shape, *out_hw, *kernel,
+            *stride, *padding, *dilation, *x.strides, flags,
+            0 if bias is None else bias.dtype.code, splits]
+    spec = (out.dtype.code, a.dtype.code, x.dtype.code)
+    if variant != DIRECT:
+        codes = kernels.MATMUL_LAYOUT
+        spec += (*_gemm_config(backend, variant),
+                 *_operand_layout(m, k, a.strides[0], a.strides[1], a.start,
+                                  (k * a.strides[1],) if splits > 1 else ()),
+                 codes["AXIS_MN"], codes["LOAD_STRIDED"])
+    backend.launch("matmul", f"conv_{DIRECT}" if variant == DIRECT else "conv",
+                   _threads(backend, m, n, splits, variant), push, spec,
+                   reads=[x, a, bias], writes=[out])
+
+
 def _conv_backward_vulkan(backend, x, w, cols, out, g, kernel, stride, padding, dilation,
-                          relu, grad_dtypes):
-    """_conv_backward_host from the composed path's kernels: the mask, two products, col2im
-    and a row sum, in float32, each result rounded once; dW's columns of x (the implicit forward
-    saved none: cols is None) built by im2col first."""
+                          relu, grad_dtypes, variant=None):
+    """_conv_backward_host on a Vulkan device: the mask, dW, dx as W^T G and col2im, db a row
+    sum, in float32, each result rounded once. dW is G cols^T from the columns the EXPLICIT
+    forward saved, or (IMPLICIT, cols None) an implicit GEMM (_conv_weight_grad_vulkan).
+    `variant`: the implicit GEMM's (see _conv_gemm_vulkan), forced for tests."""
     from .elementwise import launch
     from .linalg import _matmul_vulkan
 
@@ -379,10 +431,10 @@ def _conv_backward_vulkan(backend, x, w, cols, out, g, kernel, stride, padding, 
         wt = w.view(w.shape[::-1], w.strides[::-1], w.offset)
         dx = rounded(_col2im_vulkan(backend, _matmul_vulkan(backend, wt, g), x.shape[2:], kernel,
                                     stride, padding, dilation), x_dtype)
-    if w_dtype is not None:
-        if x.dtype is not dtypes.float32:
-            x = launch(backend, "identity", dtypes.float32, x.shape, [x], "float")
-        cols = _im2col_vulkan(backend, x, kernel, stride, padding, dilation)
+    if w_dtype is not None and cols is None:
+        dw = _conv_weight_grad_vulkan(backend, g, x, kernel, stride, padding, dilation, w_dtype,
+                                      variant)
+    elif w_dtype is not None:
         colst = cols.view(cols.shape[::-1], cols.strides[::-1], cols.offset)
         dw = rounded(_matmul_vulkan(backend, g, colst), w_dtype)
     if b_dtype is not None:
@@ -470,7 +522,8 @@ def _conv_vjp(ctx, g):
         CONV_BACKWARD, x._data, w._data, ctx.stats[0]._data if ctx.stats else None,
         ctx.output._data, g._data, kernel=params["kernel"], stride=params["stride"],
         padding=params["padding"], dilation=params["dilation"], relu=params["relu"],
-        grad_dtypes=tuple(t.dtype if need else None for t, need in zip(ctx.inputs, needs)))
+        grad_dtypes=tuple(t.dtype if need else None for t, need in zip(ctx.inputs, needs)),
+        **{k: v for k, v in params.items() if k == "variant"})  # (a test's forced tile)
     return tuple(None if a is None else Tensor._wrap(a, g.device) for a in arrays)
 
 
