@@ -181,11 +181,14 @@ void next_window(inout uvec2 nw, inout int base, inout ivec2 at) {
     at += ivec2(int(p.sh), -int(p.OW * p.sw));
 }
 
-// cols(x) at the window (base, at) and the tap (off, d): x's pixel, or 0 in the padding.
+// cols(x) at the window (base, at) and the tap (off, d): x's pixel, or 0 in the padding. The
+// padding loads x's first element and discards it: a select, not a branch around the load
+// (a CPU driver runs the invocations as SIMD lanes, where a branch means masked loads).
 float column_value(int base, ivec2 at, int off, ivec2 d) {
     ivec2 q = at + d;
-    if (q.x < 0 || q.x >= int(p.H) || q.y < 0 || q.y >= int(p.W)) return 0.0;
-    return load_f32(B_DT, p.b_start, base + off);
+    bool inside = q.x >= 0 && q.x < int(p.H) && q.y >= 0 && q.y < int(p.W);
+    float v = load_f32(B_DT, p.b_start, inside ? base + off : 0);
+    return inside ? v : 0.0;
 }
 #endif
 

@@ -94,17 +94,17 @@ CONV_GEMM = [  # (input shape, weight shape, bias?, kwargs)
     ((2, 33, 9, 8), (70, 33, 3, 3), True, {"padding": 1}),                    # M, K > a tile
     ((4, 3, 15, 13), (5, 3, 3, 3), False, {"padding": 1}),  # dW's sum split (780 = 3 x 260)
 ]
-VARIANTS = ["direct", *vk.kernels.MATMUL_TILES]
+# (path, the implicit GEMM's kernel): the explicit path runs matmul.comp's own choice
+PATHS = [("explicit", None)] + [("implicit", v) for v in ["direct", *vk.kernels.MATMUL_TILES]]
 
 
 @pytest.mark.vulkan
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("path", ["implicit", "explicit"])
+@pytest.mark.parametrize("path,variant", PATHS, ids=[f"{p}-{v}" for p, v in PATHS])
 @pytest.mark.parametrize("index", range(len(CONV_GEMM)))
-def test_conv_gemm_variants_against_torch(vulkan, dtype, variant, path, index, rng):
-    """Both paths of the training convolution (the implicit GEMM, or im2col and the same GEMM
-    reading the columns) and the inference one in every kernel of matmul.comp's conv variants:
+def test_conv_gemm_variants_against_torch(vulkan, dtype, path, variant, index, rng):
+    """Both paths of the training convolution (im2col and the product, or the implicit GEMM in
+    every kernel of matmul.comp's conv variants) and the inference one (the implicit GEMM):
     forward and the gradients of every input against torch."""
     from vkgrad.ops.conv import CONV, CONV_INFERENCE, _out_hw, _window_args
     from vkgrad.ops.registry import apply

@@ -327,24 +327,30 @@ def _conv_vulkan(backend, x, w, bias, kernel, stride, padding, dilation, relu, o
     default EXPLICIT on CPU devices, IMPLICIT elsewhere):
     - IMPLICIT: (result,), one implicit GEMM (_conv_gemm_vulkan) that never stores the columns;
       the backward's weight gradient is an implicit GEMM too.
-    - EXPLICIT: (result, float32 columns): im2col, then the same GEMM reading the columns as a
-      1x1 convolution's image (bias and ReLU still in its epilogue), the columns saved for the
-      weight gradient's plain GEMM. On lavapipe this measured faster in training: the implicit
-      forward saves less than the backward's im2col then costs (LeNet5's step, batch 100:
-      6% slower), and its weight gradient was 1.0-1.4x slower than im2col and the GEMM.
-    `variant`: the GEMM's tile or DIRECT, as _conv_gemm_vulkan's."""
+    - EXPLICIT: (result, float32 columns): im2col (a bf16 x widened first), the product, the
+      bias added and the ReLU applied as launches of their own, in float32, the columns saved
+      for the weight gradient's plain GEMM. On lavapipe this measured faster in training (for
+      LeNet5's step at batch 100 the implicit path was 6% slower): the implicit forward saves
+      less than the backward's im2col then costs, its weight gradient was 1.0-1.4x slower than
+      im2col and the GEMM, and the conv kernels' address arithmetic made their GEMM 1.6-2.2x
+      slower than matmul.comp's on the same columns.
+    `variant`: the implicit GEMM's tile or DIRECT, as _conv_gemm_vulkan's."""
     if (path or (EXPLICIT if backend.is_cpu else IMPLICIT)) == IMPLICIT:
         return (_conv_gemm_vulkan(backend, x, w, bias, kernel, stride, padding, dilation, relu,
                                   out_dtype, variant),)
+    from .elementwise import launch
+    from .linalg import _matmul_vulkan
     if x.dtype is not dtypes.float32:
-        from .elementwise import launch
         x = launch(backend, "identity", dtypes.float32, x.shape, [x], "float")
     cols = _im2col_vulkan(backend, x, kernel, stride, padding, dilation)
-    # cols[k, l] is image[n = l, c = k, 0, 0]: the columns of a 1x1 convolution
-    image = cols.view((cols.shape[1], cols.shape[0], 1, 1),
-                      (cols.strides[1], cols.strides[0], 0, 0), cols.offset)
-    return _conv_gemm_vulkan(backend, image, w, bias, (1, 1), (1, 1), (0, 0), (1, 1), relu,
-                             out_dtype, variant), cols
+    out = _matmul_vulkan(backend, w, cols)
+    if bias is not None:
+        column = bias.view((bias.shape[0], 1), (bias.strides[0], 1), bias.offset)
+        out = launch(backend, "add", dtypes.float32, out.shape, [out, column], "float")
+    if relu or out_dtype is not dtypes.float32:  # (relu's result rounded to out_dtype)
+        out = launch(backend, "relu" if relu else "identity", out_dtype, out.shape, [out],
+                     "float")
+    return out, cols
 
 
 def _conv_gemm_vulkan(backend, x, w, bias, kernel, stride, padding, dilation, relu, out_dtype,
