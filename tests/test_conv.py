@@ -134,6 +134,31 @@ def test_conv_gemm_variants_against_torch(vulkan, dtype, path, variant, index, r
             dtype, f"{what}: inference")
 
 
+@pytest.mark.vulkan
+def test_compiled_implicit_training_step_creates_and_allocates_nothing(vulkan, monkeypatch):
+    """LeNet5's training step on the implicit path (a GPU's): a replay creates no pipeline and
+    allocates nothing, and gives the eager step's losses."""
+    from conftest import lenet_trainer
+    import vkgrad.ops.conv as ops_conv
+    monkeypatch.setattr(ops_conv, "_training_path", lambda backend: ops_conv.IMPLICIT)
+    rng = np.random.default_rng(5)
+    batches = [(vk.tensor(rng.standard_normal((8, 1, 28, 28)), vk.float32, vulkan),
+                vk.tensor(rng.integers(0, 10, 8), device=vulkan)) for _ in range(5)]
+    _, _, eager = lenet_trainer(vulkan)
+    expected = [eager(x, y).item() for x, y in batches]
+    _, _, step = lenet_trainer(vulkan)
+    compiled = vk.compile(step)
+    losses = [compiled(x, y).item() for x, y in batches[:3]]  # records twice, then replays
+    vk.reset_stats()
+    losses += [compiled(x, y).item() for x, y in batches[3:]]
+    stats = vk.stats()
+    assert stats["pipelines_created"] == 0 and stats["device_bytes_allocated"] == 0, stats
+    assert losses == expected
+    (capture,) = compiled._captures.values()
+    kernels = [d[1] for d in capture.recording.dispatches]
+    assert kernels.count("matmul/conv_direct") == 4  # two forwards, two weight gradients
+
+
 CONV1D = [((2, 3, 17), (4, 3, 5), True, {"stride": 2, "padding": 2}),
           ((1, 4, 9), (4, 2, 3), False, {"groups": 2, "dilation": 2}),
           ((3, 10), (2, 3, 4), True, {})]                                     # unbatched

@@ -321,10 +321,15 @@ def _im2col_vulkan(backend, x, kernel, stride, padding, dilation):
 IMPLICIT, EXPLICIT = "implicit", "explicit"  # the paths of a Vulkan training convolution
 
 
+def _training_path(backend):
+    """The path a training convolution takes on this device (see _conv_vulkan)."""
+    return EXPLICIT if backend.is_cpu else IMPLICIT
+
+
 def _conv_vulkan(backend, x, w, bias, kernel, stride, padding, dilation, relu, out_dtype,
                  path=None, variant=None):
     """The host's _conv_host on a Vulkan device, by one of two paths (`path`, for tests; by
-    default EXPLICIT on CPU devices, IMPLICIT elsewhere):
+    default _training_path's: EXPLICIT on CPU devices, IMPLICIT elsewhere):
     - IMPLICIT: (result,), one implicit GEMM (_conv_gemm_vulkan) that never stores the columns;
       the backward's weight gradient is an implicit GEMM too.
     - EXPLICIT: (result, float32 columns): im2col (a bf16 x widened first), the product, the
@@ -335,7 +340,7 @@ def _conv_vulkan(backend, x, w, bias, kernel, stride, padding, dilation, relu, o
       im2col and the GEMM, and the conv kernels' address arithmetic made their GEMM 1.6-2.2x
       slower than matmul.comp's on the same columns.
     `variant`: the implicit GEMM's tile or DIRECT, as _conv_gemm_vulkan's."""
-    if (path or (EXPLICIT if backend.is_cpu else IMPLICIT)) == IMPLICIT:
+    if (path or _training_path(backend)) == IMPLICIT:
         return (_conv_gemm_vulkan(backend, x, w, bias, kernel, stride, padding, dilation, relu,
                                   out_dtype, variant),)
     from .elementwise import launch
