@@ -31,7 +31,9 @@ Device: shaders/conv.comp, one pipeline whose run-time modes do im2col, col2im a
 passes. Every backward pass is a gather (each input pixel sums what reaches it from the windows
 that contain it): deterministic, no atomics. bf16 sums accumulate in float32 and round once, on
 the host as on the device. A bf16 conv computes its columns, product and bias in float32 and
-rounds the result once; its gradients, too, are float32 until they round once.
+rounds the result once; its gradients, too, are float32 until they round once. The one-op
+convolution's implicit GEMMs are matmul.comp's conv variants (the columns read straight from
+the image, the bias and ReLU in the epilogue; see _conv_vulkan for which path a device takes).
 """
 from math import prod
 
@@ -364,7 +366,8 @@ def _conv_gemm_vulkan(backend, x, w, bias, kernel, stride, padding, dilation, re
     matmul.comp's conv variant, which reads the columns straight from x, in float32 (x and w of
     any float dtype) and rounds once. `variant`: the tile (or DIRECT) to run instead of the one
     linalg._variant picks for the product, for tests and benchmarks:
-    `registry.apply(CONV, x, w, b, ..., variant="32x64")`."""
+    `registry.apply(CONV_INFERENCE, x, w, b, ..., variant="32x64")` (CONV with
+    path="implicit")."""
     from .linalg import _variant
     out_hw = _out_hw(x.shape[2:], kernel, stride, padding, dilation)
     (m, k), cols = w.shape, prod(out_hw) * x.shape[0]
