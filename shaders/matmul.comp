@@ -33,6 +33,15 @@
 //   its own TM x TN block straight from memory, with no shared memory and no barriers. A CPU
 //   driver runs a workgroup's invocations as SIMD lanes on one core, switching between them at
 //   every barrier, and the CPU's own caches do the staging.
+// With CONV defined (either kernel), the implicit GEMM of a convolution (vkgrad/ops/conv.py):
+//   C = epilogue(W @ cols(x)) for W the O x K weights (A) and B = cols(x), the K x N column
+//   matrix of an NCHW image x, which is never stored: B's loader reads
+//   cols[(c, i, j), (oh, ow, n)] = x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw] (0 in the
+//   padding) straight from x (the batch innermost along N, as the explicit columns), and the
+//   epilogue adds bias[row] and applies max(., 0) (flags) in f32 before the one rounding. With
+//   FLAG_COLS_T, B = cols(x)^T instead (N x K: the weight gradient G @ cols^T, K = (oh, ow, n)).
+//   The tiled kernel reads B along N (B_AXIS = AXIS_MN), an element at a time. The batch dim
+//   is split-K: entry b multiplies A's and B's b-th K chunk of p.K terms into C[b].
 #include "common.glsl"
 
 #define MAXB 3               // batch dims (after coalescing; padded with size 1, stride 0)
@@ -40,12 +49,29 @@ layout(constant_id = SPEC_OUT_DT) const uint OUT_DT = 0u;
 layout(constant_id = SPEC_A_DT) const uint A_DT = 0u;
 layout(constant_id = SPEC_B_DT) const uint B_DT = 0u;
 
+#ifdef CONV
+#define FLAG_RELU 1u
+#define FLAG_BIAS 2u
+#define FLAG_COLS_T 4u
+layout(push_constant) uniform Params {
+    uint out_start; uint a_start; uint b_start; uint bias_start;
+    uint M; uint N; uint K;
+    int a_sm; int a_sk; int bias_s;
+    uint NB; uint C; uint H; uint W; uint OH; uint OW;  // x's batch, channels, in and out sizes
+    uint kh; uint kw; uint sh; uint sw; uint ph; uint pw; uint dh; uint dw;
+    int xs[4];                                          // x's strides (n, c, h, w)
+    uint flags; uint bias_dt; uint splits;
+} p;
+#define BATCHES p.splits
+#else
 layout(push_constant) uniform Params {
     uint out_start; uint a_start; uint b_start;
     uint M; uint N; uint K;
     int a_sm; int a_sk; int b_sk; int b_sn;
     uint batch[MAXB]; int a_sb[MAXB]; int b_sb[MAXB];
 } p;
+#define BATCHES (p.batch[0] * p.batch[1] * p.batch[2])
+#endif
 
 // Bits of an accumulated result as an element of dt. Integer products accumulate exactly in f32
 // (within 2^24) and wrap to a narrower output as integers do, as numpy's: uint8 is mod 256, not
@@ -81,17 +107,90 @@ void store4(uint e, uint col, vec4 v) {
     }
 }
 
-// Element offsets of batch entry `bi` in A and B.
+// Element offsets of batch entry `bi` in A and B (with CONV: in A, and B's first k).
 void batch_offsets(uint bi, out int a_base, out int b_base) {
     a_base = 0;
     b_base = 0;
+#ifdef CONV
+    a_base = int(bi * p.K) * p.a_sk;
+    b_base = int(bi * p.K);
+#else
     for (int d = MAXB - 1, rest = int(bi); d >= 0; --d) {
         int c = rest % int(p.batch[d]);
         rest /= int(p.batch[d]);
         a_base += c * p.a_sb[d];
         b_base += c * p.b_sb[d];
     }
+#endif
 }
+
+// The values stored for output row `row`: with CONV, plus the bias and through the ReLU
+// (NaN stays NaN, as elementwise.comp's relu).
+vec4 epilogue(uint row, vec4 v) {
+#ifdef CONV
+    if ((p.flags & FLAG_BIAS) != 0u) v += load_f32(p.bias_dt, p.bias_start, int(row) * p.bias_s);
+    if ((p.flags & FLAG_RELU) != 0u)
+        [[unroll]] for (uint c = 0u; c < 4u; ++c) v[c] = f32_is_nan(v[c]) ? v[c] : max(v[c], 0.0);
+#endif
+    return v;
+}
+
+#ifdef CONV
+// Column `col` = (oh, ow, n) of cols(x): the offset in x of its window's tap (0, 0) (outside x
+// where the window starts in the padding) and that tap's pixel (h, w).
+int window_of(uint col, out ivec2 at) {
+    uint t = col / p.NB;
+    at = ivec2(int((t / p.OW) * p.sh) - int(p.ph), int((t % p.OW) * p.sw) - int(p.pw));
+    return int(col % p.NB) * p.xs[0] + at.x * p.xs[2] + at.y * p.xs[3];
+}
+
+// Row `k` = (c, i, j) of cols(x): its offset in x from a window's tap (0, 0), and its pixel's.
+int tap_of(uint k, out ivec2 d) {
+    uint taps = p.kh * p.kw, r = k % taps;
+    d = ivec2(int((r / p.kw) * p.dh), int((r % p.kw) * p.dw));
+    return int(k / taps) * p.xs[1] + d.x * p.xs[2] + d.y * p.xs[3];
+}
+
+// The next tap after (i, j) = ij (j fastest, then i, then c), its offset and pixel stepped
+// along: the DIRECT kernel's k loop divides nothing (integer division is slow on CPU devices).
+void next_tap(inout uvec2 ij, inout int off, inout ivec2 d) {
+    ij.y += 1u;
+    off += int(p.dw) * p.xs[3];
+    d.y += int(p.dw);
+    if (ij.y < p.kw) return;
+    ij.y = 0u;
+    off += int(p.dh) * p.xs[2] - d.y * p.xs[3];
+    d = ivec2(d.x + int(p.dh), 0);
+    if (++ij.x < p.kh) return;
+    ij.x = 0u;
+    off += p.xs[1] - d.x * p.xs[2];
+    d.x = 0;
+}
+
+// The next window after (n, ow) = nw (n fastest, then ow, then oh), its offset and pixel
+// stepped along (FLAG_COLS_T's k loop, likewise).
+void next_window(inout uvec2 nw, inout int base, inout ivec2 at) {
+    base += p.xs[0];
+    if (++nw.x < p.NB) return;
+    nw.x = 0u;
+    base += int(p.sw) * p.xs[3] - int(p.NB) * p.xs[0];
+    at.y += int(p.sw);
+    if (++nw.y < p.OW) return;
+    nw.y = 0u;
+    base += int(p.sh) * p.xs[2] - int(p.OW * p.sw) * p.xs[3];
+    at += ivec2(int(p.sh), -int(p.OW * p.sw));
+}
+
+// cols(x) at the window (base, at) and the tap (off, d): x's pixel, or 0 in the padding. The
+// padding loads x's first element and discards it: a select, not a branch around the load
+// (a CPU driver runs the invocations as SIMD lanes, where a branch means masked loads).
+float column_value(int base, ivec2 at, int off, ivec2 d) {
+    ivec2 q = at + d;
+    bool inside = q.x >= 0 && q.x < int(p.H) && q.y >= 0 && q.y < int(p.W);
+    float v = load_f32(B_DT, p.b_start, inside ? base + off : 0);
+    return inside ? v : 0.0;
+}
+#endif
 
 #ifdef DIRECT
 #define TM DIRECT_TM
@@ -106,14 +205,14 @@ void store_block(uint bi, uint row0, uint col0, vec4 acc[TM][TN / 4]) {
         if (row >= p.M) break;
         [[unroll]] for (uint j = 0u; j < TN / 4u; ++j) {
             uint col = col0 + j * 4u;
-            if (col < p.N) store4(out_base + row * p.N + col, col, acc[i][j]);
+            if (col < p.N) store4(out_base + row * p.N + col, col, epilogue(row, acc[i][j]));
         }
     }
 }
 
 void main() {
     uint blocks_m = (p.M + TM - 1u) / TM, blocks_n = (p.N + TN - 1u) / TN;
-    uint n_blocks = blocks_m * blocks_n * p.batch[0] * p.batch[1] * p.batch[2];
+    uint n_blocks = blocks_m * blocks_n * BATCHES;
     uint threads = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
     for (uint block = gl_GlobalInvocationID.x; block < n_blocks; block += threads) {
         uint bi = block / (blocks_m * blocks_n), r = block % (blocks_m * blocks_n);
@@ -125,17 +224,48 @@ void main() {
         int a_row[TM], b_col[TN];
         [[unroll]] for (uint i = 0u; i < TM; ++i)
             a_row[i] = a_base + int(min(m0 + i, p.M - 1u)) * p.a_sm;
+#ifdef CONV
+        // per column its window (or with FLAG_COLS_T its tap): offset and pixel
+        bool cols_t = (p.flags & FLAG_COLS_T) != 0u;
+        ivec2 b_at[TN];
+        [[unroll]] for (uint j = 0u; j < TN; ++j) {
+            uint col = min(n0 + j, p.N - 1u);
+            b_col[j] = cols_t ? tap_of(col, b_at[j]) : window_of(col, b_at[j]);
+        }
+#else
         [[unroll]] for (uint j = 0u; j < TN; ++j)
             b_col[j] = b_base + int(min(n0 + j, p.N - 1u)) * p.b_sn;
+#endif
 
         vec4 acc[TM][TN / 4];
         [[unroll]] for (uint i = 0u; i < TM; ++i)
             [[unroll]] for (uint j = 0u; j < TN / 4u; ++j) acc[i][j] = vec4(0.0);
+#ifdef CONV
+        // row k of B: a tap (or with FLAG_COLS_T a window), stepped along with k
+        uint k0 = uint(b_base), taps = p.kh * p.kw;
+        ivec2 at;
+        int k_off = cols_t ? window_of(k0, at) : tap_of(k0, at);
+        uvec2 odometer = cols_t ? uvec2(k0 % p.NB, (k0 / p.NB) % p.OW)
+                                : uvec2((k0 % taps) / p.kw, k0 % p.kw);
+#endif
         for (uint k = 0u; k < p.K; ++k) {
-            int ak = int(k) * p.a_sk, bk = int(k) * p.b_sk;
+            int ak = int(k) * p.a_sk;
             vec4 b[TN / 4];
+#ifdef CONV
+            if (cols_t) {
+                [[unroll]] for (uint j = 0u; j < TN; ++j)
+                    b[j / 4u][j % 4u] = column_value(k_off, at, b_col[j], b_at[j]);
+                next_window(odometer, k_off, at);
+            } else {
+                [[unroll]] for (uint j = 0u; j < TN; ++j)
+                    b[j / 4u][j % 4u] = column_value(b_col[j], b_at[j], k_off, at);
+                next_tap(odometer, k_off, at);
+            }
+#else
+            int bk = int(k) * p.b_sk;
             [[unroll]] for (uint j = 0u; j < TN; ++j)
                 b[j / 4u][j % 4u] = load_f32(B_DT, p.b_start, b_col[j] + bk);
+#endif
             [[unroll]] for (uint i = 0u; i < TM; ++i) {
                 float a = load_f32(A_DT, p.a_start, a_row[i] + ak);
                 [[unroll]] for (uint j = 0u; j < TN / 4u; ++j) acc[i][j] += a * b[j];
@@ -238,6 +368,39 @@ vec4 load_vector(uint dt, uint axis, uint mode, uint start, int base, int s_x, i
     return load4(dt, mode, start, e, axis == AXIS_K ? s_k : s_x, valid);
 }
 
+#ifdef CONV
+// Vector v of the BN x BK slice at (n0, k0) of B (cols(x), or cols(x)^T), read along N
+// (B_AXIS = AXIS_MN): the 4 columns from (n0 + x, k0 + k) on, k counted from B's first k kb,
+// zero beyond the edges and in the padding.
+vec4 column_vector(uint n0, uint kb, uint k0, uint v) {
+    uvec2 at = vector_position(AXIS_MN, BN, v);
+    uint gx = n0 + at.x, gk = k0 + at.y;
+    vec4 r = vec4(0.0);
+    if (gk >= p.K) return r;
+    ivec2 d, w;
+    if ((p.flags & FLAG_COLS_T) != 0u) {
+        int base = window_of(kb + gk, w);
+        [[unroll]] for (uint c = 0u; c < 4u; ++c) {
+            if (gx + c >= p.N) break;
+            int off = tap_of(gx + c, d);
+            r[c] = column_value(base, w, off, d);
+        }
+        return r;
+    }
+    int off = tap_of(kb + gk, d);
+    [[unroll]] for (uint c = 0u; c < 4u; ++c) {
+        if (gx + c >= p.N) break;
+        int base = window_of(gx + c, w);
+        r[c] = column_value(base, w, off, d);
+    }
+    return r;
+}
+#define LOAD_B(k0, v) column_vector(n0, uint(b_base), k0, v)
+#else
+#define LOAD_B(k0, v) load_vector(B_DT, B_AXIS, B_LOAD, p.b_start, b_base, p.b_sn, p.b_sk, n0, \
+                                  p.N, k0, BN, v)
+#endif
+
 // Put vector v (as load_vector placed it) into the slice at `offset` of shared memory, k-major
 // with `row` vec4s per k.
 void stage(uint offset, uint row, uint axis, uint bx, uint v, vec4 value) {
@@ -257,7 +420,7 @@ void main() {
     // this lane's first vec4 of a k row of each slice; its groups follow WARP_M (WARP_N) apart
     uint a_first = wm * (WM / 4u) + lm, b_first = B_OFFSET + wn * (WN / 4u) + ln;
     uint tiles_m = (p.M + BM - 1u) / BM, tiles_n = (p.N + BN - 1u) / BN;
-    uint n_tiles = tiles_m * tiles_n * p.batch[0] * p.batch[1] * p.batch[2];
+    uint n_tiles = tiles_m * tiles_n * BATCHES;
     uint n_slices = (p.K + BK - 1u) / BK;
 
     for (uint tile = gl_WorkGroupID.x; tile < n_tiles; tile += gl_NumWorkGroups.x) {
@@ -275,9 +438,7 @@ void main() {
                 a_next[i] = load_vector(A_DT, A_AXIS, A_LOAD, p.a_start, a_base, p.a_sm, p.a_sk,
                                         m0, p.M, 0u, BM, t + i * THREADS);
         [[unroll]] for (uint i = 0u; i < B_LOADS; ++i)
-            if (t + i * THREADS < B_VECS && n_slices > 0u)
-                b_next[i] = load_vector(B_DT, B_AXIS, B_LOAD, p.b_start, b_base, p.b_sn, p.b_sk,
-                                        n0, p.N, 0u, BN, t + i * THREADS);
+            if (t + i * THREADS < B_VECS && n_slices > 0u) b_next[i] = LOAD_B(0u, t + i * THREADS);
 
         for (uint s = 0u; s < n_slices; ++s) {
             barrier();  // everyone is done reading the previous slice
@@ -295,9 +456,7 @@ void main() {
                         a_next[i] = load_vector(A_DT, A_AXIS, A_LOAD, p.a_start, a_base, p.a_sm,
                                                 p.a_sk, m0, p.M, k0, BM, t + i * THREADS);
                 [[unroll]] for (uint i = 0u; i < B_LOADS; ++i)
-                    if (t + i * THREADS < B_VECS)
-                        b_next[i] = load_vector(B_DT, B_AXIS, B_LOAD, p.b_start, b_base, p.b_sn,
-                                                p.b_sk, n0, p.N, k0, BN, t + i * THREADS);
+                    if (t + i * THREADS < B_VECS) b_next[i] = LOAD_B(k0, t + i * THREADS);
             }
             [[unroll]] for (uint k = 0u; k < BK; ++k) {
                 vec4 a[TM / 4u], b[TN / 4u];
@@ -316,7 +475,8 @@ void main() {
             uint row = m0 + wm * WM + (i / 4u) * (WARP_M * 4u) + lm * 4u + i % 4u;
             [[unroll]] for (uint j = 0u; j < TN / 4u; ++j) {
                 uint col = n0 + wn * WN + j * (WARP_N * 4u) + ln * 4u;
-                if (row < p.M && col < p.N) store4(out_base + row * p.N + col, col, acc[i][j]);
+                if (row < p.M && col < p.N)
+                    store4(out_base + row * p.N + col, col, epilogue(row, acc[i][j]));
             }
         }
     }

@@ -57,6 +57,7 @@ NO_TESTS = {
     "layer_norm_backward": "layer_norm's vjp: checked by test_autograd_ops through layer_norm",
     "cross_entropy_backward": "cross_entropy's vjp: checked by test_autograd_ops through "
                               "cross_entropy",
+    "conv2d_backward": "conv2d's vjp: checked by test_autograd_ops through conv2d",
 }
 
 
@@ -1155,10 +1156,11 @@ _add("conv2d_inference",
             grad=False),
      OpTest(lambda *t, **p: _conv_without_grad(*t, relu=True, **p), _torch_conv_relu,
             _conv_cases, reduction_length=_conv_length, grad=False))
-_add("im2col",
-     OpTest(unfold, _torch("unfold"), _unfold_cases),
+_add("conv2d",
      OpTest(conv2d, _torch("conv2d"), _conv_cases, reduction_length=_conv_length),
+     OpTest(conv2d_relu, _torch_conv_relu, _conv_cases, reduction_length=_conv_length),
      OpTest(conv1d, _torch("conv1d"), _conv1d_cases, reduction_length=_conv_length))
+_add("im2col", OpTest(unfold, _torch("unfold"), _unfold_cases))
 _add("col2im",
      OpTest(fold, _torch("fold"), _fold_cases, reduction_length=_window_length),
      OpTest(conv_transpose2d, _torch("conv_transpose2d"), _conv_transpose_cases,

@@ -81,6 +81,84 @@ def test_conv2d_against_torch(device, dtype, x_shape, w_shape, bias, kwargs, rng
           arrays, device, dtype, f"conv2d {x_shape} {w_shape} {kwargs}", rng)
 
 
+# matmul.comp's conv variants in every kernel: awkward sizes against each tile (not multiples
+# of it), a ReLU on every other case.
+CONV_GEMM = [  # (input shape, weight shape, bias?, kwargs)
+    ((2, 3, 9, 7), (5, 3, 3, 3), True, {}),
+    ((1, 1, 1, 1), (3, 1, 1, 1), True, {}),                                   # spatial 1
+    ((3, 5, 4, 3), (7, 5, 1, 1), False, {}),                                  # 1x1
+    ((1, 7, 11, 10), (9, 7, 5, 5), True, {"padding": 2}),                     # batch 1, 5x5
+    ((2, 2, 10, 11), (4, 2, 3, 5), True, {"stride": 2, "padding": (1, 2)}),
+    ((1, 3, 11, 9), (2, 3, 3, 3), False, {"dilation": (2, 3), "padding": 2}),
+    ((2, 3, 5, 5), (6, 3, 3, 3), True, {"stride": (2, 3), "padding": 1, "dilation": 2}),
+    ((2, 33, 9, 8), (70, 33, 3, 3), True, {"padding": 1}),                    # M, K > a tile
+    ((4, 3, 15, 13), (5, 3, 3, 3), False, {"padding": 1}),  # dW's sum split (780 = 3 x 260)
+]
+# (path, the implicit GEMM's kernel): the explicit path runs matmul.comp's own choice
+PATHS = [("explicit", None)] + [("implicit", v) for v in ["direct", *vk.kernels.MATMUL_TILES]]
+
+
+@pytest.mark.vulkan
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("path,variant", PATHS, ids=[f"{p}-{v}" for p, v in PATHS])
+@pytest.mark.parametrize("index", range(len(CONV_GEMM)))
+def test_conv_gemm_variants_against_torch(vulkan, dtype, path, variant, index, rng):
+    """Both paths of the training convolution (im2col and the product, or the implicit GEMM in
+    every kernel of matmul.comp's conv variants) and the inference one (the implicit GEMM):
+    forward and the gradients of every input against torch."""
+    from vkgrad.ops.conv import CONV, CONV_INFERENCE, _out_hw, _window_args
+    from vkgrad.ops.registry import apply
+    x_shape, w_shape, bias, kwargs = CONV_GEMM[index]
+    relu = index % 2 == 0
+    stride, padding, dilation = _window_args("", kwargs.get("stride", 1),
+                                             kwargs.get("padding", 0), kwargs.get("dilation", 1))
+    geometry = dict(kernel=w_shape[2:], stride=stride, padding=padding, dilation=dilation)
+    (n, o), out_hw = (x_shape[0], w_shape[0]), _out_hw(x_shape[2:], **geometry)
+
+    def fused(op, x, w, b):
+        extra = {"path": path} if op is CONV else {}
+        out = apply(op, x, w.reshape(o, -1), b, **geometry, relu=relu, out_dtype=x.dtype,
+                    variant=variant, **extra)
+        return out.reshape(o, *out_hw, n).transpose(3, 0, 1, 2)
+
+    def reference(x, w, b):
+        out = F.conv2d(x, w, b, **kwargs)
+        return F.relu(out) if relu else out
+    arrays = _inputs(rng, [x_shape, w_shape, (o,) if bias else None], dtype)
+    what = f"conv GEMM {path} {variant} {x_shape} {w_shape} {kwargs} relu={relu}"
+    check(lambda *t: fused(CONV, *t), reference, arrays, vulkan, dtype, what, rng)
+    with vk.no_grad():
+        tensors = [None if a is None else vk.tensor(a, device=vulkan) for a in arrays]
+        _close(fused(CONV_INFERENCE, *tensors), reference(*[
+            None if a is None else torch.from_numpy(a.astype(np.float64)) for a in arrays]),
+            dtype, f"{what}: inference")
+
+
+@pytest.mark.vulkan
+def test_compiled_implicit_training_step_creates_and_allocates_nothing(vulkan, monkeypatch):
+    """LeNet5's training step on the implicit path (a GPU's): a replay creates no pipeline and
+    allocates nothing, and gives the eager step's losses."""
+    from conftest import lenet_trainer
+    import vkgrad.ops.conv as ops_conv
+    monkeypatch.setattr(ops_conv, "_training_path", lambda backend: ops_conv.IMPLICIT)
+    rng = np.random.default_rng(5)
+    batches = [(vk.tensor(rng.standard_normal((8, 1, 28, 28)), vk.float32, vulkan),
+                vk.tensor(rng.integers(0, 10, 8), device=vulkan)) for _ in range(5)]
+    _, _, eager = lenet_trainer(vulkan)
+    expected = [eager(x, y).item() for x, y in batches]
+    _, _, step = lenet_trainer(vulkan)
+    compiled = vk.compile(step)
+    losses = [compiled(x, y).item() for x, y in batches[:3]]  # records twice, then replays
+    vk.reset_stats()
+    losses += [compiled(x, y).item() for x, y in batches[3:]]
+    stats = vk.stats()
+    assert stats["pipelines_created"] == 0 and stats["device_bytes_allocated"] == 0, stats
+    assert losses == expected
+    (capture,) = compiled._captures.values()
+    kernels = [d[1] for d in capture.recording.dispatches]
+    assert kernels.count("matmul/conv_direct") == 4  # two forwards, two weight gradients
+
+
 CONV1D = [((2, 3, 17), (4, 3, 5), True, {"stride": 2, "padding": 2}),
           ((1, 4, 9), (4, 2, 3), False, {"groups": 2, "dilation": 2}),
           ((3, 10), (2, 3, 4), True, {})]                                     # unbatched

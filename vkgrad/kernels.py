@@ -106,9 +106,12 @@ FAMILIES = {
     "scan": {"": [f"{k}={v}" for k, v in SCAN_CODES.items()]},
     "sort": {"": [f"{k}={v}" for k, v in SORT_CODES.items()]},
     "random": {"": []},
-    "matmul": {"": _MATMUL_DEFINES,
+    # "conv" variants: the implicit GEMM of a convolution (ops/conv.py), the tiled one and DIRECT
+    "matmul": {"": _MATMUL_DEFINES, "conv": [*_MATMUL_DEFINES, "CONV"],
                **{name: [*_MATMUL_DEFINES, "DIRECT", f"DIRECT_TM={tm}", f"DIRECT_TN={tn}"]
-                  for name, (tm, tn) in MATMUL_DIRECT.items()}},
+                  for name, (tm, tn) in MATMUL_DIRECT.items()},
+               **{f"conv_{name}": [*_MATMUL_DEFINES, "CONV", "DIRECT", f"DIRECT_TM={tm}",
+                                   f"DIRECT_TN={tn}"] for name, (tm, tn) in MATMUL_DIRECT.items()}},
     "conv": {"": [f"{k}={v}" for k, v in CONV_CODES.items()]},
     "optim": {"": [f"RULE_{r.upper()}={i}" for i, r in enumerate(OPTIM_RULES)]
               + [f"FLAG_{k}={v}" for k, v in OPTIM_FLAGS.items()]},

@@ -7,8 +7,7 @@
 >>> max_pool2d(conv2d(x, w, padding=2).relu(), 2).shape
 (8, 16, 16, 16)
 
-conv2d is im2col followed by one matmul per group, composed in Tensor ops so that autograd
-differentiates it (to any order):
+conv2d is im2col followed by one matmul per group:
     cols[(c, i, j), (oh, ow, n)] = x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]   (0 in padding)
     out[(g, o), (oh, ow, n)]    = sum_k W[(g, o), k] cols[(g, k), (oh, ow, n)]
 with k = (c, i, j) over the channels of group g: W viewed as (G, O/G, K) times the columns viewed
@@ -18,6 +17,13 @@ view of (O, OH, OW, N). The backward of im2col is col2im, which sums the columns
 input's shape; each is the other's backward. `unfold`/`fold` are the same ops in torch's
 (N, C*kH*kW, L) layout.
 
+With one group in float32 or bf16, conv2d is one op (CONV: the columns, the product, the bias
+and an optional ReLU; with no gradient wanted CONV_INFERENCE, which never stores the columns),
+whose backward is one op too (CONV_BACKWARD: the ReLU's mask, dW = G cols^T, db = the rows' sums
+of G, dx = col2im(W^T G)). Other convolutions are composed in Tensor ops (_conv_composed); a
+gradient taken with create_graph is the composed one, so autograd differentiates every
+convolution to any order.
+
 Average pooling's forward and backward ops are each other's backward. Max pooling's forward
 keeps each window's tap of its maximum (the op's stats, uint8 for up to 256 taps); its backward
 scatters the gradient to those taps, and the scatter's backward gathers at them (_at_taps).
@@ -26,7 +32,9 @@ Device: shaders/conv.comp, one pipeline whose run-time modes do im2col, col2im a
 passes. Every backward pass is a gather (each input pixel sums what reaches it from the windows
 that contain it): deterministic, no atomics. bf16 sums accumulate in float32 and round once, on
 the host as on the device. A bf16 conv computes its columns, product and bias in float32 and
-rounds the result once; its gradients, too, are float32 until they round once.
+rounds the result once; its gradients, too, are float32 until they round once. The one-op
+convolution's implicit GEMMs are matmul.comp's conv variants (the columns read straight from
+the image, the bias and ReLU in the epilogue; see _conv_vulkan for which path a device takes).
 """
 from math import prod
 
@@ -34,7 +42,8 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .. import dtypes, kernels
-from .registry import Op, apply, apply_with_stats
+from . import host_blas
+from .registry import OPS, Op, apply, apply_with_stats
 
 _CODES = kernels.CONV_CODES
 CHUNK = 16  # output elements per conv.comp invocation: whole words, one index decomposition
@@ -138,6 +147,57 @@ def _conv_inference_host(x, w, bias, kernel, stride, padding, dilation, relu, ou
         if wide is not out:
             out[:, span] = block  # rounds to nearest even, once
     return out
+
+
+def _conv_host(x, w, bias, kernel, stride, padding, dilation, relu, out_dtype):
+    """(max(w @ cols + bias, 0) (relu) as an (O, OH*OW*N) array of out_dtype, cols): the
+    training convolution, whose backward reads the columns (K, OH*OW*N) of x again. One copy
+    builds the columns (widening a bf16 x), then one product, one in-place bias add and one
+    in-place max, in float32, and the result rounded once."""
+    windows = _windows(x, kernel, stride, padding, dilation, np.float32)
+    c, kh, kw, oh, ow, n = windows.shape
+    cols = np.ascontiguousarray(windows).reshape(c * kh * kw, oh * ow * n)
+    out = host_blas.matmul(w.astype(np.float32, copy=False), cols)
+    if bias is not None:
+        out += bias.astype(np.float32, copy=False)[:, None]
+    if relu:
+        np.maximum(out, 0, out=out)
+    return out.astype(out_dtype.np_dtype, copy=False), cols
+
+
+def _select(a):
+    """a * mask, the branch-free select, unless `a` holds infinities or NaNs (0 * inf is NaN)."""
+    if np.isfinite(a).all():
+        return np.multiply
+    return lambda values, mask: np.where(mask, values, 0)
+
+
+def _positive(a):
+    """Where float32 or bf16 `a` is > 0 (or a NaN of positive sign, whose gradient torch's ReLU
+    passes too), from its bits as signed integers: -0 is negative there. (A bf16 comparison
+    costs 20 times one of int16s.)"""
+    return a.view(np.int32 if a.dtype.itemsize == 4 else np.int16) > 0
+
+
+def _conv_backward_host(x, w, cols, out, g, kernel, stride, padding, dilation, relu,
+                        grad_dtypes):
+    """(dx, dW, db) of _conv_host's result for its upstream gradient g (O, OH*OW*N) (x giving
+    dx's shape; the saved columns cols the rest), each None
+    where grad_dtypes (the operands' dtypes, None where no gradient is wanted) says so. With
+    relu, G = g where out > 0, else 0 (out is the saved result); then dW = G cols^T,
+    db = sum of G's rows, dx = col2im(W^T G): in float32, each rounded once."""
+    g = g.astype(np.float32, copy=False)
+    if relu:
+        g = _select(g)(g, _positive(out))
+    x_dtype, w_dtype, b_dtype = grad_dtypes
+    w32 = w.astype(np.float32, copy=False)
+    dx = None if x_dtype is None else _col2im_host(
+        host_blas.matmul(w32.T, g), x.shape[2:], kernel, stride, padding, dilation).astype(
+            x_dtype.np_dtype, copy=False)
+    dw = None if w_dtype is None else host_blas.matmul(g, cols.T).astype(w_dtype.np_dtype,
+                                                                          copy=False)
+    db = None if b_dtype is None else g.sum(1).astype(b_dtype.np_dtype, copy=False)
+    return dx, dw, db
 
 
 def _tap_dtype(kernel):
@@ -304,23 +364,143 @@ def _im2col_vulkan(backend, x, kernel, stride, padding, dilation):
                    x.shape[2:], out_hw, kernel, stride, padding, dilation)
 
 
-def _conv_inference_vulkan(backend, x, w, bias, kernel, stride, padding, dilation, relu,
-                           out_dtype):
-    """The same as the host's, from the kernels the training path uses: im2col, the product,
-    the bias added and the ReLU applied in float32 (a bf16 input's columns widened first)."""
+IMPLICIT, EXPLICIT = "implicit", "explicit"  # the paths of a Vulkan training convolution
+
+
+def _training_path(backend):
+    """The path a training convolution takes on this device (see _conv_vulkan)."""
+    return EXPLICIT if backend.is_cpu else IMPLICIT
+
+
+def _conv_vulkan(backend, x, w, bias, kernel, stride, padding, dilation, relu, out_dtype,
+                 path=None, variant=None):
+    """The host's _conv_host on a Vulkan device, by one of two paths (`path`, for tests; by
+    default _training_path's: EXPLICIT on CPU devices, IMPLICIT elsewhere):
+    - IMPLICIT: (result,), one implicit GEMM (_conv_gemm_vulkan) that never stores the columns;
+      the backward's weight gradient is an implicit GEMM too.
+    - EXPLICIT: (result, float32 columns): im2col (a bf16 x widened first), the product, the
+      bias added and the ReLU applied as launches of their own, in float32, the columns saved
+      for the weight gradient's plain GEMM. On lavapipe this measured faster in training (for
+      LeNet5's step at batch 100 the implicit path was 6% slower): the implicit forward saves
+      less than the backward's im2col then costs, its weight gradient was 1.0-1.4x slower than
+      im2col and the GEMM, and the conv kernels' address arithmetic made their GEMM 1.6-2.2x
+      slower than matmul.comp's on the same columns.
+    `variant`: the implicit GEMM's tile or DIRECT, as _conv_gemm_vulkan's."""
+    if (path or _training_path(backend)) == IMPLICIT:
+        return (_conv_gemm_vulkan(backend, x, w, bias, kernel, stride, padding, dilation, relu,
+                                  out_dtype, variant),)
     from .elementwise import launch
     from .linalg import _matmul_vulkan
     if x.dtype is not dtypes.float32:
         x = launch(backend, "identity", dtypes.float32, x.shape, [x], "float")
-    out = _matmul_vulkan(backend, w, _im2col_vulkan(backend, x, kernel, stride, padding,
-                                                     dilation))
+    cols = _im2col_vulkan(backend, x, kernel, stride, padding, dilation)
+    out = _matmul_vulkan(backend, w, cols)
     if bias is not None:
         column = bias.view((bias.shape[0], 1), (bias.strides[0], 1), bias.offset)
         out = launch(backend, "add", dtypes.float32, out.shape, [out, column], "float")
     if relu or out_dtype is not dtypes.float32:  # (relu's result rounded to out_dtype)
         out = launch(backend, "relu" if relu else "identity", out_dtype, out.shape, [out],
                      "float")
+    return out, cols
+
+
+def _conv_gemm_vulkan(backend, x, w, bias, kernel, stride, padding, dilation, relu, out_dtype,
+                      variant=None):
+    """max(w @ cols(x) + bias, 0) (relu) as an (O, OH*OW*N) array of out_dtype in one launch of
+    matmul.comp's conv variant, which reads the columns straight from x, in float32 (x and w of
+    any float dtype) and rounds once. `variant`: the tile (or DIRECT) to run instead of the one
+    linalg._variant picks for the product, for tests and benchmarks:
+    `registry.apply(CONV_INFERENCE, x, w, b, ..., variant="32x64")` (CONV with
+    path="implicit")."""
+    from .linalg import _variant
+    out_hw = _out_hw(x.shape[2:], kernel, stride, padding, dilation)
+    (m, k), cols = w.shape, prod(out_hw) * x.shape[0]
+    out = backend.empty((m, cols), out_dtype)
+    if out.size:
+        flags = int(relu) | (0 if bias is None else 2)  # matmul.comp's FLAG_RELU, FLAG_BIAS
+        _conv_gemm(backend, out, w, x, bias, (kernel, stride, padding, dilation, out_hw),
+                   flags, k, 1, variant or _variant(backend, m, cols, k))
     return out
+
+
+def _conv_weight_grad_vulkan(backend, g, x, kernel, stride, padding, dilation, out_dtype,
+                             variant=None):
+    """dW = g @ cols(x)^T, (O, C*kH*kW) of out_dtype for g (O, OH*OW*N), as the implicit GEMM
+    (FLAG_COLS_T: the columns read from x), its long sum over the windows split in chunks as
+    linalg._splits says, the partial products then summed by one reduction."""
+    from .linalg import _splits, _variant
+    from .reduce import launch as reduce_launch
+    out_hw = _out_hw(x.shape[2:], kernel, stride, padding, dilation)
+    (m, k), n = g.shape, x.shape[1] * prod(kernel)
+    variant = variant or _variant(backend, m, n, k)
+    splits = _splits(backend, m, n, k, 1, variant)
+    out = backend.empty((m, n), out_dtype)
+    if out.size:
+        partial = out if splits == 1 else backend.empty((splits, m, n), dtypes.float32)
+        _conv_gemm(backend, partial, g, x, None, (kernel, stride, padding, dilation, out_hw),
+                   4, k // splits, splits, variant)  # matmul.comp's FLAG_COLS_T
+        if splits > 1:
+            reduce_launch(backend, "sum", partial, [1, 2], [0], out, 1.0)
+    return out
+
+
+def _conv_gemm(backend, out, a, x, bias, geometry, flags, k, splits, variant):
+    """Queue matmul.comp's conv `variant` (a tile or DIRECT): out[s] = a[:, s-th chunk of k]
+    @ B[s-th chunk] (+ bias, ReLU as `flags` say) for s < splits, B = cols(x) or (FLAG_COLS_T)
+    cols(x)^T, read from x."""
+    from .linalg import DIRECT, _gemm_config, _operand_layout, _threads
+    kernel, stride, padding, dilation, out_hw = geometry
+    m, n = out.shape[-2:]
+    push = [out.start, a.start, x.start, 0 if bias is None else bias.start, m, n, k,
+            *a.strides, 0 if bias is None else bias.strides[0], *x.shape, *out_hw, *kernel,
+            *stride, *padding, *dilation, *x.strides, flags,
+            0 if bias is None else bias.dtype.code, splits]
+    spec = (out.dtype.code, a.dtype.code, x.dtype.code)
+    if variant != DIRECT:
+        codes = kernels.MATMUL_LAYOUT
+        spec += (*_gemm_config(backend, variant),
+                 *_operand_layout(m, k, a.strides[0], a.strides[1], a.start,
+                                  (k * a.strides[1],) if splits > 1 else ()),
+                 codes["AXIS_MN"], codes["LOAD_STRIDED"])
+    # The tiled kernel is ordered after all earlier work and before all later work (writes
+    # None): with its operands declared, the validation layer reported reads after unrelated
+    # writes without a barrier between (the DIRECT kernel's are clean). Not yet understood.
+    backend.launch("matmul", f"conv_{DIRECT}" if variant == DIRECT else "conv",
+                   _threads(backend, m, n, splits, variant), push, spec,
+                   reads=[x, a, bias], writes=[out] if variant == DIRECT else None)
+
+
+def _conv_backward_vulkan(backend, x, w, cols, out, g, kernel, stride, padding, dilation,
+                          relu, grad_dtypes, variant=None):
+    """_conv_backward_host on a Vulkan device: the mask, dW, dx as W^T G and col2im, db a row
+    sum, in float32, each result rounded once. dW is G cols^T from the columns the EXPLICIT
+    forward saved, or (IMPLICIT, cols None) an implicit GEMM (_conv_weight_grad_vulkan).
+    `variant`: the implicit GEMM's (see _conv_gemm_vulkan), forced for tests."""
+    from .elementwise import launch
+    from .linalg import _matmul_vulkan
+
+    def rounded(a, dtype):
+        return a if a.dtype is dtype else launch(backend, "identity", dtype, a.shape, [a],
+                                                 "float")
+    if relu:
+        kept = launch(backend, "gt", dtypes.bool_, out.shape, [out, 0.0], "float")
+        g = launch(backend, "where", dtypes.float32, g.shape, [kept, g, 0.0], "float")
+    g = rounded(g, dtypes.float32)  # (a bf16 g widened: W^T G must not round before col2im)
+    x_dtype, w_dtype, b_dtype = grad_dtypes
+    dx = dw = db = None
+    if x_dtype is not None:
+        wt = w.view(w.shape[::-1], w.strides[::-1], w.offset)
+        dx = rounded(_col2im_vulkan(backend, _matmul_vulkan(backend, wt, g), x.shape[2:], kernel,
+                                    stride, padding, dilation), x_dtype)
+    if w_dtype is not None and cols is None:
+        dw = _conv_weight_grad_vulkan(backend, g, x, kernel, stride, padding, dilation, w_dtype,
+                                      variant)
+    elif w_dtype is not None:
+        colst = cols.view(cols.shape[::-1], cols.strides[::-1], cols.offset)
+        dw = rounded(_matmul_vulkan(backend, g, colst), w_dtype)
+    if b_dtype is not None:
+        db = rounded(OPS["sum"].vulkan(backend, g, (1,), False), b_dtype)
+    return dx, dw, db
 
 
 def _col2im_vulkan(backend, cols, size, kernel, stride, padding, dilation):
@@ -384,6 +564,31 @@ def _avg_pool_vjp(ctx, g):
 
 def _avg_pool_back_vjp(ctx, g):
     return (apply(AVG_POOL, g, **_without_size(ctx.params)),)
+
+
+def _conv_vjp(ctx, g):
+    """The training convolution's (dx, dW, db): one CONV_BACKWARD (with create_graph, the
+    gradients of the composed convolution, which differentiate further)."""
+    from ..autograd import grad as autograd_grad
+    from ..autograd import is_grad_enabled
+    from ..tensor import Tensor
+    x, w, bias = ctx.inputs
+    params, needs = ctx.params, ctx.needs_input_grad
+    if is_grad_enabled():
+        geometry = {k: params[k] for k in ("kernel", "stride", "padding", "dilation")}
+        weight = w.reshape(w.shape[0], x.shape[1], *params["kernel"])
+        out = _conv_composed(x, weight, bias, 1, geometry, params["out_dtype"])
+        out = out.relu() if params["relu"] else out
+        grads = iter(autograd_grad(out, [t for t, need in zip(ctx.inputs, needs) if need], g,
+                                   create_graph=True))
+        return tuple(next(grads) if need else None for need in needs)
+    arrays = g.device.backend.run(
+        CONV_BACKWARD, x._data, w._data, ctx.stats[0]._data if ctx.stats else None,
+        ctx.output._data, g._data, kernel=params["kernel"], stride=params["stride"],
+        padding=params["padding"], dilation=params["dilation"], relu=params["relu"],
+        grad_dtypes=tuple(t.dtype if need else None for t, need in zip(ctx.inputs, needs)),
+        **{k: v for k, v in params.items() if k == "variant"})  # (a test's forced tile)
+    return tuple(None if a is None else Tensor._wrap(a, g.device) for a in arrays)
 
 
 # ---- argument checks ----------------------------------------------------------------------------
@@ -523,9 +728,10 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 
 def conv2d_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """relu(conv2d(...)) as one op where no gradient is wanted (nn.Sequential uses it for a
-    Conv2d followed by a ReLU): on the host the product, the bias and the ReLU are applied a
-    block of output rows at a time, in the cache. The same values as the two ops."""
+    """relu(conv2d(...)) as one op (nn.Sequential uses it for a Conv2d followed by a ReLU), in
+    training as in inference: the ReLU is applied in place to the product plus bias (where no
+    gradient is wanted, on the host, a block of output rows at a time, in the cache), and the
+    backward masks the upstream gradient by the saved output. The same values as the two ops."""
     return _conv2d(input, weight, bias, stride, padding, dilation, groups, relu=True)
 
 
@@ -559,30 +765,38 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups, relu=False):
                              f"{weight.shape}: expected ({o},)")
     oh, ow = _check_window("conv2d", x.shape, (kh, kw), stride, padding, dilation)
     from ..autograd import wants_grad
-    from ..tensor import _add_narrow, _narrow, _widen
-    from .linalg import matmul
     dtype = dtypes.result_type(x.dtype, weight.dtype)
     if bias is not None:
         dtype = dtypes.result_type(dtype, bias.dtype)
-    k = cg * kh * kw
-    if (groups == 1 and dtype in (dtypes.float32, dtypes.bfloat16)
-            and not wants_grad((x, weight, bias))):
-        out = apply(CONV_INFERENCE, x, weight.reshape(o, k), bias, kernel=(kh, kw),
-                    stride=stride, padding=padding, dilation=dilation, relu=relu,
+    geometry = dict(kernel=(kh, kw), stride=stride, padding=padding, dilation=dilation)
+    if groups == 1 and dtype in (dtypes.float32, dtypes.bfloat16):
+        op = CONV if wants_grad((x, weight, bias)) else CONV_INFERENCE
+        out = apply(op, x, weight.reshape(o, cg * kh * kw), bias, **geometry, relu=relu,
                     out_dtype=dtype)
         return unbatch(out.reshape(o, oh, ow, n).transpose(3, 0, 1, 2))
-    if dtype is dtypes.bfloat16:
-        x = _widen(x)  # columns, product and dx's col2im in float32, each result rounded once
-    if (kh, kw, *stride, *padding) == (1, 1, 1, 1, 0, 0):
-        cols = x.transpose(1, 2, 3, 0).reshape(c, h * w * n)  # the columns of a 1x1 conv
-    else:
-        cols = apply(IM2COL, x, kernel=(kh, kw), stride=stride, padding=padding,
-                     dilation=dilation)
-    out = matmul(weight.reshape(groups, o // groups, k), cols.reshape(groups, k, oh * ow * n))
-    out = out.reshape(o, oh * ow * n)
-    out = _narrow(out, dtype) if bias is None else _add_narrow(out, bias.reshape(o, 1), dtype)
+    out = _conv_composed(x, weight, bias, groups, geometry, dtype)
     out = unbatch(out.reshape(o, oh, ow, n).transpose(3, 0, 1, 2))
     return out.relu() if relu else out
+
+
+def _conv_composed(x, weight, bias, groups, geometry, dtype):
+    """conv2d's (O, OH*OW*N) result before any ReLU, as `dtype`, composed of Tensor ops (which
+    autograd differentiates to any order): im2col, one product per group, the bias."""
+    from ..tensor import _add_narrow, _narrow, _widen
+    from .linalg import matmul
+    n, c, h, w = x.shape
+    o, cg, kh, kw = weight.shape
+    k = cg * kh * kw
+    oh, ow = _out_hw((h, w), **geometry)
+    if dtype is dtypes.bfloat16:
+        x = _widen(x)  # columns, product and dx's col2im in float32, each result rounded once
+    if (kh, kw, *geometry["stride"], *geometry["padding"]) == (1, 1, 1, 1, 0, 0):
+        cols = x.transpose(1, 2, 3, 0).reshape(c, h * w * n)  # the columns of a 1x1 conv
+    else:
+        cols = apply(IM2COL, x, **geometry)
+    out = matmul(weight.reshape(groups, o // groups, k), cols.reshape(groups, k, oh * ow * n))
+    out = out.reshape(o, oh * ow * n)
+    return _narrow(out, dtype) if bias is None else _add_narrow(out, bias.reshape(o, 1), dtype)
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -899,7 +1113,10 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
 
 # ---- the ops ------------------------------------------------------------------------------------
 # conv2d without autograd (inference): no vjp, so conv2d takes it only when no gradient is wanted
-CONV_INFERENCE = Op("conv2d_inference", _conv_inference_host, _conv_inference_vulkan, saves=())
+CONV_INFERENCE = Op("conv2d_inference", _conv_inference_host, _conv_gemm_vulkan, saves=())
+# conv2d where a gradient is wanted (groups 1, f32 and bf16; the rest is _conv_composed)
+CONV = Op("conv2d", _conv_host, _conv_vulkan, vjp=_conv_vjp, saves=("inputs", "output", "stats"))
+CONV_BACKWARD = Op("conv2d_backward", _conv_backward_host, _conv_backward_vulkan, saves=())
 IM2COL = Op("im2col", _im2col_host, _im2col_vulkan, vjp=_im2col_vjp, saves=())
 COL2IM = Op("col2im", _col2im_host, _col2im_vulkan, vjp=_col2im_vjp, saves=())
 MAX_POOL = Op("max_pool2d", _max_pool_host, _max_pool_vulkan, vjp=_max_pool_vjp,
