@@ -19,21 +19,12 @@
 // the padding (it acts as -inf); the first maximum wins, and a NaN wins over any number.
 #include "common.glsl"
 
-layout(local_size_x = 256) in;
+#include "conv_layout.glsl"  // WG, local size, push constants p: kernels.LAYOUTS
 
 layout(constant_id = 0) const uint MODE = 0u;
 layout(constant_id = 1) const uint OUT_DT = 0u;
 layout(constant_id = 2) const uint A_DT = 0u;
 layout(constant_id = 3) const uint B_DT = 0u;
-
-layout(push_constant) uniform Params {
-    uint n; uint out_start; uint a_start; uint b_start;
-    uint N; uint C; uint H; uint W; uint OH; uint OW;  // batch, channels, in and out sizes
-    uint kh; uint kw; uint sh; uint sw; uint ph; uint pw; uint dh; uint dw;
-    uint include_pad;                             // avg pooling: divide by kh * kw always
-    uint chunk;                                   // elements per invocation, whole words
-    int a_strides[4]; int b_strides[4];           // (n, c, h, w); columns use (row, col)
-} p;
 
 int a_at(uint n, uint c, int h, int w) {
     return int(n) * p.a_strides[0] + int(c) * p.a_strides[1] + h * p.a_strides[2]

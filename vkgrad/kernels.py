@@ -146,7 +146,7 @@ class Layout:
     the push constants with pack(name=value, ...). The block must fit PUSH_WORDS (checked when
     this module loads).
 
-    Converting a family (conv and matmul still declare their blocks in their .comp): add its
+    Converting a family (matmul still declares its two blocks in matmul.comp): add its
     Layout to LAYOUTS with the fields of its `Params` block and the #defines that size them,
     replace those lines and `layout(local_size_x = ...)` in the .comp by
     `#include "<family>_layout.glsl"`, and have its launches pass LAYOUTS[family].pack(...) and
@@ -254,6 +254,14 @@ LAYOUTS = {layout.family: layout for layout in [
         "int dst_strides[MAXD]", "int src_strides[MAXD]", "int idx_strides[MAXD]",
         "uint inner[MAXD - 1]", "uint magic[MAXD - 1]", "uint shifts",
     ], MAXD=5),              # dims (after coalescing)
+    Layout("conv", [
+        "uint n", "uint out_start", "uint a_start", "uint b_start",
+        "uint N", "uint C", "uint H", "uint W", "uint OH", "uint OW",  # batch, channels, sizes
+        "uint kh", "uint kw", "uint sh", "uint sw", "uint ph", "uint pw", "uint dh", "uint dw",
+        "uint include_pad",  # avg pooling: divide by kh * kw always
+        "uint chunk",        # elements per invocation, whole words
+        "int a_strides[4]", "int b_strides[4]",  # (n, c, h, w); columns use (row, col)
+    ]),
     Layout("reduce", [
         "uint n_out", "uint n_red", "uint out_start", "uint a_start",
         "uint scale_bits",   # result multiplier (1/n for mean), float domain only

@@ -46,6 +46,7 @@ from . import host_blas
 from .registry import OPS, Op, apply, apply_with_stats
 
 _CODES = kernels.CONV_CODES
+CONV_LAYOUT = kernels.LAYOUTS["conv"]
 CHUNK = 16  # output elements per conv.comp invocation: whole words, one index decomposition
 COLUMN_BLOCK = 1 << 16  # floats of columns per block of a host inference convolution (in cache)
 
@@ -345,11 +346,12 @@ def _launch(mode, out_shape, dtype, a, b, batch, channels, size, out_hw, kernel,
     out = backend.empty(out_shape, dtype)
     if out.size == 0:
         return out
-    b_strides = list(b.strides) if b is not None else [0] * 4
-    a_strides = list(a.strides) + [0] * (4 - a.ndim)
-    push = [out.size, out.start, a.start, b.start if b is not None else 0,
-            batch, channels, *size, *out_hw, *kernel, *stride, *padding, *dilation,
-            int(include_pad), CHUNK, *a_strides, *b_strides]
+    push = CONV_LAYOUT.pack(
+        n=out.size, out_start=out.start, a_start=a.start, b_start=0 if b is None else b.start,
+        N=batch, C=channels, H=size[0], W=size[1], OH=out_hw[0], OW=out_hw[1], kh=kernel[0],
+        kw=kernel[1], sh=stride[0], sw=stride[1], ph=padding[0], pw=padding[1], dh=dilation[0],
+        dw=dilation[1], include_pad=int(include_pad), chunk=CHUNK, a_strides=a.strides,
+        b_strides=() if b is None else b.strides)
     backend.launch("conv", "", -(-out.size // CHUNK), push,
                    (_CODES[mode], out.dtype.code, a.dtype.code,
                     b.dtype.code if b is not None else kernels.DTYPE_CODES["imm"]),
