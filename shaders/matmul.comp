@@ -44,32 +44,17 @@
 //   is split-K: entry b multiplies A's and B's b-th K chunk of p.K terms into C[b].
 #include "common.glsl"
 
-#define MAXB 3               // batch dims (after coalescing; padded with size 1, stride 0)
 layout(constant_id = SPEC_OUT_DT) const uint OUT_DT = 0u;
 layout(constant_id = SPEC_A_DT) const uint A_DT = 0u;
 layout(constant_id = SPEC_B_DT) const uint B_DT = 0u;
 
+// Push constants, MAXB (batch dims after coalescing, padded in front with size 1, stride 0),
+// WG and the CONV variants' FLAG_* (kernels.CONV_GEMM_FLAGS) come from vkgrad/kernels.py.
 #ifdef CONV
-#define FLAG_RELU 1u
-#define FLAG_BIAS 2u
-#define FLAG_COLS_T 4u
-layout(push_constant) uniform Params {
-    uint out_start; uint a_start; uint b_start; uint bias_start;
-    uint M; uint N; uint K;
-    int a_sm; int a_sk; int bias_s;
-    uint NB; uint C; uint H; uint W; uint OH; uint OW;  // x's batch, channels, in and out sizes
-    uint kh; uint kw; uint sh; uint sw; uint ph; uint pw; uint dh; uint dw;
-    int xs[4];                                          // x's strides (n, c, h, w)
-    uint flags; uint bias_dt; uint splits;
-} p;
+#include "matmul_conv_layout.glsl"
 #define BATCHES p.splits
 #else
-layout(push_constant) uniform Params {
-    uint out_start; uint a_start; uint b_start;
-    uint M; uint N; uint K;
-    int a_sm; int a_sk; int b_sk; int b_sn;
-    uint batch[MAXB]; int a_sb[MAXB]; int b_sb[MAXB];
-} p;
+#include "matmul_layout.glsl"
 #define BATCHES (p.batch[0] * p.batch[1] * p.batch[2])
 #endif
 
@@ -195,7 +180,7 @@ float column_value(int base, ivec2 at, int off, ivec2 d) {
 #ifdef DIRECT
 #define TM DIRECT_TM
 #define TN DIRECT_TN
-layout(local_size_x = 256) in;
+layout(local_size_x = WG) in;
 
 // Write one thread's TM x TN block, whose first element is at (row0, col0), to batch entry bi.
 void store_block(uint bi, uint row0, uint col0, vec4 acc[TM][TN / 4]) {
@@ -278,7 +263,7 @@ void main() {
 // The sizes (linalg.py's _gemm_config keeps them consistent: WG = (BM / TM) (BN / TN), every
 // tile size a power of two, TM and TN multiples of 4, BK a multiple of 8, WARP_N dividing
 // BN / TN and WARP / WARP_N dividing BM / TM).
-layout(local_size_x = 256, local_size_x_id = SPEC_WG) in;
+layout(local_size_x = WG, local_size_x_id = SPEC_WG) in;
 layout(constant_id = SPEC_BM) const uint BM = 64u;
 layout(constant_id = SPEC_BN) const uint BN = 64u;
 layout(constant_id = SPEC_BK) const uint BK = 16u;

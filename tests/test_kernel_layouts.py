@@ -14,10 +14,13 @@ SHADERS = pathlib.Path(__file__).resolve().parent.parent / "shaders"
 @pytest.mark.parametrize("family", sorted(kernels.LAYOUTS))
 def test_a_converted_shader_declares_nothing_its_layout_does(family):
     layout = kernels.LAYOUTS[family]
-    assert family in kernels.FAMILIES
-    source = (SHADERS / f"{family}.comp").read_text()
+    assert layout.shader in kernels.FAMILIES
+    source = (SHADERS / f"{layout.shader}.comp").read_text()
     assert f'#include "{kernels.layout_header_name(family)}"' in source
-    assert "push_constant" not in source and "local_size_x" not in source
+    assert "push_constant" not in source
+    # the header declares the local size, or (a spec constant's default) the .comp from WG
+    sizes = re.findall(r"local_size_x\s*=\s*(\w+)", source)
+    assert sizes == [] if layout.local_size else sizes and set(sizes) == {"WG"}, sizes
     for name in ["WG", *layout.limits]:
         assert not re.search(rf"#define {name}\b", source), name
 
@@ -27,6 +30,10 @@ def test_the_built_header_is_the_layouts(family):
     """tools/build_shaders.py wrote the header the package carries (for user kernels too)."""
     header = INCLUDE / kernels.layout_header_name(family)
     assert header.read_text() == kernels.LAYOUTS[family].header()
+
+
+def test_every_family_has_a_layout():
+    assert {layout.shader for layout in kernels.LAYOUTS.values()} == set(kernels.FAMILIES)
 
 
 def test_header_declares_the_block_in_order():

@@ -47,6 +47,7 @@ from .registry import OPS, Op, apply, apply_with_stats
 
 _CODES = kernels.CONV_CODES
 CONV_LAYOUT = kernels.LAYOUTS["conv"]
+_GEMM_LAYOUT, _GEMM_FLAGS = kernels.LAYOUTS["matmul_conv"], kernels.CONV_GEMM_FLAGS
 CHUNK = 16  # output elements per conv.comp invocation: whole words, one index decomposition
 COLUMN_BLOCK = 1 << 16  # floats of columns per block of a host inference convolution (in cache)
 
@@ -419,7 +420,7 @@ def _conv_gemm_vulkan(backend, x, w, bias, kernel, stride, padding, dilation, re
     (m, k), cols = w.shape, prod(out_hw) * x.shape[0]
     out = backend.empty((m, cols), out_dtype)
     if out.size:
-        flags = int(relu) | (0 if bias is None else 2)  # matmul.comp's FLAG_RELU, FLAG_BIAS
+        flags = (_GEMM_FLAGS["RELU"] if relu else 0) | (0 if bias is None else _GEMM_FLAGS["BIAS"])
         _conv_gemm(backend, out, w, x, bias, (kernel, stride, padding, dilation, out_hw),
                    flags, k, 1, variant or _variant(backend, m, cols, k))
     return out
@@ -440,7 +441,7 @@ def _conv_weight_grad_vulkan(backend, g, x, kernel, stride, padding, dilation, o
     if out.size:
         partial = out if splits == 1 else backend.empty((splits, m, n), dtypes.float32)
         _conv_gemm(backend, partial, g, x, None, (kernel, stride, padding, dilation, out_hw),
-                   4, k // splits, splits, variant)  # matmul.comp's FLAG_COLS_T
+                   _GEMM_FLAGS["COLS_T"], k // splits, splits, variant)
         if splits > 1:
             reduce_launch(backend, "sum", partial, [1, 2], [0], out, 1.0)
     return out
@@ -453,10 +454,14 @@ def _conv_gemm(backend, out, a, x, bias, geometry, flags, k, splits, variant):
     from .linalg import DIRECT, _gemm_config, _operand_layout, _threads
     kernel, stride, padding, dilation, out_hw = geometry
     m, n = out.shape[-2:]
-    push = [out.start, a.start, x.start, 0 if bias is None else bias.start, m, n, k,
-            *a.strides, 0 if bias is None else bias.strides[0], *x.shape, *out_hw, *kernel,
-            *stride, *padding, *dilation, *x.strides, flags,
-            0 if bias is None else bias.dtype.code, splits]
+    push = _GEMM_LAYOUT.pack(
+        out_start=out.start, a_start=a.start, b_start=x.start,
+        bias_start=0 if bias is None else bias.start, M=m, N=n, K=k, a_sm=a.strides[0],
+        a_sk=a.strides[1], bias_s=0 if bias is None else bias.strides[0], NB=x.shape[0],
+        C=x.shape[1], H=x.shape[2], W=x.shape[3], OH=out_hw[0], OW=out_hw[1], kh=kernel[0],
+        kw=kernel[1], sh=stride[0], sw=stride[1], ph=padding[0], pw=padding[1], dh=dilation[0],
+        dw=dilation[1], xs=x.strides, flags=flags, bias_dt=0 if bias is None else bias.dtype.code,
+        splits=splits)
     spec = (out.dtype.code, a.dtype.code, x.dtype.code)
     if variant != DIRECT:
         codes = kernels.MATMUL_LAYOUT

@@ -24,7 +24,8 @@ from ..tensor import Tensor, tensor_method
 from . import host_blas
 from .registry import Op, apply
 
-MAXB = 3    # batch dims matmul.comp describes (after coalescing); more are looped on the host
+MATMUL_PUSH = kernels.LAYOUTS["matmul"]
+MAXB = MATMUL_PUSH.MAXB  # batch dims matmul.comp describes (coalesced); more loop on the host
 PARALLEL_GROUPS = 64  # fewer workgroups than this leave a device idle: split K (see _splits)
 DIRECT = "direct"      # the matmul.comp variant CPU devices use
 MIN_SPLIT_K = 256     # ... into chunks of at least this many terms
@@ -197,9 +198,10 @@ def _launch(backend, out, a, b, variant):
                                for x in (out, a, b)), variant)
         return
     pad = MAXB - len(batch)
-    push = [out.start, a.start, b.start, m, n, k,
-            a.strides[-2], a.strides[-1], b.strides[-2], b.strides[-1],
-            *[1] * pad, *batch, *[0] * pad, *a_sb, *[0] * pad, *b_sb]
+    push = MATMUL_PUSH.pack(
+        out_start=out.start, a_start=a.start, b_start=b.start, M=m, N=n, K=k,
+        a_sm=a.strides[-2], a_sk=a.strides[-1], b_sk=b.strides[-2], b_sn=b.strides[-1],
+        batch=[1] * pad + list(batch), a_sb=[0] * pad + list(a_sb), b_sb=[0] * pad + list(b_sb))
     spec = (out.dtype.code, a.dtype.code, b.dtype.code)
     if variant != DIRECT:
         spec += (*_gemm_config(backend, variant),
