@@ -494,12 +494,9 @@ def _conv_gemm(backend, out, a, x, bias, geometry, flags, k, splits, variant):
                  *_operand_layout(m, k, a.strides[0], a.strides[1], a.start,
                                   (k * a.strides[1],) if splits > 1 else ()),
                  codes["AXIS_MN"], codes["LOAD_STRIDED"])
-    # The tiled kernel is ordered after all earlier work and before all later work (writes
-    # None): with its operands declared, the validation layer reported reads after unrelated
-    # writes without a barrier between (the DIRECT kernel's are clean). Not yet understood.
     backend.launch("matmul", f"conv_{DIRECT}" if variant == DIRECT else "conv",
                    _threads(backend, m, n, splits, variant), push, spec,
-                   reads=[x, a, bias], writes=[out] if variant == DIRECT else None)
+                   reads=[x, a, bias], writes=[out])
 
 
 def _conv_backward_vulkan(backend, x, w, cols, out, g, kernel, stride, padding, dilation,
