@@ -158,7 +158,8 @@ int tap_of(uint k, out ivec2 d) {
 }
 
 // The next tap after (i, j) = ij (j fastest, then i, then c), its offset and pixel stepped
-// along: the DIRECT kernel's k loop divides nothing (integer division is slow on CPU devices).
+// along: the DIRECT kernel's k loop divides nothing (integer division is slow on CPU devices;
+// FLAG_GRAD_X's does, the implicit input gradient being a GPU's path).
 void next_tap(inout uvec2 ij, inout int off, inout ivec2 d) {
     ij.y += 1u;
     off += int(p.dw) * p.xs[3];

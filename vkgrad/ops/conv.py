@@ -380,7 +380,7 @@ def _conv_vulkan(backend, x, w, bias, kernel, stride, padding, dilation, relu, o
     """The host's _conv_host on a Vulkan device, by one of two paths (`path`, for tests; by
     default _training_path's: EXPLICIT on CPU devices, IMPLICIT elsewhere):
     - IMPLICIT: (result,), one implicit GEMM (_conv_gemm_vulkan) that never stores the columns;
-      the backward's weight gradient is an implicit GEMM too.
+      the backward's weight and input gradients are implicit GEMMs too.
     - EXPLICIT: (result, float32 columns): im2col (a bf16 x widened first), the product, the
       bias added and the ReLU applied as launches of their own, in float32, the columns saved
       for the weight gradient's plain GEMM. On lavapipe this measured faster in training (for
