@@ -40,6 +40,11 @@
 //   padding) straight from x (the batch innermost along N, as the explicit columns), and the
 //   epilogue adds bias[row] and applies max(., 0) (flags) in f32 before the one rounding. With
 //   FLAG_COLS_T, B = cols(x)^T instead (N x K: the weight gradient G @ cols^T, K = (oh, ow, n)).
+//   With FLAG_GRAD_X, the input gradient dx = W' @ B, W' the C x (O kH kW) weights (o, i, j)
+//   along K, as the transposed convolution: x is the upstream gradient G (O, OH*OW*N) viewed
+//   as an image (N, O, OH, OW) (the push's H, W are OH, OW and its OH, OW are dx's H, W) and
+//   B[(o, i, j), (h, w, n)] = G[n, o, oh, ow] where h + ph - i*dh = oh*sh and w + pw - j*dw =
+//   ow*sw with 0 <= oh < OH, 0 <= ow < OW, else 0; the (C, H*W*N) result is dx batch-last.
 //   The tiled kernel reads B along N (B_AXIS = AXIS_MN), an element at a time. The batch dim
 //   is split-K: entry b multiplies A's and B's b-th K chunk of p.K terms into C[b].
 #include "common.glsl"
@@ -137,7 +142,8 @@ int tap_of(uint k, out ivec2 d) {
 }
 
 // The next tap after (i, j) = ij (j fastest, then i, then c), its offset and pixel stepped
-// along: the DIRECT kernel's k loop divides nothing (integer division is slow on CPU devices).
+// along: the DIRECT kernel's k loop divides nothing (integer division is slow on CPU devices;
+// FLAG_GRAD_X's does, the implicit input gradient being a GPU's path).
 void next_tap(inout uvec2 ij, inout int off, inout ivec2 d) {
     ij.y += 1u;
     off += int(p.dw) * p.xs[3];
@@ -164,6 +170,31 @@ void next_window(inout uvec2 nw, inout int base, inout ivec2 at) {
     nw.y = 0u;
     base += int(p.sh) * p.xs[2] - int(p.OW * p.sw) * p.xs[3];
     at += ivec2(int(p.sh), -int(p.OW * p.sw));
+}
+
+// FLAG_GRAD_X's column `col` = (h, w, n) of B: the offset of its batch entry in G and its
+// pixel shifted by the padding, (h + ph, w + pw).
+int grad_window_of(uint col, out ivec2 at) {
+    uint t = col / p.NB;
+    at = ivec2(int(t / p.OW + p.ph), int(t % p.OW + p.pw));
+    return int(col % p.NB) * p.xs[0];
+}
+
+// FLAG_GRAD_X's row `k` = (o, i, j) of B: the offset of G's channel o and (i*dh, j*dw).
+int grad_tap_of(uint k, out ivec2 d) {
+    uint taps = p.kh * p.kw, r = k % taps;
+    d = ivec2(int((r / p.kw) * p.dh), int((r % p.kw) * p.dw));
+    return int(k / taps) * p.xs[1];
+}
+
+// B at the column (base, at) and the row (off, d) (FLAG_GRAD_X): G at the output pixel
+// (at - d) / stride whose window's tap d is the column's pixel, or 0 where there is none
+// (a select around the load of G's first element, as column_value).
+float grad_value(int base, ivec2 at, int off, ivec2 d) {
+    ivec2 q = at - d, s = ivec2(p.sh, p.sw), o = q / max(s, ivec2(1));
+    bool inside = q.x >= 0 && q.y >= 0 && o * s == q && o.x < int(p.H) && o.y < int(p.W);
+    float v = load_f32(B_DT, p.b_start, inside ? base + off + o.x * p.xs[2] + o.y * p.xs[3] : 0);
+    return inside ? v : 0.0;
 }
 
 // cols(x) at the window (base, at) and the tap (off, d): x's pixel, or 0 in the padding. The
@@ -211,11 +242,12 @@ void main() {
             a_row[i] = a_base + int(min(m0 + i, p.M - 1u)) * p.a_sm;
 #ifdef CONV
         // per column its window (or with FLAG_COLS_T its tap): offset and pixel
-        bool cols_t = (p.flags & FLAG_COLS_T) != 0u;
+        bool cols_t = (p.flags & FLAG_COLS_T) != 0u, grad_x = (p.flags & FLAG_GRAD_X) != 0u;
         ivec2 b_at[TN];
         [[unroll]] for (uint j = 0u; j < TN; ++j) {
             uint col = min(n0 + j, p.N - 1u);
-            b_col[j] = cols_t ? tap_of(col, b_at[j]) : window_of(col, b_at[j]);
+            b_col[j] = grad_x ? grad_window_of(col, b_at[j])
+                     : cols_t ? tap_of(col, b_at[j]) : window_of(col, b_at[j]);
         }
 #else
         [[unroll]] for (uint j = 0u; j < TN; ++j)
@@ -237,7 +269,12 @@ void main() {
             int ak = int(k) * p.a_sk;
             vec4 b[TN / 4];
 #ifdef CONV
-            if (cols_t) {
+            if (grad_x) {
+                ivec2 d;
+                int off = grad_tap_of(k, d);
+                [[unroll]] for (uint j = 0u; j < TN; ++j)
+                    b[j / 4u][j % 4u] = grad_value(b_col[j], b_at[j], off, d);
+            } else if (cols_t) {
                 [[unroll]] for (uint j = 0u; j < TN; ++j)
                     b[j / 4u][j % 4u] = column_value(k_off, at, b_col[j], b_at[j]);
                 next_window(odometer, k_off, at);
@@ -363,6 +400,15 @@ vec4 column_vector(uint n0, uint kb, uint k0, uint v) {
     vec4 r = vec4(0.0);
     if (gk >= p.K) return r;
     ivec2 d, w;
+    if ((p.flags & FLAG_GRAD_X) != 0u) {
+        int off = grad_tap_of(kb + gk, d);
+        [[unroll]] for (uint c = 0u; c < 4u; ++c) {
+            if (gx + c >= p.N) break;
+            int base = grad_window_of(gx + c, w);
+            r[c] = grad_value(base, w, off, d);
+        }
+        return r;
+    }
     if ((p.flags & FLAG_COLS_T) != 0u) {
         int base = window_of(kb + gk, w);
         [[unroll]] for (uint c = 0u; c < 4u; ++c) {

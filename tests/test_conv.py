@@ -93,6 +93,7 @@ CONV_GEMM = [  # (input shape, weight shape, bias?, kwargs)
     ((2, 3, 5, 5), (6, 3, 3, 3), True, {"stride": (2, 3), "padding": 1, "dilation": 2}),
     ((2, 33, 9, 8), (70, 33, 3, 3), True, {"padding": 1}),                    # M, K > a tile
     ((4, 3, 15, 13), (5, 3, 3, 3), False, {"padding": 1}),  # dW's sum split (780 = 3 x 260)
+    ((2, 3, 10, 9), (4, 3, 2, 2), True, {"stride": 3, "padding": (2, 1)}),  # pixels no window
 ]
 # (path, the implicit GEMM's kernel): the explicit path runs matmul.comp's own choice
 PATHS = [("explicit", None)] + [("implicit", v) for v in ["direct", *vk.kernels.MATMUL_TILES]]
@@ -156,7 +157,42 @@ def test_compiled_implicit_training_step_creates_and_allocates_nothing(vulkan, m
     assert losses == expected
     (capture,) = compiled._captures.values()
     kernels = [d[1] for d in capture.recording.dispatches]
-    assert kernels.count("matmul/conv_direct") == 4  # two forwards, two weight gradients
+    # two forwards, two weight gradients, the second convolution's input gradient
+    assert kernels.count("matmul/conv_direct") == 5
+
+
+@pytest.mark.vulkan
+@pytest.mark.parametrize("variant", ["direct", "32x64"])
+def test_implicit_backward_stores_no_column_matrix(vulkan, monkeypatch, variant):
+    """The implicit path's backward (dx, dW, db) allocates nothing of the column matrix's
+    (C kH kW, OH*OW*N) size and launches no col2im: its three gradients are two implicit GEMMs
+    and a row sum, and dx (a transposed convolution) matches torch's."""
+    import vkgrad.ops.conv as ops_conv
+    from vkgrad.ops.registry import apply
+    backend = vk.device(vulkan).backend
+    rng = np.random.default_rng(3)
+    (n, c, h, w), (o, kh, kw) = (4, 6, 12, 12), (5, 3, 3)
+    x = vk.tensor(rng.standard_normal((n, c, h, w)), vk.float32, vulkan, requires_grad=True)
+    wt = vk.tensor(rng.standard_normal((o, c * kh * kw)), vk.float32, vulkan,
+                   requires_grad=True)
+    b = vk.tensor(rng.standard_normal(o), vk.float32, vulkan, requires_grad=True)
+    out = apply(ops_conv.CONV, x, wt, b, kernel=(kh, kw), stride=(1, 1), padding=(1, 1),
+                dilation=(1, 1), relu=True, out_dtype=vk.float32, path="implicit",
+                variant=variant)
+    g = vk.tensor(rng.standard_normal(out.shape), vk.float32, vulkan)
+    sizes, col2im = [], []
+    empty = backend.empty
+    monkeypatch.setattr(backend, "empty", lambda shape, dtype: sizes.append(
+        int(np.prod(shape))) or empty(shape, dtype))
+    monkeypatch.setattr(ops_conv, "_col2im_vulkan", lambda *a, **k: col2im.append(a))
+    dx, dw, db = vk.grad(out, [x, wt, b], g)
+    assert not col2im and sizes and max(sizes) < c * kh * kw * h * w * n // 2, sizes
+    tx = torch.from_numpy(x.numpy().astype(np.float64)).requires_grad_()
+    tw = torch.from_numpy(wt.numpy().astype(np.float64).reshape(o, c, kh, kw))
+    ref = F.relu(F.conv2d(tx, tw, torch.from_numpy(b.numpy().astype(np.float64)), padding=1))
+    upstream = g.numpy().astype(np.float64).reshape(o, h, w, n).transpose(3, 0, 1, 2)
+    (expected,) = torch.autograd.grad(ref, [tx], torch.from_numpy(upstream.copy()))
+    _close(dx, expected, "float32", f"implicit dx ({variant})")
 
 
 CONV1D = [((2, 3, 17), (4, 3, 5), True, {"stride": 2, "padding": 2}),

@@ -89,7 +89,8 @@ MATMUL_DIRECT = {"direct": (4, 8)}
 _MATMUL_DEFINES = ([f"SPEC_{name}={i}" for i, name in enumerate(MATMUL_SPEC)]
                    + [f"{k}={v}" for k, v in MATMUL_LAYOUT.items()] + [f"MATMUL_PAD={MATMUL_PAD}"])
 # matmul.comp's CONV variants: what the epilogue applies and how B is read (push word `flags`)
-CONV_GEMM_FLAGS = {"RELU": 1, "BIAS": 2, "COLS_T": 4}  # COLS_T: B = cols(x)^T (weight grads)
+# COLS_T: B = cols(x)^T (the weight gradient); GRAD_X: the transposed convolution's columns of g
+CONV_GEMM_FLAGS = {"RELU": 1, "BIAS": 2, "COLS_T": 4, "GRAD_X": 8}
 _CONV_GEMM_DEFINES = ["CONV", *[f"FLAG_{k}={v}u" for k, v in CONV_GEMM_FLAGS.items()]]
 
 # Kernel families: file in shaders/ -> variant name -> extra defines. One pipeline per variant.

@@ -201,6 +201,33 @@ def spirv_addresses_one_chunk(spirv):
                for v, b in bound.items())
 
 
+def spirv_reads_chunks_readonly(spirv):
+    """Whether a SPIR-V module declares a read-only view of binding 0 (common.glsl's array of
+    chunks), as matmul.comp's tiled kernel does to read vectors of words: the validation layer
+    counts every read through such a view as a read of each bound chunk whole (see Hazards)."""
+    words = np.frombuffer(spirv, np.uint32)
+    binding0, readonly, pointers, elements, variables, i = set(), set(), {}, {}, {}, 5
+    while i < len(words):
+        count, op = int(words[i]) >> 16, int(words[i]) & 0xFFFF
+        w = [int(v) for v in words[i + 1:i + count]]
+        if op == 71 and w[1:] == [33, 0]:  # OpDecorate (id) Binding 0
+            binding0.add(w[0])
+        elif op == 71 and w[1] == 24 or op == 72 and w[2] == 24:  # (Member) NonWritable
+            readonly.add(w[0])
+        elif op == 32:  # OpTypePointer (id, storage class, type)
+            pointers[w[0]] = w[2]
+        elif op in (28, 29):  # OpTypeArray, OpTypeRuntimeArray (id, element type, ...)
+            elements[w[0]] = w[1]
+        elif op == 59:  # OpVariable (pointer type, id, storage class)
+            variables[w[1]] = w[0]
+        i += count
+    for v in binding0:
+        block = pointers.get(variables.get(v))
+        if v in readonly or block in readonly or elements.get(block) in readonly:
+            return True
+    return False
+
+
 class TensorTooLargeError(MemoryError):
     """A tensor larger than one chunk of the arena, so than one storage-buffer binding, may
     be: no kernel could address it whole."""
@@ -432,7 +459,13 @@ class Hazards:
     pending copy, whatever their ranges: the validation layer counts a dispatch as writing all
     of every arena chunk it binds, while it tracks copies by their regions. Past MAX_TRACKED
     ranges it says so anyway, which bounds the cost of the check (a long run of independent
-    kernels, an optimizer's updates of many parameters, then shares one barrier per run)."""
+    kernels, an optimizer's updates of many parameters, then shares one barrier per run).
+    A kernel with a read-only view of the chunks (spirv_reads_chunks_readonly: matmul.comp's
+    tiled GEMMs) counts as reading every chunk it binds whole, as the layer counts it: it
+    reported the next dispatch's writes, of words the GEMM never read, as writes after reads
+    (a view it never writes counts as read whether or not declared readonly; a view a kernel
+    also writes through, as elementwise.comp's vectors, is reported as nothing of the kind).
+    So the next writer waits for such a kernel."""
     __slots__ = ("reads", "writes", "everything", "kernels", "copies")
 
     def __init__(self):
@@ -598,6 +631,7 @@ class VulkanBackend(Backend):
         self.pipeline_cache = PipelineCache(manager, info)  # on disk across runs
         self._user_spirv = {}       # (family, variant) -> SPIR-V of kernels registered at run time
         self._arena_users = {}      # (family, variant) -> whether it addresses `arena`
+        self._readonly_views = {}   # (family, variant) -> whether it views the chunks read-only
         self._pipelines = {}        # (family, variant, spec) -> the Algorithm with its pipeline
         self._limit_errors = {}     # (family, variant, spec) -> why it exceeds the device, or None
         self._profiled = None       # while profiling: [(kernel, op)] per queued dispatch
@@ -890,6 +924,13 @@ class VulkanBackend(Backend):
             self._arena_users[key] = spirv_addresses_one_chunk(self._spirv(family, variant))
         return self._arena_users[key]
 
+    def _views_chunks_readonly(self, family, variant):
+        """Whether the kernel reads through a read-only view of the chunks (Hazards)."""
+        key = (family, variant)
+        if key not in self._readonly_views:
+            self._readonly_views[key] = spirv_reads_chunks_readonly(self._spirv(family, variant))
+        return self._readonly_views[key]
+
     def _algorithm(self, family, variant, spec, chunks):
         """The kernel with `spec`, binding arena chunks `chunks` at slots 0, 1, ... (the rest
         of arena_chunks repeat slot 0's), staging, and slot 0's chunk as `arena`. One pipeline
@@ -946,6 +987,8 @@ class VulkanBackend(Backend):
             slot = {c: i for i, c in enumerate(chunks)}
             constants[:len(push)] = [v + (slot[v.chunk] << v.shift) if isinstance(v, Start)
                                      else v for v in push]
+        if reads is not None and self._views_chunks_readonly(family, variant):
+            reads = reads + [(ARENA, c * CHUNK_SPAN, (c + 1) * CHUNK_SPAN) for c in chunks]
         with self._lock:
             op = self._kp.OpAlgoDispatch(self._algorithm(family, variant, tuple(spec), chunks),
                                          constants.astype(np.uint32), (groups, 1, 1))

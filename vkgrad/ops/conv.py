@@ -20,7 +20,8 @@ input's shape; each is the other's backward. `unfold`/`fold` are the same ops in
 With one group in float32 or bf16, conv2d is one op (CONV: the columns, the product, the bias
 and an optional ReLU; with no gradient wanted CONV_INFERENCE, which never stores the columns),
 whose backward is one op too (CONV_BACKWARD: the ReLU's mask, dW = G cols^T, db = the rows' sums
-of G, dx = col2im(W^T G)). Other convolutions are composed in Tensor ops (_conv_composed); a
+of G, dx = col2im(W^T G), which the implicit path computes as one transposed-convolution
+GEMM instead). Other convolutions are composed in Tensor ops (_conv_composed); a
 gradient taken with create_graph is the composed one, so autograd differentiates every
 convolution to any order.
 
@@ -380,7 +381,7 @@ def _conv_vulkan(backend, x, w, bias, kernel, stride, padding, dilation, relu, o
     """The host's _conv_host on a Vulkan device, by one of two paths (`path`, for tests; by
     default _training_path's: EXPLICIT on CPU devices, IMPLICIT elsewhere):
     - IMPLICIT: (result,), one implicit GEMM (_conv_gemm_vulkan) that never stores the columns;
-      the backward's weight gradient is an implicit GEMM too.
+      the backward's weight and input gradients are implicit GEMMs too.
     - EXPLICIT: (result, float32 columns): im2col (a bf16 x widened first), the product, the
       bias added and the ReLU applied as launches of their own, in float32, the columns saved
       for the weight gradient's plain GEMM. On lavapipe this measured faster in training (for
@@ -447,10 +448,39 @@ def _conv_weight_grad_vulkan(backend, g, x, kernel, stride, padding, dilation, o
     return out
 
 
+def _conv_input_grad_vulkan(backend, g, w, x_shape, kernel, stride, padding, dilation,
+                            out_dtype, variant=None):
+    """dx = col2im(W^T g), (N, C, H, W) of out_dtype (a batch-last view of a (C, H*W*N) array)
+    for g (O, OH*OW*N) and w (O, C*kH*kW), as one implicit GEMM (FLAG_GRAD_X: the transposed
+    convolution's columns read from g, the column gradient W^T g never stored):
+        dx[n, c, h, w] = sum over (o, i, j) of W[o, c, i, j] g[o, (oh, ow, n)]
+    for the (i, j) with h + ph - i*dh = oh*sh, w + pw - j*dw = ow*sw inside the output. W is
+    copied first as the C x (O kH kW) matrix W'[c, (o, i, j)] the GEMM's rows read (O*C*kH*kW
+    elements, a kernel's size)."""
+    from .elementwise import launch
+    from .linalg import _variant
+    (n, c, h, wd), (kh, kw) = x_shape, kernel
+    o, taps = w.shape[0], kh * kw
+    out_hw = _out_hw((h, wd), kernel, stride, padding, dilation)
+    wt = launch(backend, "identity", w.dtype, (c, o, taps),
+                [w.view((c, o, taps), (taps * w.strides[1], w.strides[0], w.strides[1]),
+                        w.offset)], "float")
+    wt = wt.view((c, o * taps), (o * taps, 1), wt.offset)
+    m, cols, k = c, h * wd * n, o * taps
+    out = backend.empty((m, cols), out_dtype)
+    if out.size:
+        s0, s1 = g.strides
+        image = g.view((n, o, *out_hw), (s1, s0, out_hw[1] * n * s1, n * s1), g.offset)
+        _conv_gemm(backend, out, wt, image, None, (kernel, stride, padding, dilation, (h, wd)),
+                   _GEMM_FLAGS["GRAD_X"], k, 1, variant or _variant(backend, m, cols, k))
+    return out.view((n, c, h, wd), (1, h * wd * n, wd * n, n), out.offset)
+
+
 def _conv_gemm(backend, out, a, x, bias, geometry, flags, k, splits, variant):
     """Queue matmul.comp's conv `variant` (a tile or DIRECT): out[s] = a[:, s-th chunk of k]
     @ B[s-th chunk] (+ bias, ReLU as `flags` say) for s < splits, B = cols(x) or (FLAG_COLS_T)
-    cols(x)^T, read from x."""
+    cols(x)^T, read from x, or (FLAG_GRAD_X) the transposed convolution's columns of the
+    gradient image x (see _conv_input_grad_vulkan; geometry's out_hw is then dx's size)."""
     from .linalg import DIRECT, _gemm_config, _operand_layout, _threads
     kernel, stride, padding, dilation, out_hw = geometry
     m, n = out.shape[-2:]
@@ -469,19 +499,17 @@ def _conv_gemm(backend, out, a, x, bias, geometry, flags, k, splits, variant):
                  *_operand_layout(m, k, a.strides[0], a.strides[1], a.start,
                                   (k * a.strides[1],) if splits > 1 else ()),
                  codes["AXIS_MN"], codes["LOAD_STRIDED"])
-    # The tiled kernel is ordered after all earlier work and before all later work (writes
-    # None): with its operands declared, the validation layer reported reads after unrelated
-    # writes without a barrier between (the DIRECT kernel's are clean). Not yet understood.
     backend.launch("matmul", f"conv_{DIRECT}" if variant == DIRECT else "conv",
                    _threads(backend, m, n, splits, variant), push, spec,
-                   reads=[x, a, bias], writes=[out] if variant == DIRECT else None)
+                   reads=[x, a, bias], writes=[out])
 
 
 def _conv_backward_vulkan(backend, x, w, cols, out, g, kernel, stride, padding, dilation,
                           relu, grad_dtypes, variant=None):
-    """_conv_backward_host on a Vulkan device: the mask, dW, dx as W^T G and col2im, db a row
-    sum, in float32, each result rounded once. dW is G cols^T from the columns the EXPLICIT
-    forward saved, or (IMPLICIT, cols None) an implicit GEMM (_conv_weight_grad_vulkan).
+    """_conv_backward_host on a Vulkan device: the mask, dW, dx, db a row sum, in float32, each
+    result rounded once. After the EXPLICIT forward, dW is G cols^T from the columns it saved
+    and dx col2im(W^T G); after the IMPLICIT one (cols None) each is one implicit GEMM that
+    stores no column matrix (_conv_weight_grad_vulkan, _conv_input_grad_vulkan).
     `variant`: the implicit GEMM's (see _conv_gemm_vulkan), forced for tests."""
     from .elementwise import launch
     from .linalg import _matmul_vulkan
@@ -495,7 +523,10 @@ def _conv_backward_vulkan(backend, x, w, cols, out, g, kernel, stride, padding, 
     g = rounded(g, dtypes.float32)  # (a bf16 g widened: W^T G must not round before col2im)
     x_dtype, w_dtype, b_dtype = grad_dtypes
     dx = dw = db = None
-    if x_dtype is not None:
+    if x_dtype is not None and cols is None:
+        dx = _conv_input_grad_vulkan(backend, g, w, x.shape, kernel, stride, padding, dilation,
+                                     x_dtype, variant)
+    elif x_dtype is not None:
         wt = w.view(w.shape[::-1], w.strides[::-1], w.offset)
         dx = rounded(_col2im_vulkan(backend, _matmul_vulkan(backend, wt, g), x.shape[2:], kernel,
                                     stride, padding, dilation), x_dtype)
