@@ -667,9 +667,7 @@ class VulkanBackend(Backend):
     def subgroups(self, on):
         size = 0
         if on:
-            found = loader.physical_devices()
-            index = getattr(getattr(self, "device", None), "index", 0)
-            mine = found[index] if index < len(found) else {}
+            mine = self._loader_entry() or {}
             size = mine.get("subgroup_size") or 0
             if not {"basic", "vote", "arithmetic"} <= set(mine.get("subgroup_operations", ())) \
                     or size & (size - 1) or size > 128:
@@ -682,17 +680,20 @@ class VulkanBackend(Backend):
         profiling cannot time dispatches there (`timestamps_missing` says why, naming the
         device); read through the loader on first use (timestamp_support)."""
         if self._timestamps is None:
-            from .loader import LoaderError, physical_devices
-            try:
-                found = physical_devices()
-            except LoaderError:
-                found = []
-            index = getattr(getattr(self, "device", None), "index", 0)
-            mine = found[index] if index < len(found) else None
-            if mine is not None and mine["name"] != self.info.get("device_name"):
-                mine = None  # the loader lists devices differently from Kompute
-            self._timestamps = timestamp_support(self.info, mine)
+            self._timestamps = timestamp_support(self.info, self._loader_entry())
         return self._timestamps[0]
+
+    def _loader_entry(self):
+        """What the Vulkan loader reports of this device (loader.physical_devices' entry: its
+        subgroups, queue families, extensions), or None where the loader cannot tell or lists
+        devices differently from Kompute (the entry at this index names another device)."""
+        try:
+            found = loader.physical_devices()
+        except loader.LoaderError:
+            return None
+        index = getattr(getattr(self, "device", None), "index", 0)
+        mine = found[index] if index < len(found) else None
+        return mine if mine is not None and mine["name"] == self.info.get("device_name") else None
 
     @property
     def timestamps_missing(self):
