@@ -62,13 +62,16 @@ def test_div_magic_bounds():
 
 
 def test_div_magic_fields():
-    fields = layout.div_magic_fields((5, 3, 1 << 20, 7), 4)
+    fields = layout.div_magic_fields((5, 3, 1 << 20, 7), 4, "a test")
     magics = [layout.div_magic(d) for d in (3, 1 << 20, 7)]
     assert fields["inner"] == [3, 1 << 20, 7]
     assert fields["magic"] == [m for m, _ in magics]
     assert fields["shifts"] == magics[0][1] | magics[1][1] << 8 | magics[2][1] << 16
-    assert layout.div_magic_fields((9,), 5) == {"inner": [1] * 4, "magic": [1 << 31] * 4,
-                                                "shifts": 0}
+    assert layout.div_magic_fields((9,), 5, "a test") == {"inner": [1] * 4,
+                                                          "magic": [1 << 31] * 4, "shifts": 0}
+    layout.div_magic_fields((2, 1 << 30), 4, "a test")  # 2^31 elements: indices below it
+    with pytest.raises(NotImplementedError, match=r"a test of 2147483649 elements"):
+        layout.div_magic_fields((BOUND + 1,), 4, "a test")
 
 
 # ---- ops on the device ---------------------------------------------------------------------------

@@ -209,13 +209,16 @@ def div_magic(d):
     return -(-(1 << (31 + s)) // d), s
 
 
-def div_magic_fields(shape, maxd):
+def div_magic_fields(shape, maxd, what):
     """The push-constant fields with which a kernel splits a row-major linear index below 2^31
     over `shape` (at most maxd dims) into coordinates without dividing (kernels.LAYOUTS' inner,
     magic and shifts, by name): `inner`, the inner dims shape[1:], and `magic`, their div_magic
     multipliers, each padded with 1s (a dim of 1) to maxd - 1 entries; `shifts`, one word
     holding their shifts, 8 bits each, shape[1]'s lowest. The outermost coordinate is the
-    quotient left over, so shape[0] is not needed."""
+    quotient left over, so shape[0] is not needed. A shape of more than DIV_MAGIC_BOUND
+    elements raises NotImplementedError naming `what` (the launch)."""
+    if prod(shape) > DIV_MAGIC_BOUND:
+        raise NotImplementedError(f"{what} of {prod(shape)} elements (at most 2^31)")
     inner = [*shape[1:], *[1] * (maxd - max(len(shape), 1))]
     magics = [div_magic(d) for d in inner]
     return {"inner": inner, "magic": [m for m, _ in magics],

@@ -487,13 +487,12 @@ def _launch_into(backend, code, out, operands, domain):
             starts.append(_immediate(o, domain))
             dtypes.append(kernels.DTYPE_CODES["imm"])
             stride_lists.append((0,) * len(shape))
-    if out.size > layout.DIV_MAGIC_BOUND:
-        raise NotImplementedError(f"elementwise output of {out.size} elements (at most 2^31)")
     push = ELEMENTWISE.pack(n=out.size, ndim=len(shape), out_start=out.start, a_start=starts[0],
                             b_start=starts[1], c_start=starts[2], out_strides=out_strides,
                             a_strides=stride_lists[0], b_strides=stride_lists[1],
                             c_strides=stride_lists[2],
-                            **layout.div_magic_fields(shape, ELEMENTWISE.MAXD))
+                            **layout.div_magic_fields(shape, ELEMENTWISE.MAXD,
+                                                      "elementwise output"))
     backend.launch("elementwise", domain, -(-out.size // kernels.ELEMS_PER_INVOCATION), push,
                    (code, out.dtype.code, *dtypes), reads=arrays, writes=[out])
 

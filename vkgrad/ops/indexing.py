@@ -193,13 +193,11 @@ def _launch_copy(backend, shape, strides, starts, index_params, spec, access):
                          access)
         return
     n = prod(shape)
-    if n > layout.DIV_MAGIC_BOUND:
-        raise NotImplementedError(f"strided copy of {n} elements (at most 2^31)")
     push = GATHER.pack(n=n, ndim=len(shape), dst_start=starts[0], src_start=starts[1],
                        idx_start=starts[2], idx_n=index_params[0], idx_scale=index_params[1],
                        idx_check=index_params[2], dst_strides=strides[0],
                        src_strides=strides[1], idx_strides=strides[2],
-                       **layout.div_magic_fields(shape, GATHER.MAXD))
+                       **layout.div_magic_fields(shape, GATHER.MAXD, "strided copy"))
     backend.launch("gather", "", -(-n // kernels.ELEMS_PER_INVOCATION) if words else n, push,
                    tuple(spec), reads=access[0], writes=access[1])
 
