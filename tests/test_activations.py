@@ -123,6 +123,37 @@ def test_backward_against_torch(name, dtype, device):
                                    err_msg=f"second derivative of {name} on {device}")
 
 
+# Elementwise functions whose gradient at a NaN input is a convention (which side of a kink a NaN
+# takes): torch's, from the comparisons its backward formulas make (`x <= 0 ? ... : g`).
+NAN_RULES = {
+    **{name: ACTIVATIONS[name][:2] for name in ACTIVATIONS if not ACTIVATIONS[name][2]},
+    "relu": (F.relu, TF.relu),
+    "maximum": (lambda x: vk.maximum(x, vk.flip(x, 0)), lambda x: torch.maximum(x, x.flip(0))),
+    "minimum": (lambda x: vk.minimum(x, vk.flip(x, 0)), lambda x: torch.minimum(x, x.flip(0))),
+    "clip": (lambda x: vk.clip(x, -0.5, 0.5), lambda x: x.clamp(-0.5, 0.5)),
+}
+
+
+@pytest.mark.parametrize("name", list(NAN_RULES))
+def test_backward_at_nan_against_torch(name, device):
+    """The gradient at NaN inputs (both signs; for the two-operand ones against a NaN or a number)
+    is torch's: NaN where torch's is NaN, else the same value, g or g times a constant (float32
+    torch on the same inputs and upstream gradient; a rounding apart at most). The finite inputs
+    beside them are there to be paired with; test_backward_against_torch checks their values."""
+    fn, torch_fn = NAN_RULES[name]
+    x = np.array([np.nan, -np.nan, 0.0, 1.0, -1.0, np.nan, 2.0, -np.nan], np.float32)
+    g = np.linspace(0.5, 2.0, x.size, dtype=np.float32)
+    vx = vk.tensor(x, device=device, requires_grad=True)
+    (got,) = vk.grad(fn(vx), [vx], vk.tensor(g, device=device))
+    tx = torch.from_numpy(x).requires_grad_()
+    (expected,) = torch.autograd.grad(torch_fn(tx), tx, torch.from_numpy(g))
+    got, expected = got.numpy(), expected.numpy()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected), err_msg=f"{name}: {got}")
+    at_nan = np.isnan(x)
+    np.testing.assert_allclose(got[at_nan], expected[at_nan], rtol=2 ** -23,
+                               err_msg=f"{name} on {device}")
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("num_parameters", [1, 3])
 def test_prelu_against_torch(num_parameters, dtype, device):

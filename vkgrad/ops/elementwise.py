@@ -316,10 +316,11 @@ def _atan2_rules(ctx, g):
 
 
 def _elu_rules(ctx, g):
-    x, alpha, s = ctx.inputs  # x > 0 ? x : alpha expm1(x s)
-    return (lambda: _where(x > 0, g, g * (x * s).exp() * (alpha * s)),
-            lambda: _where(x > 0, 0.0, g * (x * s).expm1()),
-            lambda: _where(x > 0, 0.0, g * alpha * x * (x * s).exp()))
+    x, alpha, s = ctx.inputs  # x > 0 ? x : alpha expm1(x s); a NaN x takes the linear side
+    negative = x <= 0         # (torch's rule for the gradient)
+    return (lambda: _where(negative, g * (x * s).exp() * (alpha * s), g),
+            lambda: _where(negative, g * (x * s).expm1(), 0.0),
+            lambda: _where(negative, g * alpha * x * (x * s).exp(), 0.0))
 
 
 def _softplus_beta_rules(ctx, g):
@@ -331,15 +332,16 @@ def _softplus_beta_rules(ctx, g):
 
 
 def _hardtanh_rules(ctx, g):
-    x, lo, hi = ctx.inputs  # torch: no gradient to x at the bounds themselves
-    return (lambda: _where((x > lo) & (x < hi), g, 0.0), lambda: _where(x <= lo, g, 0.0),
+    x, lo, hi = ctx.inputs  # torch: no gradient to x at the bounds themselves; a NaN x passes
+    return (lambda: _where((x <= lo) | (x >= hi), 0.0, g), lambda: _where(x <= lo, g, 0.0),
             lambda: _where(x >= hi, g, 0.0))
 
 
 def _extreme_weight(x, y, greater):
-    # maximum/minimum: the gradient goes to the winner, half to each on a tie
-    win = (x > y) if greater else (x < y)
-    return _where(win, 1.0, _where(x == y, 0.5, 0.0))
+    """The share of maximum(x, y)'s (greater) or minimum's gradient that goes to x: none where y
+    wins, half on a tie, all otherwise, so where either is NaN both get all of it (torch's rule)."""
+    loses = (x < y) if greater else (x > y)
+    return _where(loses, 0.0, _where(x == y, 0.5, 1.0))
 
 
 def _clip_rules(ctx, g):
@@ -367,7 +369,9 @@ VJPS = {
     "tanh": _unary(lambda g, x, out: g * (1 - out * out), ("output",)),
     "sigmoid": _unary(lambda g, x, out: g * out * (1 - out), ("output",)),
     "silu": _unary(lambda g, x, out: _silu_grad(g, x)),
-    "relu": _unary(lambda g, x, out: _where(out > 0, g, 0.0), ("output",)),
+    # torch's rule: the gradient passes unless the output is <= 0, so at a NaN too; the output
+    # is +-0, positive or NaN, so that is where it is != 0 (where(c, g, 0) is the cheap form)
+    "relu": _unary(lambda g, x, out: _where(out != 0, g, 0.0), ("output",)),
     "gelu": _unary(lambda g, x, out: g * (((x * _INV_SQRT2).erf() + 1) * 0.5
                                           + x * (x * x * -0.5).exp() * _INV_SQRT_2PI)),
     "gelu_tanh": _unary(lambda g, x, out: _gelu_tanh_grad(g, x)),
@@ -385,8 +389,8 @@ VJPS = {
     "asinh": _unary(lambda g, x, out: g * (x * x + 1).rsqrt()),
     "acosh": _unary(lambda g, x, out: g * (x * x - 1).rsqrt()),
     "atanh": _unary(lambda g, x, out: g / (1 - x * x)),
-    "selu": _unary(lambda g, x, out: _where(x > 0, g * _SELU_SCALE,
-                                            g * x.exp() * (_SELU_SCALE * _SELU_ALPHA))),
+    "selu": _unary(lambda g, x, out: _where(x <= 0, g * x.exp() * (_SELU_SCALE * _SELU_ALPHA),
+                                            g * _SELU_SCALE)),  # a NaN x: the linear side
     "hardsigmoid": _unary(lambda g, x, out: _where((x > -3) & (x < 3), g / 6, 0.0)),
     # torch 2.13: 0 up to -3 (inclusive), x / 3 + 1/2 inside, 1 from 3 on
     "hardswish": _unary(lambda g, x, out: _where(x <= -3, 0.0, _where(x < 3, g * (x / 3 + 0.5),
@@ -431,10 +435,10 @@ VJPS = {
             ("inputs", "output")),
     "maximum": (lambda ctx, g: _each(
         ctx, lambda: g * _extreme_weight(*ctx.inputs, True),
-        lambda: g * (1 - _extreme_weight(*ctx.inputs, True))), ("inputs",)),
+        lambda: g * _extreme_weight(*ctx.inputs[::-1], True)), ("inputs",)),
     "minimum": (lambda ctx, g: _each(
         ctx, lambda: g * _extreme_weight(*ctx.inputs, False),
-        lambda: g * (1 - _extreme_weight(*ctx.inputs, False))), ("inputs",)),
+        lambda: g * _extreme_weight(*ctx.inputs[::-1], False)), ("inputs",)),
     "where": (lambda ctx, g: _each(ctx, lambda: None, lambda: _where(ctx.inputs[0], g, 0.0),
                                    lambda: _where(ctx.inputs[0], 0.0, g)), ("inputs",)),
     "clip": (lambda ctx, g: _each(ctx, *_clip_rules(ctx, g)), ("inputs",)),
