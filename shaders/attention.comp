@@ -32,15 +32,7 @@
 // rows; the caller asks for f32 and rounds otherwise). E, EV <= MAXE.
 #include "common.glsl"
 
-#include "attention_layout.glsl"  // WG, limits, local size, push constants p: kernels.LAYOUTS
-
-layout(constant_id = 0) const uint DT = 0u;
-layout(constant_id = 1) const uint CAUSAL = 0u;
-layout(constant_id = 2) const uint PASS = 0u;
-layout(constant_id = 3) const uint MASK = 0u;
-layout(constant_id = 4) const uint MDT = 0u;
-layout(constant_id = 5) const uint ODT = 0u;
-layout(constant_id = 6) const uint ODTV = 0u;
+#include "attention_layout.glsl"  // kernels.LAYOUTS: WG, limits, push constants p, spec constants
 
 const uint NEG_INF = 0xff800000u;
 

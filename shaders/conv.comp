@@ -19,12 +19,7 @@
 // the padding (it acts as -inf); the first maximum wins, and a NaN wins over any number.
 #include "common.glsl"
 
-#include "conv_layout.glsl"  // WG, local size, push constants p: kernels.LAYOUTS
-
-layout(constant_id = 0) const uint MODE = 0u;
-layout(constant_id = 1) const uint OUT_DT = 0u;
-layout(constant_id = 2) const uint A_DT = 0u;
-layout(constant_id = 3) const uint B_DT = 0u;
+#include "conv_layout.glsl"  // kernels.LAYOUTS: WG, limits, push constants p, spec constants
 
 int a_at(uint n, uint c, int h, int w) {
     return int(n) * p.a_strides[0] + int(c) * p.a_strides[1] + h * p.a_strides[2]

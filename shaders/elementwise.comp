@@ -5,13 +5,7 @@
 // its own op's code. Variants: DOMAIN_FLOAT (f32 math), DOMAIN_INT (int32), DOMAIN_UINT (uint32).
 #include "common.glsl"
 
-#include "elementwise_layout.glsl"  // WG, limits, local size, push constants p: kernels.LAYOUTS
-
-layout(constant_id = 0) const uint OP = 0u;
-layout(constant_id = 1) const uint OUT_DT = 0u;
-layout(constant_id = 2) const uint A_DT = 0u;   // DT_IMM: a scalar in the push constants
-layout(constant_id = 3) const uint B_DT = 0u;
-layout(constant_id = 4) const uint C_DT = 0u;
+#include "elementwise_layout.glsl"  // kernels.LAYOUTS: WG, limits, push constants p, spec constants
 
 #if defined(DOMAIN_FLOAT)
 #define T float

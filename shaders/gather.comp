@@ -30,13 +30,7 @@
 #include "common.glsl"
 #include "combine.glsl"
 
-#include "gather_layout.glsl"  // WG, limits, local size, push constants p: kernels.LAYOUTS
-
-layout(constant_id = 0) const uint MODE = 0u;
-layout(constant_id = 1) const uint SIDE = 0u;    // INDEX_*
-layout(constant_id = 2) const uint DST_DT = 0u;
-layout(constant_id = 3) const uint SRC_DT = 0u;
-layout(constant_id = 4) const uint IDX_DT = 0u;
+#include "gather_layout.glsl"  // kernels.LAYOUTS: WG, limits, push constants p, spec constants
 
 // Element i's (< 2^31) offsets: coordinates split off innermost first without dividing.
 void offsets(uint i, out int dst_off, out int src_off, out int ix) {

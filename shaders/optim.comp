@@ -25,12 +25,7 @@
 #include "common.glsl"
 #include "counter.glsl"
 
-#include "optim_layout.glsl"  // WG, limits, local size, push constants p: kernels.LAYOUTS
-
-layout(constant_id = 0) const uint RULE = 0u;
-layout(constant_id = 1) const uint FLAGS = 0u;
-layout(constant_id = 2) const uint P_DT = 0u;
-layout(constant_id = 3) const uint G_DT = 0u;
+#include "optim_layout.glsl"  // kernels.LAYOUTS: WG, limits, push constants p, spec constants
 
 bool has(uint flag) { return (FLAGS & flag) != 0u; }
 

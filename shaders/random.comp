@@ -21,10 +21,7 @@
 #include "counter.glsl"
 #include "philox.glsl"
 
-#include "random_layout.glsl"  // WG, limits, local size, push constants p: kernels.LAYOUTS
-
-layout(constant_id = 0) const uint OP = 0u;
-layout(constant_id = 1) const uint OUT_DT = 0u;
+#include "random_layout.glsl"  // kernels.LAYOUTS: WG, limits, push constants p, spec constants
 
 // Box-Muller's log and sin/cos from basic arithmetic: Vulkan rounds +, - and * correctly but
 // lets sin/cos err by 2^-11 and log by 2^-21 near 1 (large relative to a small radius), so

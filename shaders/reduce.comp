@@ -32,14 +32,7 @@
 #endif
 #include "common.glsl"
 
-#include "reduce_layout.glsl"  // WG, limits, local size, push constants p: kernels.LAYOUTS
-
-layout(constant_id = 0) const uint OP = 0u;
-layout(constant_id = 1) const uint OUT_DT = 0u;
-layout(constant_id = 2) const uint A_DT = 0u;
-layout(constant_id = 3) const uint GROUP = 1u;  // threads per output
-layout(constant_id = 4) const uint STAGE = 0u;
-layout(constant_id = 5) const uint RED_DIMS = 1u;  // ndim_red: the counter's loops unroll to it
+#include "reduce_layout.glsl"  // kernels.LAYOUTS: WG, limits, push constants p, spec constants
 
 #if defined(DOMAIN_FLOAT)
 #define T float

@@ -53,17 +53,7 @@
 #endif
 #include "common.glsl"
 
-#include "rownorm_layout.glsl"  // WG, limits, local size, push constants p: kernels.LAYOUTS
-
-layout(constant_id = 0) const uint MODE = 0u;
-layout(constant_id = 1) const uint GROUP = 1u;   // threads per row
-layout(constant_id = 2) const uint X_DT = 0u;
-layout(constant_id = 3) const uint G_DT = 0u;
-layout(constant_id = 4) const uint OUT_DT = 0u;
-layout(constant_id = 5) const uint W_DT = 0u;    // DT_IMM: no weight (w_start holds its bits)
-layout(constant_id = 6) const uint B_DT = 0u;    // DT_IMM: no bias
-layout(constant_id = 7) const uint T_DT = 0u;
-layout(constant_id = 8) const uint FLAGS = 0u;
+#include "rownorm_layout.glsl"  // kernels.LAYOUTS: WG, limits, push constants p, spec constants
 
 #define NEG_INF uintBitsToFloat(0xff800000u)
 #define POS_INF uintBitsToFloat(0x7f800000u)

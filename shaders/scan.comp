@@ -21,12 +21,7 @@
 // dtype and the combination are specialization constants.
 #include "common.glsl"
 
-#include "scan_layout.glsl"  // WG, limits, local size, push constants p: kernels.LAYOUTS
-
-layout(constant_id = 0) const uint PHASE = 0u;
-layout(constant_id = 1) const uint IS_FLOAT = 0u;
-layout(constant_id = 2) const uint SRC_DT = 0u;
-layout(constant_id = 3) const uint COMBINE = 0u;
+#include "scan_layout.glsl"  // kernels.LAYOUTS: WG, limits, push constants p, spec constants
 
 const uint NEG_INF = 0xff800000u;
 const bool UNSIGNED = SRC_DT == DT_UINT32 || SRC_DT == DT_UINT8 || SRC_DT == DT_BOOL;

@@ -22,11 +22,7 @@
 #include "common.glsl"
 #include "combine.glsl"
 
-#include "scatter_layout.glsl"  // WG, limits, local size, push constants p: kernels.LAYOUTS
-
-layout(constant_id = 0) const uint MODE = 0u;
-layout(constant_id = 1) const uint DST_DT = 0u;
-layout(constant_id = 2) const uint SRC_DT = 0u;
+#include "scatter_layout.glsl"  // kernels.LAYOUTS: WG, limits, push constants p, spec constants
 
 void main() {
     uint threads = gl_NumWorkGroups.x * gl_WorkGroupSize.x;

@@ -15,10 +15,7 @@
 // The phase and src's dtype are specialization constants.
 #include "common.glsl"
 
-#include "sort_layout.glsl"  // WG, limits, local size, push constants p: kernels.LAYOUTS
-
-layout(constant_id = 0) const uint PHASE = 0u;
-layout(constant_id = 1) const uint SRC_DT = 0u;
+#include "sort_layout.glsl"  // kernels.LAYOUTS: WG, limits, push constants p, spec constants
 
 uint order_key(int off) {
     uint b = load_bits(SRC_DT, p.src_start, off);

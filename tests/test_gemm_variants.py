@@ -204,10 +204,12 @@ def test_shared_memory_of_each_tile_read_from_its_spirv(backend):
     WG threads, within the device's limits."""
     spirv = (SPIRV_DIR / kernels.spirv_name("matmul", "")).read_bytes()
     for tile, (bm, bn, _, _) in kernels.MATMUL_TILES.items():
-        wg, bm_, bn_, bk, tm, tn, warp, warp_n = _gemm_config(backend, tile)
-        assert (bm_, bn_) == (bm, bn) and wg == (bm // tm) * (bn // tn)
+        c = _gemm_config(backend, tile)
+        wg, bk, tm, tn, warp, warp_n = (c[k] for k in ("WG", "BK", "TM", "TN", "WARP", "WARP_N"))
+        assert (c["BM"], c["BN"]) == (bm, bn) and wg == (bm // tm) * (bn // tn)
         shared = 4 * bk * (bm + bn + 2 * kernels.MATMUL_PAD)
-        assert spirv_needs(spirv, (0, 0, 0, wg, bm, bn, bk)) == (shared, (wg, 1, 1))
+        spec = kernels.LAYOUTS["matmul"].spec(OUT_DT=0, A_DT=0, B_DT=0, WG=wg, BM=bm, BN=bn, BK=bk)
+        assert spirv_needs(spirv, spec) == (shared, (wg, 1, 1))
         assert shared <= backend.info["max_compute_shared_memory_size"]
         assert wg <= backend.info["max_work_group_invocations"]
         assert warp <= backend.info["subgroup_size"] and warp % warp_n == 0
@@ -218,13 +220,14 @@ def test_vulkans_least_limits_fit_16_kib_and_128_invocations(vulkan, backend, mo
     with 8-deep K slices, or not at all), and the chosen ones still compute right."""
     _limits(monkeypatch, backend, max_compute_shared_memory_size=16384)
     config = {t: _gemm_config(backend, t) for t in kernels.MATMUL_TILES}
-    assert config["128x128"][3] == 8 and config["64x64"][3] == 16  # 8,448 and 8,704 bytes
-    assert all(4 * c[3] * (c[1] + c[2] + 2 * kernels.MATMUL_PAD) <= 16384 for c in config.values())
+    assert config["128x128"]["BK"] == 8 and config["64x64"]["BK"] == 16  # 8,448, 8,704 bytes
+    assert all(4 * c["BK"] * (c["BM"] + c["BN"] + 2 * kernels.MATMUL_PAD) <= 16384
+               for c in config.values())
     _limits(monkeypatch, backend, max_work_group_invocations=128)
     config = {t: _gemm_config(backend, t) for t in kernels.MATMUL_TILES}
     assert config["128x128"] is None  # 8 x 8 per thread is the most: 256 threads
-    assert config["64x64"][:1] + config["64x64"][4:6] == (128, 8, 4)
-    assert config["32x64"][0] == 128 and config["flat"][0] == 128
+    assert [config["64x64"][k] for k in ("WG", "TM", "TN")] == [128, 8, 4]
+    assert config["32x64"]["WG"] == 128 and config["flat"]["WG"] == 128
     a = rng.standard_normal((70, 45)).astype(np.float32)
     b = rng.standard_normal((45, 33)).astype(np.float32)
     for tile, c in config.items():
@@ -245,8 +248,8 @@ def test_warp_tiles_for_other_subgroup_sizes(vulkan, backend, monkeypatch, rng, 
     a = rng.standard_normal((130, 37)).astype(np.float32)
     b = rng.standard_normal((37, 140)).astype(np.float32)
     for tile in kernels.MATMUL_TILES:
-        warp = _gemm_config(backend, tile)[6]
-        assert warp == min(subgroup, _gemm_config(backend, tile)[0])
+        config = _gemm_config(backend, tile)
+        assert config["WARP"] == min(subgroup, config["WG"])
         got = apply(MATMUL, vk.tensor(a, device=vulkan), vk.tensor(b, device=vulkan),
                     variant=tile)
         _check(got.numpy(), a, b, "float32")

@@ -187,12 +187,12 @@ def test_user_kernel_grid_is_capped_with_a_clear_error(vulkan):
 def test_shared_memory_and_workgroup_size_read_from_spirv(vulkan):
     from vkgrad.backend.vulkan import SPIRV_DIR, spirv_needs
     # matmul.comp's sizes are specialization constants (spec[i] is constant_id i): BK rows of
-    # BM + PAD and BN + PAD floats, a workgroup of WG (spec[3]) threads, defaults without spec
+    # BM + PAD and BN + PAD floats, a workgroup of WG threads, defaults without spec
     spirv = (SPIRV_DIR / kernels.spirv_name("matmul", "")).read_bytes()
     pad = kernels.MATMUL_PAD
     assert spirv_needs(spirv) == (16 * (64 + 64 + 2 * pad) * 4, (256, 1, 1))
     for wg, bm, bn, bk in [(256, 128, 128, 8), (128, 32, 64, 16), (256, 16, 256, 16)]:
-        spec = (0, 0, 0, wg, bm, bn, bk)
+        spec = kernels.LAYOUTS["matmul"].spec(OUT_DT=0, A_DT=0, B_DT=0, WG=wg, BM=bm, BN=bn, BK=bk)
         assert spirv_needs(spirv, spec) == (bk * (bm + bn + 2 * pad) * 4, (wg, 1, 1))
     reduce = (SPIRV_DIR / kernels.spirv_name("reduce", "float")).read_bytes()
     assert spirv_needs(reduce) == (256 * 4 + 256 * 4, (256, 1, 1))  # values and indices

@@ -1,8 +1,10 @@
 """The Python/GLSL contract of kernels.LAYOUTS: each converted family's .comp takes its workgroup
-size, limits and push constants from the generated header alone, and the ops pack them by name."""
+size, limits, push constants and specialization constants from the generated header alone (or,
+for matmul.comp's constants, the ids of kernels.MATMUL_SPEC), and the ops pack them by name."""
 import pathlib
 import re
 
+import numpy as np
 import pytest
 
 from vkgrad import kernels
@@ -23,6 +25,43 @@ def test_a_converted_shader_declares_nothing_its_layout_does(family):
     assert sizes == [] if layout.local_size else sizes and set(sizes) == {"WG"}, sizes
     for name in ["WG", *layout.limits]:
         assert not re.search(rf"#define {name}\b", source), name
+    if layout.declare_specs:
+        assert "constant_id" not in source
+    else:  # by the SPEC_<name> ids that FAMILIES defines from the layout's names
+        ids = re.findall(r"constant_id\s*=\s*(\w+)", source)
+        assert ids and set(ids) <= {f"SPEC_{name}" for name, _ in layout.specs}, ids
+
+
+def _spec_names(spirv):
+    """{constant_id: the constant's name} from a SPIR-V module (OpName, OpDecorate SpecId)."""
+    words = np.frombuffer(spirv, np.uint32)
+    names, ids, i = {}, {}, 5
+    while i < len(words):
+        count, op = int(words[i]) >> 16, int(words[i]) & 0xFFFF
+        if op == 5:  # OpName target "name"
+            names[int(words[i + 1])] = words[i + 2:i + count].tobytes().split(b"\0")[0].decode()
+        elif op == 71 and int(words[i + 2]) == 1:  # OpDecorate target SpecId id
+            ids[int(words[i + 3])] = int(words[i + 1])
+        i += count
+    return {sid: names.get(target) for sid, target in ids.items()}
+
+
+@pytest.mark.parametrize("family,variant", [(f, v) for f, vs in kernels.FAMILIES.items()
+                                            for v in vs])
+def test_each_kernels_spec_ids_are_its_layouts_names(family, variant):
+    """What launch passes as spec[i] is what the compiled kernel calls constant_id i, in every
+    variant: the layouts that include its header (matmul's two) share its names."""
+    from vkgrad.backend.vulkan import SPIRV_DIR
+    found = _spec_names((SPIRV_DIR / kernels.spirv_name(family, variant)).read_bytes())
+    layouts = [layout for layout in kernels.LAYOUTS.values() if layout.shader == family]
+    assert len({tuple(layout.specs) for layout in layouts}) == 1
+    names = [name for name, _ in layouts[0].specs]
+    assert found and all(i < len(names) for i in found), (found, names)
+    # WG, the workgroup size's id, is the size's own constant, which glslang leaves unnamed
+    assert {i: name for i, name in found.items() if name is not None} == \
+        {i: names[i] for i in found if found[i] is not None}
+    if layouts[0].declare_specs:
+        assert sorted(found) == list(range(len(names)))
 
 
 @pytest.mark.parametrize("family", sorted(kernels.LAYOUTS))
@@ -82,3 +121,18 @@ def test_a_block_over_the_push_constant_budget_is_refused():
         kernels.Layout("big", ["uint a[30]", "uint b[3]"])
     with pytest.raises(ValueError, match="type 'double'"):
         kernels.Layout("odd", ["double a"])
+
+
+def test_spec_constants_by_name_in_id_order():
+    layout = kernels.Layout("demo", ["uint n"], specs=["OP", "GROUP = 1", "DT"])
+    assert ("} p;\nlayout(constant_id = 0) const uint OP = 0u;\n"
+            "layout(constant_id = 1) const uint GROUP = 1u;\n"
+            "layout(constant_id = 2) const uint DT = 0u;\n") in layout.header()
+    assert layout.spec(DT=7, OP=3, GROUP=2) == (3, 2, 7)
+    assert layout.spec(OP=3) == (3,)  # the rest: the shader's defaults
+    with pytest.raises(TypeError, match=r"unknown \['MODE'\]"):
+        layout.spec(OP=1, MODE=2)
+    with pytest.raises(TypeError, match=r"left out before a given one \['GROUP'\]"):
+        layout.spec(OP=1, DT=2)
+    quiet = kernels.Layout("demo", ["uint n"], specs=["OP"], declare_specs=False)
+    assert "constant_id" not in quiet.header() and quiet.spec(OP=4) == (4,)

@@ -151,6 +151,12 @@ class Layout:
     the push constants with pack(name=value, ...). The block must fit PUSH_WORDS (checked when
     this module loads).
 
+    Its specialization constants (`specs`, "NAME" or "NAME = default", uints in constant_id
+    order) are declared in the header too, `layout(constant_id = i) const uint NAME`, and the
+    ops give them by name: spec(NAME=value, ...). matmul.comp declares its own (its tiled
+    variant's sit under an #ifdef), by the ids of the SPEC_<NAME> defines FAMILIES gives it from
+    MATMUL_SPEC, which its two layouts take as `specs` with declare_specs=False.
+
     A kernel whose workgroup size is a specialization constant (matmul.comp's tiles) declares
     `layout(local_size_x = WG, local_size_x_id = ...)` itself (local_size=False); a .comp with
     a block per variant includes the header of each under its #ifdef (matmul.comp's
@@ -159,8 +165,13 @@ class Layout:
     TYPES = ("uint", "int", "float")
 
     def __init__(self, family, fields, workgroup=WORKGROUP, local_size=True, shader=None,
-                 **limits):
+                 specs=(), declare_specs=True, **limits):
         self.family, self.workgroup, self.limits = family, workgroup, limits
+        self.specs = []  # (name, default)
+        for declaration in specs:
+            name, _, default = (part.strip() for part in declaration.partition("="))
+            self.specs.append((name, int(default or 0)))
+        self.declare_specs = declare_specs
         self.local_size = local_size  # False: the .comp declares it from WG (a spec constant's)
         self.shader = shader or family  # the .comp that includes the header
         self.fields = []  # (type, name, length: an int or None, length as written)
@@ -217,6 +228,19 @@ class Layout:
             out += [0] * ((length or 1) - len(items))
         return out
 
+    def spec(self, **values):
+        """The specialization constants by name, as launch takes them: a tuple in constant_id
+        order. Those left out at the end take the shader's defaults; leaving one out before a
+        given one is an error, as is a name the family does not declare."""
+        names = [name for name, _ in self.specs]
+        unknown = sorted(set(values) - set(names))
+        given = names[:len(values)]
+        if unknown or set(given) != set(values):
+            raise TypeError(f"{self.family} specialization constants: unknown {unknown}, left "
+                            f"out before a given one {[n for n in given if n not in values]} "
+                            f"(the order: {names})")
+        return tuple(int(values[name]) for name in given)
+
     def header(self):
         """The GLSL header that the family's .comp includes (see the class's docstring)."""
         guard = f"{self.family.upper()}_LAYOUT_GLSL"
@@ -230,7 +254,11 @@ class Layout:
                  "layout(push_constant) uniform Params {",
                  *[f"    {type_} {name}{'' if written is None else f'[{written}]'};"
                    for type_, name, _, written in self.fields],
-                 "} p;", "#endif", ""]
+                 "} p;",
+                 *([f"layout(constant_id = {i}) const uint {name} = {default}u;"
+                    for i, (name, default) in enumerate(self.specs)]
+                   if self.declare_specs else []),
+                 "#endif", ""]
         return "\n".join(lines)
 
 
@@ -253,18 +281,23 @@ LAYOUTS = {layout.family: layout for layout in [
         "int out_strides[MAXD]",  # used for unpacked outputs; packed outputs are contiguous
         "int a_strides[MAXD]", "int b_strides[MAXD]", "int c_strides[MAXD]",
         "uint inner[MAXD - 1]", "uint magic[MAXD - 1]", "uint shifts",
-    ], MAXD=4),              # dims (after coalescing)
+    ], MAXD=4,               # dims (after coalescing)
+        # OP: ELEMENTWISE_CODES; operand dtypes DT_* (DT_IMM: a scalar in the push constants)
+        specs=["OP", "OUT_DT", "A_DT", "B_DT", "C_DT"]),
     Layout("gather", [
         "uint n", "uint ndim", "uint dst_start", "uint src_start", "uint idx_start",
         "uint idx_n", "int idx_scale", "uint idx_check",  # gather.comp's index check
         "int dst_strides[MAXD]", "int src_strides[MAXD]", "int idx_strides[MAXD]",
         "uint inner[MAXD - 1]", "uint magic[MAXD - 1]", "uint shifts",
-    ], MAXD=5),              # dims (after coalescing)
+    ], MAXD=5,               # dims (after coalescing)
+        # MODE and SIDE (INDEX_*): GATHER_CODES; the operands' dtypes
+        specs=["MODE", "SIDE", "DST_DT", "SRC_DT", "IDX_DT"]),
     Layout("matmul", [
         "uint out_start", "uint a_start", "uint b_start", "uint M", "uint N", "uint K",
         "int a_sm", "int a_sk", "int b_sk", "int b_sn",
         "uint batch[MAXB]", "int a_sb[MAXB]", "int b_sb[MAXB]",  # padded in front: size 1
-    ], local_size=False, MAXB=3),  # batch dims (after coalescing); more are looped on the host
+    ], local_size=False, MAXB=3,  # batch dims (after coalescing); more are looped on the host
+        specs=MATMUL_SPEC, declare_specs=False),
     Layout("matmul_conv", [   # matmul.comp's CONV variants: the implicit GEMM of a convolution
         "uint out_start", "uint a_start", "uint b_start", "uint bias_start",
         "uint M", "uint N", "uint K", "int a_sm", "int a_sk", "int bias_s",
@@ -273,7 +306,7 @@ LAYOUTS = {layout.family: layout for layout in [
         "int xs[4]",          # x's strides (n, c, h, w)
         "uint flags",         # CONV_GEMM_FLAGS
         "uint bias_dt", "uint splits",
-    ], local_size=False, shader="matmul"),
+    ], local_size=False, shader="matmul", specs=MATMUL_SPEC, declare_specs=False),
     Layout("conv", [
         "uint n", "uint out_start", "uint a_start", "uint b_start",
         "uint N", "uint C", "uint H", "uint W", "uint OH", "uint OW",  # batch, channels, sizes
@@ -281,7 +314,9 @@ LAYOUTS = {layout.family: layout for layout in [
         "uint include_pad",  # avg pooling: divide by kh * kw always
         "uint chunk",        # elements per invocation, whole words
         "int a_strides[4]", "int b_strides[4]",  # (n, c, h, w); columns use (row, col)
-    ]),
+    ],
+        # MODE: CONV_CODES; the operands' dtypes (B_DT DT_IMM: no second operand)
+        specs=["MODE", "OUT_DT", "A_DT", "B_DT"]),
     Layout("reduce", [
         "uint n_out", "uint n_red", "uint out_start", "uint a_start",
         "uint scale_bits",   # result multiplier (1/n for mean), float domain only
@@ -290,7 +325,10 @@ LAYOUTS = {layout.family: layout for layout in [
         "uint red_shape[MAXD]", "int red_strides[MAXD]",
         "uint pieces", "uint chunk",  # pieces per row, reduced elements per piece
         "uint idx_start",    # argmax/argmin indices (STAGE 1: written, 2: read)
-    ], MAXD=4),              # kept dims and reduced dims, each (after coalescing)
+    ], MAXD=4,               # kept dims and reduced dims, each (after coalescing)
+        # GROUP: threads per output; STAGE: argmax/argmin's; RED_DIMS: the reduced dims, to
+        # which the counter's loops unroll
+        specs=["OP", "OUT_DT", "A_DT", "GROUP = 1", "STAGE", "RED_DIMS = 1"]),
     Layout("rownorm", [
         "uint rows", "uint n", "uint inner",
         "uint x_start", "uint g_start", "uint out_start", "uint w_start", "uint b_start",
@@ -299,21 +337,29 @@ LAYOUTS = {layout.family: layout for layout in [
         "uint side_start",   # a second float32 output (LAYER_NORM_BACK, CE_FINISH)
         "float eps",         # layer norm's epsilon, or cross-entropy's label smoothing
         "int ignore_index", "uint error_code",
-    ]),
+    ],
+        # GROUP: threads per row; W_DT, B_DT DT_IMM: no weight (w_start holds its bits), no bias
+        specs=["MODE", "GROUP = 1", "X_DT", "G_DT", "OUT_DT", "W_DT", "B_DT", "T_DT", "FLAGS"]),
     Layout("scan", [
         "uint len", "uint rows", "uint chunk", "uint nchunks", "uint ndim",
         "uint src_start", "int src_step", "uint dst_start", "int dst_step", "uint sums_start",
         "uint shape[MAXD]", "int src_strides[MAXD]", "int dst_strides[MAXD]",
-    ], MAXD=5),              # row dims (after coalescing)
+    ], MAXD=5,               # row dims (after coalescing)
+        # PHASE, COMBINE: SCAN_CODES
+        specs=["PHASE", "IS_FLOAT", "SRC_DT", "COMBINE"]),
     Layout("sort", [
         "uint len", "uint rows", "uint pow2", "uint ndim", "uint src_start", "int src_step",
         "uint keys_start", "uint index_start", "uint k", "uint j", "uint descending",
         "uint shape[MAXD]", "int src_strides[MAXD]",
-    ], MAXD=5),              # row dims (after coalescing)
+    ], MAXD=5,               # row dims (after coalescing)
+        # PHASE: SORT_CODES
+        specs=["PHASE", "SRC_DT"]),
     Layout("random", [
         "uint n", "uint out_start", "uint a", "uint b", "uint c", "uint d",
         "uint cursor",       # random draws: the generator's cursor
-    ]),
+    ],
+        # OP: RANDOM_CODES
+        specs=["OP", "OUT_DT"]),
     Layout("optim", [
         "uint n", "uint ndim", "uint p_start", "uint g_start",
         "uint s[4]",         # starts (in f32 elements) of the contiguous f32 state buffers
@@ -321,20 +367,26 @@ LAYOUTS = {layout.family: layout for layout in [
         "uint advance",      # 0: read the step only (a split parameter's earlier parts)
         "float h[11]",       # hyper-parameters (optim.comp's table)
         "uint shape[MAXD]", "int p_strides[MAXD]", "int g_strides[MAXD]",
-    ], MAXD=3),              # dims (after coalescing)
+    ], MAXD=3,               # dims (after coalescing)
+        # RULE: OPTIM_RULES' index; FLAGS: OPTIM_FLAGS
+        specs=["RULE", "FLAGS", "P_DT", "G_DT"]),
     Layout("attention", [
         "uint rows", "uint L", "uint S", "uint E", "uint EV", "float scale",
         "uint q_start", "uint k_start", "uint v_start", "uint lse_start", "uint o32_start",
         "uint g_start", "uint d_start",
         "uint out_start", "uint outv_start",  # out (pass 0); dq (1); dk and dv (2)
         "uint mask_start", "uint n_lo", "int s_hi", "int s_lo", "int s_l", "int s_s",
-    ], MAXE=128),            # the longest q/k and v rows, kept in registers
+    ], MAXE=128,             # the longest q/k and v rows, kept in registers
+        # PASS 0 forward, 1 dq, 2 dk and dv; MASK 0 none, 1 bool, 2 additive of dtype MDT
+        specs=["DT", "CAUSAL", "PASS", "MASK", "MDT", "ODT", "ODTV"]),
     Layout("scatter", [
         "uint m", "uint nfree", "uint nk", "uint nf", "uint dst_start", "uint src_start",
         "uint keys_start", "uint keys_step", "uint perm_start", "uint perm_step",
         "uint kshape[KD]", "int ksrc[KD]",                # keyed dims: src strides
         "uint fshape[FD]", "int fdst[FD]", "int fsrc[FD]",  # free dims: dst and src strides
-    ], KD=3, FD=5),          # keyed and free dims (after coalescing)
+    ], KD=3, FD=5,           # keyed and free dims (after coalescing)
+        # MODE: GATHER_CODES (combine.glsl's)
+        specs=["MODE", "DST_DT", "SRC_DT"]),
 ]}
 
 ELEMENTWISE_CODES = {name: i for i, name in enumerate(ELEMENTWISE_OPS)}

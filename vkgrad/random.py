@@ -191,7 +191,8 @@ def launch(backend, shape, dtype, op, a=0, b=0, c=0, d=0, cursor=None, out=None)
             n=out.size, out_start=out.start, a=a & MASK32, b=b & MASK32, c=c & MASK32,
             d=d & MASK32, cursor=0 if cursor is None else cursor.start)
         backend.launch("random", "", -(-out.size // 4), push,
-                       (kernels.RANDOM_CODES[op], dtype.code), writes=[out, cursor])
+                       kernels.LAYOUTS["random"].spec(OP=kernels.RANDOM_CODES[op],
+                                                      OUT_DT=dtype.code), writes=[out, cursor])
     return out
 
 

@@ -355,8 +355,9 @@ def _launch(mode, out_shape, dtype, a, b, batch, channels, size, out_hw, kernel,
         dw=dilation[1], include_pad=int(include_pad), chunk=CHUNK, a_strides=a.strides,
         b_strides=() if b is None else b.strides)
     backend.launch("conv", "", -(-out.size // CHUNK), push,
-                   (_CODES[mode], out.dtype.code, a.dtype.code,
-                    b.dtype.code if b is not None else kernels.DTYPE_CODES["imm"]),
+                   CONV_LAYOUT.spec(MODE=_CODES[mode], OUT_DT=out.dtype.code, A_DT=a.dtype.code,
+                                    B_DT=kernels.DTYPE_CODES["imm"] if b is None else
+                                    b.dtype.code),
                    reads=[a] if writes_b else [a, b], writes=[out, b] if writes_b else [out])
     return out
 
@@ -492,15 +493,15 @@ def _conv_gemm(backend, out, a, x, bias, geometry, flags, k, splits, variant):
         kw=kernel[1], sh=stride[0], sw=stride[1], ph=padding[0], pw=padding[1], dh=dilation[0],
         dw=dilation[1], xs=x.strides, flags=flags, bias_dt=0 if bias is None else bias.dtype.code,
         splits=splits)
-    spec = (out.dtype.code, a.dtype.code, x.dtype.code)
+    spec = dict(OUT_DT=out.dtype.code, A_DT=a.dtype.code, B_DT=x.dtype.code)
     if variant != DIRECT:
         codes = kernels.MATMUL_LAYOUT
-        spec += (*_gemm_config(backend, variant),
-                 *_operand_layout(m, k, a.strides[0], a.strides[1], a.start,
-                                  (k * a.strides[1],) if splits > 1 else ()),
-                 codes["AXIS_MN"], codes["LOAD_STRIDED"])
+        a_axis, a_load = _operand_layout(m, k, a.strides[0], a.strides[1], a.start,
+                                         (k * a.strides[1],) if splits > 1 else ())
+        spec.update(_gemm_config(backend, variant), A_AXIS=a_axis, A_LOAD=a_load,
+                    B_AXIS=codes["AXIS_MN"], B_LOAD=codes["LOAD_STRIDED"])
     backend.launch("matmul", f"conv_{DIRECT}" if variant == DIRECT else "conv",
-                   _threads(backend, m, n, splits, variant), push, spec,
+                   _threads(backend, m, n, splits, variant), push, _GEMM_LAYOUT.spec(**spec),
                    reads=[x, a, bias], writes=[out])
 
 

@@ -498,7 +498,8 @@ def _launch_into(backend, code, out, operands, domain):
                             **layout.div_magic_fields(shape, ELEMENTWISE.MAXD,
                                                       "elementwise output"))
     backend.launch("elementwise", domain, -(-out.size // kernels.ELEMS_PER_INVOCATION), push,
-                   (code, out.dtype.code, *dtypes), reads=arrays, writes=[out])
+                   ELEMENTWISE.spec(OP=code, OUT_DT=out.dtype.code, A_DT=dtypes[0],
+                                    B_DT=dtypes[1], C_DT=dtypes[2]), reads=arrays, writes=[out])
 
 
 def _index0(a, out_shape, i):

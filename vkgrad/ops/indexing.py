@@ -102,8 +102,8 @@ def strided_copy(shape, dst, dst_strides, src, src_strides=None, index=None, add
     shape, strides = layout.coalesce(shape, dst_strides, src_strides, idx_strides)
     starts = [dst.start, scalar_bits(src, dst.dtype) if imm else src.start,
               array.start if array is not None else 0]
-    codes = [dst.dtype.code, kernels.DTYPE_CODES["imm"] if imm else src.dtype.code,
-             array.dtype.code if array is not None else 0]
+    codes = dict(DST_DT=dst.dtype.code, SRC_DT=kernels.DTYPE_CODES["imm"] if imm else
+                 src.dtype.code, IDX_DT=array.dtype.code if array is not None else 0)
     per = dst.dtype.per_word
     if mode == "MODE_STORE" and (per == 1 or (side != "dst"
                                               and layout.is_contiguous(shape, strides[0])
@@ -113,7 +113,7 @@ def strided_copy(shape, dst, dst_strides, src, src_strides=None, index=None, add
     # what it reads and writes (the kernel may write the error word, in staging)
     access = ([src, array], [dst, dst.backend.staging_range])
     _launch_copy(dst.backend, shape, strides, starts, [idx_n, scale, checked],
-                 [_G[mode], _G["INDEX_" + side.upper()], *codes], access)
+                 dict(MODE=_G[mode], SIDE=_G["INDEX_" + side.upper()], **codes), access)
 
 
 def _scatter_sorted(shape, dst, dst_strides, src, src_strides, index, mode, check, wrap):
@@ -157,7 +157,8 @@ def _scatter_sorted(shape, dst, dst_strides, src, src_strides, index, mode, chec
     fshape, (fdst, fsrc) = layout.coalesce([shape[d] for d in free],
                                            [dst_strides[d] for d in free],
                                            [src_strides[d] for d in free])
-    spec = (_G[mode], dst.dtype.code, kernels.DTYPE_CODES["imm"] if imm else src.dtype.code)
+    spec = SCATTER.spec(MODE=_G[mode], DST_DT=dst.dtype.code,
+                        SRC_DT=kernels.DTYPE_CODES["imm"] if imm else src.dtype.code)
     starts = [dst.start, scalar_bits(src, dst.dtype) if imm else src.start, keys.start,
               perm.start]
     steps = (m, perm.strides[0]) if per_row else (0, 0)
@@ -183,10 +184,10 @@ def _launch_scatter(backend, m, kshape, ksrc, fshape, fdst, fsrc, starts, steps,
 
 
 def _launch_copy(backend, shape, strides, starts, index_params, spec, access):
-    words = spec[0] == _G["MODE_WORDS"]
+    words = spec["MODE"] == _G["MODE_WORDS"]
     if len(shape) > GATHER.MAXD:  # too many dims survive coalescing: a dispatch per leading index
-        if words and _ITEMSIZE[spec[2]] < 4:
-            spec = [_G["MODE_STORE"], *spec[1:]]  # slices of a packed dst may share words
+        if words and _ITEMSIZE[spec["DST_DT"]] < 4:
+            spec = {**spec, "MODE": _G["MODE_STORE"]}  # slices of a packed dst may share words
         for i in range(shape[0]):
             _launch_copy(backend, shape[1:], [s[1:] for s in strides],
                          [b + i * s[0] for b, s in zip(starts, strides)], index_params, spec,
@@ -199,7 +200,7 @@ def _launch_copy(backend, shape, strides, starts, index_params, spec, access):
                        src_strides=strides[1], idx_strides=strides[2],
                        **layout.div_magic_fields(shape, GATHER.MAXD, "strided copy"))
     backend.launch("gather", "", -(-n // kernels.ELEMS_PER_INVOCATION) if words else n, push,
-                   tuple(spec), reads=access[0], writes=access[1])
+                   GATHER.spec(**spec), reads=access[0], writes=access[1])
 
 
 def _scan_launch(backend, phase, threads, **f):
@@ -207,8 +208,9 @@ def _scan_launch(backend, phase, threads, **f):
                      ndim=len(f["shape"]), src_start=f["src"].start, src_step=f["src_step"],
                      dst_start=f["dst_start"], dst_step=f["dst_step"], sums_start=f["sums_start"],
                      shape=f["shape"], src_strides=f["src_strides"], dst_strides=f["dst_strides"])
-    backend.launch("scan", "", threads, push, (_S[phase], f["is_float"], f["src"].dtype.code,
-                                               _S["COMBINE_" + f.get("combine", "sum").upper()]))
+    backend.launch("scan", "", threads, push, SCAN.spec(
+        PHASE=_S[phase], IS_FLOAT=f["is_float"], SRC_DT=f["src"].dtype.code,
+        COMBINE=_S["COMBINE_" + f.get("combine", "sum").upper()]))
 
 
 def _chunking(length, rows):

@@ -76,8 +76,8 @@ def _matmul_vulkan(backend, a, b, variant=None):
 
 
 def _gemm_config(backend, tile):
-    """The sizes the tiled GEMM runs kernels.MATMUL_TILES[tile] with on this device, in
-    kernels.MATMUL_SPEC's order from WG to WARP_N, or None where the tile cannot fit.
+    """The sizes the tiled GEMM runs kernels.MATMUL_TILES[tile] with on this device, its
+    specialization constants WG to WARP_N by name, or None where the tile cannot fit.
 
     The thread tile TM x TN is the tile's own, doubled (the smaller side first, up to
     MAX_THREAD_TILE) while the workgroup, (BM / TM) (BN / TN) threads, exceeds the device's
@@ -99,8 +99,8 @@ def _gemm_config(backend, tile):
     warp_n = min(warp, bn // tn)
     warp = min(warp, warp_n * (bm // tm))
     for bk in kernels.MATMUL_BK:
-        sizes = (threads, bm, bn, bk, tm, tn, warp, warp_n)
-        if backend.fits("matmul", "", (0, 0, 0, *sizes)):
+        sizes = dict(WG=threads, BM=bm, BN=bn, BK=bk, TM=tm, TN=tn, WARP=warp, WARP_N=warp_n)
+        if backend.fits("matmul", "", MATMUL_PUSH.spec(OUT_DT=0, A_DT=0, B_DT=0, **sizes)):
             return sizes
     return None
 
@@ -202,13 +202,14 @@ def _launch(backend, out, a, b, variant):
         out_start=out.start, a_start=a.start, b_start=b.start, M=m, N=n, K=k,
         a_sm=a.strides[-2], a_sk=a.strides[-1], b_sk=b.strides[-2], b_sn=b.strides[-1],
         batch=[1] * pad + list(batch), a_sb=[0] * pad + list(a_sb), b_sb=[0] * pad + list(b_sb))
-    spec = (out.dtype.code, a.dtype.code, b.dtype.code)
+    spec = dict(OUT_DT=out.dtype.code, A_DT=a.dtype.code, B_DT=b.dtype.code)
     if variant != DIRECT:
-        spec += (*_gemm_config(backend, variant),
-                 *_operand_layout(m, k, a.strides[-2], a.strides[-1], a.start, a_sb),
-                 *_operand_layout(n, k, b.strides[-1], b.strides[-2], b.start, b_sb))
+        a_axis, a_load = _operand_layout(m, k, a.strides[-2], a.strides[-1], a.start, a_sb)
+        b_axis, b_load = _operand_layout(n, k, b.strides[-1], b.strides[-2], b.start, b_sb)
+        spec.update(_gemm_config(backend, variant), A_AXIS=a_axis, A_LOAD=a_load, B_AXIS=b_axis,
+                    B_LOAD=b_load)
     backend.launch("matmul", variant if variant == DIRECT else "",
-                   _threads(backend, m, n, prod(batch), variant), push, spec,
+                   _threads(backend, m, n, prod(batch), variant), push, MATMUL_PUSH.spec(**spec),
                    reads=[a, b], writes=[out])
 
 

@@ -220,8 +220,9 @@ def _dispatch(backend, param, grad, b0, b1, b2, master, step, arrivals, rule, fl
                       h=[_slot(hyper, name) for name in HYPER[rule]], shape=shape,
                       p_strides=p_strides, g_strides=g_strides)
     backend.launch("optim", "", param.size, push,
-                   (kernels.OPTIM_RULES.index(rule), sum(kernels.OPTIM_FLAGS[f] for f in flags),
-                    param.dtype.code, grad.dtype.code),
+                   OPTIM.spec(RULE=kernels.OPTIM_RULES.index(rule),
+                              FLAGS=sum(kernels.OPTIM_FLAGS[f] for f in flags),
+                              P_DT=param.dtype.code, G_DT=grad.dtype.code),
                    reads=[grad], writes=[param, b0, b1, b2, master, step, arrivals])
     return param
 

@@ -156,7 +156,8 @@ def launch(backend, name, a, kept, axes, out, scale, chunk=None, index=None):
     domain = "float" if a.dtype.is_floating else "int"
     variant = domain + ("_subgroup" if backend.subgroups else "")
     backend.launch("reduce", variant, -(-n_out // per_group) * REDUCE.workgroup, push,
-                   (code, out.dtype.code, a.dtype.code, group, stage, len(red_shape)),
+                   REDUCE.spec(OP=code, OUT_DT=out.dtype.code, A_DT=a.dtype.code, GROUP=group,
+                               STAGE=stage, RED_DIMS=len(red_shape)),
                    reads=[a], writes=[out, index])
 
 

@@ -238,8 +238,9 @@ def _row_launch(backend, mode, x, out, rows, n, inner, g=None, w=None, b=None, t
                         out_start=out.start, w_start=w_start, b_start=b_start, t_start=_start(t),
                         aux_start=_start(aux), side_start=_start(side), eps=eps,
                         ignore_index=ignore_index, error_code=error)
-    spec = (MODES[mode], group, x.dtype.code, 0 if g is None else g.dtype.code, out.dtype.code,
-            w_dt, b_dt, 0 if t is None else t.dtype.code, flags)
+    spec = ROWNORM.spec(MODE=MODES[mode], GROUP=group, X_DT=x.dtype.code,
+                        G_DT=0 if g is None else g.dtype.code, OUT_DT=out.dtype.code, W_DT=w_dt,
+                        B_DT=b_dt, T_DT=0 if t is None else t.dtype.code, FLAGS=flags)
     writes = [out, side] + ([aux] if mode in ("layer_norm", "cross_entropy") else [])
     if t is not None:
         writes.append(backend.staging_range)

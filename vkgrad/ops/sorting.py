@@ -87,7 +87,7 @@ def _argsort_vulkan(backend, a, axis, descending):
         len=n, rows=rows, pow2=pow2, ndim=len(shape), src_start=a.start,
         src_step=a.strides[axis], keys_start=keys.start, index_start=index.start, k=k, j=j,
         descending=int(descending), shape=shape, src_strides=strides)
-    spec = lambda phase: (kernels.SORT_CODES[phase], a.dtype.code)  # noqa: E731
+    spec = lambda phase: SORT.spec(PHASE=kernels.SORT_CODES[phase], SRC_DT=a.dtype.code)  # noqa: E731
     backend.launch("sort", "", rows * pow2, push(0, 0), spec("SORT_INIT"),
                    reads=[a], writes=[keys, index])
     k = 2

@@ -205,12 +205,13 @@ def _round_vulkan(backend, array, dtype):
 
 def _push(rows, q, k, v, mask, scale, lse, o32, g=None, d=None, out=None, outv=None):
     """attention.comp's push constants over `rows` rows, and its mask's specialization
-    constants."""
+    constants (by name)."""
     (big_l, e), (s, ev) = q.shape[-2:], v.shape[-2:]
-    fold, spec = (1, 0, 0, 0, 0), (0, 0)
+    fold, spec = (1, 0, 0, 0, 0), dict(MASK=0, MDT=0)
     if mask is not None:
         fold = _fold_mask(mask.shape, q.shape[:-2], big_l, s)
-        spec = (1, 0) if mask.dtype is dtypes.bool_ else (2, mask.dtype.code)
+        spec = dict(MASK=1, MDT=0) if mask.dtype is dtypes.bool_ else dict(
+            MASK=2, MDT=mask.dtype.code)
     starts = {f"{name}_start": 0 if x is None else x.start for name, x in zip(
         ("q", "k", "v", "lse", "o32", "g", "d", "out", "outv", "mask"),
         (q, k, v, lse, o32, g, d, out, outv, mask))}
@@ -228,7 +229,8 @@ def _attention_vulkan(backend, q, k, v, mask, scale, causal):
     if rows:
         push, spec = _push(rows, q, k, v, mask, scale, lse, o32, out=out)
         backend.launch("attention", "", rows, push,
-                       (q.dtype.code, int(causal), 0, *spec, 0, out.dtype.code),
+                       ATTENTION.spec(DT=q.dtype.code, CAUSAL=int(causal), PASS=0, **spec,
+                                      ODT=0, ODTV=out.dtype.code),
                        reads=[q, k, v, mask], writes=[out, lse, o32])
     return _round_vulkan(backend, out, q.dtype), lse, o32
 
@@ -240,11 +242,11 @@ def _attention_backward_vulkan(backend, q, k, v, mask, g, lse, o32, scale, causa
     rows_q, rows_k = prod(q.shape[:-1]), prod(k.shape[:-1])
     d = backend.empty(q.shape[:-1], dtypes.float32)
     dq = _output_vulkan(backend, q.shape, q.dtype)
-    base = (q.dtype.code, int(causal))
+    base = dict(DT=q.dtype.code, CAUSAL=int(causal))
     if rows_q:
         push, spec = _push(rows_q, q, k, v, mask, scale, lse, o32, g, d, dq)
         backend.launch("attention", "", rows_q, push,
-                       (*base, 1, *spec, dq.dtype.code, 0),
+                       ATTENTION.spec(**base, PASS=1, **spec, ODT=dq.dtype.code, ODTV=0),
                        reads=[q, k, v, mask, g, lse, o32], writes=[d, dq])
     if not need_kv:
         return _round_vulkan(backend, dq, q.dtype), None, None
@@ -252,7 +254,8 @@ def _attention_backward_vulkan(backend, q, k, v, mask, g, lse, o32, scale, causa
     if rows_k:
         push, spec = _push(rows_k, q, k, v, mask, scale, lse, o32, g, d, dk, dv)
         backend.launch("attention", "", rows_k, push,
-                       (*base, 2, *spec, dk.dtype.code, dv.dtype.code),
+                       ATTENTION.spec(**base, PASS=2, **spec, ODT=dk.dtype.code,
+                                      ODTV=dv.dtype.code),
                        reads=[q, k, v, mask, g, lse, d], writes=[dk, dv])
     return tuple(_round_vulkan(backend, x, q.dtype) for x in (dq, dk, dv))
 
