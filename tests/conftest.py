@@ -82,9 +82,10 @@ def to_tensor(x, device, strided):
 
 
 def bf16_ulp(x):
-    """The spacing of bfloat16 numbers at |x| (subnormal spacing 2^-133 below 2^-126)."""
-    exponent = np.frexp(np.abs(np.asarray(x, np.float64)))[1]  # |x| = m 2^e, m in [1/2, 1)
-    return np.ldexp(1.0, np.maximum(exponent, -125) - 8)
+    """The spacing of bfloat16 numbers at |x| (8 significant bits; the subnormal spacing 2^-133
+    below 2^-126, at 0 too)."""
+    tiny = np.maximum(np.abs(np.asarray(x, np.float64)), 2.0 ** -126)
+    return np.ldexp(1.0, np.frexp(tiny)[1] - 8)  # |x| = m 2^e, m in [1/2, 1)
 
 
 def assert_op_close(result, expected, dtype, length, magnitude, err_msg, steps=1, level=0.0,

@@ -19,17 +19,14 @@ import torch.nn.functional as TF
 import vkgrad as vk
 import vkgrad.nn.functional as F
 
+from conftest import bf16_ulp
+
 U32 = 2.0 ** -24  # float32's unit roundoff
 
 
 def bf16(a):
     """float64 `a` rounded to bf16 (kept as float64)."""
     return np.asarray(a, np.float64).astype(ml_dtypes.bfloat16).astype(np.float64)
-
-
-def bf16_ulp(v):
-    """The spacing of bf16 numbers at |v| (8 significant bits; subnormal below 2^-126)."""
-    return 2.0 ** (np.floor(np.log2(np.maximum(np.abs(v), 2.0 ** -126))) - 7)
 
 
 class Round(torch.autograd.Function):
