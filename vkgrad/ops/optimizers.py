@@ -239,4 +239,4 @@ def _index0(a, i):
 
 
 # ---- the op ------------------------------------------------------------------------------------
-OPS_UPDATE = Op("optimizer_update", _host, _vulkan, saves=())
+OPS_UPDATE = Op("optimizer_update", _host, _vulkan, saves=(), writes=(0, 2, 3, 4, 5, 6))
