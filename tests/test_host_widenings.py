@@ -176,15 +176,19 @@ def test_a_compiled_training_step_equals_eager_and_widens_in_each_replay(optimiz
         model, _, step = lenet_trainer("host", "bfloat16", optimizer)
         step = vk.compile(step) if compiled else step
         vk.reset_stats()
-        losses = [step(x, y).numpy().copy() for _ in range(5)]
-        assert widenings() == 5 * LENET_WIDENED   # recorded, then remade by every replay
-        with vk.no_grad():                          # eager after replays: the new weights
-            logits = model(x).numpy()
+        losses, logits = [], []
+        for _ in range(5):
+            losses.append(step(x, y).numpy().copy())   # recorded, then replayed
+            with vk.no_grad():            # eager between replays: kept until the next replay
+                logits.append(model(x).numpy().copy())
+        # eager, each forward after a step widens and the next step's finds those; a recorded
+        # step cannot use them, and each replay widens again
+        assert widenings() == (10 if compiled else 6) * LENET_WIDENED
         runs.append((losses, [p.numpy().copy() for p in model.parameters()], logits))
     (eager_losses, eager_params, eager_logits), (losses, params, logits) = runs
     assert all(np.array_equal(a, b) for a, b in zip(losses, eager_losses))
     assert all(np.array_equal(a, b) for a, b in zip(params, eager_params))
-    assert np.array_equal(logits, eager_logits)
+    assert all(np.array_equal(a, b) for a, b in zip(logits, eager_logits))
 
 
 def test_compiled_inference_follows_weights_changed_outside_it():
