@@ -11,6 +11,7 @@ from .. import dtypes
 from .base import Backend
 
 BF16 = dtypes.bfloat16.np_dtype
+KEEP_MIN = 1 << 14  # elements of the smallest bf16 weight whose widening the host keeps
 
 # glibc's mallopt parameters (malloc.h).
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
@@ -69,14 +70,18 @@ class NumpyBackend(Backend):
 
     # ---- the widenings of bf16 weights (Op.widens) ------------------------------------------------
     def widened(self, a):
-        """bf16 array `a` as float32 (exact: a widening rounds nothing), made once and kept
-        until its memory is written; any other operand (None, another dtype) as it is.
+        """bf16 array `a` of at least KEEP_MIN elements as float32 (exact: a widening rounds
+        nothing), made once and kept until its memory is written; any other operand (None,
+        another dtype, a smaller weight) as it is, for the op to widen itself.
 
         numpy has no bf16 arithmetic, so an op that computes with a bf16 weight widens it
-        first: the forward of a step, its backward again, and every inference call. The
-        widening is kept per view of a root array (the memory itself: the key is the root,
-        the view's address, shape and strides, so the fresh reshape each call takes of the
-        same weight finds it) until
+        first: the forward of a step, its backward again, and every inference call. Keeping a
+        widening costs a lookup of about 2 us of Python, 4-5 us when the kernels around it
+        have flushed the CPU's caches, about what widening KEEP_MIN (16,384) values takes:
+        smaller weights (all of LeNet5's but its first linear layer's) are cheaper to widen
+        again. The widening is kept per view of a root array (the memory itself: the key is
+        the root, the view's shape, strides and (unless it is the root) address, so the fresh
+        reshape each call takes of the same weight finds it) until
         - something writes the root in place through vkgrad: an op with Op.writes (setitem:
           `t[...] = v`, load_state_dict, nn.init; the optimizers' update), Tensor._assign
           (`+=` and the other in-place operators), distributed's in-place reductions, or any
@@ -97,11 +102,11 @@ class NumpyBackend(Backend):
         and go stale once the weights change; the recording's own are forgotten when it ends
         (end_capture). counters.host_widenings counts the widenings made, a replay's included.
         """
-        if a is None or a.dtype != BF16:
+        if a is None or a.dtype != BF16 or a.size < KEEP_MIN:
             return a
         root = _root(a)
         recording = getattr(self._capture, "recording", None)
-        key = (a.ctypes.data, a.shape, a.strides)
+        key = (a.shape, a.strides) if a is root else (a.ctypes.data, a.shape, a.strides)
         held = self._widenings.get(id(root))
         if held is None or held[0]() is not root:
             held = self._widenings[id(root)] = (

@@ -557,11 +557,12 @@ def _widen_weight_vulkan(backend, w):
 
 
 # A weight in float32 (F.linear's bf16 weight before its product): astype(float32) as an op,
-# whose host implementation is given the widening the host backend keeps (Op.widens) and
-# returns it; its result is that kept array, which nothing may write into. The gradient is the
-# float32 one, rounded once to the weight's dtype (by autograd, as astype's).
-WIDEN_WEIGHT = Op("widen_weight", lambda w: w, _widen_weight_vulkan, vjp=lambda ctx, g: (g,),
-                  saves=(), widens=(0,))
+# whose host implementation is given the widening the host backend keeps of a large weight
+# (Op.widens) and returns it (its result is then that kept array, which nothing may write
+# into), or widens a small one itself. The gradient is the float32 one, rounded once to the
+# weight's dtype (by autograd, as astype's).
+WIDEN_WEIGHT = Op("widen_weight", lambda w: w.astype(np.float32, copy=False),
+                  _widen_weight_vulkan, vjp=lambda ctx, g: (g,), saves=(), widens=(0,))
 
 
 def result_dtypes(name, operands):

@@ -10,8 +10,8 @@ An `Op` bundles, side by side:
                                      of the forward's by-products that vjp reads as ctx.stats
   widens                             positions of the operands that are weights which the host
                                      implementation computes with in float32: the host backend
-                                     passes a bf16 one widened, from its cache of widenings
-                                     (NumpyBackend.widened), so the implementation's own
+                                     passes a large bf16 one widened, from the widenings it
+                                     keeps (NumpyBackend.widened), so the implementation's own
                                      astype(float32, copy=False) of it is a no-op
   writes                             positions of the operands the op writes in place (arrays,
                                      or lists of them): the host backend forgets the widenings
