@@ -118,7 +118,8 @@ def test_every_write_to_a_weight_is_seen(write):
             fc1 += 0.125
             model.to(vk.bfloat16)
         after = model(x).numpy()
-    assert widenings() > 0
+    # the weights written (both kept ones, or the one named) are widened again, the other not
+    assert widenings() == (1 if write in ("setitem", "row", "iadd", "init") else KEPT)
     assert not np.array_equal(after, before)
     assert np.array_equal(after, fresh_logits(model, x))
 
