@@ -67,7 +67,7 @@ def test_a_training_step_widens_each_weight_once():
     x, y = batch()
     vk.reset_stats()
     F.cross_entropy(model(x), y).backward()
-    assert widenings() == KEPT          # the backward found the forward's widenings
+    assert widenings() == KEPT                   # the backward found the forward's widenings
     first = grads(model)
     opt.zero_grad()
     F.cross_entropy(model(x), y).backward()      # unchanged weights: nothing widened again

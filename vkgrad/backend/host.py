@@ -68,7 +68,7 @@ class NumpyBackend(Backend):
             self.wrote(*(args[i] for i in op.writes))
         return result
 
-    # ---- the widenings of bf16 weights (Op.widens) ------------------------------------------------
+    # ---- the widenings of bf16 weights (Op.widens) ----------------------------------------------
     def widened(self, a):
         """bf16 array `a` of at least KEEP_MIN elements as float32 (exact: a widening rounds
         nothing), made once and kept until its memory is written; any other operand (None,
