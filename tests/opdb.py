@@ -939,6 +939,18 @@ _add("matmul",
             reduction_length=_einsum_length))
 
 
+
+def _linear_cases(rng):
+    return [([rng.standard_normal(sx), rng.standard_normal((n, sx[-1])), rng.standard_normal(n)],
+             {}) for sx, n in (((5, 7), 3), ((2, 4, 6), 5), ((1, 1), 1), ((0, 4), 3),
+                               ((4, 33), 65), ((3, 0), 2))]
+
+
+# widen_weight is F.linear's float32 copy of a bf16 weight (kept by the host between calls)
+_add("widen_weight",
+     OpTest(lambda x, w, b: vk.nn.functional.linear(x, w, b), lambda x, w, b: x @ w.T + b,
+            _linear_cases, reduction_length=lambda inputs, params: inputs[0].shape[-1] + 1))
+
 # ---- optimizers (vkgrad/ops/optimizers.py): a few steps of each against torch.optim in float64
 _OPTIM_SHAPES = [(), (7,), (3, 257), (0, 4), (2, 3, 5), (513,)]
 

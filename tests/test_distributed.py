@@ -97,6 +97,13 @@ JOB = textwrap.dedent('''
         t = vk.tensor([[r + 0.5]], device=dev)
         dist.broadcast(t, src=n - 1)
         got["broadcast"] = t.tolist()
+        lin = nn.Linear(128, 128).to(dev, vk.bfloat16)   # (KEEP_MIN values: kept)
+        x1 = vk.ones((1, 128), device=dev, dtype=vk.bfloat16)
+        with vk.no_grad():
+            lin.weight[...], lin.bias[...] = float(r + 1), 0.0
+            lin(x1)                         # the host keeps the widening of rank r's weight
+            dist.broadcast(lin.weight, src=n - 1)   # MPI writes the weight's own memory
+            got["broadcast weight"] = lin(x1)[0, :2].tolist()
         parts = [vk.zeros(2, device=dev, dtype=vk.bfloat16) for _ in range(n)]
         dist.all_gather(parts, vk.tensor([r, -r], device=dev, dtype=vk.bfloat16))
         got["all_gather"] = [p.tolist() for p in parts]
@@ -323,6 +330,7 @@ def collectives(n, q):
             # 1 + (n - 1) 2^-8 rounded once; pairwise, 1 + 2^-8 would round to 1 every time
             "bf16 sum": [{2: 1.0, 3: 1.0078125}[n]],
             "int max": [n - 1, 2 * (n - 1)], "broadcast": [[n - 0.5]],
+            "broadcast weight": [128.0 * n] * 2,   # rank n - 1's weight, n, times 128 ones
             "all_gather": [[r, -r] for r in ranks],
             "reduce_scatter": [sum(ranks), 10.0 * n * q],
             "reduce_scatter sum": [sum(ranks) + n * q, -2.0 * sum(ranks), 0.5 * n],

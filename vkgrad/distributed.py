@@ -227,6 +227,12 @@ def _write(t, array):
         t[...] = from_numpy(array, device=t.device, dtype=t.dtype)
 
 
+def _wrote(t):
+    """MPI wrote host tensor `t`'s own memory (_host_array's): the host backend forgets what
+    it kept of the old values (NumpyBackend.wrote)."""
+    t.device.backend.wrote(t._data)
+
+
 def all_reduce(tensor, op="sum", async_op=False):
     """Reduce `tensor` over all ranks, in place: afterwards every rank holds the elementwise
     sum, mean, max or min of the ranks' values. With async_op=True, returns a Work: the result
@@ -238,7 +244,9 @@ def all_reduce(tensor, op="sum", async_op=False):
 
     def finish():
         result = work.wait()
-        if not (own and result is array):
+        if own and result is array:
+            _wrote(tensor)
+        else:
             _write(tensor, result)
     done = Work(work._request, finish)   # completes when `work` does
     if async_op:
@@ -254,7 +262,9 @@ def broadcast(tensor, src=0):
         raise ValueError(f"broadcast: src={src} is not a rank of a world of {comm.Get_size()}")
     array, own = _host_array(tensor, "broadcast")
     comm.Bcast(array.reshape(-1).view(np.uint8), root=src)
-    if comm.Get_rank() != src and not own:
+    if comm.Get_rank() != src and own:
+        _wrote(tensor)
+    elif comm.Get_rank() != src:
         _write(tensor, array)
 
 
@@ -316,7 +326,9 @@ def reduce_scatter(output, input_list, op="sum", async_op=False):
 
         def finish():
             _divide_for_mean(recv, op, n)
-            if not own:
+            if own:
+                _wrote(output)
+            else:
                 _write(output, recv)
     done = Work(request, finish, buffers)   # a blocking call returned None: wait() finishes
     if async_op:

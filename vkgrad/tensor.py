@@ -301,6 +301,7 @@ class Tensor:
                             "tensor in place")
         if self.device.kind == "host":
             self.device.backend.call(np.copyto, self._data, value._data, casting="unsafe")
+            self.device.backend.wrote(self._data)
         elif self.dtype.per_word == 1 or (self._data.is_contiguous()
                                            and self._data.start % self.dtype.per_word == 0):
             from .ops.elementwise import assign

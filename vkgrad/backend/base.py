@@ -28,6 +28,9 @@ class Counters:
     device_bytes_allocated: int = 0  # memory allocated from the driver (not sub-allocations)
     transfers: int = 0               # from_numpy / to_numpy calls that moved data host<->device
     transfer_bytes: int = 0          # bytes they moved
+    host_widenings: int = 0          # bf16 weights the host widened to float32 to keep them
+                                     # (NumpyBackend.widened: at least KEEP_MIN values; a
+                                     # kept one used again is not counted)
 
     def reset(self):
         for f in fields(self):

@@ -7,7 +7,11 @@ import weakref
 
 import numpy as np
 
+from .. import dtypes
 from .base import Backend
+
+BF16 = dtypes.bfloat16.np_dtype
+KEEP_MIN = 1 << 14  # elements of the smallest bf16 weight whose widening the host keeps
 
 # glibc's mallopt parameters (malloc.h).
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
@@ -41,6 +45,8 @@ class NumpyBackend(Backend):
         super().__init__()
         self.keeps_freed_memory = keep_freed_memory()
         self._capture = threading.local()  # .recording: the HostRecording this thread captures
+        # id(root array) -> (weakref of the root, {view key: (recording, float32 widening)})
+        self._widenings = {}
 
     def empty(self, shape, dtype):
         return np.empty(shape, dtype.np_dtype)
@@ -55,7 +61,76 @@ class NumpyBackend(Backend):
         return array
 
     def run(self, op, *args, **params):
-        return self.call(op.host, *args, **params)
+        if op.widens:
+            args = [self.widened(a) if i in op.widens else a for i, a in enumerate(args)]
+        result = self.call(op.host, *args, **params)
+        if op.writes:
+            self.wrote(*(args[i] for i in op.writes))
+        return result
+
+    # ---- the widenings of bf16 weights (Op.widens) ----------------------------------------------
+    def widened(self, a):
+        """bf16 array `a` of at least KEEP_MIN elements as float32 (exact: a widening rounds
+        nothing), made once and kept until its memory is written; any other operand (None,
+        another dtype, a smaller weight) as it is, for the op to widen itself.
+
+        numpy has no bf16 arithmetic, so an op that computes with a bf16 weight widens it
+        first: the forward of a step, its backward again, and every inference call. Keeping a
+        widening costs a lookup of about 2 us of Python, 4-5 us when the kernels around it
+        have flushed the CPU's caches, about what widening KEEP_MIN (16,384) values takes:
+        smaller weights (all of LeNet5's but its first linear layer's) are cheaper to widen
+        again. The widening is kept per view of a root array (the memory itself: the key is
+        the root, the view's shape, strides and (unless it is the root) address, so the fresh
+        reshape each call takes of the same weight finds it) until
+        - something writes the root in place through vkgrad: an op with Op.writes (setitem:
+          `t[...] = v`, load_state_dict, nn.init; the optimizers' update), Tensor._assign
+          (`+=` and the other in-place operators), distributed's in-place reductions, or any
+          replay of a recorded step (which clears every widening: its calls write without
+          Python in between);
+        - the root dies: an entry holds a weak reference to it, so no dead weight's widening
+          is kept, and a weight replaced by a new array (Module.to) is widened anew.
+        Writes that bypass vkgrad (into the array `.numpy()` returned, or the one a tensor was
+        made from with from_numpy) are not seen: as with torch's version counter, do not
+        write a weight's memory behind vkgrad's back. Only the operands an op declares
+        weights are widened here (linear's and conv2d's weight and bias); an activation is
+        widened inside its kernel, once.
+
+        In a step being recorded (vkgrad.compile) only widenings made in that same recording
+        are used: the widening is then one of the recorded calls, which every replay makes
+        again from the weight's values at that point (the forward's widening serves the
+        backward in the replay too). One made before the recording would be a constant of it
+        and go stale once the weights change; the recording's own are forgotten when it ends
+        (end_capture). counters.host_widenings counts the widenings made, a replay's included.
+        """
+        if a is None or a.dtype != BF16 or a.size < KEEP_MIN:
+            return a
+        root = _root(a)
+        recording = getattr(self._capture, "recording", None)
+        key = (a.shape, a.strides) if a is root else (a.ctypes.data, a.shape, a.strides)
+        held = self._widenings.get(id(root))
+        if held is None or held[0]() is not root:
+            held = self._widenings[id(root)] = (
+                weakref.ref(root, _forget_when_dead(self._widenings, id(root))), {})
+        else:
+            made = held[1].get(key)
+            if made is not None and made[0] is recording:
+                return made[1]
+        wide = self.call(_widen, a)
+        held[1][key] = (recording, wide)
+        self.counters.host_widenings += 1
+        if recording is not None:
+            recording.widenings += 1
+        return wide
+
+    def wrote(self, *arrays):
+        """Kernels wrote `arrays` (numpy arrays, or lists or tuples of them; None skipped) in
+        place: forget the widenings of their root arrays."""
+        if not self._widenings:
+            return
+        for a in arrays:
+            for x in a if isinstance(a, (list, tuple)) else (a,):
+                if isinstance(x, np.ndarray):
+                    self._widenings.pop(id(_root(x)), None)
 
     def call(self, fn, *args, **kwargs):
         """Run the numpy kernel `fn(*args, **kwargs)` and return its result (arrays, a tuple of
@@ -77,6 +152,12 @@ class NumpyBackend(Backend):
 
     def end_capture(self):
         recording, self._capture.recording = self._capture.recording, None
+        # the recording's widenings go (first: kept here, finish would take them for results
+        # of the step that outlive it)
+        for _, views in list(self._widenings.values()):
+            for key, (made_in, _) in list(views.items()):
+                if made_in is recording:
+                    views.pop(key, None)
         recording.finish()
         return recording
 
@@ -84,6 +165,8 @@ class NumpyBackend(Backend):
         for slot, value in arguments:
             np.copyto(slot, value)
         recording.replay()
+        self._widenings.clear()
+        self.counters.host_widenings += recording.widenings
 
     def _refuse_while_capturing(self, what):
         if getattr(self._capture, "recording", None) is not None:
@@ -101,6 +184,20 @@ def _root(a):
     while isinstance(a.base, np.ndarray):
         a = a.base
     return a
+
+
+def _widen(a):
+    """The float32 of a bf16 array (NumpyBackend.widened's kernel call)."""
+    return a.astype(np.float32)
+
+
+def _forget_when_dead(widenings, root_id):
+    """The weakref callback that drops a dead root's widenings from `widenings`."""
+    def forget(ref):
+        held = widenings.get(root_id)
+        if held is not None and held[0] is ref:
+            widenings.pop(root_id, None)
+    return forget
 
 
 class HostRecording:
@@ -128,6 +225,7 @@ class HostRecording:
         self._roots = {}     # id(root array) -> weakref: memory the calls allocated
         self._kept = {}      # id(root array) -> weakref: memory of the constant operands
         self.problem = None  # why a replay could not repeat the step, if it could not
+        self.widenings = 0   # of its calls, widenings of bf16 weights (NumpyBackend.widened)
 
     def _slot_of(self, a):
         entry = self._produced.get(id(a))

@@ -26,6 +26,7 @@ from ..autograd import no_grad
 from ..creation import arange
 from ..ops.conv import (adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, conv1d, conv2d,
                         conv_transpose1d, conv_transpose2d, fold, max_pool2d, max_unpool2d, unfold)
+from ..ops.elementwise import WIDEN_WEIGHT
 from ..ops.indexing import host_check, take, take_along_axis
 from ..ops.movement import pad as _pad_numpy
 from ..ops.registry import OPS, apply
@@ -86,8 +87,9 @@ def linear(x, weight, bias=None):
     if bias is None:
         return x @ weight.T
     dtype = dtypes.result_type(dtypes.result_type(x.dtype, weight.dtype), bias.dtype)
-    return _add_narrow(x @ (_widen(weight) if dtype is dtypes.bfloat16 else weight).T, bias,
-                       dtype)
+    if dtype is dtypes.bfloat16:  # (the host keeps the widening while the weight is unchanged)
+        weight = apply(WIDEN_WEIGHT, weight)
+    return _add_narrow(x @ weight.T, bias, dtype)
 
 
 # ---- activations ---------------------------------------------------------------------------------

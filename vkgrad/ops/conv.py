@@ -1151,11 +1151,17 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
 
 
 # ---- the ops ------------------------------------------------------------------------------------
+# The host gives the one-op convolutions a bf16 weight and bias already widened to float32, from
+# its cache (Op.widens): the training step's forward and backward widen the weight once, and
+# inference calls with unchanged weights not at all.
 # conv2d without autograd (inference): no vjp, so conv2d takes it only when no gradient is wanted
-CONV_INFERENCE = Op("conv2d_inference", _conv_inference_host, _conv_gemm_vulkan, saves=())
+CONV_INFERENCE = Op("conv2d_inference", _conv_inference_host, _conv_gemm_vulkan, saves=(),
+                    widens=(1, 2))
 # conv2d where a gradient is wanted (groups 1, f32 and bf16; the rest is _conv_composed)
-CONV = Op("conv2d", _conv_host, _conv_vulkan, vjp=_conv_vjp, saves=("inputs", "output", "stats"))
-CONV_BACKWARD = Op("conv2d_backward", _conv_backward_host, _conv_backward_vulkan, saves=())
+CONV = Op("conv2d", _conv_host, _conv_vulkan, vjp=_conv_vjp, saves=("inputs", "output", "stats"),
+          widens=(1, 2))
+CONV_BACKWARD = Op("conv2d_backward", _conv_backward_host, _conv_backward_vulkan, saves=(),
+                   widens=(1,))
 IM2COL = Op("im2col", _im2col_host, _im2col_vulkan, vjp=_im2col_vjp, saves=())
 COL2IM = Op("col2im", _col2im_host, _col2im_vulkan, vjp=_col2im_vjp, saves=())
 MAX_POOL = Op("max_pool2d", _max_pool_host, _max_pool_vulkan, vjp=_max_pool_vjp,

@@ -557,6 +557,19 @@ for _name, (_fn, _result, _arity, _domain) in TABLE.items():
     _make(_name, _fn, _result, _arity, _domain)
 
 
+def _widen_weight_vulkan(backend, w):
+    return launch(backend, "identity", dtypes.float32, w.shape, [w], "float")
+
+
+# A weight in float32 (F.linear's bf16 weight before its product): astype(float32) as an op,
+# whose host implementation is given the widening the host backend keeps of a large weight
+# (Op.widens) and returns it (its result is then that kept array, which nothing may write
+# into), or widens a small one itself. The gradient is the float32 one, rounded once to the
+# weight's dtype (by autograd, as astype's).
+WIDEN_WEIGHT = Op("widen_weight", lambda w: w.astype(np.float32, copy=False),
+                  _widen_weight_vulkan, vjp=lambda ctx, g: (g,), saves=(), widens=(0,))
+
+
 def result_dtypes(name, operands):
     """(compute dtype, output dtype) of op `name` on tensors and Python scalars, numpy-style."""
     from ..tensor import Tensor

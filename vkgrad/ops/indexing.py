@@ -771,7 +771,7 @@ def _take_along_axis_vjp(ctx, g):
 
 # ---- the op table ------------------------------------------------------------------------------
 Op("index", _index_host, _index_vulkan, vjp=_index_vjp)
-Op("setitem", _write_host, _write_vulkan)
+Op("setitem", _write_host, _write_vulkan, writes=(0,))
 Op("index_add", _index_add_host, _index_add_vulkan, vjp=_index_add_vjp)
 Op("take_along_axis", _take_along_axis_host, _take_along_axis_vulkan, vjp=_take_along_axis_vjp)
 Op("one_hot", _one_hot_host, _one_hot_vulkan)

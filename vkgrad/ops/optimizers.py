@@ -240,4 +240,5 @@ def _index0(a, i):
 
 
 # ---- the op ------------------------------------------------------------------------------------
-OPS_UPDATE = Op("optimizer_update", _host, _vulkan, saves=())
+# (of what it writes, only the parameters can be widened weights: its state is float32)
+OPS_UPDATE = Op("optimizer_update", _host, _vulkan, saves=(), writes=(0,))

@@ -8,6 +8,14 @@ An `Op` bundles, side by side:
   saves                              what vjp reads: "inputs" and/or "output" (the rest is freed);
                                      "stats": host and vulkan return (result, *stats), arrays
                                      of the forward's by-products that vjp reads as ctx.stats
+  widens                             positions of the operands that are weights which the host
+                                     implementation computes with in float32: the host backend
+                                     passes a large bf16 one widened, from the widenings it
+                                     keeps (NumpyBackend.widened), so the implementation's own
+                                     astype(float32, copy=False) of it is a no-op
+  writes                             positions of the operands the op writes in place (arrays,
+                                     or lists of them): the host backend forgets the widenings
+                                     of their memory (NumpyBackend.wrote)
 How each op is tested (its cases and references) is the tests' own: tests/opdb.py.
 """
 from dataclasses import dataclass
@@ -26,6 +34,8 @@ class Op:
     vulkan: Callable
     vjp: Optional[Callable] = None
     saves: tuple = ("inputs",)
+    widens: tuple = ()
+    writes: tuple = ()
 
     def __post_init__(self):
         if self.name in OPS:
