@@ -91,6 +91,24 @@ def test_conversions(device):
             np.asarray(t, copy=False)
 
 
+@pytest.mark.parametrize("src,dst", [("bfloat16", "float32"), ("float32", "bfloat16"),
+                                     ("float32", "float32"), ("int32", "float32"),
+                                     ("float32", "int32"), ("uint8", "int32")])
+def test_astype_is_a_new_tensor_with_the_values_cast(device, rng, src, dst):
+    """astype copies (the result never shares the source's memory, so writing one leaves the
+    other), from contiguous and transposed sources, with numpy's values (ml_dtypes' rounding)."""
+    values = (rng.standard_normal((5, 7)) * 50).astype(np.float32)
+    a = vk.tensor(values, device=device).astype(src)
+    for source in (a, a.T):
+        out = source.astype(dst)
+        expected = source.numpy().astype(vk.dtype(dst).np_dtype)
+        assert out.dtype is vk.dtype(dst)
+        np.testing.assert_array_equal(out.numpy(), expected)
+        before = source.numpy().copy()
+        out[...] = 3
+        np.testing.assert_array_equal(source.numpy(), before)
+
+
 def test_errors_name_the_problem(device):
     t = vk.ones((2, 3), device=device)
     with pytest.raises(IndexError, match="axis 2 is out of bounds.*dimension 2"):

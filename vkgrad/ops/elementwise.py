@@ -542,6 +542,8 @@ def _make(name, fn, result, arity, domain):
         with np.errstate(all="ignore"):
             r = HOST.get(name, fn)(*arrays)
             if name == "identity":  # astype: always a copy, as on the device
+                if r is not args[0] and r.dtype == out_dtype.np_dtype:
+                    return r  # converted to the compute type already: a new array
                 return cast(r, out_dtype.np_dtype)
         return np.asarray(r).astype(out_dtype.np_dtype, copy=False)
 
