@@ -1,0 +1,81 @@
+"""Gradients at edge values (+-0, +-inf, NaN, ties, bounds, values whose squares underflow or
+whose quotients overflow) against torch's autograd in float32 on the same float32 inputs and
+upstream gradient, on every device.
+
+Each case is one of the conventions in docs/numerics.md ("Gradients at edge values"): where the
+formula is 0 * inf or inf / inf, torch picks a value (0, the linear piece's, a share), and so do
+we. NaN must be where torch's is; other values within 2^-21 relatively (4 float32 ulps: ours and
+torch's each round a product or quotient of 2 or 3 terms, at most 3 * 2^-24 apiece), +-inf equal.
+tests/test_activations.py::test_backward_at_nan_against_torch holds the activations' kinks at NaN.
+"""
+import numpy as np
+import pytest
+import torch
+
+import vkgrad as vk
+import vkgrad.nn.functional as F
+
+TF = torch.nn.functional
+NAN, INF = np.nan, np.inf
+
+
+def _f32(*rows):
+    return np.array(rows, np.float32)
+
+
+# Pairs whose x^2 + y^2 is 0 (at the origin, or underflowing) beside ordinary ones.
+ATAN2_Y = _f32(0.0, -0.0, 0.0, 1e-30, 0.0, 1e-30, -1e-25, 1e-45, 1.0, 0.0, 3.0, NAN, 0.0)
+ATAN2_X = _f32(0.0, 0.0, -0.0, 0.0, -1e-30, 1e-30, 1e-26, 0.0, 0.0, -2.0, 4.0, 0.0, NAN)
+# Divisors whose square underflows (the quotient stays in range, or overflows in both formulas).
+DIV_A = _f32(1.0, -1e-20, 0.0, -0.0, 1e-30, 1e-45, 3.0, NAN, 2.0, 1.0, 0.0, INF)
+DIV_B = _f32(1e-20, 1e-25, 1e-30, -1e-30, 1e-30, -1e-40, 1e-10, 1e-30, 1e-45, 0.0, 0.0, 1e-30)
+# clip(x, lo, hi) with tensor bounds: lo == hi (torch gives lo nothing there), lo > hi, NaN.
+CLIP_X = _f32(-3.0, 0.5, 1.0, 2.0, -3.0, 0.5, 2.0, NAN, 0.5, -INF)
+CLIP_LO = _f32(1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0)
+CLIP_HI = _f32(1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, NAN, 1.0)
+# Rows for the reductions: NaN (one, two), ties, signed zeros, infinities, constant rows.
+ROWS = _f32([NAN, 1.0, 2.0, 3.0], [1.0, NAN, 2.0, NAN], [3.0, 1.0, 3.0, 2.0],
+            [-0.0, 0.0, -1.0, -1.0], [INF, 1.0, INF, -INF], [NAN, INF, -INF, 0.0],
+            [1.0, 2.0, 3.0, 4.0])
+CONSTANT_ROWS = _f32([3.0, 3.0, 3.0, 3.0], [0.0, -0.0, 0.0, 0.0], [1e-30, 1e-30, 1e-30, 1e-30],
+                     [-2.0, -2.0, -2.0, -2.0], [1.0, 2.0, 4.0, 8.0], [NAN, 1.0, 1.0, 1.0])
+# input, target of the losses: |input - target| infinite or NaN beside finite differences.
+LOSS_X = _f32(INF, -INF, 0.0, 2.0, INF, NAN, 0.25, -3.0, 1e30, 0.0)
+LOSS_Y = _f32(0.0, 1.0, INF, -INF, INF, 0.0, 0.0, -3.0, -1e30, NAN)
+
+CE_LABELS = np.array([1, 2, 0], np.int64)
+
+
+def _rowwise(fn):
+    """torch's full-reduction rule of `fn` (max, min) on each row: torch.max(x) shares the
+    gradient among the ties, the NaNs where the result is NaN, while amax(dim) gives a NaN row."""
+    return lambda x: torch.stack([fn(r) for r in x.unbind(0)])
+
+
+# name: (vkgrad function, torch function, inputs)
+CASES = {
+    "atan2": (lambda y, x: y.atan2(x), torch.atan2, [ATAN2_Y, ATAN2_X]),
+    "div": (lambda a, b: a / b, torch.div, [DIV_A, DIV_B]),
+    "clip_tensor_bounds": (vk.clip, torch.clamp, [CLIP_X, CLIP_LO, CLIP_HI]),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_gradient_at_edges_against_torch(name, device):
+    fn, torch_fn, inputs = CASES[name]
+    tin = [torch.from_numpy(x.copy()).requires_grad_() for x in inputs]
+    tout = torch_fn(*tin)
+    g = np.random.default_rng(sum(map(ord, name))).uniform(0.5, 2.0, tout.shape).astype(
+        np.float32)
+    expected = torch.autograd.grad(tout, tin, torch.from_numpy(g))
+    vin = [vk.tensor(x, device=device, requires_grad=True) for x in inputs]
+    got = vk.grad(fn(*vin), vin, vk.tensor(g, device=device))
+    for i, (a, b) in enumerate(zip(got, expected)):
+        a, b = a.numpy().astype(np.float64), b.numpy().astype(np.float64)
+        where = f"{name}, gradient {i} on {device}: got {a.ravel()}, torch {b.ravel()}"
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=where)
+        finite = np.isfinite(b)
+        np.testing.assert_array_equal(a[~finite & ~np.isnan(b)], b[~finite & ~np.isnan(b)],
+                                      err_msg=where)
+        np.testing.assert_allclose(a[finite], b[finite], rtol=2 ** -21, atol=2.0 ** -149,
+                                   err_msg=where)
