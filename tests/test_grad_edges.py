@@ -57,6 +57,12 @@ CASES = {
     "atan2": (lambda y, x: y.atan2(x), torch.atan2, [ATAN2_Y, ATAN2_X]),
     "div": (lambda a, b: a / b, torch.div, [DIV_A, DIV_B]),
     "clip_tensor_bounds": (vk.clip, torch.clamp, [CLIP_X, CLIP_LO, CLIP_HI]),
+    "max": (lambda x: x.max(), torch.max, [ROWS]),
+    "min": (lambda x: x.min(), torch.min, [ROWS]),
+    "max_nan_only": (lambda x: x.max(), torch.max, [ROWS[1]]),
+    "max_axis_1": (lambda x: x.max(axis=1), _rowwise(torch.max), [ROWS]),
+    "min_axis_1": (lambda x: x.min(axis=1), _rowwise(torch.min), [ROWS]),
+    "max_axis_0": (lambda x: x.max(axis=0), lambda x: _rowwise(torch.max)(x.T), [ROWS.T.copy()]),
 }
 
 

@@ -196,10 +196,11 @@ def _prod_vjp(ctx, g):
 
 def _extreme_vjp(ctx, g):
     # the gradient goes to the elements equal to the extreme, shared evenly among ties (torch's
-    # amax/amin)
+    # amax/amin and full max/min); a NaN wins, so where the extreme is NaN it goes to the NaNs
+    # (torch's full max/min; its amax gives NaN to the whole slice, a 0/0)
     from ..tensor import where
     x, axes = ctx.inputs[0], ctx.params["axes"]
-    hit = x == _kept(ctx, ctx.output)
+    hit = (x == _kept(ctx, ctx.output)) | x.isnan()
     share = _kept(ctx, g) / hit.sum(axis=axes, keepdims=True)
     return (where(hit, share, 0.0),)
 
