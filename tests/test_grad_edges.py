@@ -63,6 +63,15 @@ CASES = {
     "max_axis_1": (lambda x: x.max(axis=1), _rowwise(torch.max), [ROWS]),
     "min_axis_1": (lambda x: x.min(axis=1), _rowwise(torch.min), [ROWS]),
     "max_axis_0": (lambda x: x.max(axis=0), lambda x: _rowwise(torch.max)(x.T), [ROWS.T.copy()]),
+    "std_axis_1": (lambda x: x.std(axis=1), lambda x: x.std(1, correction=0), [CONSTANT_ROWS]),
+    "std_axis_1_ddof_1": (lambda x: x.std(axis=1, ddof=1), lambda x: x.std(1), [CONSTANT_ROWS]),
+    "std_axis_0": (lambda x: x.std(axis=0, keepdims=True),
+                   lambda x: x.std(0, correction=0, keepdim=True), [CONSTANT_ROWS.T.copy()]),
+    "std_constant": (lambda x: x.std(), lambda x: x.std(correction=0), [CONSTANT_ROWS[0]]),
+    # a NaN makes the whole row's gradient NaN; a zero row (beside a finite one) gets 0
+    "cosine_similarity": (F.cosine_similarity, TF.cosine_similarity,
+                          [_f32([NAN, 1.0, 2.0], [0.0, 0.0, 0.0], [1.0, 2.0, 3.0]),
+                           _f32([1.0, 2.0, 3.0], [1.0, -1.0, 2.0], [0.0, 0.0, 0.0])]),
 }
 
 

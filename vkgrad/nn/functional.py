@@ -32,8 +32,8 @@ from ..ops.registry import OPS, apply
 from ..ops import rownorm  # noqa: F401  (registers the fused row ops)
 from ..random import rand
 from ..ops.transformer_ops import composed_weights, fused_attention, fused_fits
-from ..tensor import (Tensor, _add_narrow, _narrow, _widen, clip, elementwise, tensor,
-                      where)
+from ..tensor import (Tensor, _add_narrow, _narrow, _sqrt_flat_at_zero, _widen, clip,
+                      elementwise, tensor, where)
 
 __all__ = [
     "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "max_pool2d", "max_unpool2d",
@@ -751,8 +751,7 @@ def kl_div(input, target, reduction="mean", log_target=False):
 
 def _norm(x, axis):
     """The 2-norm along `axis` (kept), whose gradient at a zero vector is 0 (PyTorch's rule)."""
-    s = (x * x).sum(axis=axis, keepdims=True)
-    return where(s > 0, where(s > 0, s, 1.0).sqrt(), 0.0)
+    return _sqrt_flat_at_zero((x * x).sum(axis=axis, keepdims=True))
 
 
 def cosine_similarity(x1, x2, dim=1, eps=1e-8):
