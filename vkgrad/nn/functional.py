@@ -703,6 +703,14 @@ def _elementwise_loss_args(input, target, fn, reduction):
     return _widen(input) - _widen(target)
 
 
+def _square_inside(d, inside):
+    """d * d where `inside`, 0 elsewhere: the quadratic piece of a loss, which must not send its
+    zero gradient through d * d outside, where 0 * 2d is NaN at |d| = inf (the gradient there is
+    the linear piece's, sign(d), as torch)."""
+    q = where(inside, d, 0.0)
+    return q * q
+
+
 def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
     """0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta, for d = input - target (PyTorch's
     smooth L1; beta = 0 is the L1 loss)."""
@@ -710,7 +718,9 @@ def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
     if beta < 0:
         raise ValueError(f"smooth_l1_loss: beta must be non-negative, not {beta}")
     a = d.abs()
-    loss = a if beta == 0 else where(a < beta, d * d * (0.5 / beta), a - 0.5 * beta)
+    inside = a < beta
+    loss = a if beta == 0 else where(inside, _square_inside(d, inside) * (0.5 / beta),
+                                     a - 0.5 * beta)
     return _narrow(_reduce(loss, reduction), input.dtype)
 
 
@@ -721,7 +731,8 @@ def huber_loss(input, target, reduction="mean", delta=1.0):
     if not delta > 0:
         raise ValueError(f"huber_loss: delta must be positive, not {delta}")
     a = d.abs()
-    loss = where(a < delta, d * d * 0.5, (a - 0.5 * delta) * delta)
+    inside = a < delta
+    loss = where(inside, _square_inside(d, inside) * 0.5, (a - 0.5 * delta) * delta)
     return _narrow(_reduce(loss, reduction), input.dtype)
 
 
