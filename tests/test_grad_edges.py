@@ -78,6 +78,11 @@ CASES = {
     "huber_delta_2_sum": (lambda x, y: F.huber_loss(x, y, "sum", 2.0),
                           lambda x, y: TF.huber_loss(x, y, reduction="sum", delta=2.0),
                           [LOSS_X, LOSS_Y]),
+    # logits so large that lse = m + log(sum exp(x - m)) rounds to m: softmax is still 1/3, 1/2
+    "cross_entropy_large_logits": (
+        lambda x: F.cross_entropy(x, vk.tensor(CE_LABELS.astype(np.int32), device=x.device)),
+        lambda x: TF.cross_entropy(x, torch.from_numpy(CE_LABELS)),
+        [_f32([1e30, 1e30, 1e30], [1e8, 1e8, 0.0], [1.0, 2.0, 3.0])]),
     # a NaN makes the whole row's gradient NaN; a zero row (beside a finite one) gets 0
     "cosine_similarity": (F.cosine_similarity, TF.cosine_similarity,
                           [_f32([NAN, 1.0, 2.0], [0.0, 0.0, 0.0], [1.0, 2.0, 3.0]),

@@ -185,11 +185,9 @@ def _cross_entropy_host(x, t, w, axis, ignore_index, smoothing, reduction):
 def _cross_entropy_backward_host(x, t, w, g, total, axis, ignore_index, smoothing, reduction):
     z, valid, safe, wt, wc = _ce_parts(x, t, w, axis, ignore_index)
     with np.errstate(all="ignore"):
-        if z.size:
-            _, lse = _stats(z, 1)
-            p = np.exp(z - lse)
-        else:
-            p = z.copy()
+        # softmax as exp(z - m) / sum, not exp(z - lse): lse = m + log(sum) loses the log to
+        # rounding where |m| > 2^24 log(sum), and the probabilities then sum to more than 1
+        p = _softmax_host(z, 1)
         g = _wide(g)
         scale = g.reshape(-1) if reduction == "none" else np.full(z.shape[0], g / total
                                                                  if reduction == "mean" else g)
