@@ -44,6 +44,19 @@ LOSS_X = _f32(INF, -INF, 0.0, 2.0, INF, NAN, 0.25, -3.0, 1e30, 0.0)
 LOSS_Y = _f32(0.0, 1.0, INF, -INF, INF, 0.0, 0.0, -3.0, -1e30, NAN)
 
 CE_LABELS = np.array([1, 2, 0], np.int64)
+# scatter_reduce: infinite and NaN src beside finite ones, several to one place
+SCATTER_T = _f32([1.0, 5.0, NAN, 2.0], [3.0, 3.0, 0.0, -0.0])
+SCATTER_SRC = _f32([5.0, 1.0, 2.0, NAN, 5.0, 3.0], [3.0, 3.0, -0.0, 0.0, 1.0, INF])
+SCATTER_INDEX = np.array([[1, 0, 3, 2, 1, 1], [0, 1, 2, 3, 0, 0]], np.int64)
+
+
+def _scatter_mean(include_self):
+    return (lambda t, s: vk.scatter_reduce(
+                t, 1, vk.tensor(SCATTER_INDEX.astype(np.int32), device=t.device), s, "mean",
+                include_self=include_self),
+            lambda t, s: t.scatter_reduce(1, torch.from_numpy(SCATTER_INDEX), s, "mean",
+                                          include_self=include_self),
+            [SCATTER_T, SCATTER_SRC])
 
 
 def _rowwise(fn):
@@ -83,6 +96,9 @@ CASES = {
         lambda x: F.cross_entropy(x, vk.tensor(CE_LABELS.astype(np.int32), device=x.device)),
         lambda x: TF.cross_entropy(x, torch.from_numpy(CE_LABELS)),
         [_f32([1e30, 1e30, 1e30], [1e8, 1e8, 0.0], [1.0, 2.0, 3.0])]),
+    # each src counts once in the mean's divisor, also an infinite or NaN one
+    "scatter_reduce_mean": _scatter_mean(True),
+    "scatter_reduce_mean_without_self": _scatter_mean(False),
     # a NaN makes the whole row's gradient NaN; a zero row (beside a finite one) gets 0
     "cosine_similarity": (F.cosine_similarity, TF.cosine_similarity,
                           [_f32([NAN, 1.0, 2.0], [0.0, 0.0, 0.0], [1.0, 2.0, 3.0]),
@@ -109,3 +125,25 @@ def test_gradient_at_edges_against_torch(name, device):
                                       err_msg=where)
         np.testing.assert_allclose(a[finite], b[finite], rtol=2 ** -21, atol=2.0 ** -149,
                                    err_msg=where)
+
+
+@pytest.mark.parametrize("reduce", ["amax", "amin"])
+def test_scatter_extreme_gradient_at_nan(reduce, device):
+    """scatter_reduce amax/amin: a NaN wins, and a NaN result's gradient is shared among the NaNs
+    there (of t and src), as the full max()/min() reductions do; torch's is NaN for all of them
+    (its share is g / 0 where nothing equals the NaN). Elsewhere torch's rule: to the winner."""
+    t = vk.tensor(_f32(1.0, NAN, 2.0), device=device, requires_grad=True)
+    src = vk.tensor(_f32(NAN, 3.0, 5.0, 0.0), device=device, requires_grad=True)
+    index = vk.tensor(np.array([1, 1, 2, 0], np.int32), device=device)
+    out = vk.scatter_reduce(t, 0, index, src, reduce)
+    g0, g1, g2 = 0.5, 1.5, 2.0
+    gt, gsrc = vk.grad(out, [t, src], vk.tensor(_f32(g0, g1, g2), device=device))
+    if reduce == "amax":  # max(1, 0) = 1, max(NaN, NaN, 3) = NaN, max(2, 5) = 5
+        expected_out, expected_t, expected_src = [1.0, NAN, 5.0], [g0, g1 / 2, 0], [
+            g1 / 2, 0, g2, 0]
+    else:  # min(1, 0) = 0, NaN, min(2, 5) = 2
+        expected_out, expected_t, expected_src = [0.0, NAN, 2.0], [0, g1 / 2, g2], [
+            g1 / 2, 0, 0, g0]
+    np.testing.assert_array_equal(out.numpy(), _f32(*expected_out))
+    np.testing.assert_array_equal(gt.numpy(), _f32(*expected_t))
+    np.testing.assert_array_equal(gsrc.numpy(), _f32(*expected_src))
