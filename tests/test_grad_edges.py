@@ -44,6 +44,7 @@ LOSS_X = _f32(INF, -INF, 0.0, 2.0, INF, NAN, 0.25, -3.0, 1e30, 0.0)
 LOSS_Y = _f32(0.0, 1.0, INF, -INF, INF, 0.0, 0.0, -3.0, -1e30, NAN)
 
 CE_LABELS = np.array([1, 2, 0], np.int64)
+MARGIN_LABELS = np.array([0, 1, 0, 2], np.int64)
 # scatter_reduce: infinite and NaN src beside finite ones, several to one place
 SCATTER_T = _f32([1.0, 5.0, NAN, 2.0], [3.0, 3.0, 0.0, -0.0])
 SCATTER_SRC = _f32([5.0, 1.0, 2.0, NAN, 5.0, 3.0], [3.0, 3.0, -0.0, 0.0, 1.0, INF])
@@ -99,6 +100,13 @@ CASES = {
     # each src counts once in the mean's divisor, also an infinite or NaN one
     "scatter_reduce_mean": _scatter_mean(True),
     "scatter_reduce_mean_without_self": _scatter_mean(False),
+    # an infinite score at the label (its own term, i == y, is inf - inf), hinges at their kink
+    "multi_margin_p2": (
+        lambda x: F.multi_margin_loss(x, vk.tensor(MARGIN_LABELS.astype(np.int32),
+                                                   device=x.device), p=2, reduction="none"),
+        lambda x: TF.multi_margin_loss(x, torch.from_numpy(MARGIN_LABELS), p=2,
+                                       reduction="none"),
+        [_f32([INF, 0.0, 1.0], [1.0, 2.0, 0.0], [2.0, 1.0, 1.0], [0.0, -INF, 3.0])]),
     # a NaN makes the whole row's gradient NaN; a zero row (beside a finite one) gets 0
     "cosine_similarity": (F.cosine_similarity, TF.cosine_similarity,
                           [_f32([NAN, 1.0, 2.0], [0.0, 0.0, 0.0], [1.0, 2.0, 3.0]),

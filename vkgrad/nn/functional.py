@@ -661,13 +661,15 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="me
         raise ValueError(f"multi_margin_loss needs scores [N, C] or [C], got shape {input.shape}")
     target, axis, c = _class_targets(input, target, None, "multi_margin_loss")
     label, x = target.expand_dims(axis), _widen(input)
-    z = (x - take_along_axis(x, label, axis, caller="multi_margin_loss", labels=True)
-         + margin).relu()
+    # the i == y term is made 0 before the hinge and the square, where x[y] = inf gives
+    # inf - inf = NaN (whose 0 * NaN would reach the gradient)
+    z = where(label == arange(c, dtype=dtypes.int32, device=input.device), 0.0,
+              x - take_along_axis(x, label, axis, caller="multi_margin_loss", labels=True)
+              + margin).relu()
     if p == 2:
         z = z * z
     if weight is not None:
         z = z * take(weight, label)
-    z = where(label == arange(c, dtype=dtypes.int32, device=input.device), 0.0, z)
     return _narrow(_reduce(z.sum(axis=axis) / c, reduction), input.dtype)
 
 
