@@ -39,6 +39,10 @@ ROWS = _f32([NAN, 1.0, 2.0, 3.0], [1.0, NAN, 2.0, NAN], [3.0, 1.0, 3.0, 2.0],
             [1.0, 2.0, 3.0, 4.0])
 CONSTANT_ROWS = _f32([3.0, 3.0, 3.0, 3.0], [0.0, -0.0, 0.0, 0.0], [1e-30, 1e-30, 1e-30, 1e-30],
                      [-2.0, -2.0, -2.0, -2.0], [1.0, 2.0, 4.0, 8.0], [NAN, 1.0, 1.0, 1.0])
+# prod: one infinite or NaN element per row, beside zeros or not (a zero anywhere in the tensor
+# sends torch through its exact product of the others; without one it divides, inf / inf)
+PROD_ROWS = _f32([INF, 1.0, 2.0, 3.0], [0.0, 2.0, INF, 1.0], [NAN, 2.0, 0.0, 1.0],
+                 [0.0, 0.0, NAN, 1.0], [-INF, 2.0, 1.0, 0.5], [1.0, 2.0, 3.0, 4.0])
 # input, target of the losses: |input - target| infinite or NaN beside finite differences.
 LOSS_X = _f32(INF, -INF, 0.0, 2.0, INF, NAN, 0.25, -3.0, 1e30, 0.0)
 LOSS_Y = _f32(0.0, 1.0, INF, -INF, INF, 0.0, 0.0, -3.0, -1e30, NAN)
@@ -77,6 +81,8 @@ CASES = {
     "max_axis_1": (lambda x: x.max(axis=1), _rowwise(torch.max), [ROWS]),
     "min_axis_1": (lambda x: x.min(axis=1), _rowwise(torch.min), [ROWS]),
     "max_axis_0": (lambda x: x.max(axis=0), lambda x: _rowwise(torch.max)(x.T), [ROWS.T.copy()]),
+    "prod_axis_1": (lambda x: x.prod(axis=1), lambda x: x.prod(1), [PROD_ROWS]),
+    "prod_axis_0": (lambda x: x.prod(axis=0), lambda x: x.prod(0), [PROD_ROWS.T.copy()]),
     "std_axis_1": (lambda x: x.std(axis=1), lambda x: x.std(1, correction=0), [CONSTANT_ROWS]),
     "std_axis_1_ddof_1": (lambda x: x.std(axis=1, ddof=1), lambda x: x.std(1), [CONSTANT_ROWS]),
     "std_axis_0": (lambda x: x.std(axis=0, keepdims=True),
