@@ -284,11 +284,12 @@ def _cases_softmax(rng):
 
 
 def _cases_edges(rng):
-    """Rows with a NaN, all -inf, a +inf, two +inf, a -inf, a large value (along both axes)."""
+    """Rows with a NaN, all -inf, a +inf, two +inf, a -inf, a large value, all 1e30 (whose
+    log-sum-exp rounds to the maximum: log_softmax is -log 5, not 0) (along both axes)."""
     edge = rng.standard_normal((7, 5))
     edge[0, 1], edge[1, :] = np.nan, -np.inf
     edge[2, 3], edge[3, 0], edge[4, 2] = np.inf, -np.inf, 80.0
-    edge[5, 1:3] = np.inf
+    edge[5, 1:3], edge[6, :] = np.inf, 1e30
     return [([edge], {"axis": 1}), ([edge], {"axis": 0})]
 
 

@@ -279,8 +279,9 @@ class Tensor:
         return _narrow(self._variance(axis, ddof, keepdims), self.dtype)
 
     def std(self, axis=None, ddof=0, keepdims=False):
-        """Standard deviation: sqrt(var(x, ddof)), computed as var is."""
-        return _narrow(self._variance(axis, ddof, keepdims).sqrt(), self.dtype)
+        """Standard deviation: sqrt(var(x, ddof)), computed as var is; its gradient is 0 where
+        the variance is 0 (a constant slice), as torch's."""
+        return _narrow(_sqrt_flat_at_zero(self._variance(axis, ddof, keepdims)), self.dtype)
 
     def logsumexp(self, axis=None, keepdims=False):
         """log(sum(exp(x))) over `axis` as m + log(sum(exp(x - m))), m the maximum, so that exp
@@ -679,3 +680,10 @@ def where(condition, x, y):
     if isinstance(condition, Tensor) and condition.dtype is not dtypes.bool_:
         condition = condition != 0
     return elementwise("where", condition, x, y)
+
+
+def _sqrt_flat_at_zero(v):
+    """sqrt(v), with the gradient 0 instead of inf * 0 = NaN where v == 0 (torch's rule for
+    std and for norms at 0); NaN stays NaN."""
+    zero = v == 0
+    return where(zero, 0.0, where(zero, 1.0, v).sqrt())

@@ -33,8 +33,8 @@ from ..ops.registry import OPS, apply
 from ..ops import rownorm  # noqa: F401  (registers the fused row ops)
 from ..random import rand
 from ..ops.transformer_ops import composed_weights, fused_attention, fused_fits
-from ..tensor import (Tensor, _add_narrow, _narrow, _widen, clip, elementwise, tensor,
-                      where)
+from ..tensor import (Tensor, _add_narrow, _narrow, _sqrt_flat_at_zero, _widen, clip,
+                      elementwise, tensor, where)
 
 __all__ = [
     "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "max_pool2d", "max_unpool2d",
@@ -663,13 +663,15 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="me
         raise ValueError(f"multi_margin_loss needs scores [N, C] or [C], got shape {input.shape}")
     target, axis, c = _class_targets(input, target, None, "multi_margin_loss")
     label, x = target.expand_dims(axis), _widen(input)
-    z = (x - take_along_axis(x, label, axis, caller="multi_margin_loss", labels=True)
-         + margin).relu()
+    # the i == y term is made 0 before the hinge and the square, where x[y] = inf gives
+    # inf - inf = NaN (whose 0 * NaN would reach the gradient)
+    z = where(label == arange(c, dtype=dtypes.int32, device=input.device), 0.0,
+              x - take_along_axis(x, label, axis, caller="multi_margin_loss", labels=True)
+              + margin).relu()
     if p == 2:
         z = z * z
     if weight is not None:
         z = z * take(weight, label)
-    z = where(label == arange(c, dtype=dtypes.int32, device=input.device), 0.0, z)
     return _narrow(_reduce(z.sum(axis=axis) / c, reduction), input.dtype)
 
 
@@ -705,6 +707,14 @@ def _elementwise_loss_args(input, target, fn, reduction):
     return _widen(input) - _widen(target)
 
 
+def _square_inside(d, inside):
+    """d * d where `inside`, 0 elsewhere: the quadratic piece of a loss, which must not send its
+    zero gradient through d * d outside, where 0 * 2d is NaN at |d| = inf (the gradient there is
+    the linear piece's, sign(d), as torch)."""
+    q = where(inside, d, 0.0)
+    return q * q
+
+
 def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
     """0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta, for d = input - target (PyTorch's
     smooth L1; beta = 0 is the L1 loss)."""
@@ -712,7 +722,9 @@ def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
     if beta < 0:
         raise ValueError(f"smooth_l1_loss: beta must be non-negative, not {beta}")
     a = d.abs()
-    loss = a if beta == 0 else where(a < beta, d * d * (0.5 / beta), a - 0.5 * beta)
+    inside = a < beta
+    loss = a if beta == 0 else where(inside, _square_inside(d, inside) * (0.5 / beta),
+                                     a - 0.5 * beta)
     return _narrow(_reduce(loss, reduction), input.dtype)
 
 
@@ -723,7 +735,8 @@ def huber_loss(input, target, reduction="mean", delta=1.0):
     if not delta > 0:
         raise ValueError(f"huber_loss: delta must be positive, not {delta}")
     a = d.abs()
-    loss = where(a < delta, d * d * 0.5, (a - 0.5 * delta) * delta)
+    inside = a < delta
+    loss = where(inside, _square_inside(d, inside) * 0.5, (a - 0.5 * delta) * delta)
     return _narrow(_reduce(loss, reduction), input.dtype)
 
 
@@ -753,8 +766,7 @@ def kl_div(input, target, reduction="mean", log_target=False):
 
 def _norm(x, axis):
     """The 2-norm along `axis` (kept), whose gradient at a zero vector is 0 (PyTorch's rule)."""
-    s = (x * x).sum(axis=axis, keepdims=True)
-    return where(s > 0, where(s > 0, s, 1.0).sqrt(), 0.0)
+    return _sqrt_flat_at_zero((x * x).sum(axis=axis, keepdims=True))
 
 
 def cosine_similarity(x1, x2, dim=1, eps=1e-8):

@@ -311,8 +311,13 @@ def _softsign_grad(g, x):
 
 
 def _atan2_rules(ctx, g):
-    y, x = ctx.inputs  # d atan2(y, x) = (x dy - y dx) / (x^2 + y^2)
-    return (lambda: g * x / (x * x + y * y), lambda: -g * y / (x * x + y * y))
+    # d atan2(y, x) = (x dy - y dx) / (x^2 + y^2), taken as 0 where x^2 + y^2 is 0 (at the
+    # origin, or where it underflows), as torch
+    y, x = ctx.inputs
+    r2 = x * x + y * y
+    zero = r2 == 0
+    r2 = _where(zero, 1.0, r2)
+    return (lambda: _where(zero, 0.0, g * x / r2), lambda: _where(zero, 0.0, -g * y / r2))
 
 
 def _elu_rules(ctx, g):
@@ -347,8 +352,10 @@ def _extreme_weight(x, y, greater):
 def _clip_rules(ctx, g):
     # clip(x, lo, hi) = min(max(x, lo), hi): hi wins over lo when lo > hi, as in numpy and torch
     x, lo, hi = ctx.inputs
+    # torch's rule: lo gets the gradient only where lo < hi, so where lo == hi and x < lo
+    # none of the three gets it
     return (lambda: _where((x >= lo) & (x <= hi), g, 0.0),
-            lambda: _where((x < lo) & (lo <= hi), g, 0.0),
+            lambda: _where((x < lo) & (lo < hi), g, 0.0),
             lambda: _where((x > hi) | (lo > hi), g, 0.0))
 
 
@@ -425,8 +432,9 @@ VJPS = {
     "sub": (lambda ctx, g: _each(ctx, lambda: g, lambda: -g), ()),
     "mul": (lambda ctx, g: _each(ctx, lambda: g * ctx.inputs[1], lambda: g * ctx.inputs[0]),
             ("inputs",)),
+    # d(a / b)/db = -(a / b) / b: b * b would underflow to 0 for |b| < 1e-19 (torch's form)
     "div": (lambda ctx, g: _each(ctx, lambda: g / ctx.inputs[1],
-                                 lambda: -g * ctx.inputs[0] / (ctx.inputs[1] * ctx.inputs[1])),
+                                 lambda: -g * (ctx.inputs[0] / ctx.inputs[1]) / ctx.inputs[1]),
             ("inputs",)),
     "floordiv": (lambda ctx, g: _each(ctx, lambda: _zeros_like(g), lambda: _zeros_like(g)), ()),
     "mod": (lambda ctx, g: _each(ctx, lambda: g, lambda: -g * (ctx.inputs[0] // ctx.inputs[1])),

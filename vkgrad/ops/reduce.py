@@ -183,7 +183,9 @@ def _prod_vjp(ctx, g):
     """d(prod x)/dx_i is the product of the other elements: prod(x) / x_i where x_i != 0; at a
     zero, the product p of the nonzero elements if it is the only zero, else 0 (as torch). At a
     zero beside exactly one other, p * (s - x_i), s the sum of the zeros: 0, but it is the other
-    zero's value, so second derivatives come out right too. bf16: computed in float32."""
+    zero's value, so second derivatives come out right too. At an infinite or NaN x_i, where
+    prod(x) / x_i is inf / inf or NaN, the product of the finite elements if x_i is the only such
+    one (0 beside a zero: torch's product of the others), else that NaN. bf16: in float32."""
     from ..tensor import _widen, where
     x, axes = _widen(ctx.inputs[0]), ctx.params["axes"]
     g, out = _widen(_kept(ctx, g)), _widen(_kept(ctx, ctx.output))
@@ -192,15 +194,20 @@ def _prod_vjp(ctx, g):
     p = where(zero, 1.0, x).prod(axis=axes, keepdims=True)
     other_zeros = where(zeros == 1, 1.0, where(
         zeros == 2, where(zero, x, 0.0).sum(axis=axes, keepdims=True) - x, 0.0))
-    return (where(zero, g * p * other_zeros, g * out / where(zero, 1.0, x)),)
+    infinite = ~x.isfinite()
+    alone = infinite & (infinite.sum(axis=axes, keepdims=True) == 1)
+    finite = where(infinite, 1.0, x).prod(axis=axes, keepdims=True)
+    return (where(zero, g * p * other_zeros,
+                  where(alone, g * finite, g * out / where(zero, 1.0, x))),)
 
 
 def _extreme_vjp(ctx, g):
     # the gradient goes to the elements equal to the extreme, shared evenly among ties (torch's
-    # amax/amin)
+    # amax/amin and full max/min); a NaN wins, so where the extreme is NaN it goes to the NaNs
+    # (torch's full max/min; its amax gives NaN to the whole slice, a 0/0)
     from ..tensor import where
     x, axes = ctx.inputs[0], ctx.params["axes"]
-    hit = x == _kept(ctx, ctx.output)
+    hit = (x == _kept(ctx, ctx.output)) | x.isnan()
     share = _kept(ctx, g) / hit.sum(axis=axes, keepdims=True)
     return (where(hit, share, 0.0),)
 

@@ -53,10 +53,11 @@ def _wide(x):
 
 
 def _stats(z, axis):
-    """(m, lse): the maximum and log-sum-exp along `axis` (kept), with exp(z - m) summed; as the
-    composite, a NaN or +inf maximum gives NaN and a row of -inf gives -inf - -inf = NaN out."""
+    """(m, log s): the maximum along `axis` and the log of s = sum exp(z - m) (both kept), so
+    lse = m + log s; as the composite, a NaN or +inf maximum gives NaN and a row of -inf gives
+    -inf - -inf = NaN out."""
     m = z.max(axis=axis, keepdims=True)
-    return m, m + np.log(np.exp(z - m).sum(axis=axis, keepdims=True))
+    return m, np.log(np.exp(z - m).sum(axis=axis, keepdims=True))
 
 
 def _softmax_host(x, axis):
@@ -74,8 +75,9 @@ def _log_softmax_host(x, axis):
         return np.empty(x.shape, x.dtype)
     z = _wide(x)
     with np.errstate(all="ignore"):
-        _, lse = _stats(z, axis)
-    return (z - lse).astype(x.dtype, copy=False)
+        m, log_s = _stats(z, axis)
+        # (z - m) - log s, as the shader: z - lse loses log s where lse = m + log s rounds to m
+        return ((z - m) - log_s).astype(x.dtype, copy=False)
 
 
 def _softmax_backward_host(x, g, axis):
@@ -164,8 +166,8 @@ def _cross_entropy_host(x, t, w, axis, ignore_index, smoothing, reduction):
     z, valid, safe, wt, wc = _ce_parts(x, t, w, axis, ignore_index)
     with np.errstate(all="ignore"):
         if z.shape[0]:
-            _, lse = _stats(z, 1)
-            lse = lse[:, 0]
+            m, log_s = _stats(z, 1)
+            lse = (m + log_s)[:, 0]
         else:
             lse = np.zeros(0, z.dtype)
         loss = wt * (lse - z[np.arange(z.shape[0]), safe]) * (1 - smoothing)
@@ -185,11 +187,9 @@ def _cross_entropy_host(x, t, w, axis, ignore_index, smoothing, reduction):
 def _cross_entropy_backward_host(x, t, w, g, total, axis, ignore_index, smoothing, reduction):
     z, valid, safe, wt, wc = _ce_parts(x, t, w, axis, ignore_index)
     with np.errstate(all="ignore"):
-        if z.size:
-            _, lse = _stats(z, 1)
-            p = np.exp(z - lse)
-        else:
-            p = z.copy()
+        # softmax as exp(z - m) / sum, not exp(z - lse): lse = m + log(sum) loses the log to
+        # rounding where |m| > 2^24 log(sum), and the probabilities then sum to more than 1
+        p = _softmax_host(z, 1)
         g = _wide(g)
         scale = g.reshape(-1) if reduction == "none" else np.full(z.shape[0], g / total
                                                                  if reduction == "mean" else g)

@@ -36,7 +36,7 @@ import numpy as np
 
 from .. import dtypes, kernels, layout
 from ..backend.base import Buffer
-from ..tensor import Tensor, _axes, _narrow, _widen, tensor_method, where, zeros
+from ..tensor import Tensor, _axes, _narrow, _widen, ones, tensor_method, where, zeros
 from .elementwise import compute_domain, contiguous
 from .elementwise import launch as elementwise_launch
 from .indexing import _check_index_dtype, checked_index, strided_copy, take_along_axis
@@ -273,7 +273,8 @@ def scatter_reduce(t, dim, index, src, reduce, *, include_self=True):
     the src[i][j][k] scattered there by `reduce` ("sum", "prod", "amax", "amin", "mean"), with the
     element of `t` itself too when `include_self`. Positions nothing is scattered to keep t's
     value. bf16 sums, products and means are computed in float32 and rounded once. Gradients as
-    torch's (amax/amin share the gradient evenly among the elements equal to the result)."""
+    torch's (amax/amin share the gradient evenly among the elements equal to the result; a NaN
+    result's among the NaNs, where torch's are NaN)."""
     if reduce not in (*_COMBINE, "mean"):
         raise ValueError(f"scatter_reduce: reduce must be one of {(*_COMBINE, 'mean')}, not "
                          f"{reduce!r}")
@@ -285,9 +286,10 @@ def scatter_reduce(t, dim, index, src, reduce, *, include_self=True):
         raise TypeError(f"scatter_reduce: mean needs a floating tensor, not {t.dtype.name}")
     x, s = _widen(t), _widen(src)
     total = scatter_reduce(x, axis, index, s, "sum", include_self=include_self)
-    ones = src * 0 + 1 if isinstance(src, Tensor) else 1.0
+    # each src counts 1 (src * 0 + 1 would count NaN for an infinite or NaN src)
+    unit = ones(src.shape, x.dtype, t.device) if isinstance(src, Tensor) else 1.0
     count = scatter_reduce(zeros(t.shape, x.dtype, t.device) + float(include_self), axis, index,
-                           _widen(ones), "sum")
+                           unit, "sum")
     return _narrow(total / where(count > 0, count, 1.0), t.dtype)
 
 
@@ -321,7 +323,7 @@ def _scatter_reduce_vjp(ctx, g):
     """torch's rules: sum passes g (to t only where t takes part); prod divides the product by
     the element, with zeros handled by recomputing the product with that zero read as 1 (a src
     that shares its place with another zero gets 0); amax/amin share g evenly among the
-    elements (of t and src) equal to the result."""
+    elements (of t and src) equal to the result, among the NaNs where it is NaN."""
     a, index, src = ctx.inputs
     out, p = ctx.output, ctx.params
     axis, reduce, include_self = p["axis"], p["reduce"], p["include_self"]
@@ -344,8 +346,10 @@ def _scatter_reduce_vjp(ctx, g):
         gs = where(single, _gather(g * reduced(a, where(single, 1.0, src)), index, axis),
                    _gather(g * out, index, axis) / where(zero, 1.0, src))
     else:
-        hit_a = a == out  # torch counts t's ties also when include_self=False (t then gets 0)
-        hit_src = src == _gather(out, index, axis)
+        # torch counts t's ties also when include_self=False (t then gets 0); a NaN wins, so a
+        # NaN result's gradient goes to the NaNs (torch's 0 / 0 gives all of them NaN)
+        hit_a = (a == out) | (a.isnan() & out.isnan())
+        hit_src = (src == _gather(out, index, axis)) | src.isnan()
         share = g / reduced(hit_a.astype(a.dtype), hit_src.astype(a.dtype), "sum", True)
         ga, gs = where(hit_a, share, 0.0), where(hit_src, _gather(share, index, axis), 0.0)
     if free is not None:
