@@ -544,14 +544,40 @@ float mish_acc(float x) {
     return x * (n / (n + 2.0));
 }
 
-// fmod as C: a - trunc(a / b) b with the sign of a, the product subtracted exactly by fma; a
-// quotient that rounded up across an integer is corrected. Exact for |a / b| < 2^24.
+// x 2^k for an integer k in [-252, 254], exact where the result is a float (a subnormal one too,
+// on a device that keeps them): two products with powers of two built from their bits.
+float scale_pow2(float x, int k) {
+    int k1 = clamp(k, -126, 127);
+    return x * uintBitsToFloat(uint(k1 + 127) << 23) * uintBitsToFloat(uint(k - k1 + 127) << 23);
+}
+
+// x mod y for finite x >= 0, y > 0, exactly (the remainder always is a float), in integers:
+// x = X 2^ex, y = Y 2^ey with 24-bit X, Y (from the bits, subnormals too), and x >= y implies
+// ex >= ey, so x mod y = (X 2^(ex - ey) mod Y) 2^ey, the power of two taken in steps of 8 bits
+// (r < Y < 2^24, so r 2^8 fits a uint): at most 32 steps for float32's widest ex - ey, 253.
+// No fma (lavapipe's rounds twice) and no division of floats, so exact on every device.
+float fmod_mag(float x, float y) {
+    if (x < y) return x;
+    uint ux = floatBitsToUint(x), uy = floatBitsToUint(y);
+    uint fx = ux >> 23, fy = uy >> 23;  // exponent fields (the sign bits are 0)
+    uint r = fx == 0u ? ux : (ux & 0x7fffffu) | 0x800000u;
+    uint m = fy == 0u ? uy : (uy & 0x7fffffu) | 0x800000u;
+    int ey = int(max(fy, 1u)) - 150;
+    int g = int(max(fx, 1u)) - 150 - ey;
+    [[dont_unroll]] for (int step = 0; step < 32; ++step) {
+        int k = min(g, 8);
+        r = (r << k) % m;
+        g -= k;
+        if (g == 0) break;
+    }
+    return scale_pow2(float(r), ey);
+}
+
+// fmod as C and numpy: a - trunc(a / b) b, exact (fmod_mag), with the sign of a; NaN for b 0.
 float c_fmod(float a, float b) {
     if (b == 0.0 || f32_is_inf(a) || f32_is_nan(a) || f32_is_nan(b)) return NAN_F;
     if (f32_is_inf(b)) return a;
-    float r = fma(-trunc(a / b), b, a);
-    if (r != 0.0 && ((r < 0.0) != (a < 0.0))) r += with_sign(b, a);
-    return with_sign(r, a);
+    return with_sign(fmod_mag(abs(a), abs(b)), a);
 }
 
 // numpy's floor division (npy_divmod), exact where floor(a / b) is not: (a - fmod(a, b)) / b

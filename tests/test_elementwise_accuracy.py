@@ -199,6 +199,44 @@ def test_pow_nan(device):
     np.testing.assert_array_equal((vk.tensor(x, device=device) ** 3.0).numpy(), x ** 3)
 
 
+def _same_bits(got, expected, what):
+    """Equal values, zeros' signs equal too, NaN where expected (its sign bit means nothing)."""
+    nan = np.isnan(expected)
+    np.testing.assert_array_equal(np.isnan(got), nan, err_msg=what)
+    np.testing.assert_array_equal(got[~nan], expected[~nan], err_msg=what)
+    np.testing.assert_array_equal(np.signbit(got[~nan]), np.signbit(expected[~nan]), err_msg=what)
+
+
+def _division_operands():
+    """Pairs at the edges of float32 division: subnormal and huge divisors, quotients far past
+    2^24 and past float32's range (1e30 / 1e-30, 1 / 1.4e-45), every sign; then random bit
+    patterns over the whole finite range (both as float32 arrays)."""
+    v = np.array([1.0, 3.0, 0.3, 2.5, 7.0, 1e-45, 1e-40, 1.2e-38, 1e-30, 16777217.0, 1e30,
+                  3.4e38], np.float32)
+    v = np.concatenate([v, -v, [0.0, -0.0, np.inf, -np.inf, np.nan]]).astype(np.float32)
+    bits = np.random.default_rng(7).integers(0, 2 ** 32, (2, 20000), dtype=np.uint64)
+    x, y = bits.astype(np.uint32).view(np.float32)
+    x, y = x[np.isfinite(x) & np.isfinite(y)], y[np.isfinite(x) & np.isfinite(y)]
+    return (np.concatenate([np.repeat(v, v.size), x]).astype(np.float32),
+            np.concatenate([np.tile(v, v.size), y]).astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_division_exact_at_extreme_quotients(dtype, device):
+    """fmod is exact for every finite pair (the remainder always is a float), also where a / b
+    overflows or b is subnormal, and remainder and floor division follow from it as numpy's
+    npy_divmod: the same bits as numpy (1 % 1.4e-45 is 0, 1e30 // 1e-30 is inf, not -inf)."""
+    x, y = _division_operands()
+    narrow = vk.dtype(dtype).np_dtype
+    x, y = x.astype(narrow).astype(np.float32), y.astype(narrow).astype(np.float32)
+    vx, vy = vk.tensor(x, dtype, device), vk.tensor(y, dtype, device)
+    for name, got, ref in [("fmod", vk.fmod(vx, vy), np.fmod), ("remainder", vx % vy, np.remainder),
+                           ("floordiv", vx // vy, np.floor_divide)]:
+        with np.errstate(all="ignore"):
+            expected = ref(x, y).astype(narrow).astype(np.float32)
+        _same_bits(got.numpy().astype(np.float32), expected, f"{name} {dtype} on {device}")
+
+
 @pytest.mark.parametrize("op", ["add", "sub", "mul", "div", "lt", "maximum"])
 def test_bf16_python_scalar_at_f32_precision(op, device):
     """x (op) 0.1 on a bf16 tensor: the scalar stays a float32 0.1 and the float32 result rounds

@@ -93,12 +93,6 @@ def _quotient_step(a, b, *_):  # trunc(a / b) one integer off near integers
     return np.where(_near_integer(a, b), 1.0, 0.0)
 
 
-def _remainder_spec(a, b, *_):
-    # a - trunc(a / b) b by fma, which may round its product (U |a|), and near integers a whole
-    # |b| off (the quotient one integer off)
-    return U * np.abs(a) + np.where(_near_integer(a, b), np.abs(b), 0.0)
-
-
 def _logaddexp_abs(a, b, *_):
     # max(a, b) + log1p(e^-d): the sum may cancel (a result near 0 from max near -ln 2), so its
     # roundings count against the terms: 2 U (|max| + ln 2), and d = |a - b| rounded moves
@@ -139,8 +133,8 @@ ELEMENTWISE = {
     "rsqrt": Bound(1.5, 2),         # inversesqrt (host: 1 / np.sqrt, two roundings)
     "truncdiv": Bound(0.5, 0.5, _quotient_step),   # trunc(a / b)
     "floordiv": Bound(0.5, 0.5, _quotient_step),   # from fmod, one integer off near integers
-    "fmod": Bound(0.5, 0.5, _remainder_spec),      # fma(-trunc(a / b), b, a)
-    "mod": Bound(0.5, 0.5, _remainder_spec),       # fmod moved to the divisor's side
+    "fmod": Bound(0.5, 0.5),                       # exact (fmod_mag: integer long division)
+    "mod": Bound(0.5, 0.5),                        # exact fmod + b: one rounding
     "pow": Bound(1.5, _pow_spec, host=1.25),  # own (no division); numpy's powf for the host
     # min(max(a + 3, 0), 6) / 6: the sum's U (1 ulp), the final division's 0.5 / 2.5 ulps
     "hardsigmoid": Bound(1.5, 3.5),
