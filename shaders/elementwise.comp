@@ -683,8 +683,10 @@ T apply(T a, T b, T c) {
         if (b == 0.0 || a == 1.0) return 1.0;  // IEEE: also for a NaN or infinite other side
         if (f32_is_nan(a) || f32_is_nan(b)) return NAN_F;  // (the driver's pow(NaN, 3) was 0)
         if (b == 2.0) return a * a;
-        if (a == 0.0) return b < 0.0 ? INF_F : 0.0;
-        bool odd = b == floor(b) && mod(b, 2.0) == 1.0;
+        // odd integer b: every float beyond 2^24 is even, and b / 2 is exact
+        bool odd = b == floor(b) && floor(b * 0.5) != b * 0.5;
+        if (a == 0.0) return b < 0.0 ? (odd ? with_sign(INF_F, a) : INF_F) : (odd ? a : 0.0);
+        if (a == -1.0 && f32_is_inf(b)) return 1.0;  // IEEE: (-1)^+-inf = 1, as 1^+-inf
         if (f32_is_inf(a) && a < 0.0) {  // IEEE: (-inf)^b = (-0)^-b, negative only for odd b
             float m = b > 0.0 ? INF_F : 0.0;
             return odd ? -m : m;

@@ -207,6 +207,34 @@ def _same_bits(got, expected, what):
     np.testing.assert_array_equal(np.signbit(got[~nan]), np.signbit(expected[~nan]), err_msg=what)
 
 
+POW_EDGES = np.array([0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 3.0, -3.0, 2.5, -2.5, 1e-45,
+                      -1e-45, 1e30, -1e30, 2.0 ** 24 + 2, -(2.0 ** 24 + 2), np.inf, -np.inf,
+                      np.nan], np.float32)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_pow_special_cases_against_numpy(dtype, device):
+    """IEEE pow's table (C99 F.9.4.4), as numpy: (+-0)^y is +-0 / +-inf for odd integers y > 0 /
+    < 0 and +0 / +inf otherwise (-inf too); (-1)^+-inf and 1^y are 1 (NaN y too), x^+-0 is 1 (NaN
+    x too); x^-inf and x^inf by |x| < 1 or > 1; (-inf)^y; x < 0 with a non-integer y is NaN; NaN
+    otherwise. Every pair of POW_EDGES: exactly (zeros' signs too) where the result is 0, +-1,
+    +-inf or NaN, or x is one of those, or y is +-0, +-inf or NaN, or x is +-0.5 or +-2 and y
+    an integer (exact powers of two), elsewhere within pow's tolerance (2 ulps here)."""
+    x, y = np.repeat(POW_EDGES, POW_EDGES.size), np.tile(POW_EDGES, POW_EDGES.size)
+    narrow = vk.dtype(dtype).np_dtype
+    x, y = x.astype(narrow).astype(np.float32), y.astype(narrow).astype(np.float32)
+    with np.errstate(all="ignore"):
+        expected = np.power(x, y).astype(narrow).astype(np.float32)
+    got = (vk.tensor(x, dtype, device) ** vk.tensor(y, dtype, device)).numpy().astype(np.float32)
+    special = lambda v, values: np.isin(np.abs(v), values) | np.isnan(v)
+    exact = (special(expected, [0.0, 1.0, np.inf]) | special(x, [0.0, 1.0, np.inf])
+             | special(y, [0.0, np.inf])
+             | (np.isin(np.abs(x), [0.5, 2.0]) & (y == np.floor(y))))
+    _same_bits(got[exact], expected[exact], f"pow {dtype} on {device}")
+    ulp = 2.0 ** -23 if dtype == "float32" else 2.0 ** -7
+    np.testing.assert_allclose(got[~exact], expected[~exact], rtol=2 * ulp)
+
+
 def _division_operands():
     """Pairs at the edges of float32 division: subnormal and huge divisors, quotients far past
     2^24 and past float32's range (1e30 / 1e-30, 1 / 1.4e-45), every sign; then random bit
