@@ -31,8 +31,10 @@
 //   LAYER_NORM_BACK  xhat = (x - mean) rstd from aux, gy = g w, out = rstd (gy - sum gy / n
 //                    - xhat sum(gy xhat) / n); FLAG_GXHAT: g xhat to the float32 rows at side
 //   CROSS_ENTROPY    target t of row r (T_DT at t_start + r), class weights w (DT_IMM: 1),
-//                    smoothing s, lse = M + log S: loss = (1 - s) w[t] (lse - x[t])
-//                    + s / n (sum_c w[c] lse - sum_c w[c] x[c]) and weight w[t], both 0 where
+//                    smoothing s: loss = (1 - s) w[t] ((M - x[t]) + log S)
+//                    + s / n (sum_c w[c] (M - x[c]) + sum_c w[c] log S), lse - x[c] with M
+//                    subtracted first (lse = M + log S rounds to M at |M| > 2^24 log S: a row
+//                    of equal 1e30 logits then gives log n, not 0), and weight w[t], both 0 where
 //                    t == ignore_index; to out[r] (reduction "none"), else as float32 pairs to
 //                    aux[2r], aux[2r + 1]. A t outside [0, n) (not ignore_index) counts as
 //                    ignored and, in the ERROR_WORD variants (the only ones rownorm.py runs
@@ -289,7 +291,7 @@ void main() {
             float smoothing = p.eps, w_all = 0.0, wx = 0.0;
             if ((FLAGS & FLAG_SMOOTH) != 0u) {
                 ROW_SUM(live, weight(j), w_all);
-                if (MODE == MODE_CROSS_ENTROPY) ROW_SUM(live, weight(j) * load_x(j), wx);
+                if (MODE == MODE_CROSS_ENTROPY) ROW_SUM(live, weight(j) * (st0 - load_x(j)), wx);
             }
             if (MODE == MODE_CE_BACK) {
                 float scale = load_f32(G_DT, p.g_start, (FLAGS & FLAG_NONE) != 0u && live
@@ -301,12 +303,12 @@ void main() {
                 continue;
             }
             if (!live) continue;
-            float lse = st0 + log(st1), loss = 0.0, wt = 0.0;
+            float log_s = log(st1), loss = 0.0, wt = 0.0;
             if (target >= 0) {
                 wt = weight(uint(target));
-                loss = (1.0 - smoothing) * wt * (lse - load_x(uint(target)));
+                loss = (1.0 - smoothing) * wt * ((st0 - load_x(uint(target))) + log_s);
                 if ((FLAGS & FLAG_SMOOTH) != 0u)
-                    loss += smoothing / float(p.n) * (w_all * lse - wx);
+                    loss += smoothing / float(p.n) * (wx + w_all * log_s);
             }
             if ((FLAGS & FLAG_NONE) != 0u) {
                 write_one(r, loss);

@@ -199,6 +199,32 @@ def test_cross_entropy_edges(device):
     assert np.isnan(got[0]) and np.isfinite(got[1])
 
 
+def test_cross_entropy_at_huge_logits(device):
+    """Logits so large that lse = m + log(sum exp(x - m)) rounds to m: the loss is
+    (m - x[t]) + log(sum), log 3 for a row of three equal 1e30 (or 1e8, or -1e30) logits and log 2
+    for a target tied with the maximum, as torch (lse - x[t] gave 0). Label smoothing's
+    sum_c w[c] (lse - x[c]) too; a target far below the maximum keeps its m - x[t]."""
+    x = np.array([[1e30] * 3, [1e8] * 3, [-1e30] * 3, [1e30, 1e30, 0.0], [1e30, 1e30, 0.0],
+                  [1e30, 1e30 * (1 - 2 ** -23), 1e30], [1.0, 2.0, 3.0]])
+    labels = np.array([1, 2, 0, 0, 2, 1, 1])
+    w = np.array([0.5, 2.0, 1.0])
+    for dtype in ("float32", "bfloat16"):
+        x_d = _rounded(x, dtype)
+        for weight, smoothing, reduction in ((None, 0.0, "none"), (w, 0.1, "none"),
+                                             (None, 0.0, "mean"), (w, 0.1, "sum")):
+            got = F.cross_entropy(_vk(x_d, device, dtype),
+                                  vk.tensor(labels.astype(np.int32), device=device),
+                                  None if weight is None else _vk(weight, device, "float32"),
+                                  reduction=reduction, label_smoothing=smoothing)
+            ref = TF.cross_entropy(_t(x_d), torch.tensor(labels),
+                                   None if weight is None else _t(weight), reduction=reduction,
+                                   label_smoothing=smoothing).numpy()
+            ref = _rounded(ref, dtype)
+            error = np.abs(got.numpy().astype(np.float64) - ref)
+            tol = bf16_ulp(ref) if dtype == "bfloat16" else 4 * U32 * np.abs(ref)
+            assert (error <= tol).all(), (weight, smoothing, reduction, dtype, got.numpy(), ref)
+
+
 # ---- dispatches ------------------------------------------------------------------------------
 def _dispatches(fn):
     vk.synchronize()

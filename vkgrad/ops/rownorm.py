@@ -165,14 +165,12 @@ def _cross_entropy_host(x, t, w, axis, ignore_index, smoothing, reduction):
     reduced; float32 (float64) in x's dtype."""
     z, valid, safe, wt, wc = _ce_parts(x, t, w, axis, ignore_index)
     with np.errstate(all="ignore"):
-        if z.shape[0]:
-            m, log_s = _stats(z, 1)
-            lse = (m + log_s)[:, 0]
-        else:
-            lse = np.zeros(0, z.dtype)
-        loss = wt * (lse - z[np.arange(z.shape[0]), safe]) * (1 - smoothing)
+        # lse - z as (m - z) + log s: m + log s rounds to m where |m| > 2^24 log s (a row of
+        # equal 1e30 logits would lose its log n), m - z is exact where z is near m
+        m, log_s = _stats(z, 1) if z.shape[0] else (np.zeros((0, 1), z.dtype),) * 2
+        loss = wt * ((m[:, 0] - z[np.arange(z.shape[0]), safe]) + log_s[:, 0]) * (1 - smoothing)
         if smoothing:
-            loss += smoothing / z.shape[1] * (lse * wc.sum() - z @ wc)
+            loss += smoothing / z.shape[1] * ((m - z) @ wc + wc.sum() * log_s[:, 0])
         loss = np.where(valid, loss, 0)
         total = np.asarray(wt.sum(), z.dtype)
         if reduction == "mean":
