@@ -151,16 +151,18 @@ RELU_MASK = [  # (input shape, weight shape, kwargs)
 @pytest.mark.parametrize("path", ["explicit", "implicit"])
 @pytest.mark.parametrize("x_shape,w_shape,kwargs", RELU_MASK,
                          ids=[f"{x}-{w}-{k}" for x, w, k in RELU_MASK])
-def test_conv_relu_backward_masks_as_torch(device, dtype, path, x_shape, w_shape, kwargs, rng):
+def test_conv_relu_backward_masks_as_torch(device, dtype, path, x_shape, w_shape, kwargs, rng,
+                                           monkeypatch):
     """CONV_BACKWARD's ReLU mask follows torch's rule (threshold_backward: no gradient where the
-    output is <= 0) at the saved output's edge values: the gradient passes at positive values,
+    output is <= 0) on both paths of each device (the host's: its columns kept or built again
+    in blocks) at the saved output's edge values: the gradient passes at positive values,
     +inf, a subnormal and NaNs of either sign, and stops at +0 and -0, where g's infinities and
     NaNs must give exact zeros. dx, dW and db against torch's conv2d backward of that masked
     gradient, in float64."""
     from vkgrad.ops.conv import CONV, CONV_BACKWARD, _out_hw, _window_args
     from vkgrad.tensor import Tensor
-    if path == "implicit" and device.kind != "vulkan":
-        pytest.skip("the implicit path is Vulkan's")
+    if device.kind != "vulkan":  # the host's paths: columns kept, or built again in blocks
+        monkeypatch.setattr(vk.ops.conv, "_blocked_training", lambda *a: path == "implicit")
     stride, padding, dilation = _window_args("", kwargs.get("stride", 1),
                                              kwargs.get("padding", 0), kwargs.get("dilation", 1))
     geometry = dict(kernel=w_shape[2:], stride=stride, padding=padding, dilation=dilation)
@@ -218,6 +220,42 @@ def test_conv_gradients_of_some_operands(device, dtype, relu, wanted, rng):
     assert len(grads) == len(wanted)
     for name, d, e in zip(wanted, grads, expected):
         _close(d, e, dtype, f"conv relu={relu}, gradient of {name} alone ({wanted})")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("blocked", [False, True], ids=["kept", "blocked"])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("x_shape,w_shape,bias,kwargs",
+                         [c for c in CONV2D if "groups" not in c[3]],
+                         ids=[f"{x}-{w}-{k}" for x, w, _, k in CONV2D if "groups" not in k])
+def test_host_training_conv_column_paths(dtype, blocked, relu, x_shape, w_shape, bias, kwargs,
+                                         rng, monkeypatch):
+    """The host's training convolution on both of its paths (_blocked_training): the columns
+    (with their row of ones) kept for the backward, or none kept, the forward made in blocks and
+    the backward's weight gradient from each block's columns built again; forward and every
+    gradient against torch, and the columns saved only on the first path."""
+    import vkgrad.ops.conv as ops_conv
+    from vkgrad.ops.conv import conv2d_relu
+    calls = []
+    monkeypatch.setattr(ops_conv, "_blocked_training", lambda *a: calls.append(a) or blocked)
+    monkeypatch.setattr(ops_conv, "COLUMN_BLOCK", 64)  # several blocks, a ragged last one
+    host = vk.device("host")
+    arrays = _inputs(rng, [x_shape, w_shape, (w_shape[0],) if bias else None], dtype)
+
+    def reference(x, w, b):
+        out = F.conv2d(x, w, b, **kwargs)
+        return F.relu(out) if relu else out
+    check(lambda x, w, b: (conv2d_relu if relu else conv2d)(x, w, b, **kwargs), reference,
+          arrays, host, dtype, f"host conv {'blocked' if blocked else 'kept'} relu={relu}", rng)
+    assert calls
+    x, w, b = (None if a is None else vk.tensor(a, device=host) for a in arrays)
+    x, o = x.reshape(-1, *x_shape[-3:]), w_shape[0]  # (an unbatched input as a batch of 1)
+    geometry = {k: v for k, v in zip(("stride", "padding", "dilation"), ops_conv._window_args(
+        "", kwargs.get("stride", 1), kwargs.get("padding", 0), kwargs.get("dilation", 1)))}
+    saved = host.backend.run(ops_conv.CONV, x._data, w.reshape(o, -1)._data,
+                             None if b is None else b._data, kernel=w_shape[2:], **geometry,
+                             relu=relu, out_dtype=vk.dtype(dtype))
+    assert len(saved) == (1 if blocked else 2)
 
 @pytest.mark.vulkan
 def test_compiled_implicit_training_step_creates_and_allocates_nothing(vulkan, monkeypatch):

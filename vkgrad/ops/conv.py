@@ -139,23 +139,43 @@ def _col2im_host(cols, size, kernel, stride, padding, dilation):
     return _nchw(xp, size, padding, cols.dtype)
 
 
-def _conv_inference_host(x, w, bias, kernel, stride, padding, dilation, relu, out_dtype):
-    """max(w @ cols(x) + bias, 0) (relu) as an (O, OH*OW*N) array of out_dtype, made a block of
-    output rows at a time: each block's columns (about COLUMN_BLOCK floats) are built,
-    multiplied, and the bias and the ReLU applied in place, in float32, and the block rounded
-    to out_dtype once, while it is in the cache, so the column matrix (25 x 576,000 floats for
-    LeNet5's first convolution at batch 1,000) never reaches memory."""
-    windows = _windows(x, kernel, stride, padding, dilation, np.float32)
+def _block_rows(windows):
+    """Output rows per block of a blocked host convolution: about COLUMN_BLOCK floats of
+    columns (at least one row)."""
+    c, kh, kw, _, ow, n = windows.shape
+    return max(1, COLUMN_BLOCK // max(1, c * kh * kw * ow * n))
+
+
+def _column_blocks(windows, rows, ones=False):
+    """(span of output columns, their columns (K, span)) of each block of `rows` output rows of
+    the columns `windows` (_windows' view), copied into one float32 buffer that the blocks
+    reuse; with `ones`, a row of ones under the columns (K + 1, span)."""
+    c, kh, kw, oh, ow, n = windows.shape
+    k, row = c * kh * kw, ow * n
+    buffer = np.empty((k + ones, rows * row), np.float32)
+    if ones:
+        buffer[k] = 1
+    for r0 in range(0, oh, rows):
+        r1 = min(oh, r0 + rows)
+        cols = buffer[:, :(r1 - r0) * row]
+        np.copyto(cols[:k].reshape(c, kh, kw, r1 - r0, ow, n), windows[:, :, :, r0:r1])
+        yield slice(r0 * row, r1 * row), cols
+
+
+def _conv_blocks(windows, w, bias, relu, out_dtype):
+    """max(w @ cols + bias, 0) (relu) as an (O, OH*OW*N) array of out_dtype for the columns
+    `windows` (_windows' view), made a block of output rows at a time: each block's columns
+    (_block_rows) are built, multiplied, and the bias and the ReLU applied in place, in
+    float32, and the block rounded to out_dtype once, while it is in the cache, so the column
+    matrix (25 x 576,000 floats for LeNet5's first convolution at batch 1,000) never reaches
+    memory."""
     c, kh, kw, oh, ow, n = windows.shape
     w = w.astype(np.float32, copy=False)
     out = np.empty((w.shape[0], oh * ow * n), out_dtype.np_dtype)
-    row = ow * n  # output columns per output row
-    rows = max(1, COLUMN_BLOCK // max(1, c * kh * kw * row))
-    wide = out if out.dtype == np.float32 else np.empty((w.shape[0], rows * row), np.float32)
-    for r0 in range(0, oh, rows):
-        span = slice(r0 * row, min(oh, r0 + rows) * row)
+    rows = _block_rows(windows)
+    wide = out if out.dtype == np.float32 else np.empty((w.shape[0], rows * ow * n), np.float32)
+    for span, cols in _column_blocks(windows, rows):
         block = out[:, span] if wide is out else wide[:, :span.stop - span.start]
-        cols = np.ascontiguousarray(windows[:, :, :, r0:r0 + rows]).reshape(c * kh * kw, -1)
         np.matmul(w, cols, out=block)
         if bias is not None:
             block += bias.astype(np.float32, copy=False)[:, None]
@@ -166,14 +186,35 @@ def _conv_inference_host(x, w, bias, kernel, stride, padding, dilation, relu, ou
     return out
 
 
+def _conv_inference_host(x, w, bias, kernel, stride, padding, dilation, relu, out_dtype):
+    """max(w @ cols(x) + bias, 0) (relu) as an (O, OH*OW*N) array of out_dtype, in blocks
+    (_conv_blocks)."""
+    return _conv_blocks(_windows(x, kernel, stride, padding, dilation, np.float32), w, bias,
+                        relu, out_dtype)
+
+
+def _blocked_training(windows, o):
+    """Whether a training convolution with O outputs keeps no columns: it is computed in blocks
+    (_conv_blocks) and its backward builds each block's columns again, when each block's
+    products stay within host_blas.SMALL_MNK multiply-adds. Measured at LeNet5's batch 100 (A/B
+    of the compiled step in one process): the first convolution (O 6, K 25, 2,400 columns a
+    row) blocked saved 0.27-0.34 ms of 4.7; the second (O 16, K 150, 800 columns a row, blocks
+    of 1.9 M multiply-adds) blocked cost 0.3-0.5 ms, in blocks of one to four rows."""
+    c, kh, kw, _, ow, n = windows.shape
+    return o * c * kh * kw * ow * n * _block_rows(windows) <= host_blas.SMALL_MNK
+
+
 def _conv_host(x, w, bias, kernel, stride, padding, dilation, relu, out_dtype):
-    """(max(w @ cols + bias, 0) (relu) as an (O, OH*OW*N) array of out_dtype, cols1): the
-    training convolution. cols1 is x's columns (K, OH*OW*N) with a row of ones under them,
-    built in one copy (widening a bf16 x) and kept for the backward: the product [w | bias]
-    cols1 adds the bias as it multiplies (no pass of its own), and the backward's G cols1^T
-    is [dW | db]. Then one in-place max, in float32, and the result rounded once."""
+    """(max(w @ cols + bias, 0) (relu) as an (O, OH*OW*N) array of out_dtype, cols1), the
+    training convolution, or (that result,) alone where _blocked_training says so. cols1 is x's
+    columns (K, OH*OW*N) with a row of ones under them, built in one copy (widening a bf16 x)
+    and kept for the backward: the product [w | bias] cols1 adds the bias as it multiplies (no
+    pass of its own), and the backward's G cols1^T is [dW | db]. Then one in-place max, in
+    float32, and the result rounded once."""
     windows = _windows(x, kernel, stride, padding, dilation, np.float32)
     o, k, m = w.shape[0], prod(windows.shape[:3]), prod(windows.shape[3:])
+    if _blocked_training(windows, o):
+        return (_conv_blocks(windows, w, bias, relu, out_dtype),)
     cols = np.empty((k + 1, m), np.float32)
     np.copyto(cols[:k].reshape(windows.shape), windows)
     cols[k] = 1
@@ -204,6 +245,17 @@ def _row_sums(a):
     return a @ np.ones(a.shape[1], a.dtype)
 
 
+def _weight_blocks(windows, grad):
+    """[grad cols^T | grad's row sums] (O, K + 1) for the columns `windows` (_windows' view),
+    each block's columns (_block_rows, with a row of ones under them) built again in the cache
+    and multiplied, and the blocks' products summed."""
+    total = None
+    for span, cols in _column_blocks(windows, _block_rows(windows), ones=True):
+        part = host_blas.matmul(grad[:, span], cols.T)
+        total = part if total is None else np.add(total, part, out=total)
+    return total
+
+
 def _conv_backward_host(x, w, cols, out, g, kernel, stride, padding, dilation, relu,
                         grad_dtypes):
     """(dx, dW, db) of _conv_host's result for its upstream gradient g (O, OH*OW*N) (x giving
@@ -220,11 +272,12 @@ def _conv_backward_host(x, w, cols, out, g, kernel, stride, padding, dilation, r
     g = g.astype(np.float32, copy=False)
     passes = _relu_passes(out) if relu else None
     x_dtype, w_dtype, b_dtype = grad_dtypes
-    k = cols.shape[0] - 1
+    k = w.shape[1]
 
     def weight_and_sums(masked):
         if w_dtype is not None:
-            both = host_blas.matmul(masked, cols.T)
+            both = host_blas.matmul(masked, cols.T) if cols is not None else _weight_blocks(
+                _windows(x, kernel, stride, padding, dilation, np.float32), masked)
             return both[:, :k], both[:, k]
         wanted = b_dtype is not None or passes is not None
         return None, _row_sums(masked) if wanted else None
