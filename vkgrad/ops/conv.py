@@ -50,7 +50,10 @@ _CODES = kernels.CONV_CODES
 CONV_LAYOUT = kernels.LAYOUTS["conv"]
 _GEMM_LAYOUT, _GEMM_FLAGS = kernels.LAYOUTS["matmul_conv"], kernels.CONV_GEMM_FLAGS
 CHUNK = 16  # output elements per conv.comp invocation: whole words, one index decomposition
-COLUMN_BLOCK = 1 << 16  # floats of columns per block of a host inference convolution (in cache)
+# Floats of columns per block of a blocked host convolution (512 KiB, in the cache): LeNet5's
+# first at batch 100 takes two output rows a block (paired A/Bs at load 2-3: the compiled step
+# 0.12-0.48 ms faster than with one row, half this size).
+COLUMN_BLOCK = 1 << 17
 
 
 # ---- geometry ---------------------------------------------------------------------------------
@@ -263,7 +266,8 @@ def _weight_blocks(windows, grad):
 def _conv_backward_host(x, w, cols, out, g, kernel, stride, padding, dilation, relu,
                         grad_dtypes):
     """(dx, dW, db) of _conv_host's result for its upstream gradient g (O, OH*OW*N) (x giving
-    dx's shape, the saved cols1 (K + 1, OH*OW*N) the rest), each None where grad_dtypes (the
+    dx's shape, the saved cols1 (K + 1, OH*OW*N) the rest; cols None after a blocked forward,
+    whose columns _weight_blocks builds again from x), each None where grad_dtypes (the
     operands' dtypes, None where no gradient is wanted) says so. With relu, G = g where the
     ReLU passes it (_relu_passes of the saved result out), else 0; then [dW | db] = G cols1^T
     (db: the sums of G's rows, by the row of ones) and dx = col2im(W^T G): in float32, each
