@@ -257,6 +257,23 @@ def test_host_training_conv_column_paths(dtype, blocked, relu, x_shape, w_shape,
                              relu=relu, out_dtype=vk.dtype(dtype))
     assert len(saved) == (1 if blocked else 2)
 
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("blocked", [False, True], ids=["kept", "blocked"])
+def test_host_training_conv_nonfinite_inputs_as_torch(dtype, blocked, rng, monkeypatch):
+    """NaN, +-inf and -0 in x reach the host training convolution's output and gradients (both
+    of its paths) where they reach torch's: the same NaN and infinite elements, the finite rest
+    close."""
+    import vkgrad.ops.conv as ops_conv
+    from vkgrad.ops.conv import conv2d_relu
+    monkeypatch.setattr(ops_conv, "_blocked_training", lambda *a: blocked)
+    monkeypatch.setattr(ops_conv, "COLUMN_BLOCK", 64)
+    x, w, b = _inputs(rng, [(2, 3, 7, 6), (4, 3, 3, 2), (4,)], dtype)
+    x[0, 0, 1, 1], x[1, 2, 5, 4], x[0, 1, 3, 3], x[1, 0, 0, 0] = np.nan, np.inf, -0.0, -np.inf
+    check(lambda x, w, b: conv2d_relu(x, w, b, padding=1),
+          lambda x, w, b: F.relu(F.conv2d(x, w, b, padding=1)), [x, w, b], vk.device("host"),
+          dtype, f"host conv {'blocked' if blocked else 'kept'}, x not finite", rng)
+
 @pytest.mark.vulkan
 def test_compiled_implicit_training_step_creates_and_allocates_nothing(vulkan, monkeypatch):
     """LeNet5's training step on the implicit path (a GPU's): a replay creates no pipeline and
