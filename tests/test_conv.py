@@ -135,6 +135,145 @@ def test_conv_gemm_variants_against_torch(vulkan, dtype, path, variant, index, r
             dtype, f"{what}: inference")
 
 
+
+# The saved output's edge values (float32 bits; each bf16 value is the top half of its bits):
+# +0, -0, +NaN, -NaN, +inf, the least normal, 1.5, a subnormal.
+RELU_EDGE_BITS = [0x00000000, 0x80000000, 0x7FC00000, 0xFFC00000, 0x7F800000, 0x00800000,
+                  0x3FC00000, 0x00010000]
+RELU_MASK = [  # (input shape, weight shape, kwargs)
+    ((2, 3, 7, 6), (4, 3, 3, 2), {"padding": 1}),
+    ((1, 1, 6, 5), (3, 1, 2, 3), {"stride": 2, "dilation": (1, 2)}),  # N = 1, C = 1
+    ((3, 2, 9, 8), (5, 2, 5, 5), {}),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("path", ["explicit", "implicit"])
+@pytest.mark.parametrize("x_shape,w_shape,kwargs", RELU_MASK,
+                         ids=[f"{x}-{w}-{k}" for x, w, k in RELU_MASK])
+def test_conv_relu_backward_masks_as_torch(device, dtype, path, x_shape, w_shape, kwargs, rng,
+                                           monkeypatch):
+    """CONV_BACKWARD's ReLU mask follows torch's rule (threshold_backward: no gradient where the
+    output is <= 0) on both paths of each device (the host's: its columns kept or built again
+    in blocks) at the saved output's edge values: the gradient passes at positive values,
+    +inf, a subnormal and NaNs of either sign, and stops at +0 and -0, where g's infinities and
+    NaNs must give exact zeros. dx, dW and db against torch's conv2d backward of that masked
+    gradient, in float64."""
+    from vkgrad.ops.conv import CONV, CONV_BACKWARD, _out_hw, _window_args
+    from vkgrad.tensor import Tensor
+    if device.kind != "vulkan":  # the host's paths: columns kept, or built again in blocks
+        monkeypatch.setattr(vk.ops.conv, "_blocked_training", lambda *a: path == "implicit")
+    stride, padding, dilation = _window_args("", kwargs.get("stride", 1),
+                                             kwargs.get("padding", 0), kwargs.get("dilation", 1))
+    geometry = dict(kernel=w_shape[2:], stride=stride, padding=padding, dilation=dilation)
+    (n, o), out_hw = (x_shape[0], w_shape[0]), _out_hw(x_shape[2:], **geometry)
+    vk_dtype = vk.dtype(dtype)
+    x, w, b = _inputs(rng, [x_shape, w_shape, (o,)], dtype)
+    tx, tw, tb = (vk.tensor(a, device=device) for a in (x, w.reshape(o, -1), b))
+    extra = {"path": path} if device.kind == "vulkan" else {}
+    saved = device.backend.run(CONV, tx._data, tw._data, tb._data, **geometry, relu=True,
+                               out_dtype=vk_dtype, **extra)
+    cols = saved[1] if len(saved) > 1 else None
+    size = o * int(np.prod(out_hw)) * n
+    bits = np.array(RELU_EDGE_BITS, np.uint32)[rng.permutation(np.arange(size) % 8)]
+    out = (bits.view(np.float32) if dtype == "float32"
+           else (bits >> 16).astype(np.uint16).view(vk_dtype.np_dtype)).reshape(o, size // o)
+    g = rng.standard_normal(out.shape).astype(vk_dtype.np_dtype)
+    blocked = (bits.reshape(out.shape) & 0x7FFFFFFF) == 0
+    g[blocked] = np.array([np.inf, -np.nan, -np.inf, np.nan], np.float32)[
+        np.arange(blocked.sum()) % 4].astype(g.dtype)  # ... where the mask must zero them
+    got = device.backend.run(CONV_BACKWARD, tx._data, tw._data, cols,
+                             vk.tensor(out, device=device)._data, vk.tensor(g, device=device)._data,
+                             **geometry, relu=True, grad_dtypes=(vk_dtype,) * 3)
+    out64 = torch.from_numpy(out.astype(np.float64))
+    nans = int(((bits & 0x7FFFFFFF) > 0x7F800000).sum())
+    assert int(torch.isnan(out64).sum()) == nans > 0  # (both NaNs kept through the cast)
+    masked = torch.ops.aten.threshold_backward(torch.from_numpy(g.astype(np.float64)), out64, 0)
+    upstream = masked.reshape(o, *out_hw, n).permute(3, 0, 1, 2)
+    refs = [torch.from_numpy(a.astype(np.float64)).requires_grad_() for a in (x, w, b)]
+    expected = torch.autograd.grad(F.conv2d(*refs, **kwargs), refs, upstream)
+    for name, a, e in zip(("dx", "dW", "db"), got, expected):
+        value = Tensor._wrap(a, device)
+        assert np.isfinite(value.numpy().astype(np.float64)).all(), name
+        _close(value.reshape(e.shape), e, dtype, f"conv relu mask {path}: {name}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("wanted", ["x", "w", "b", "xb", "wb"])
+def test_conv_gradients_of_some_operands(device, dtype, relu, wanted, rng):
+    """The one-op convolution's backward with gradients wanted for only some of x, W, b (dW
+    and db come from one product when both are wanted, db from G's row sums alone otherwise)."""
+    from vkgrad.ops.conv import conv2d_relu
+    x, w, b = _inputs(rng, [(2, 3, 7, 8), (4, 3, 3, 2), (4,)], dtype)
+    tensors = [vk.tensor(a, device=device, requires_grad=name in wanted)
+               for name, a in zip("xwb", (x, w, b))]
+    refs = [torch.from_numpy(a.astype(np.float64)).requires_grad_(name in wanted)
+            for name, a in zip("xwb", (x, w, b))]
+    out = (conv2d_relu if relu else conv2d)(*tensors, padding=1)
+    ref = F.conv2d(*refs, padding=1)
+    ref = F.relu(ref) if relu else ref
+    g = rng.standard_normal(out.shape).astype(vk.dtype(dtype).np_dtype)
+    grads = vk.grad(out, [t for t in tensors if t.requires_grad], vk.tensor(g, device=device))
+    expected = torch.autograd.grad(ref, [r for r in refs if r.requires_grad],
+                                   torch.from_numpy(g.astype(np.float64)))
+    assert len(grads) == len(wanted)
+    for name, d, e in zip(wanted, grads, expected):
+        _close(d, e, dtype, f"conv relu={relu}, gradient of {name} alone ({wanted})")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("blocked", [False, True], ids=["kept", "blocked"])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("x_shape,w_shape,bias,kwargs",
+                         [c for c in CONV2D if "groups" not in c[3]],
+                         ids=[f"{x}-{w}-{k}" for x, w, _, k in CONV2D if "groups" not in k])
+def test_host_training_conv_column_paths(dtype, blocked, relu, x_shape, w_shape, bias, kwargs,
+                                         rng, monkeypatch):
+    """The host's training convolution on both of its paths (_blocked_training): the columns
+    (with their row of ones) kept for the backward, or none kept, the forward made in blocks and
+    the backward's weight gradient from each block's columns built again; forward and every
+    gradient against torch, and the columns saved only on the first path."""
+    import vkgrad.ops.conv as ops_conv
+    from vkgrad.ops.conv import conv2d_relu
+    calls = []
+    monkeypatch.setattr(ops_conv, "_blocked_training", lambda *a: calls.append(a) or blocked)
+    monkeypatch.setattr(ops_conv, "COLUMN_BLOCK", 64)  # several blocks, a ragged last one
+    host = vk.device("host")
+    arrays = _inputs(rng, [x_shape, w_shape, (w_shape[0],) if bias else None], dtype)
+
+    def reference(x, w, b):
+        out = F.conv2d(x, w, b, **kwargs)
+        return F.relu(out) if relu else out
+    check(lambda x, w, b: (conv2d_relu if relu else conv2d)(x, w, b, **kwargs), reference,
+          arrays, host, dtype, f"host conv {'blocked' if blocked else 'kept'} relu={relu}", rng)
+    assert calls
+    x, w, b = (None if a is None else vk.tensor(a, device=host) for a in arrays)
+    x, o = x.reshape(-1, *x_shape[-3:]), w_shape[0]  # (an unbatched input as a batch of 1)
+    geometry = {k: v for k, v in zip(("stride", "padding", "dilation"), ops_conv._window_args(
+        "", kwargs.get("stride", 1), kwargs.get("padding", 0), kwargs.get("dilation", 1)))}
+    saved = host.backend.run(ops_conv.CONV, x._data, w.reshape(o, -1)._data,
+                             None if b is None else b._data, kernel=w_shape[2:], **geometry,
+                             relu=relu, out_dtype=vk.dtype(dtype))
+    assert len(saved) == (1 if blocked else 2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("blocked", [False, True], ids=["kept", "blocked"])
+def test_host_training_conv_nonfinite_inputs_as_torch(dtype, blocked, rng, monkeypatch):
+    """NaN, +-inf and -0 in x reach the host training convolution's output and gradients (both
+    of its paths) where they reach torch's: the same NaN and infinite elements, the finite rest
+    close."""
+    import vkgrad.ops.conv as ops_conv
+    from vkgrad.ops.conv import conv2d_relu
+    monkeypatch.setattr(ops_conv, "_blocked_training", lambda *a: blocked)
+    monkeypatch.setattr(ops_conv, "COLUMN_BLOCK", 64)
+    x, w, b = _inputs(rng, [(2, 3, 7, 6), (4, 3, 3, 2), (4,)], dtype)
+    x[0, 0, 1, 1], x[1, 2, 5, 4], x[0, 1, 3, 3], x[1, 0, 0, 0] = np.nan, np.inf, -0.0, -np.inf
+    check(lambda x, w, b: conv2d_relu(x, w, b, padding=1),
+          lambda x, w, b: F.relu(F.conv2d(x, w, b, padding=1)), [x, w, b], vk.device("host"),
+          dtype, f"host conv {'blocked' if blocked else 'kept'}, x not finite", rng)
+
 @pytest.mark.vulkan
 def test_compiled_implicit_training_step_creates_and_allocates_nothing(vulkan, monkeypatch):
     """LeNet5's training step on the implicit path (a GPU's): a replay creates no pipeline and

@@ -9,8 +9,9 @@ from vkgrad.ops import host_blas
 @pytest.mark.parametrize("shapes", [
     ((6, 25), (25, 577)),            # fewer rows than columns: computed transposed
     ((577, 25), (25, 6)),            # more rows: as it is
-    ((6, 9000), (9000, 25)),         # long sum into a small result: split into K_CHUNK pieces
-    ((3, 4097), (4097, 5)),          # one term past a chunk
+    ((6, 9000), (9000, 25)),         # long sum into a small result: split in two pieces
+    ((3, 66625), (66625, 5)),        # one term past a piece (split_length(3, 5) = 66,624)
+    ((16, 6400), (6400, 150)),       # a result too large for the split: one call
     ((300, 5000), (5000, 300)),      # long sum into a large result: one call
     ((1, 7, 3), (1, 3, 11)),         # a batch of one
     ((2, 7, 3), (2, 3, 11)),         # a batch: numpy's own
@@ -37,9 +38,18 @@ def test_products_match_float64(shapes, layout):
     assert np.all(np.abs(got - want) <= bound)
 
 
+def test_split_lengths_keep_pieces_within_the_bound():
+    assert host_blas.split_length(6, 25) == 6656 and host_blas.split_length(3, 5) == 66624
+    assert host_blas.split_length(16, 150) is None  # pieces of 416 terms: not split
+    for m, n in [(1, 1), (6, 25), (16, 25), (30, 32), (31, 32)]:
+        length = host_blas.split_length(m, n)
+        assert length is None or (length >= host_blas.MIN_SPLIT and length % 64 == 0
+                                  and m * n * length <= host_blas.SMALL_MNK)
+
+
 def test_split_sums_are_deterministic_and_exact_for_integers_in_floats():
     rng = np.random.default_rng(3)
-    a = rng.integers(-3, 4, (4, 3 * host_blas.K_CHUNK + 17)).astype(np.float32)
+    a = rng.integers(-3, 4, (4, 3 * host_blas.split_length(4, 6) + 17)).astype(np.float32)
     b = rng.integers(-3, 4, (a.shape[1], 6)).astype(np.float32)
     got = host_blas.matmul(a, b)
     np.testing.assert_array_equal(got, a.astype(np.int64) @ b.astype(np.int64))

@@ -50,7 +50,10 @@ _CODES = kernels.CONV_CODES
 CONV_LAYOUT = kernels.LAYOUTS["conv"]
 _GEMM_LAYOUT, _GEMM_FLAGS = kernels.LAYOUTS["matmul_conv"], kernels.CONV_GEMM_FLAGS
 CHUNK = 16  # output elements per conv.comp invocation: whole words, one index decomposition
-COLUMN_BLOCK = 1 << 16  # floats of columns per block of a host inference convolution (in cache)
+# Floats of columns per block of a blocked host convolution (512 KiB, in the cache): LeNet5's
+# first at batch 100 takes two output rows a block (paired A/Bs at load 2-3: the compiled step
+# 0.12-0.48 ms faster than with one row, half this size).
+COLUMN_BLOCK = 1 << 17
 
 
 # ---- geometry ---------------------------------------------------------------------------------
@@ -116,35 +119,78 @@ def _im2col_host(x, kernel, stride, padding, dilation):
 
 
 def _col2im_host(cols, size, kernel, stride, padding, dilation):
+    """The input-shaped sum of the columns (K, OH*OW*N) at their taps. With a kernel of more
+    than one row and column the taps of each kernel column are summed first, a kernel row at a
+    time, into a (C, kW, H + 2ph, OW, N) array of rows, and those then a kernel column at a
+    time: kH + kW adds, each over long runs, instead of kH kW adds (LeNet5's second
+    convolution, 25 taps over 6 x 8 x 8 x 100: 0.30 ms against 0.41)."""
     (kh, kw), out_hw = kernel, _out_hw(size, kernel, stride, padding, dilation)
+    (sh, sw), (dh, dw), (oh, ow) = stride, dilation, out_hw
     c, n = cols.shape[0] // (kh * kw), cols.shape[1] // prod(out_hw)
     taps = cols.astype(_compute(cols), copy=False).reshape(c, kh, kw, *out_hw, n)
-    xp = np.zeros((c, size[0] + 2 * padding[0], size[1] + 2 * padding[1], n), taps.dtype)
-    for (i, j), window in _taps(kernel, stride, dilation, out_hw):
-        xp[window] += taps[:, i, j]
+    hp, wp = size[0] + 2 * padding[0], size[1] + 2 * padding[1]
+    xp = np.zeros((c, hp, wp, n), taps.dtype)
+    if kh == 1 or kw == 1:
+        for (i, j), window in _taps(kernel, stride, dilation, out_hw):
+            xp[window] += taps[:, i, j]
+        return _nchw(xp, size, padding, cols.dtype)
+    rows = np.zeros((c, kw, hp, ow, n), taps.dtype)
+    for i in range(kh):
+        rows[:, :, i * dh:i * dh + (oh - 1) * sh + 1:sh] += taps[:, i]
+    for j in range(kw):
+        xp[:, :, j * dw:j * dw + (ow - 1) * sw + 1:sw] += rows[:, j]
     return _nchw(xp, size, padding, cols.dtype)
 
 
-def _conv_inference_host(x, w, bias, kernel, stride, padding, dilation, relu, out_dtype):
-    """max(w @ cols(x) + bias, 0) (relu) as an (O, OH*OW*N) array of out_dtype, made a block of
-    output rows at a time: each block's columns (about COLUMN_BLOCK floats) are built,
-    multiplied, and the bias and the ReLU applied in place, in float32, and the block rounded
-    to out_dtype once, while it is in the cache, so the column matrix (25 x 576,000 floats for
-    LeNet5's first convolution at batch 1,000) never reaches memory."""
-    windows = _windows(x, kernel, stride, padding, dilation, np.float32)
+def _block_rows(windows):
+    """Output rows per block of a blocked host convolution: about COLUMN_BLOCK floats of
+    columns (at least one row)."""
+    c, kh, kw, _, ow, n = windows.shape
+    return max(1, COLUMN_BLOCK // max(1, c * kh * kw * ow * n))
+
+
+def _column_blocks(windows, rows, ones=False):
+    """(span of output columns, their columns (K, span)) of each block of `rows` output rows of
+    the columns `windows` (_windows' view), copied into one float32 buffer that the blocks
+    reuse; with `ones`, a row of ones under the columns (K + 1, span)."""
     c, kh, kw, oh, ow, n = windows.shape
-    w = w.astype(np.float32, copy=False)
-    out = np.empty((w.shape[0], oh * ow * n), out_dtype.np_dtype)
-    row = ow * n  # output columns per output row
-    rows = max(1, COLUMN_BLOCK // max(1, c * kh * kw * row))
-    wide = out if out.dtype == np.float32 else np.empty((w.shape[0], rows * row), np.float32)
+    k, row = c * kh * kw, ow * n
+    buffer = np.empty((k + ones, rows * row), np.float32)
+    if ones:
+        buffer[k] = 1
     for r0 in range(0, oh, rows):
-        span = slice(r0 * row, min(oh, r0 + rows) * row)
+        r1 = min(oh, r0 + rows)
+        cols = buffer[:, :(r1 - r0) * row]
+        np.copyto(cols[:k].reshape(c, kh, kw, r1 - r0, ow, n), windows[:, :, :, r0:r1])
+        yield slice(r0 * row, r1 * row), cols
+
+
+def _with_bias(w, bias):
+    """[w | bias] (O, K + 1) in float32, the weights of columns with a row of ones under them,
+    whose product adds the bias as it multiplies; w alone (as float32) without a bias."""
+    if bias is None:
+        return w.astype(np.float32, copy=False)
+    wb = np.empty((w.shape[0], w.shape[1] + 1), np.float32)
+    wb[:, :-1], wb[:, -1] = w, bias
+    return wb
+
+
+def _conv_blocks(windows, w, bias, relu, out_dtype):
+    """max(w @ cols + bias, 0) (relu) as an (O, OH*OW*N) array of out_dtype for the columns
+    `windows` (_windows' view), made a block of output rows at a time: each block's columns
+    (_block_rows; with a bias, a row of ones under them) are built and multiplied by
+    [w | bias] (_with_bias), and the ReLU applied in place, in float32, and the block rounded
+    to out_dtype once, while it is in the cache, so the column matrix (25 x 576,000 floats for
+    LeNet5's first convolution at batch 1,000) never reaches memory. (The bias in the product
+    measured 0.04-0.09 ms faster than its add to each block, at LeNet5's batch 100.)"""
+    c, kh, kw, oh, ow, n = windows.shape
+    w = _with_bias(w, bias)
+    out = np.empty((w.shape[0], oh * ow * n), out_dtype.np_dtype)
+    rows = _block_rows(windows)
+    wide = out if out.dtype == np.float32 else np.empty((w.shape[0], rows * ow * n), np.float32)
+    for span, cols in _column_blocks(windows, rows, ones=bias is not None):
         block = out[:, span] if wide is out else wide[:, :span.stop - span.start]
-        cols = np.ascontiguousarray(windows[:, :, :, r0:r0 + rows]).reshape(c * kh * kw, -1)
         np.matmul(w, cols, out=block)
-        if bias is not None:
-            block += bias.astype(np.float32, copy=False)[:, None]
         if relu:
             np.maximum(block, 0, out=block)
         if wide is not out:
@@ -152,55 +198,111 @@ def _conv_inference_host(x, w, bias, kernel, stride, padding, dilation, relu, ou
     return out
 
 
+def _conv_inference_host(x, w, bias, kernel, stride, padding, dilation, relu, out_dtype):
+    """max(w @ cols(x) + bias, 0) (relu) as an (O, OH*OW*N) array of out_dtype, in blocks
+    (_conv_blocks)."""
+    return _conv_blocks(_windows(x, kernel, stride, padding, dilation, np.float32), w, bias,
+                        relu, out_dtype)
+
+
+def _blocked_training(windows, o):
+    """Whether a training convolution with O outputs keeps no columns: it is computed in blocks
+    (_conv_blocks) and its backward builds each block's columns again, when each block's
+    products stay within host_blas.SMALL_MNK multiply-adds. Measured at LeNet5's batch 100 (A/B
+    of the compiled step in one process): the first convolution (O 6, K 25, 2,400 columns a
+    row) blocked saved 0.27-0.34 ms of 4.7; the second (O 16, K 150, 800 columns a row, blocks
+    of 1.9 M multiply-adds) blocked cost 0.3-0.5 ms, in blocks of one to four rows."""
+    c, kh, kw, _, ow, n = windows.shape
+    return o * c * kh * kw * ow * n * _block_rows(windows) <= host_blas.SMALL_MNK
+
+
 def _conv_host(x, w, bias, kernel, stride, padding, dilation, relu, out_dtype):
-    """(max(w @ cols + bias, 0) (relu) as an (O, OH*OW*N) array of out_dtype, cols): the
-    training convolution, whose backward reads the columns (K, OH*OW*N) of x again. One copy
-    builds the columns (widening a bf16 x), then one product, one in-place bias add and one
-    in-place max, in float32, and the result rounded once."""
+    """(max(w @ cols + bias, 0) (relu) as an (O, OH*OW*N) array of out_dtype, cols1), the
+    training convolution, or (that result,) alone where _blocked_training says so. cols1 is x's
+    columns (K, OH*OW*N) with a row of ones under them, built in one copy (widening a bf16 x)
+    and kept for the backward: the product [w | bias] cols1 adds the bias as it multiplies (no
+    pass of its own), and the backward's G cols1^T is [dW | db]. Then one in-place max, in
+    float32, and the result rounded once."""
     windows = _windows(x, kernel, stride, padding, dilation, np.float32)
-    c, kh, kw, oh, ow, n = windows.shape
-    cols = np.ascontiguousarray(windows).reshape(c * kh * kw, oh * ow * n)
-    out = host_blas.matmul(w.astype(np.float32, copy=False), cols)
-    if bias is not None:
-        out += bias.astype(np.float32, copy=False)[:, None]
+    o, k, m = w.shape[0], prod(windows.shape[:3]), prod(windows.shape[3:])
+    if _blocked_training(windows, o):
+        return (_conv_blocks(windows, w, bias, relu, out_dtype),)
+    cols = np.empty((k + 1, m), np.float32)
+    np.copyto(cols[:k].reshape(windows.shape), windows)
+    cols[k] = 1
+    out = host_blas.matmul(_with_bias(w, bias), cols if bias is not None else cols[:k])
     if relu:
         np.maximum(out, 0, out=out)
     return out.astype(out_dtype.np_dtype, copy=False), cols
 
 
-def _select(a):
-    """a * mask, the branch-free select, unless `a` holds infinities or NaNs (0 * inf is NaN)."""
-    if np.isfinite(a).all():
-        return np.multiply
-    return lambda values, mask: np.where(mask, values, 0)
+def _relu_passes(out):
+    """Where the gradient of a ReLU with output `out` passes, by torch's rule: where out is not
+    <= 0. out = max(z, 0) is +-0, positive or a NaN of either sign, so that is where out != 0:
+    a float comparison in float32, and for bf16 (whose comparison costs 20 times one of int16s)
+    where its bits are nonzero once the sign bit is shifted out."""
+    if out.dtype.itemsize == 4:
+        return out != 0
+    return np.left_shift(out.view(np.int16), 1) != 0
 
 
-def _positive(a):
-    """Where float32 or bf16 `a` is > 0 (or a NaN of positive sign, whose gradient torch's ReLU
-    passes too), from its bits as signed integers: -0 is negative there. (A bf16 comparison
-    costs 20 times one of int16s.)"""
-    return a.view(np.int32 if a.dtype.itemsize == 4 else np.int16) > 0
+def _row_sums(a):
+    """Each row's sum of 2-D float `a`, as a BLAS product with a vector of ones (LeNet5's 6 x
+    57,600 gradient: 0.04 ms against 0.07-0.12 for numpy's sum)."""
+    return a @ np.ones(a.shape[1], a.dtype)
+
+
+def _weight_blocks(windows, grad):
+    """[grad cols^T | grad's row sums] (O, K + 1) for the columns `windows` (_windows' view),
+    each block's columns (_block_rows, with a row of ones under them) built again in the cache
+    and multiplied, and the blocks' products summed."""
+    total = None
+    for span, cols in _column_blocks(windows, _block_rows(windows), ones=True):
+        part = host_blas.matmul(grad[:, span], cols.T)
+        total = part if total is None else np.add(total, part, out=total)
+    return total
 
 
 def _conv_backward_host(x, w, cols, out, g, kernel, stride, padding, dilation, relu,
                         grad_dtypes):
     """(dx, dW, db) of _conv_host's result for its upstream gradient g (O, OH*OW*N) (x giving
-    dx's shape; the saved columns cols the rest), each None
-    where grad_dtypes (the operands' dtypes, None where no gradient is wanted) says so. With
-    relu, G = g where out > 0, else 0 (out is the saved result); then dW = G cols^T,
-    db = sum of G's rows, dx = col2im(W^T G): in float32, each rounded once."""
+    dx's shape, the saved cols1 (K + 1, OH*OW*N) the rest; cols None after a blocked forward,
+    whose columns _weight_blocks builds again from x), each None where grad_dtypes (the
+    operands' dtypes, None where no gradient is wanted) says so. With relu, G = g where the
+    ReLU passes it (_relu_passes of the saved result out), else 0; then [dW | db] = G cols1^T
+    (db: the sums of G's rows, by the row of ones) and dx = col2im(W^T G): in float32, each
+    rounded once.
+
+    G is g * mask, the branch-free select, exact unless g holds an infinity or NaN where the
+    mask is 0 (0 * inf is NaN where G must be 0): the row sums of G are then not finite, and
+    only then is G made again by np.where (a branch per element; the sums of a finite G that
+    overflow send it there too, harmlessly)."""
     g = g.astype(np.float32, copy=False)
-    if relu:
-        g = _select(g)(g, _positive(out))
+    passes = _relu_passes(out) if relu else None
     x_dtype, w_dtype, b_dtype = grad_dtypes
-    w32 = w.astype(np.float32, copy=False)
+    k = w.shape[1]
+
+    def weight_and_sums(masked):
+        if w_dtype is not None:
+            both = host_blas.matmul(masked, cols.T) if cols is not None else _weight_blocks(
+                _windows(x, kernel, stride, padding, dilation, np.float32), masked)
+            return both[:, :k], both[:, k]
+        wanted = b_dtype is not None or passes is not None
+        return None, _row_sums(masked) if wanted else None
+    if passes is None:
+        grad = g
+    else:
+        with np.errstate(invalid="ignore"):  # (0 * inf: handled below)
+            grad = np.multiply(g, passes)
+    dw, sums = weight_and_sums(grad)
+    if passes is not None and not np.isfinite(sums).all():
+        grad = np.where(passes, g, np.zeros((), g.dtype))
+        dw, sums = weight_and_sums(grad)
     dx = None if x_dtype is None else _col2im_host(
-        host_blas.matmul(w32.T, g), x.shape[2:], kernel, stride, padding, dilation).astype(
-            x_dtype.np_dtype, copy=False)
-    dw = None if w_dtype is None else host_blas.matmul(g, cols.T).astype(w_dtype.np_dtype,
-                                                                          copy=False)
-    db = None if b_dtype is None else g.sum(1).astype(b_dtype.np_dtype, copy=False)
-    return dx, dw, db
+        host_blas.matmul(w.astype(np.float32, copy=False).T, grad), x.shape[2:], kernel, stride,
+        padding, dilation).astype(x_dtype.np_dtype, copy=False)
+    return (dx, None if w_dtype is None else dw.astype(w_dtype.np_dtype),
+            None if b_dtype is None else sums.astype(b_dtype.np_dtype))
 
 
 def _tap_dtype(kernel):
@@ -518,8 +620,8 @@ def _conv_backward_vulkan(backend, x, w, cols, out, g, kernel, stride, padding, 
     def rounded(a, dtype):
         return a if a.dtype is dtype else launch(backend, "identity", dtype, a.shape, [a],
                                                  "float")
-    if relu:
-        kept = launch(backend, "gt", dtypes.bool_, out.shape, [out, 0.0], "float")
+    if relu:  # torch's rule (the host's _relu_passes): where out = max(z, 0) is not +-0
+        kept = launch(backend, "ne", dtypes.bool_, out.shape, [out, 0.0], "float")
         g = launch(backend, "where", dtypes.float32, g.shape, [kept, g, 0.0], "float")
     g = rounded(g, dtypes.float32)  # (a bf16 g widened: W^T G must not round before col2im)
     x_dtype, w_dtype, b_dtype = grad_dtypes
