@@ -124,19 +124,25 @@ def assert_op_close(result, expected, dtype, length, magnitude, err_msg, steps=1
 
 
 # ---- a LeNet5 training step (test_compile.py, test_async.py) --------------------------------------
-def lenet_trainer(device, dtype="float32", optimizer="sgd"):
-    """(model, optimizer, step(x, y) -> loss): a seeded LeNet5 and its training step."""
-    vk.manual_seed(0)
-    model = vk.models.lenet5(device=device, dtype=dtype)
-    opt = {"sgd": lambda ps: vk.optim.SGD(ps, lr=0.05, momentum=0.9),
-           "adam": lambda ps: vk.optim.Adam(ps, lr=1e-3),
-           "rmsprop": lambda ps: vk.optim.RMSprop(ps, lr=1e-3)}[optimizer](model.parameters())
+TRAINERS = {"sgd": lambda ps: vk.optim.SGD(ps, lr=0.05, momentum=0.9),
+            "adam": lambda ps: vk.optim.Adam(ps, lr=1e-3),
+            "rmsprop": lambda ps: vk.optim.RMSprop(ps, lr=1e-3)}
 
+
+def classifier_step(model, opt):
+    """step(x, y) -> loss: one training step of classifier `model` with cross-entropy."""
     def step(x, y):
         opt.zero_grad()
         loss = vk.nn.functional.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
         return loss
+    return step
 
-    return model, opt, step
+
+def lenet_trainer(device, dtype="float32", optimizer="sgd"):
+    """(model, optimizer, step(x, y) -> loss): a seeded LeNet5 and its training step."""
+    vk.manual_seed(0)
+    model = vk.models.lenet5(device=device, dtype=dtype)
+    opt = TRAINERS[optimizer](model.parameters())
+    return model, opt, classifier_step(model, opt)

@@ -11,7 +11,7 @@ import pytest
 import vkgrad as vk
 import vkgrad.nn.functional as F
 
-from conftest import lenet_trainer
+from conftest import TRAINERS, classifier_step, lenet_trainer
 
 
 def _batches(device, dtype, count, batch=8, seed=0):
@@ -279,17 +279,7 @@ def _norm_dropout_trainer(device, optimizer):
         vk.nn.Conv2d(1, 4, 3, device=device), vk.nn.BatchNorm2d(4, device=device),
         vk.nn.ReLU(), vk.nn.MaxPool2d(2), vk.nn.Flatten(), vk.nn.Dropout(0.3),
         vk.nn.Linear(4 * 13 * 13, 10, device=device))
-    opt = (vk.optim.Adam(model.parameters(), lr=1e-3) if optimizer == "adam"
-           else vk.optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return model, step
+    return model, classifier_step(model, TRAINERS[optimizer](model.parameters()))
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])

@@ -20,6 +20,8 @@ from vkgrad.backend.host import KEEP_MIN
 from vkgrad.ops.elementwise import WIDEN_WEIGHT
 from vkgrad.ops.registry import apply
 
+from conftest import TRAINERS, classifier_step
+
 KEPT = 2
 
 
@@ -33,17 +35,8 @@ def trainer(optimizer="sgd", dtype=vk.bfloat16):
     model = nn.Sequential(nn.Conv2d(16, 128, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2048, 10),
                           nn.ReLU(), nn.Linear(10, 10)).to(dtype)
     assert [p.size >= KEEP_MIN for p in model.parameters()] == [True, False, True] + [False] * 3
-    opt = {"sgd": lambda ps: vk.optim.SGD(ps, lr=0.05, momentum=0.9),
-           "adam": lambda ps: vk.optim.Adam(ps, lr=1e-3)}[optimizer](model.parameters())
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return model, opt, step
+    opt = TRAINERS[optimizer](model.parameters())
+    return model, opt, classifier_step(model, opt)
 
 
 def batch(seed=1, n=4, dtype=vk.bfloat16):
