@@ -42,29 +42,31 @@ float mask_term(uint b, uint i, uint j) {
     uint hi = b / p.n_lo;
     int at = int(hi) * p.s_hi + int(b - hi * p.n_lo) * p.s_lo + int(i) * p.s_l + int(j) * p.s_s;
     if (MASK == 1u)
-        return load_bits(DT_BOOL, p.mask_start, at) != 0u ? 0.0 : uintBitsToFloat(NEG_INF);
-    return load_f32(MDT, p.mask_start, at);
+        return load_bits(DT_BOOL, SLOT_mask_start, p.mask_start, at) != 0u ? 0.0
+                                                                        : uintBitsToFloat(NEG_INF);
+    return load_f32(MDT, SLOT_mask_start, p.mask_start, at);
 }
 
 bool takes_part(float s) { return floatBitsToUint(s) != NEG_INF; }
 
-// Row `row` of width n, each value times `f`, rounded once to `dt` at element `start`.
-#define STORE_ROW(dt, start, row, width, vals, f) {                                        \
+// Row `row` of width n, each value times `f`, rounded once to `dt` at element `start` of the
+// chunk at `slot`.
+#define STORE_ROW(dt, slot, start, row, width, vals, f) {                                  \
     uint o_ = (start) + (row) * (width);                                                   \
     if (dt == DT_BFLOAT16) {                                                               \
         for (uint c_ = 0u; c_ < (width); c_ += 2u)                                         \
-            ARENA((o_ + c_) >> 1) = f32_to_bf16(vals[c_] * (f))                            \
-                                    | (f32_to_bf16(vals[c_ + 1u] * (f)) << 16);            \
+            ARENA_AT(slot, (o_ + c_) >> 1) = f32_to_bf16(vals[c_] * (f))                   \
+                                             | (f32_to_bf16(vals[c_ + 1u] * (f)) << 16);            \
     } else {                                                                               \
         for (uint c_ = 0u; c_ < (width); ++c_)                                             \
-            ARENA(o_ + c_) = floatBitsToUint(vals[c_] * (f));                              \
+            ARENA_AT(slot, o_ + c_) = floatBitsToUint(vals[c_] * (f));                     \
     }                                                                                      \
 }
 
 // q_i * scale into registers: every pass forms s_ij = sum_e (q_ie * scale) k_je in this order,
 // so the backward recomputes the forward's scores bit for bit.
 #define LOAD_Q(qs, row) for (uint e_ = 0u; e_ < p.E; ++e_) \
-    qs[e_] = load_f32(DT, p.q_start, int((row) * p.E + e_)) * p.scale;
+    qs[e_] = load_f32(DT, SLOT_q_start, p.q_start, int((row) * p.E + e_)) * p.scale;
 
 void forward_row(uint r) {
     uint b = r / p.L, i = r - b * p.L;
@@ -76,20 +78,20 @@ void forward_row(uint r) {
     for (uint j = 0u; j < keys; ++j) {
         uint kj = (b * p.S + j) * p.E, vj = (b * p.S + j) * p.EV;
         float s = 0.0;
-        for (uint e = 0u; e < p.E; ++e) s += qs[e] * load_f32(DT, p.k_start, int(kj + e));
+        for (uint e = 0u; e < p.E; ++e) s += qs[e] * load_f32(DT, SLOT_k_start, p.k_start, int(kj + e));
         s += mask_term(b, i, j);
         if (!takes_part(s)) continue;
         float m2 = l == 0.0 ? s : max(m, s);  // l >= 1 once a key took part
         float shrink = l == 0.0 ? 0.0 : exp(m - m2), w = exp(s - m2);
         l = l * shrink + w;
         for (uint c = 0u; c < p.EV; ++c)
-            acc[c] = acc[c] * shrink + w * load_f32(DT, p.v_start, int(vj + c));
+            acc[c] = acc[c] * shrink + w * load_f32(DT, SLOT_v_start, p.v_start, int(vj + c));
         m = m2;
     }
     float inv = l == 0.0 ? 0.0 : 1.0 / l;
-    STORE_ROW(ODTV, p.out_start, r, p.EV, acc, inv);
-    if (ODTV == DT_BFLOAT16) STORE_ROW(DT_FLOAT32, p.o32_start, r, p.EV, acc, inv);
-    ARENA(p.lse_start + r) = floatBitsToUint(l == 0.0 ? 0.0 : m + log(l));
+    STORE_ROW(ODTV, SLOT_out_start, p.out_start, r, p.EV, acc, inv);
+    if (ODTV == DT_BFLOAT16) STORE_ROW(DT_FLOAT32, SLOT_o32_start, p.o32_start, r, p.EV, acc, inv);
+    ARENA_AT(SLOT_lse_start, p.lse_start + r) = floatBitsToUint(l == 0.0 ? 0.0 : m + log(l));
 }
 
 void dq_row(uint r) {
@@ -98,60 +100,60 @@ void dq_row(uint r) {
     LOAD_Q(qs, r);
     float d = 0.0;
     for (uint c = 0u; c < p.EV; ++c) {
-        g[c] = load_f32(DT, p.g_start, int(r * p.EV + c));
-        d += g[c] * uintBitsToFloat(ARENA(p.o32_start + r * p.EV + c));
+        g[c] = load_f32(DT, SLOT_g_start, p.g_start, int(r * p.EV + c));
+        d += g[c] * uintBitsToFloat(ARENA_AT(SLOT_o32_start, p.o32_start + r * p.EV + c));
     }
     for (uint e = 0u; e < p.E; ++e) dq[e] = 0.0;
     uint keys = CAUSAL == 1u ? min(i + 1u, p.S) : p.S;
-    float lse = uintBitsToFloat(ARENA(p.lse_start + r));
+    float lse = uintBitsToFloat(ARENA_AT(SLOT_lse_start, p.lse_start + r));
     for (uint j = 0u; j < keys; ++j) {
         uint jr = b * p.S + j;
         float s = 0.0, dp = 0.0;
         for (uint e = 0u; e < p.E; ++e) {
-            kj[e] = load_f32(DT, p.k_start, int(jr * p.E + e));
+            kj[e] = load_f32(DT, SLOT_k_start, p.k_start, int(jr * p.E + e));
             s += qs[e] * kj[e];
         }
         s += mask_term(b, i, j);
         if (!takes_part(s)) continue;
-        for (uint c = 0u; c < p.EV; ++c) dp += g[c] * load_f32(DT, p.v_start, int(jr * p.EV + c));
+        for (uint c = 0u; c < p.EV; ++c) dp += g[c] * load_f32(DT, SLOT_v_start, p.v_start, int(jr * p.EV + c));
         float ds = exp(s - lse) * (dp - d);
         for (uint e = 0u; e < p.E; ++e) dq[e] += ds * kj[e];
     }
-    ARENA(p.d_start + r) = floatBitsToUint(d);
-    STORE_ROW(ODT, p.out_start, r, p.E, dq, p.scale);
+    ARENA_AT(SLOT_d_start, p.d_start + r) = floatBitsToUint(d);
+    STORE_ROW(ODT, SLOT_out_start, p.out_start, r, p.E, dq, p.scale);
 }
 
 void dkv_row(uint r) {
     uint b = r / p.S, j = r - b * p.S;
     float k[MAXE], v[MAXE], dk[MAXE], dv[MAXE], qi[MAXE];
     for (uint e = 0u; e < p.E; ++e) {
-        k[e] = load_f32(DT, p.k_start, int(r * p.E + e));
+        k[e] = load_f32(DT, SLOT_k_start, p.k_start, int(r * p.E + e));
         dk[e] = 0.0;
     }
     for (uint c = 0u; c < p.EV; ++c) {
-        v[c] = load_f32(DT, p.v_start, int(r * p.EV + c));
+        v[c] = load_f32(DT, SLOT_v_start, p.v_start, int(r * p.EV + c));
         dv[c] = 0.0;
     }
     for (uint i = CAUSAL == 1u ? j : 0u; i < p.L; ++i) {
         uint ir = b * p.L + i;
         float s = 0.0, dp = 0.0;
         for (uint e = 0u; e < p.E; ++e) {
-            qi[e] = load_f32(DT, p.q_start, int(ir * p.E + e));
+            qi[e] = load_f32(DT, SLOT_q_start, p.q_start, int(ir * p.E + e));
             s += (qi[e] * p.scale) * k[e];
         }
         s += mask_term(b, i, j);
         if (!takes_part(s)) continue;
-        float pij = exp(s - uintBitsToFloat(ARENA(p.lse_start + ir)));
+        float pij = exp(s - uintBitsToFloat(ARENA_AT(SLOT_lse_start, p.lse_start + ir)));
         for (uint c = 0u; c < p.EV; ++c) {
-            float gc = load_f32(DT, p.g_start, int(ir * p.EV + c));
+            float gc = load_f32(DT, SLOT_g_start, p.g_start, int(ir * p.EV + c));
             dp += gc * v[c];
             dv[c] += pij * gc;
         }
-        float ds = pij * (dp - uintBitsToFloat(ARENA(p.d_start + ir)));
+        float ds = pij * (dp - uintBitsToFloat(ARENA_AT(SLOT_d_start, p.d_start + ir)));
         for (uint e = 0u; e < p.E; ++e) dk[e] += ds * qi[e];
     }
-    STORE_ROW(ODT, p.out_start, r, p.E, dk, p.scale);
-    STORE_ROW(ODTV, p.outv_start, r, p.EV, dv, 1.0);
+    STORE_ROW(ODT, SLOT_out_start, p.out_start, r, p.E, dk, p.scale);
+    STORE_ROW(ODTV, SLOT_outv_start, p.outv_start, r, p.EV, dv, 1.0);
 }
 
 void main() {

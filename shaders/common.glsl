@@ -3,22 +3,27 @@
 // Device tensors live in the arena, one or more storage buffers (chunks) of 32-bit words. A
 // dispatch binds the chunks its operands live in, up to ARENA_SLOTS of them, as the array
 // `arena_chunks` (binding 0); binding 1 is the host-visible staging buffer used by transfers.
-// A word address is (slot << ARENA_SLOT_SHIFT) | word within that slot's chunk, and ARENA(w)
-// is that word, an lvalue (assign to it, pass it to atomics). A tensor operand is (start,
-// dtype): `start` counts elements of that dtype, from the first element of its slot, which
-// sits at bit ARENA_SLOT_SHIFT + log2(elements per word): narrow types are packed (bf16 two to
-// a word, uint8/bool four), low half / low byte first, as numpy lays them out on little-endian
-// hosts, and start / elements per word is the word address of the element. Arithmetic within
-// an operand never reaches the slot bits. `arena` (binding 2) is the chunk at slot 0 alone,
-// for kernels whose operands all live in one chunk (vkgrad.Kernel code written before
-// chunks). DT_* values, op codes and the ARENA_* constants arrive as -D defines generated from
-// vkgrad/kernels.py.
+// ARENA_AT(slot, w) is word w of the chunk at `slot`, an lvalue (assign to it, pass it to
+// atomics). A tensor operand is (dtype, slot, start): `start` counts elements of that dtype from
+// the first element of its chunk, a plain 32-bit index (so a chunk may take what one binding
+// addresses): narrow types are packed (bf16 two to a word, uint8/bool four), low half / low
+// byte first, as numpy lays them out on little-endian hosts, and start / elements per word is
+// the word of the element. A family's kernel finds an operand's slot in its push word `slots`,
+// as SLOT_<start field> (kernels.Layout), uniform across the dispatch by construction.
+// vk.Kernel code, which has no `slots`, addresses words as ARENA(w) with the slot in w's top
+// bits (w = slot << ARENA_SLOT_SHIFT | word; the helpers without a slot argument take starts
+// so), and `arena` (binding 2) is the chunk at slot 0 alone, for kernels whose operands all
+// live in one chunk (vkgrad.Kernel code written before chunks). DT_* values, op codes and the
+// ARENA_* constants arrive as -D defines generated from vkgrad/kernels.py.
 #extension GL_EXT_control_flow_attributes : enable
 
 layout(std430, binding = 0) buffer ArenaChunk { uint words[]; } arena_chunks[ARENA_SLOTS];
 layout(std430, binding = 1) buffer Staging { uint staging[]; };
+#define ARENA_AT(slot, w) arena_chunks[slot].words[w]
+#ifndef FAMILY  // vk.Kernel code (vkgrad's own kernels, built with -DFAMILY, have no use for it)
 layout(std430, binding = 2) buffer Arena { uint arena[]; };
-#define ARENA(w) arena_chunks[uint(w) >> ARENA_SLOT_SHIFT].words[uint(w) & ARENA_SLOT_MASK]
+#define ARENA(w) ARENA_AT(uint(w) >> ARENA_SLOT_SHIFT, uint(w) & ARENA_SLOT_MASK)
+#endif
 
 uint elems_per_word(uint dt) {
     return dt == DT_BFLOAT16 ? 2u : ((dt == DT_UINT8 || dt == DT_BOOL) ? 4u : 1u);
@@ -57,11 +62,12 @@ uint f32_to_u32(float v) {
 }
 
 // ---- raw element access ---------------------------------------------------------------------------
-uint load_bits(uint dt, uint start, int index) {
+uint load_bits(uint dt, uint slot, uint start, int index) {
     uint e = uint(int(start) + index);
-    if (dt == DT_BFLOAT16) return (ARENA(e >> 1) >> ((e & 1u) << 4)) & 0xffffu;
-    if (dt == DT_UINT8 || dt == DT_BOOL) return (ARENA(e >> 2) >> ((e & 3u) << 3)) & 0xffu;
-    return ARENA(e);
+    if (dt == DT_BFLOAT16) return (ARENA_AT(slot, e >> 1) >> ((e & 1u) << 4)) & 0xffffu;
+    if (dt == DT_UINT8 || dt == DT_BOOL)
+        return (ARENA_AT(slot, e >> 2) >> ((e & 3u) << 3)) & 0xffu;
+    return ARENA_AT(slot, e);
 }
 
 // An operand whose dtype is DT_IMM is a scalar carried in the push constants: `start` holds its
@@ -74,9 +80,9 @@ float bits_to_f32(uint dt, uint b) {
     return float(b);
 }
 
-float load_f32(uint dt, uint start, int index) {
+float load_f32(uint dt, uint slot, uint start, int index) {
     if (dt == DT_IMM) return uintBitsToFloat(start);
-    return bits_to_f32(dt, load_bits(dt, start, index));
+    return bits_to_f32(dt, load_bits(dt, slot, start, index));
 }
 
 int bits_to_i32(uint dt, uint b) {
@@ -90,15 +96,31 @@ uint bits_to_u32(uint dt, uint b) {
     return uint(bits_to_i32(dt, b));
 }
 
-int load_i32(uint dt, uint start, int index) {
+int load_i32(uint dt, uint slot, uint start, int index) {
     if (dt == DT_IMM) return int(start);
-    return bits_to_i32(dt, load_bits(dt, start, index));
+    return bits_to_i32(dt, load_bits(dt, slot, start, index));
 }
 
-uint load_u32(uint dt, uint start, int index) {
+uint load_u32(uint dt, uint slot, uint start, int index) {
     if (dt == DT_IMM) return start;
-    return bits_to_u32(dt, load_bits(dt, start, index));
+    return bits_to_u32(dt, load_bits(dt, slot, start, index));
 }
+
+// vk.Kernel's forms: `start` carries its slot in its top bits (see ARENA(w)), as launch gives
+// a tensor argument to a kernel without `slots`.
+#define LEGACY_LOAD(ret, name)                                                        \
+    ret name(uint dt, uint start, int index) {                                        \
+        if (dt == DT_IMM) return name(dt, 0u, start, index);                          \
+        uint e = uint(int(start) + index);                                            \
+        uint high = uint(ARENA_SLOT_SHIFT + findLSB(elems_per_word(dt)));             \
+        return name(dt, e >> high, e & ((1u << high) - 1u), 0);                       \
+    }
+#ifndef FAMILY
+LEGACY_LOAD(uint, load_bits)
+LEGACY_LOAD(float, load_f32)
+LEGACY_LOAD(int, load_i32)
+LEGACY_LOAD(uint, load_u32)
+#endif
 
 // Bits of `v` as an element of `dt`, not yet shifted into place within its word.
 uint f32_to_bits(uint dt, float v) {

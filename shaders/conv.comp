@@ -34,18 +34,19 @@ int b_at(uint n, uint c, int h, int w) {
 // ---- output: packed words, written once complete ---------------------------------------------
 uint packed = 0u, packed_b = 0u;
 
-// Element e of a contiguous output of dt that starts at `start`, a word boundary, gets `bits`.
-void put(uint dt, uint start, uint e, uint bits, inout uint word) {
+// Element e of a contiguous output of dt that starts at `start` (a word boundary) of the chunk at
+// `slot` gets `bits`.
+void put(uint dt, uint slot, uint start, uint e, uint bits, inout uint word) {
     uint per = elems_per_word(dt);
     word |= place_bits(dt, bits, e);
     if (((e + 1u) & (per - 1u)) == 0u || e + 1u == p.n) {
-        ARENA((start + e) >> (per >> 1u)) = word;  // per is 1, 2 or 4
+        ARENA_AT(slot, (start + e) >> (per >> 1u)) = word;  // per is 1, 2 or 4
         word = 0u;
     }
 }
 
 void emit(uint e, float v) {
-    put(OUT_DT, p.out_start, e, f32_to_bits(OUT_DT, v), packed);
+    put(OUT_DT, SLOT_out_start, p.out_start, e, f32_to_bits(OUT_DT, v), packed);
 }
 
 // ---- windows ---------------------------------------------------------------------------------
@@ -61,7 +62,7 @@ float window_max(uint n, uint c, uint oh, uint ow, out uint tap) {
         for (uint j = 0u; j < p.kw; ++j) {
             int w = int(ow * p.sw + j * p.dw) - int(p.pw);
             if (w < 0 || w >= int(p.W)) continue;
-            float v = load_f32(A_DT, p.a_start, a_at(n, c, h, w));
+            float v = load_f32(A_DT, SLOT_a_start, p.a_start, a_at(n, c, h, w));
             if (!found || v > best || (f32_is_nan(v) && !f32_is_nan(best))) {
                 best = v;
                 tap = i * p.kw + j;
@@ -103,7 +104,7 @@ void im2col_chunk(uint e, uint end) {
     for (; e < end; ++e) {
         int h = int(oh * p.sh + i * p.dh) - int(p.ph), w = int(ow * p.sw + j * p.dw) - int(p.pw);
         bool inside = h >= 0 && h < int(p.H) && w >= 0 && w < int(p.W);
-        emit(e, inside ? load_f32(A_DT, p.a_start, a_at(n, c, h, w)) : 0.0);
+        emit(e, inside ? load_f32(A_DT, SLOT_a_start, p.a_start, a_at(n, c, h, w)) : 0.0);
         if (++n == p.N) {
             n = 0u;
             if (++ow == p.OW) {
@@ -127,7 +128,7 @@ void pool_chunk(uint e, uint end) {
         if (MODE == MODE_MAXPOOL) {
             uint tap;
             v = window_max(n, c, oh, ow, tap);
-            if (B_DT != DT_IMM) put(B_DT, p.b_start, e, tap, packed_b);  // (b: the taps)
+            if (B_DT != DT_IMM) put(B_DT, SLOT_b_start, p.b_start, e, tap, packed_b);  // (b: the taps)
         } else {  // MODE_AVGPOOL
             float acc = 0.0;
             for (uint i = 0u; i < p.kh; ++i) {
@@ -136,7 +137,7 @@ void pool_chunk(uint e, uint end) {
                 for (uint j = 0u; j < p.kw; ++j) {
                     int w = int(ow * p.sw + j) - int(p.pw);
                     if (w >= 0 && w < int(p.W))
-                        acc += load_f32(A_DT, p.a_start, a_at(n, c, h, w));
+                        acc += load_f32(A_DT, SLOT_a_start, p.a_start, a_at(n, c, h, w));
                 }
             }
             v = acc / avg_divisor(oh, ow);
@@ -165,12 +166,12 @@ float pixel_value(uint n, uint c, uint h, uint w) {
             if (MODE == MODE_COL2IM) {
                 int row = (int(c * p.kh) + i) * int(p.kw) + j;
                 int col = (oh * int(p.OW) + ow) * int(p.N) + int(n);
-                acc += load_f32(A_DT, p.a_start, row * p.a_strides[0] + col * p.a_strides[1]);
+                acc += load_f32(A_DT, SLOT_a_start, p.a_start, row * p.a_strides[0] + col * p.a_strides[1]);
             } else if (MODE == MODE_MAXPOOL_BACK) {
-                if (load_i32(A_DT, p.a_start, a_at(n, c, oh, ow)) == i * int(p.kw) + j)
-                    acc += load_f32(B_DT, p.b_start, b_at(n, c, oh, ow));
+                if (load_i32(A_DT, SLOT_a_start, p.a_start, a_at(n, c, oh, ow)) == i * int(p.kw) + j)
+                    acc += load_f32(B_DT, SLOT_b_start, p.b_start, b_at(n, c, oh, ow));
             } else {  // MODE_AVGPOOL_BACK
-                acc += load_f32(A_DT, p.a_start, a_at(n, c, oh, ow))
+                acc += load_f32(A_DT, SLOT_a_start, p.a_start, a_at(n, c, oh, ow))
                     / avg_divisor(uint(oh), uint(ow));
             }
         }

@@ -818,17 +818,15 @@ bool by_quads(uint dt, uint start, int stride) {
 }
 
 // Elements 4q .. 4q + 3 of a by_quads operand, their bits shifted down (an immediate's: `start`).
-uvec4 load_quad(uint dt, uint start, uint q) {
+uvec4 load_quad(uint dt, uint slot, uint start, uint q) {
     if (dt == DT_IMM) return uvec4(start);
     uint e = start + 4u * q;
-    if (elems_per_word(dt) == 1u)
-        return arena_quads[e >> ARENA_SLOT_SHIFT].quads[(e & ARENA_SLOT_MASK) >> 2];
+    if (elems_per_word(dt) == 1u) return arena_quads[slot].quads[e >> 2];
     if (dt == DT_BFLOAT16) {
-        uint w = e >> 1;
-        uvec2 h = arena_pairs[w >> ARENA_SLOT_SHIFT].pairs[(w & ARENA_SLOT_MASK) >> 1];
+        uvec2 h = arena_pairs[slot].pairs[e >> 2];
         return uvec4(h.x & 0xffffu, h.x >> 16, h.y & 0xffffu, h.y >> 16);
     }
-    uint b = ARENA(e >> 2);
+    uint b = ARENA_AT(slot, e >> 2);
     return uvec4(b & 0xffu, (b >> 8) & 0xffu, (b >> 16) & 0xffu, b >> 24);
 }
 
@@ -836,21 +834,19 @@ uvec4 load_quad(uint dt, uint start, uint q) {
 void store_quad(uint q, uvec4 r) {
     uint e = p.out_start + 4u * q;
     if (elems_per_word(OUT_DT) == 1u) {
-        arena_quads[e >> ARENA_SLOT_SHIFT].quads[(e & ARENA_SLOT_MASK) >> 2] = r;
+        arena_quads[SLOT_out_start].quads[e >> 2] = r;
     } else if (OUT_DT == DT_BFLOAT16) {
-        uint w = e >> 1;
-        arena_pairs[w >> ARENA_SLOT_SHIFT].pairs[(w & ARENA_SLOT_MASK) >> 1] =
-            uvec2(r.x | (r.y << 16), r.z | (r.w << 16));
+        arena_pairs[SLOT_out_start].pairs[e >> 2] = uvec2(r.x | (r.y << 16), r.z | (r.w << 16));
     } else {
-        ARENA(e >> 2) = r.x | (r.y << 8) | (r.z << 16) | (r.w << 24);
+        ARENA_AT(SLOT_out_start, e >> 2) = r.x | (r.y << 8) | (r.z << 16) | (r.w << 24);
     }
 }
 
-T value(uint dt, uint bits) { return dt == DT_IMM ? LOAD(dt, bits, 0) : FROM_BITS(dt, bits); }
+T value(uint dt, uint bits) { return dt == DT_IMM ? LOAD(dt, 0u, bits, 0) : FROM_BITS(dt, bits); }
 
 // The bits of an operand's element at offset `off` (an immediate's: `start`).
-uint operand_bits(uint dt, uint start, int off) {
-    return dt == DT_IMM ? start : load_bits(dt, start, off);
+uint operand_bits(uint dt, uint slot, uint start, int off) {
+    return dt == DT_IMM ? start : load_bits(dt, slot, start, off);
 }
 
 // Invocation q of the grid-stride loop computes the quad of elements 4q .. 4q + 3 (fewer at the
@@ -872,17 +868,17 @@ void main() {
         uvec4 a = uvec4(0u), b = uvec4(0u), c = uvec4(0u), r;  // past count: computed, unused
         ivec4 out_off;
         if (whole) {
-            a = load_quad(A_DT, p.a_start, q);
-            b = load_quad(B_DT, p.b_start, q);
-            c = load_quad(C_DT, p.c_start, q);
+            a = load_quad(A_DT, SLOT_a_start, p.a_start, q);
+            b = load_quad(B_DT, SLOT_b_start, p.b_start, q);
+            c = load_quad(C_DT, SLOT_c_start, p.c_start, q);
         } else {
             [[unroll]] for (uint k = 0u; k < 4u; ++k) {
                 if (k == count) break;
                 int ao, bo, co;
                 offsets(first + k, out_off[k], ao, bo, co);
-                a[k] = operand_bits(A_DT, p.a_start, ao);
-                b[k] = operand_bits(B_DT, p.b_start, bo);
-                c[k] = operand_bits(C_DT, p.c_start, co);
+                a[k] = operand_bits(A_DT, SLOT_a_start, p.a_start, ao);
+                b[k] = operand_bits(B_DT, SLOT_b_start, p.b_start, bo);
+                c[k] = operand_bits(C_DT, SLOT_c_start, p.c_start, co);
             }
         }
         [[unroll]] for (uint k = 0u; k < 4u; ++k) {
@@ -892,14 +888,15 @@ void main() {
         if (whole) {
             store_quad(q, r);
         } else if (per_word == 1u) {  // strided output: in-place writes into views
-            for (uint k = 0u; k < count; ++k) ARENA(int(p.out_start) + out_off[k]) = r[k];
+            for (uint k = 0u; k < count; ++k)
+                ARENA_AT(SLOT_out_start, int(p.out_start) + out_off[k]) = r[k];
         } else {  // packed outputs are contiguous, from a word boundary
             uint word = (p.out_start + first) / per_word;
             uint packed = 0u;
             for (uint k = 0u; k < count; ++k) {
                 packed |= place_bits(OUT_DT, r[k], k);
                 if ((k + 1u) % per_word == 0u || k + 1u == count) {
-                    ARENA(word + k / per_word) = packed;
+                    ARENA_AT(SLOT_out_start, word + k / per_word) = packed;
                     packed = 0u;
                 }
             }

@@ -32,13 +32,14 @@
 
 #include "gather_layout.glsl"  // kernels.LAYOUTS: WG, limits, push constants p, spec constants
 
-// Element i's (< 2^31) offsets: coordinates split off innermost first without dividing.
+// Element i's (< 2^31) offsets: coordinates split off innermost first without dividing. Dims
+// past the view's are padded with size 1 (inner, magic) and stride 0, so every MAXD are split.
 void offsets(uint i, out int dst_off, out int src_off, out int ix) {
     uint rest = i;
     int io = 0;
     dst_off = 0;
     src_off = 0;
-    for (int d = int(p.ndim) - 1; d > 0; --d) {
+    [[unroll]] for (int d = MAXD - 1; d > 0; --d) {
         int c = split_coord(rest, p.inner[d - 1], p.magic[d - 1], p.shifts, d - 1);
         dst_off += c * p.dst_strides[d];
         src_off += c * p.src_strides[d];
@@ -49,7 +50,7 @@ void offsets(uint i, out int dst_off, out int src_off, out int ix) {
     io += int(rest) * p.idx_strides[0];
     ix = 0;
     if (SIDE != INDEX_NONE) {
-        int v = load_i32(IDX_DT, p.idx_start, io);
+        int v = load_i32(IDX_DT, SLOT_idx_start, p.idx_start, io);
         if (p.idx_n > 0u) {
             int len = int(p.idx_n);
             // an unsigned index reads as negative from 2^31 up: out of range, never wrapped
@@ -68,8 +69,8 @@ void offsets(uint i, out int dst_off, out int src_off, out int ix) {
 // The source element as bits of dst's dtype, not yet shifted into place.
 uint value_bits(int src_off, int ix) {
     if (SIDE == INDEX_VALUE)
-        return i32_to_bits(DST_DT, load_i32(SRC_DT, p.src_start, src_off) + ix);
-    return convert_bits(DST_DT, SRC_DT, p.src_start, src_off);
+        return i32_to_bits(DST_DT, load_i32(SRC_DT, SLOT_src_start, p.src_start, src_off) + ix);
+    return convert_bits(DST_DT, SRC_DT, SLOT_src_start, p.src_start, src_off);
 }
 
 void main() {
@@ -94,16 +95,17 @@ void main() {
                     if (i >= p.n) break;
                     offsets(i, dst_off, src_off, ix);
                     uint bits = value_bits(src_off, ix);
-                    if (per == 1u) ARENA(uint(int(p.dst_start) + dst_off)) = bits;
+                    if (per == 1u) ARENA_AT(SLOT_dst_start, uint(int(p.dst_start) + dst_off)) = bits;
                     else packed |= place_bits(DST_DT, bits, i);
                 }
-                if (per > 1u) ARENA(p.dst_start / per + w) = packed;
+                if (per > 1u) ARENA_AT(SLOT_dst_start, p.dst_start / per + w) = packed;
             }
         }
         return;
     }
     for (uint i = gl_GlobalInvocationID.x; i < p.n; i += threads) {
         offsets(i, dst_off, src_off, ix);
-        combine_atomic(MODE, DST_DT, uint(int(p.dst_start) + dst_off), value_bits(src_off, ix));
+        combine_atomic(MODE, DST_DT, SLOT_dst_start, uint(int(p.dst_start) + dst_off),
+                       value_bits(src_off, ix));
     }
 }

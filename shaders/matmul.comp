@@ -71,7 +71,7 @@ uint result_bits(uint dt, float v) {
     return i32_to_bits(dt, f32_to_i32(v));
 }
 
-// Write columns col..col+3 of one output row, starting at element e. Words wholly inside the four
+// Write columns col..col+3 of one output row, starting at element e of the output's chunk. Words wholly inside the four
 // are stored plainly; a word shared with a neighbour's columns (odd N with bf16, edges) is
 // updated bit-field by bit-field with atomics, so no neighbouring write is lost.
 void store4(uint e, uint col, vec4 v) {
@@ -80,7 +80,7 @@ void store4(uint e, uint col, vec4 v) {
         for (uint w = 0u; w < 4u; w += per) {
             uint word = 0u;
             for (uint q = 0u; q < per; ++q) word |= place_bits(dt, result_bits(dt, v[w + q]), q);
-            ARENA((e + w) / per) = word;
+            ARENA_AT(SLOT_out_start, (e + w) / per) = word;
         }
         return;
     }
@@ -88,11 +88,11 @@ void store4(uint e, uint col, vec4 v) {
         if (col + c >= p.N) break;
         uint bits = result_bits(dt, v[c]);
         if (per == 1u) {
-            ARENA(e + c) = bits;
+            ARENA_AT(SLOT_out_start, e + c) = bits;
         } else {
             uint width = 32u / per, mask = ((1u << width) - 1u) << (((e + c) % per) * width);
-            atomicAnd(ARENA((e + c) / per), ~mask);
-            atomicOr(ARENA((e + c) / per), place_bits(dt, bits, e + c));
+            atomicAnd(ARENA_AT(SLOT_out_start, (e + c) / per), ~mask);
+            atomicOr(ARENA_AT(SLOT_out_start, (e + c) / per), place_bits(dt, bits, e + c));
         }
     }
 }
@@ -118,7 +118,7 @@ void batch_offsets(uint bi, out int a_base, out int b_base) {
 // (NaN stays NaN, as elementwise.comp's relu).
 vec4 epilogue(uint row, vec4 v) {
 #ifdef CONV
-    if ((p.flags & FLAG_BIAS) != 0u) v += load_f32(p.bias_dt, p.bias_start, int(row) * p.bias_s);
+    if ((p.flags & FLAG_BIAS) != 0u) v += load_f32(p.bias_dt, SLOT_bias_start, p.bias_start, int(row) * p.bias_s);
     if ((p.flags & FLAG_RELU) != 0u)
         [[unroll]] for (uint c = 0u; c < 4u; ++c) v[c] = f32_is_nan(v[c]) ? v[c] : max(v[c], 0.0);
 #endif
@@ -193,7 +193,7 @@ int grad_tap_of(uint k, out ivec2 d) {
 float grad_value(int base, ivec2 at, int off, ivec2 d) {
     ivec2 q = at - d, s = ivec2(p.sh, p.sw), o = q / max(s, ivec2(1));
     bool inside = q.x >= 0 && q.y >= 0 && o * s == q && o.x < int(p.H) && o.y < int(p.W);
-    float v = load_f32(B_DT, p.b_start, inside ? base + off + o.x * p.xs[2] + o.y * p.xs[3] : 0);
+    float v = load_f32(B_DT, SLOT_b_start, p.b_start, inside ? base + off + o.x * p.xs[2] + o.y * p.xs[3] : 0);
     return inside ? v : 0.0;
 }
 
@@ -203,7 +203,7 @@ float grad_value(int base, ivec2 at, int off, ivec2 d) {
 float column_value(int base, ivec2 at, int off, ivec2 d) {
     ivec2 q = at + d;
     bool inside = q.x >= 0 && q.x < int(p.H) && q.y >= 0 && q.y < int(p.W);
-    float v = load_f32(B_DT, p.b_start, inside ? base + off : 0);
+    float v = load_f32(B_DT, SLOT_b_start, p.b_start, inside ? base + off : 0);
     return inside ? v : 0.0;
 }
 #endif
@@ -286,10 +286,10 @@ void main() {
 #else
             int bk = int(k) * p.b_sk;
             [[unroll]] for (uint j = 0u; j < TN; ++j)
-                b[j / 4u][j % 4u] = load_f32(B_DT, p.b_start, b_col[j] + bk);
+                b[j / 4u][j % 4u] = load_f32(B_DT, SLOT_b_start, p.b_start, b_col[j] + bk);
 #endif
             [[unroll]] for (uint i = 0u; i < TM; ++i) {
-                float a = load_f32(A_DT, p.a_start, a_row[i] + ak);
+                float a = load_f32(A_DT, SLOT_a_start, p.a_start, a_row[i] + ak);
                 [[unroll]] for (uint j = 0u; j < TN / 4u; ++j) acc[i][j] += a * b[j];
             }
         }
@@ -338,13 +338,13 @@ uvec2 vector_position(uint axis, uint bx, uint v) {
     return uvec2((v % (bx / 4u)) * 4u, v / (bx / 4u));
 }
 
-// Elements e, e + step, e + 2 step, e + 3 step (offsets from `start`) of dt as f32, the first
-// `valid` of them (the rest 0). LOAD_ALIGNED with all 4 valid: one vector of words, e a
+// Elements e, e + step, e + 2 step, e + 3 step (offsets from `start`, in the chunk at `slot`) of
+// dt as f32, the first `valid` of them (the rest 0). LOAD_ALIGNED with all 4 valid: one vector of words, e a
 // multiple of 4 (step 1); LOAD_CONTIG (step 1): each word once; LOAD_STRIDED: element by element.
-vec4 load4(uint dt, uint mode, uint start, int e, int step, uint valid) {
-    uint per = elems_per_word(dt), i = uint(int(start) + e);
+vec4 load4(uint dt, uint mode, uint slot, uint start, int e, int step, uint valid) {
+    uint per = elems_per_word(dt), i = start + uint(e);
     if (mode == LOAD_ALIGNED && valid == 4u) {
-        uint slot = (i / per) >> ARENA_SLOT_SHIFT, word = (i / per) & ARENA_SLOT_MASK;
+        uint word = i / per;
         if (per == 1u) {
             uvec4 w = arena_chunks4[slot].v[word >> 2u];
             return vec4(bits_to_f32(dt, w.x), bits_to_f32(dt, w.y), bits_to_f32(dt, w.z),
@@ -355,23 +355,23 @@ vec4 load4(uint dt, uint mode, uint start, int e, int step, uint valid) {
             return vec4(bf16_to_f32(w.x & 0xffffu), bf16_to_f32(w.x >> 16u),
                         bf16_to_f32(w.y & 0xffffu), bf16_to_f32(w.y >> 16u));
         }
-        uint w = ARENA(i >> 2u);
+        uint w = ARENA_AT(slot, i >> 2u);
         return vec4(bits_to_f32(dt, w & 0xffu), bits_to_f32(dt, (w >> 8u) & 0xffu),
                     bits_to_f32(dt, (w >> 16u) & 0xffu), bits_to_f32(dt, w >> 24u));
     }
     vec4 v = vec4(0.0);
     if (mode == LOAD_STRIDED) {
         [[unroll]] for (uint c = 0u; c < 4u; ++c)
-            if (c < valid) v[c] = load_f32(dt, start, e + int(c) * step);
+            if (c < valid) v[c] = load_f32(dt, slot, start, e + int(c) * step);
         return v;
     }
     uint width = 32u / per, mask = per == 1u ? 0xffffffffu : (1u << width) - 1u;
-    uint w = i / per, word = valid > 0u ? ARENA(w) : 0u;
+    uint w = i / per, word = valid > 0u ? ARENA_AT(slot, w) : 0u;
     [[unroll]] for (uint c = 0u; c < 4u; ++c) {
         if (c >= valid) break;
         if ((i + c) / per != w) {
             w = (i + c) / per;
-            word = ARENA(w);
+            word = ARENA_AT(slot, w);
         }
         v[c] = bits_to_f32(dt, (word >> (((i + c) % per) * width)) & mask);
     }
@@ -380,14 +380,14 @@ vec4 load4(uint dt, uint mode, uint start, int e, int step, uint valid) {
 
 // Vector v of the BX x BK slice at (x0, k0) of an operand with X rows (M or N) and K columns,
 // element (x, k) at base + x s_x + k s_k: zero beyond the operand's edges.
-vec4 load_vector(uint dt, uint axis, uint mode, uint start, int base, int s_x, int s_k, uint x0,
+vec4 load_vector(uint dt, uint axis, uint mode, uint slot, uint start, int base, int s_x, int s_k, uint x0,
                  uint x_len, uint k0, uint bx, uint v) {
     uvec2 at = vector_position(axis, bx, v);
     uint gx = x0 + at.x, gk = k0 + at.y;
     uint valid = axis == AXIS_K ? (gx < x_len && gk < p.K ? min(p.K - gk, 4u) : 0u)
                                 : (gk < p.K && gx < x_len ? min(x_len - gx, 4u) : 0u);
     int e = base + int(gx) * s_x + int(gk) * s_k;
-    return load4(dt, mode, start, e, axis == AXIS_K ? s_k : s_x, valid);
+    return load4(dt, mode, slot, start, e, axis == AXIS_K ? s_k : s_x, valid);
 }
 
 #ifdef CONV
@@ -428,7 +428,7 @@ vec4 column_vector(uint n0, uint kb, uint k0, uint v) {
 }
 #define LOAD_B(k0, v) column_vector(n0, uint(b_base), k0, v)
 #else
-#define LOAD_B(k0, v) load_vector(B_DT, B_AXIS, B_LOAD, p.b_start, b_base, p.b_sn, p.b_sk, n0, \
+#define LOAD_B(k0, v) load_vector(B_DT, B_AXIS, B_LOAD, SLOT_b_start, p.b_start, b_base, p.b_sn, p.b_sk, n0, \
                                   p.N, k0, BN, v)
 #endif
 
@@ -466,7 +466,7 @@ void main() {
         vec4 a_next[A_LOADS], b_next[B_LOADS];  // the next slice, on its way from memory
         [[unroll]] for (uint i = 0u; i < A_LOADS; ++i)
             if (t + i * THREADS < A_VECS && n_slices > 0u)
-                a_next[i] = load_vector(A_DT, A_AXIS, A_LOAD, p.a_start, a_base, p.a_sm, p.a_sk,
+                a_next[i] = load_vector(A_DT, A_AXIS, A_LOAD, SLOT_a_start, p.a_start, a_base, p.a_sm, p.a_sk,
                                         m0, p.M, 0u, BM, t + i * THREADS);
         [[unroll]] for (uint i = 0u; i < B_LOADS; ++i)
             if (t + i * THREADS < B_VECS && n_slices > 0u) b_next[i] = LOAD_B(0u, t + i * THREADS);
@@ -484,7 +484,7 @@ void main() {
                 uint k0 = (s + 1u) * BK;
                 [[unroll]] for (uint i = 0u; i < A_LOADS; ++i)
                     if (t + i * THREADS < A_VECS)
-                        a_next[i] = load_vector(A_DT, A_AXIS, A_LOAD, p.a_start, a_base, p.a_sm,
+                        a_next[i] = load_vector(A_DT, A_AXIS, A_LOAD, SLOT_a_start, p.a_start, a_base, p.a_sm,
                                                 p.a_sk, m0, p.M, k0, BM, t + i * THREADS);
                 [[unroll]] for (uint i = 0u; i < B_LOADS; ++i)
                     if (t + i * THREADS < B_VECS) b_next[i] = LOAD_B(k0, t + i * THREADS);

@@ -8,7 +8,7 @@
 // a bf16 parameter is rounded once at the end (from its f32 master copy when MASTER is set).
 // The formulas are PyTorch's (see vkgrad/ops/optimizers.py, which runs the same ones in numpy).
 // Adam and RMSprop count their steps on the device (counter.glsl): the dispatch reads the f32
-// step count at p.step_at and leaves it one higher (unless p.advance is 0), so a recorded step
+// step count at p.step_start and leaves it one higher (unless p.advance is 0), so a recorded step
 // replays with the right count. Adam's step size lr / bc1 and sqrt(bc2), bc_k = 1 - beta_k^t,
 // are computed once per workgroup in double-float arithmetic from lr and the betas given as
 // f32 pairs (hi + lo), and rounded once to f32: the host's float64 values, rounded to f32.
@@ -30,8 +30,8 @@
 bool has(uint flag) { return (FLAGS & flag) != 0u; }
 
 // A state buffer's value; FLAG_FRESH: buffers were just allocated and hold nothing yet (zeros).
-float state(uint k, uint i) { return has(FLAG_FRESH) ? 0.0 : uintBitsToFloat(ARENA(p.s[k] + i)); }
-void set_state(uint k, uint i, float v) { ARENA(p.s[k] + i) = floatBitsToUint(v); }
+float state(uint k, uint i) { return has(FLAG_FRESH) ? 0.0 : uintBitsToFloat(ARENA_AT(SLOT_s_start(k), p.s_start[k] + i)); }
+void set_state(uint k, uint i, float v) { ARENA_AT(SLOT_s_start(k), p.s_start[k] + i) = floatBitsToUint(v); }
 
 // Double-float arithmetic: a value is hi + lo (|lo| <= ulp(hi) / 2), about 44 bits from
 // correctly rounded f32 +, -, * (precise: never contracted into fma). Division and sqrt take
@@ -95,7 +95,7 @@ void main() {
     bool counts = RULE != RULE_SGD;
     float t = 0.0;  // this step's number (f32 counts exactly to 2^24, as PyTorch's step)
     if (counts) {
-        counter_load(p.step_at, 1u);
+        counter_load(SLOT_step_start, p.step_start, 1u);
         t = uintBitsToFloat(counter_words[0]) + 1.0;
         if (RULE == RULE_ADAM) {
             if (gl_LocalInvocationIndex == 0u) {
@@ -114,15 +114,15 @@ void main() {
         int po, go;
         STRIDED_OFFSET(i, p.ndim, p.shape, p.p_strides, po);
         STRIDED_OFFSET(i, p.ndim, p.shape, p.g_strides, go);
-        uint old_bits = load_bits(P_DT, p.p_start, po);
-        float w = load_f32(P_DT, p.p_start, po);
+        uint old_bits = load_bits(P_DT, SLOT_p_start, p.p_start, po);
+        float w = load_f32(P_DT, SLOT_p_start, p.p_start, po);
         if (has(FLAG_MASTER) && !has(FLAG_FRESH_MASTER)) {
             // Continue from the f32 master copy unless the parameter no longer is its rounding:
             // then it was set outside the optimizer (a load_state_dict) and wins.
-            float m = uintBitsToFloat(ARENA(p.s[3] + i));
+            float m = uintBitsToFloat(ARENA_AT(SLOT_s_start(3), p.s_start[3] + i));
             if (f32_to_bits(P_DT, m) == old_bits) w = m;
         }
-        float g = load_f32(G_DT, p.g_start, go);
+        float g = load_f32(G_DT, SLOT_g_start, p.g_start, go);
         if (has(FLAG_MAXIMIZE)) g = -g;
 
         if (RULE == RULE_SGD) {
@@ -169,18 +169,18 @@ void main() {
             }
         }
 
-        if (has(FLAG_MASTER)) ARENA(p.s[3] + i) = floatBitsToUint(w);
+        if (has(FLAG_MASTER)) ARENA_AT(SLOT_s_start(3), p.s_start[3] + i) = floatBitsToUint(w);
         uint bits = f32_to_bits(P_DT, w);
-        uint e = uint(int(p.p_start) + po);
+        uint e = p.p_start + uint(po);
         if (P_DT == DT_FLOAT32) {
-            ARENA(e) = bits;
+            ARENA_AT(SLOT_p_start, e) = bits;
         } else {
             // bf16: flip only this element's half of the shared word (its neighbour may belong to
             // another invocation, or to another tensor)
             uint shift = (e & 1u) << 4;
-            atomicXor(ARENA(e >> 1), (old_bits ^ bits) << shift);
+            atomicXor(ARENA_AT(SLOT_p_start, e >> 1), (old_bits ^ bits) << shift);
         }
     }
     if (counts && p.advance != 0u)
-        counter_store(p.step_at, 1u, p.arrive_at, uvec4(floatBitsToUint(t), 0u, 0u, 0u));
+        counter_store(SLOT_step_start, p.step_start, 1u, SLOT_arrive_start, p.arrive_start, uvec4(floatBitsToUint(t), 0u, 0u, 0u));
 }

@@ -103,7 +103,7 @@ void main() {
     uint groups = (p.n + 3u) / 4u;
     uint threads = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
     bool random = OP == OP_UNIFORM || OP == OP_NORMAL || OP == OP_RANDINT;
-    if (random) counter_load(p.cursor, 4u);
+    if (random) counter_load(SLOT_cursor_start, p.cursor_start, 4u);
     uvec2 first_counter = uvec2(counter_words[0], counter_words[1]);
     uvec2 key = uvec2(counter_words[2], counter_words[3]);
     for (uint g = gl_GlobalInvocationID.x; g < groups; g += threads) {
@@ -119,12 +119,12 @@ void main() {
             uint packed = 0u;
             for (uint j = 0u; j < per_word && first + j < p.n; ++j)
                 packed |= place_bits(OUT_DT, element_bits(first + j, k + j, words), first + j);
-            ARENA((p.out_start + first) / per_word) = packed;
+            ARENA_AT(SLOT_out_start, (p.out_start + first) / per_word) = packed;
         }
     }
     if (random) {
         uint carry;
         uint lo = uaddCarry(first_counter.x, groups, carry);
-        counter_store(p.cursor, 2u, p.cursor + 4u, uvec4(lo, first_counter.y + carry, 0u, 0u));
+        counter_store(SLOT_cursor_start, p.cursor_start, 2u, SLOT_cursor_start, p.cursor_start + 4u, uvec4(lo, first_counter.y + carry, 0u, 0u));
     }
 }

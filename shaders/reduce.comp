@@ -196,8 +196,8 @@ void main() {
                 }
             }
             for (; r < end; r += GROUP) {
-                int i = STAGE == 2u ? load_i32(DT_INT32, p.idx_start, off) : int(r);
-                combine(OP, acc, acc_i, LOAD(A_DT, p.a_start, off), i);
+                int i = STAGE == 2u ? load_i32(DT_INT32, SLOT_idx_start, p.idx_start, off) : int(r);
+                combine(OP, acc, acc_i, LOAD(A_DT, SLOT_a_start, p.a_start, off), i);
                 off += step_off;
                 uint carry = 0u;
                 [[unroll]] for (int d = MAXD - 1; d >= 0; --d) {
@@ -223,7 +223,7 @@ void main() {
                 uint so = lid * per_word + k, out_i = g * per_group + so;
                 if (out_i >= p.n_out) break;
                 uint bits;
-                if (STAGE == 1u) ARENA(p.idx_start + out_i) = uint(idxs[so]);
+                if (STAGE == 1u) ARENA_AT(SLOT_idx_start, p.idx_start + out_i) = uint(idxs[so]);
                 if (arg_op() && STAGE != 1u) {
                     bits = uint(idxs[so]);
                 } else {
@@ -236,7 +236,7 @@ void main() {
                 packed |= place_bits(OUT_DT, bits, out_i);
             }
             uint out_word = (p.out_start + g * per_group) / per_word + lid;
-            ARENA(out_word) = packed;
+            ARENA_AT(SLOT_out_start, out_word) = packed;
         }
         barrier();
     }

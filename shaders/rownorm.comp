@@ -112,9 +112,9 @@ float group_sum(float v) { return group_reduce(v, false); }
 float group_max(float v) { return group_reduce(v, true); }
 #endif
 
-float load_x(uint j) { return load_f32(X_DT, p.x_start, row_base + int(j * p.inner)); }
-float load_g(uint j) { return load_f32(G_DT, p.g_start, row_base + int(j * p.inner)); }
-float weight(uint j) { return load_f32(W_DT, p.w_start, int(j)); }
+float load_x(uint j) { return load_f32(X_DT, SLOT_x_start, p.x_start, row_base + int(j * p.inner)); }
+float load_g(uint j) { return load_f32(G_DT, SLOT_g_start, p.g_start, row_base + int(j * p.inner)); }
+float weight(uint j) { return load_f32(W_DT, SLOT_w_start, p.w_start, int(j)); }
 
 // st0 = M, st1 = S of the row (see the top), every thread of the group.
 void softmax_stats(bool live) {
@@ -150,7 +150,7 @@ float value(uint j) {
     if (MODE == MODE_SOFTMAX) return exp(x - st0) / st1;
     if (MODE == MODE_LOG_SOFTMAX) return x - st0 - log(st1);
     if (MODE == MODE_LAYER_NORM)
-        return (x - st0) * st1 * weight(j) + load_f32(B_DT, p.b_start, int(j));
+        return (x - st0) * st1 * weight(j) + load_f32(B_DT, SLOT_b_start, p.b_start, int(j));
     if (MODE == MODE_SOFTMAX_BACK) {
         float pj = exp(x - st0) / st1;
         return pj * (load_g(j) - st2);
@@ -159,7 +159,7 @@ float value(uint j) {
     if (MODE == MODE_LAYER_NORM_BACK) {
         float g = load_g(j), xhat = (x - st0) * st1;
         if ((FLAGS & FLAG_GXHAT) != 0u)
-            ARENA(p.side_start + uint(row_base) + j) = floatBitsToUint(g * xhat);
+            ARENA_AT(SLOT_side_start, p.side_start + uint(row_base) + j) = floatBitsToUint(g * xhat);
         return st1 * (g * weight(j) - st2 - xhat * st3);
     }
     // MODE_CE_BACK: st0, st1 softmax, st2 sum_c w[c], st3 the row's scale
@@ -171,11 +171,11 @@ float value(uint j) {
     return st3 * ((1.0 - s) * wt * (pj - hit) + spread);
 }
 
-// One bf16 element through 16-bit atomics: the other half of its word is another row's.
+// One bf16 element of the output through 16-bit atomics: the other half of its word is another row's.
 void store_half(uint e, uint bits) {
     uint shift = (e & 1u) << 4;
-    atomicAnd(ARENA(e >> 1), ~(0xffffu << shift));
-    atomicOr(ARENA(e >> 1), bits << shift);
+    atomicAnd(ARENA_AT(SLOT_out_start, e >> 1), ~(0xffffu << shift));
+    atomicOr(ARENA_AT(SLOT_out_start, e >> 1), bits << shift);
 }
 
 void write_row(bool live) {
@@ -183,7 +183,7 @@ void write_row(bool live) {
     uint first = p.out_start + uint(row_base);
     if (OUT_DT != DT_BFLOAT16) {
         uint e = first + lane * p.inner, step = GROUP * p.inner;
-        for (uint j = lane; j < p.n; j += GROUP, e += step) ARENA(e) = floatBitsToUint(value(j));
+        for (uint j = lane; j < p.n; j += GROUP, e += step) ARENA_AT(SLOT_out_start, e) = floatBitsToUint(value(j));
     } else if (p.inner == 1u) {  // whole words inside the row, half words at its ends
         uint end = first + p.n;
         for (uint w = (first >> 1) + lane; w < (end + 1u) >> 1; w += GROUP) {
@@ -191,7 +191,7 @@ void write_row(bool live) {
             bool lo = e >= first, hi = e + 1u < end;
             uint lo_bits = lo ? f32_to_bf16(value(e - first)) : 0u;
             uint hi_bits = hi ? f32_to_bf16(value(e + 1u - first)) : 0u;
-            if (lo && hi) ARENA(w) = lo_bits | (hi_bits << 16);
+            if (lo && hi) ARENA_AT(SLOT_out_start, w) = lo_bits | (hi_bits << 16);
             else if (lo) store_half(e, lo_bits);
             else store_half(e + 1u, hi_bits);
         }
@@ -205,13 +205,13 @@ void write_row(bool live) {
 void write_one(uint r, float v) {
     if (lane != 0u) return;
     if (OUT_DT == DT_BFLOAT16) store_half(p.out_start + r, f32_to_bf16(v));
-    else ARENA(p.out_start + r) = floatBitsToUint(v);
+    else ARENA_AT(SLOT_out_start, p.out_start + r) = floatBitsToUint(v);
 }
 
 // The row's target class, or -1 where it is ignore_index or (flagged) out of range.
 int row_target(bool live, uint r) {
     if (!live) return -1;
-    int t = load_i32(T_DT, p.t_start, int(r));
+    int t = load_i32(T_DT, SLOT_t_start, p.t_start, int(r));
     if (t == p.ignore_index) return -1;
     if (t < 0 || t >= int(p.n)) {
 #if defined(ERROR_WORD)
@@ -224,12 +224,12 @@ int row_target(bool live, uint r) {
 
 void finish() {  // CE_FINISH: one workgroup, GROUP == WG
     float loss, w;
-    ROW_SUM(true, uintBitsToFloat(ARENA(p.aux_start + 2u * j)), loss);
-    ROW_SUM(true, uintBitsToFloat(ARENA(p.aux_start + 2u * j + 1u)), w);
+    ROW_SUM(true, uintBitsToFloat(ARENA_AT(SLOT_aux_start, p.aux_start + 2u * j)), loss);
+    ROW_SUM(true, uintBitsToFloat(ARENA_AT(SLOT_aux_start, p.aux_start + 2u * j + 1u)), w);
     if (lane == 0u) {
-        ARENA(p.side_start) = floatBitsToUint(w);
+        ARENA_AT(SLOT_side_start, p.side_start) = floatBitsToUint(w);
         float v = (FLAGS & FLAG_MEAN) != 0u ? loss / w : loss;
-        ARENA(p.out_start >> (OUT_DT == DT_BFLOAT16 ? 1 : 0)) =
+        ARENA_AT(SLOT_out_start, p.out_start >> (OUT_DT == DT_BFLOAT16 ? 1 : 0)) =
             OUT_DT == DT_BFLOAT16 ? f32_to_bf16(v) : floatBitsToUint(v);
     }
 }
@@ -262,12 +262,12 @@ void main() {
                 ROW_SUM(live, (load_x(j) - st0) * (load_x(j) - st0), dev);
                 st1 = inversesqrt(dev / float(p.n) + p.eps);
                 if ((FLAGS & FLAG_STATS) != 0u && live && lane == 0u) {
-                    ARENA(p.aux_start + 2u * r) = floatBitsToUint(st0);
-                    ARENA(p.aux_start + 2u * r + 1u) = floatBitsToUint(st1);
+                    ARENA_AT(SLOT_aux_start, p.aux_start + 2u * r) = floatBitsToUint(st0);
+                    ARENA_AT(SLOT_aux_start, p.aux_start + 2u * r + 1u) = floatBitsToUint(st1);
                 }
             } else {
-                st0 = live ? uintBitsToFloat(ARENA(p.aux_start + 2u * r)) : 0.0;
-                st1 = live ? uintBitsToFloat(ARENA(p.aux_start + 2u * r + 1u)) : 0.0;
+                st0 = live ? uintBitsToFloat(ARENA_AT(SLOT_aux_start, p.aux_start + 2u * r)) : 0.0;
+                st1 = live ? uintBitsToFloat(ARENA_AT(SLOT_aux_start, p.aux_start + 2u * r + 1u)) : 0.0;
                 float a, b;
                 ROW_SUM(live, load_g(j) * weight(j), a);
                 ROW_SUM(live, load_g(j) * weight(j) * (load_x(j) - st0) * st1, b);
@@ -294,9 +294,9 @@ void main() {
                 if (MODE == MODE_CROSS_ENTROPY) ROW_SUM(live, weight(j) * (st0 - load_x(j)), wx);
             }
             if (MODE == MODE_CE_BACK) {
-                float scale = load_f32(G_DT, p.g_start, (FLAGS & FLAG_NONE) != 0u && live
+                float scale = load_f32(G_DT, SLOT_g_start, p.g_start, (FLAGS & FLAG_NONE) != 0u && live
                                                         ? int(r) : 0);
-                if ((FLAGS & FLAG_MEAN) != 0u) scale /= uintBitsToFloat(ARENA(p.aux_start));
+                if ((FLAGS & FLAG_MEAN) != 0u) scale /= uintBitsToFloat(ARENA_AT(SLOT_aux_start, p.aux_start));
                 st2 = w_all;
                 st3 = scale;
                 write_row(live);
@@ -313,8 +313,8 @@ void main() {
             if ((FLAGS & FLAG_NONE) != 0u) {
                 write_one(r, loss);
             } else if (lane == 0u) {
-                ARENA(p.aux_start + 2u * r) = floatBitsToUint(loss);
-                ARENA(p.aux_start + 2u * r + 1u) = floatBitsToUint(wt);
+                ARENA_AT(SLOT_aux_start, p.aux_start + 2u * r) = floatBitsToUint(loss);
+                ARENA_AT(SLOT_aux_start, p.aux_start + 2u * r + 1u) = floatBitsToUint(wt);
             }
         }
     }

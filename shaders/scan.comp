@@ -66,8 +66,8 @@ uint add_acc(uint a, uint b) {
 }
 
 uint load_acc(int off) {
-    return IS_FLOAT == 1u ? floatBitsToUint(load_f32(SRC_DT, p.src_start, off))
-                            : uint(load_i32(SRC_DT, p.src_start, off));
+    return IS_FLOAT == 1u ? floatBitsToUint(load_f32(SRC_DT, SLOT_src_start, p.src_start, off))
+                            : uint(load_i32(SRC_DT, SLOT_src_start, p.src_start, off));
 }
 
 void coords_offsets(uint i, out int src_off, out int dst_off) {
@@ -89,11 +89,11 @@ void main() {
         for (uint r = gl_GlobalInvocationID.x; r < p.rows; r += threads) {
             uint running = identity_acc();
             for (uint k = 0u; k < p.nchunks; ++k) {
-                uint s = ARENA(p.sums_start + r * stride + k);
-                ARENA(p.sums_start + r * stride + k) = running;
+                uint s = ARENA_AT(SLOT_sums_start, p.sums_start + r * stride + k);
+                ARENA_AT(SLOT_sums_start, p.sums_start + r * stride + k) = running;
                 running = add_acc(running, s);
             }
-            ARENA(p.sums_start + r * stride + p.nchunks) = running;
+            ARENA_AT(SLOT_sums_start, p.sums_start + r * stride + p.nchunks) = running;
         }
         return;
     }
@@ -106,20 +106,20 @@ void main() {
             uint acc = identity_acc();
             for (uint j = lo; j < hi; ++j)
                 acc = add_acc(acc, load_acc(src_base + int(j) * p.src_step));
-            ARENA(p.sums_start + r * stride + k) = acc;
+            ARENA_AT(SLOT_sums_start, p.sums_start + r * stride + k) = acc;
         } else if (PHASE == SCAN_WRITE) {
-            uint acc = p.nchunks > 1u ? ARENA(p.sums_start + r * stride + k) : identity_acc();
+            uint acc = p.nchunks > 1u ? ARENA_AT(SLOT_sums_start, p.sums_start + r * stride + k) : identity_acc();
             for (uint j = lo; j < hi; ++j) {
                 acc = add_acc(acc, load_acc(src_base + int(j) * p.src_step));
-                ARENA(uint(int(p.dst_start) + dst_base + int(j) * p.dst_step)) = acc;
+                ARENA_AT(SLOT_dst_start, uint(int(p.dst_start) + dst_base + int(j) * p.dst_step)) = acc;
             }
         } else {  // SCAN_COMPACT
-            uint pos = ARENA(p.sums_start + k);
+            uint pos = ARENA_AT(SLOT_sums_start, p.sums_start + k);
             for (uint j = lo; j < hi; ++j) {
-                if (load_i32(SRC_DT, p.src_start, int(j)) == 0) continue;
+                if (load_i32(SRC_DT, SLOT_src_start, p.src_start, int(j)) == 0) continue;
                 int unused, off;
                 coords_offsets(j, unused, off);
-                ARENA(p.dst_start + pos) = uint(off);
+                ARENA_AT(SLOT_dst_start, p.dst_start + pos) = uint(off);
                 pos += 1u;
             }
         }

@@ -29,22 +29,22 @@ void main() {
     for (uint t = gl_GlobalInvocationID.x; t < p.m * p.nfree; t += threads) {
         uint k = t / p.nfree, f = t % p.nfree;
         uint keys = p.keys_start + f * p.keys_step, perm = p.perm_start + f * p.perm_step;
-        uint key = ARENA(keys + ARENA(perm + k));
-        if (k > 0u && ARENA(keys + ARENA(perm + k - 1u)) == key) continue;  // not the first
+        uint key = ARENA_AT(SLOT_keys_start, keys + ARENA_AT(SLOT_perm_start, perm + k));
+        if (k > 0u && ARENA_AT(SLOT_keys_start, keys + ARENA_AT(SLOT_perm_start, perm + k - 1u)) == key) continue;  // not the first
         int dst_off, src_free;
         STRIDED_OFFSET(f, p.nf, p.fshape, p.fdst, dst_off);
         STRIDED_OFFSET(f, p.nf, p.fshape, p.fsrc, src_free);
-        int e = int(p.dst_start) + dst_off + int(key);
-        uint acc = load_bits(DST_DT, uint(e), 0);
+        uint e = p.dst_start + uint(dst_off) + key;
+        uint acc = load_bits(DST_DT, SLOT_dst_start, e, 0);
         for (uint j = k; j < p.m; ++j) {
-            uint q = ARENA(perm + j);
-            if (ARENA(keys + q) != key) break;
+            uint q = ARENA_AT(SLOT_perm_start, perm + j);
+            if (ARENA_AT(SLOT_keys_start, keys + q) != key) break;
             int src_off;
             STRIDED_OFFSET(q, p.nk, p.kshape, p.ksrc, src_off);
             acc = combine_bits(MODE, DST_DT, acc,
-                               convert_bits(DST_DT, SRC_DT, p.src_start, src_free + src_off));
+                               convert_bits(DST_DT, SRC_DT, SLOT_src_start, p.src_start, src_free + src_off));
         }
-        if (elems_per_word(DST_DT) == 1u) ARENA(e) = acc;
-        else combine_atomic(MODE_STORE, DST_DT, uint(e), acc);  // the word's other elements
+        if (elems_per_word(DST_DT) == 1u) ARENA_AT(SLOT_dst_start, e) = acc;
+        else combine_atomic(MODE_STORE, DST_DT, SLOT_dst_start, e, acc);  // the word's other elements
     }
 }

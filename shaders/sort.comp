@@ -16,9 +16,11 @@
 #include "common.glsl"
 
 #include "sort_layout.glsl"  // kernels.LAYOUTS: WG, limits, push constants p, spec constants
+#define KEY(w) ARENA_AT(SLOT_keys_start, w)
+#define INDEX(w) ARENA_AT(SLOT_index_start, w)
 
 uint order_key(int off) {
-    uint b = load_bits(SRC_DT, p.src_start, off);
+    uint b = load_bits(SRC_DT, SLOT_src_start, p.src_start, off);
     if (SRC_DT == DT_FLOAT32 || SRC_DT == DT_BFLOAT16) {
         uint u = SRC_DT == DT_BFLOAT16 ? b << 16 : b;
         if ((u & 0x7fffffffu) > 0x7f800000u) return 0xffffffffu;  // NaN
@@ -43,8 +45,8 @@ void main() {
                 key = order_key(base + int(i) * p.src_step);
                 if (p.descending != 0u) key = ~key;
             }
-            ARENA(p.keys_start + t) = key;
-            ARENA(p.index_start + t) = i;
+            ARENA_AT(SLOT_keys_start, p.keys_start + t) = key;
+            ARENA_AT(SLOT_index_start, p.index_start + t) = i;
             continue;
         }
         uint l = i ^ p.j;
@@ -52,12 +54,12 @@ void main() {
         uint a = p.keys_start + t, b = a + (l - i);
         uint ia = p.index_start + t, ib = ia + (l - i);
         bool ascending = (i & p.k) == 0u;
-        if (after(ARENA(a), ARENA(ia), ARENA(b), ARENA(ib)) == ascending) {
-            uint kt = ARENA(a), it = ARENA(ia);
-            ARENA(a) = ARENA(b);
-            ARENA(ia) = ARENA(ib);
-            ARENA(b) = kt;
-            ARENA(ib) = it;
+        if (after(KEY(a), INDEX(ia), KEY(b), INDEX(ib)) == ascending) {
+            uint kt = KEY(a), it = INDEX(ia);
+            KEY(a) = KEY(b);
+            INDEX(ia) = INDEX(ib);
+            KEY(b) = kt;
+            INDEX(ib) = it;
         }
     }
 }

@@ -11,7 +11,8 @@ import pytest
 import vkgrad as vk
 from vkgrad import kernels
 from vkgrad.backend.vulkan import (ALIGN_WORDS, CHUNK_SPAN, LARGE_WORDS, ArenaPool, DeviceArray,
-                                   Hazards, Start, _chunks, _ranges)
+                                   Hazards, Start, _chunks, _legacy_start,
+                                   _ranges)
 
 MIB = 1 << 18  # words
 
@@ -217,6 +218,21 @@ def test_a_start_names_its_chunk_and_its_slot_lands_above_the_word():
             assert word & ((1 << kernels.ARENA_SLOT_SHIFT) - 1) == \
                 (b.block.word % CHUNK_SPAN) + (5 + 2) // per
         assert a.start.chunk == 0 and int(a.start) == int(b.start)  # same place, other chunk
+        further = 3 + start  # an element further on: the same chunk
+        assert isinstance(further, Start) and further.chunk == 1 and further == int(start) + 3
+        assert not isinstance(start * 2, Start) and not isinstance(start + a.start, Start)
+
+
+def test_vk_kernel_starts_past_the_slot_bits_are_refused():
+    """vk.Kernel code takes a start with its slot in the top bits (common.glsl's ARENA(w)), so
+    an operand beyond a chunk's first 2^ARENA_SLOT_SHIFT words is refused, naming the limit,
+    where the family kernels (slots in their own push word) take it."""
+    for per, shift in ((1, 0), (2, 1), (4, 2)):
+        top = 1 << (kernels.ARENA_SLOT_SHIFT + shift)
+        last = Start(top - 1, 0, kernels.ARENA_SLOT_SHIFT + shift)
+        assert _legacy_start("k", last, 3) == top - 1 + 3 * top
+        with pytest.raises(RuntimeError, match="2\\^27 words"):
+            _legacy_start("k", last + 1, 0)
 
 
 def test_hazards_tell_chunks_apart():
@@ -236,7 +252,7 @@ def test_a_dispatch_binds_the_chunks_its_starts_name():
     assert _chunks("k", [7, b.start, a.start], reads, writes) == (0, 1)
     assert _chunks("k", [b.start], [], writes) == (1,)
     with pytest.raises(RuntimeError, match="no start among its push constants"):
-        _chunks("k", [a.start + 0, b.start], reads, writes)  # a's start as a plain int
+        _chunks("k", [int(a.start), b.start], reads, writes)  # a's start as a plain int
 
 
 class _DropsOnFirstChange(list):

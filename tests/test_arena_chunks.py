@@ -17,8 +17,8 @@ import pytest
 
 import vkgrad as vk
 import vkgrad.nn.functional as F
-from vkgrad.backend.vulkan import (CHUNK_SPAN, MAX_CHUNK_BYTES, TensorTooLargeError,
-                                   VulkanBackend)
+from vkgrad.backend.vulkan import (CHUNK_SPAN, DEFAULT_CHUNK_BYTES, MAX_BUFFER_BYTES,
+                                   TensorTooLargeError, VulkanBackend)
 from vkgrad.kernels import ARENA_SLOTS
 
 from conftest import lenet_trainer
@@ -225,7 +225,9 @@ def test_the_arena_stops_at_its_limit(tmp_path):
 def test_chunks_fit_the_devices_allocation_and_binding_limits(monkeypatch):
     """A chunk (so the staging buffer and any one tensor too) is never larger than one
     allocation may be (maxMemoryAllocationSize), one binding addresses (maxStorageBufferRange)
-    or a start's slot bits leave (MAX_CHUNK_BYTES), in 64-byte units: from fake limits dicts."""
+    or Kompute sizes (MAX_BUFFER_BYTES), in 64-byte units: from fake limits dicts. Nothing else
+    caps it (operands' slots travel in a push word of their own, not in their starts); a new
+    chunk is DEFAULT_CHUNK_BYTES where one may be larger."""
     monkeypatch.delenv("VKGRAD_ARENA_CHUNK_MB", raising=False)
     monkeypatch.delenv("VKGRAD_ARENA_MB", raising=False)
     base = {"max_storage_buffer_range": 1 << 28, "device_local_heap_size": 8 << 30,
@@ -234,10 +236,12 @@ def test_chunks_fit_the_devices_allocation_and_binding_limits(monkeypatch):
                          ({"max_memory_allocation_size": 0}, 1 << 28),  # not reported: 0
                          ({"max_storage_buffer_range": (1 << 20) - 1}, (1 << 20) - 64),
                          ({"max_memory_allocation_size": 1 << 40}, 1 << 28),
-                         ({"max_storage_buffer_range": 1 << 32}, MAX_CHUNK_BYTES)]:
+                         ({"max_storage_buffer_range": 1 << 31}, 1 << 31),
+                         ({"max_storage_buffer_range": 1 << 32}, MAX_BUFFER_BYTES)]:
         fake = SimpleNamespace()
         VulkanBackend._set_arena_limits(fake, {**base, **limits})
-        assert fake.max_chunk_bytes == fake.chunk_bytes == most, limits
+        assert fake.max_chunk_bytes == most, limits
+        assert fake.chunk_bytes == min(most, DEFAULT_CHUNK_BYTES), limits
         assert fake.arena_limit == 8 << 30
     monkeypatch.setenv("VKGRAD_ARENA_CHUNK_MB", "64")  # asked for more than an allocation takes
     fake = SimpleNamespace()

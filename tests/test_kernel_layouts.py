@@ -80,13 +80,13 @@ def test_header_declares_the_block_in_order():
     header = layout.header()
     assert "#define WG 256\n#define MAXD 3\nlayout(local_size_x = WG) in;" in header
     assert ("layout(push_constant) uniform Params {\n    uint n;\n    int strides[MAXD];\n"
-            "    float h[2];\n} p;") in header
-    assert layout.words == 6 and layout.MAXD == 3 and kernels.workgroup("demo") == 256
+            "    float h[2];\n    uint slots;\n} p;") in header
+    assert layout.words == 7 and layout.MAXD == 3 and kernels.workgroup("demo") == 256
 
 
 def test_an_array_may_be_a_limit_less_a_number():
     layout = kernels.Layout("demo", ["uint inner[MAXD - 1]", "uint shifts"], MAXD=4)
-    assert layout.words == 4
+    assert layout.words == 5
     assert "    uint inner[MAXD - 1];\n    uint shifts;\n" in layout.header()
     with pytest.raises(ValueError, match="array length 'MAXD \\+ 1'"):
         kernels.Layout("demo", ["uint inner[MAXD + 1]"], MAXD=4)
@@ -98,7 +98,7 @@ def test_pack_by_name_pads_arrays_and_takes_float_bits():
     layout = kernels.Layout("demo", ["uint n", "int strides[MAXD]", "float h[2]", "float x"],
                             MAXD=3)
     assert layout.pack(n=7, strides=[-1, 2], h=[1.0], x=-2.0) == \
-        [7, -1, 2, 0, 0x3F800000, 0, 0xC0000000]
+        [7, -1, 2, 0, 0x3F800000, 0, 0xC0000000, 0]  # and `slots`, 0
     with pytest.raises(TypeError, match=r"missing \['x'\], unknown \['y'\]"):
         layout.pack(n=7, strides=[], h=[], y=1)
     with pytest.raises(ValueError, match="strides has 4 entries, at most 3"):
@@ -113,12 +113,33 @@ def test_pack_keeps_starts_as_they_are():
         pass
     start = Start(5)
     assert kernels.LAYOUTS["random"].pack(n=1, out_start=start, a=0, b=0, c=0, d=0,
-                                          cursor=0)[1] is start
+                                          cursor_start=0)[1] is start
+
+
+def test_operands_are_the_start_fields_and_their_slots_share_the_last_word():
+    """Every uint field ending in _start (each entry of an array) is an operand; `slots`, last,
+    holds their slots ARENA_SLOT_BITS apiece in field order, which SLOT_<field> reads back."""
+    layout = kernels.Layout("demo", ["uint n", "uint a_start", "uint s_start[3]", "int step",
+                                     "uint b_start"])
+    assert layout.operands == [1, 2, 3, 4, 6] and layout.slots_at == 7 and layout.words == 8
+    push = layout.pack(n=1, a_start=10, s_start=[11, 12], step=-1, b_start=13)
+    assert isinstance(push, kernels.Push) and push[push.slots_at] == 0
+    assert (push.operands, push.slots_at) == (layout.operands, layout.slots_at)
+    header = layout.header()
+    assert "    uint b_start;\n    uint slots;\n} p;" in header
+    assert "#define SLOT_a_start ((p.slots >> 0u) & 7u)" in header
+    assert "#define SLOT_s_start(i) ((p.slots >> (3u + 3u * uint(i))) & 7u)" in header
+    assert "#define SLOT_b_start ((p.slots >> 12u) & 7u)" in header
+    with pytest.raises(ValueError, match="operand x_start must be a uint"):
+        kernels.Layout("demo", ["int x_start"])
+    with pytest.raises(ValueError, match="11 operands' slots do not fit"):
+        kernels.Layout("demo", ["uint a_start[11]"])
+    assert all(len(l.operands) * kernels.ARENA_SLOT_BITS <= 32 for l in kernels.LAYOUTS.values())
 
 
 def test_a_block_over_the_push_constant_budget_is_refused():
-    with pytest.raises(ValueError, match="33 words of push constants"):
-        kernels.Layout("big", ["uint a[30]", "uint b[3]"])
+    with pytest.raises(ValueError, match="33 words of push constants \\(with `slots`\\)"):
+        kernels.Layout("big", ["uint a[30]", "uint b[2]"])
     with pytest.raises(ValueError, match="type 'double'"):
         kernels.Layout("odd", ["double a"])
 

@@ -75,7 +75,7 @@ def main(argv=None):
             target = args.out / kernels.spirv_name(family, variant)
             if args.force or not target.exists() or target.stat().st_mtime < newest_input:
                 jobs.append((target.name, kernels.glslang_command(compiler, source, target,
-                                                                   include, extra)))
+                                                                   include, [*extra, "FAMILY"])))
 
     def run(job):
         name, cmd = job

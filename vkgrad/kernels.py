@@ -130,11 +130,15 @@ MAX_GROUPS = 65535  # Vulkan's guaranteed maxComputeWorkGroupCount[0]: the grid'
 # Elements each invocation of elementwise.comp (its quads: uvec4s) and of gather.comp's word
 # copies computes: whole 32-bit words of every dtype (1, 2 or 4 to a word).
 ELEMS_PER_INVOCATION = 4
-# The arena chunks one dispatch binds (common.glsl's arena_chunks), and where a word address
-# keeps its slot: slot << ARENA_SLOT_SHIFT | word. Element starts keep it log2(elements per
-# word) bits higher, so a uint8 start uses all 32 bits: a chunk holds at most 2^27 words
-# (512 MiB).
+# The arena chunks one dispatch binds (common.glsl's arena_chunks), and the bits of a slot.
+# A family's kernel finds each operand's slot in its push word `slots` (ARENA_SLOT_BITS per
+# operand, in the order of the layout's start fields; see Layout), so an operand's start is a
+# plain element index within its chunk: one chunk, so one tensor, may take what one binding
+# addresses. vk.Kernel code addresses words with the slot in their top bits instead, a word
+# address being slot << ARENA_SLOT_SHIFT | word (element starts keep it log2(elements per word)
+# bits higher), so the tensors it touches must lie in a chunk's first 2^27 words (512 MiB).
 ARENA_SLOTS = 8
+ARENA_SLOT_BITS = 3
 ARENA_SLOT_SHIFT = 27
 
 
@@ -160,7 +164,15 @@ class Layout:
     A kernel whose workgroup size is a specialization constant (matmul.comp's tiles) declares
     `layout(local_size_x = WG, local_size_x_id = ...)` itself (local_size=False); a .comp with
     a block per variant includes the header of each under its #ifdef (matmul.comp's
-    "matmul_conv", shader="matmul"). Every family is converted."""
+    "matmul_conv", shader="matmul"). Every family is converted.
+
+    Operands: every `uint` field whose name ends in `_start` (an array field: each entry) is an
+    operand's first element in the arena, and the block ends with a field `slots` that Layout
+    adds: ARENA_SLOT_BITS per operand, in field order, the slot of arena_chunks that the
+    operand's chunk is bound at. The header defines SLOT_<field> for each (SLOT_<field>(i) for
+    an array's entry i), which the shader passes to ARENA_AT and the common.glsl helpers with
+    the start. pack() leaves `slots` 0 (every operand at slot 0, right while the arena is one
+    chunk) and returns a Push, which tells launch where the starts and the slots word are."""
 
     TYPES = ("uint", "int", "float")
 
@@ -184,10 +196,22 @@ class Layout:
             written = written[:-1] if bracket else None
             self.fields.append((type_, name, None if written is None else
                                 self._length(written), written))
-        self.words = sum(1 if n is None else n for _, _, n, _ in self.fields)
+        self.fields.append(("uint", "slots", None, None))
+        self.operands, self.slots_at, at = [], 0, 0  # the starts' words; the slots word's
+        for type_, name, length, _ in self.fields:
+            if name.endswith("_start"):
+                if type_ != "uint":
+                    raise ValueError(f"{family}: operand {name} must be a uint, not {type_}")
+                self.operands += range(at, at + (length or 1))
+            self.slots_at = at
+            at += length or 1
+        self.words = at
         if self.words > PUSH_WORDS:
-            raise ValueError(f"{family}: {self.words} words of push constants, more than the "
-                             f"{PUSH_WORDS} every kernel fits in")
+            raise ValueError(f"{family}: {self.words} words of push constants (with `slots`), "
+                             f"more than the {PUSH_WORDS} every kernel fits in")
+        if len(self.operands) * ARENA_SLOT_BITS > 32:
+            raise ValueError(f"{family}: {len(self.operands)} operands' slots do not fit the "
+                             "one word `slots`")
 
     def _length(self, written):
         """An array field's length from its GLSL text: a number, a limit, or a limit less a
@@ -212,6 +236,7 @@ class Layout:
         field's value by name: ints as they are (an operand's Buffer.start stays itself, for
         launch; a negative int as two's complement), floats of `float` fields as their float32
         bits; an array field from a sequence of at most its length, padded with zeros."""
+        values = {**values, "slots": 0}
         missing = [name for _, name, _, _ in self.fields if name not in values]
         unknown = set(values) - {name for _, name, _, _ in self.fields}
         if missing or unknown:
@@ -226,7 +251,7 @@ class Layout:
                                  f"entries, at most {length}")
             out += [f32_bits(v) for v in items] if type_ == "float" else items
             out += [0] * ((length or 1) - len(items))
-        return out
+        return Push(out, self.operands, self.slots_at)
 
     def spec(self, **values):
         """The specialization constants by name, as launch takes them: a tuple in constant_id
@@ -255,11 +280,36 @@ class Layout:
                  *[f"    {type_} {name}{'' if written is None else f'[{written}]'};"
                    for type_, name, _, written in self.fields],
                  "} p;",
+                 *self._slot_macros(),
                  *([f"layout(constant_id = {i}) const uint {name} = {default}u;"
                     for i, (name, default) in enumerate(self.specs)]
                    if self.declare_specs else []),
                  "#endif", ""]
         return "\n".join(lines)
+
+    def _slot_macros(self):
+        """SLOT_<field>: the slot of each operand, from the word `slots`."""
+        mask, lines, k = (1 << ARENA_SLOT_BITS) - 1, [], 0
+        for _, name, length, _ in self.fields:
+            if not name.endswith("_start"):
+                continue
+            shift = f"{ARENA_SLOT_BITS * k}u"
+            if length is None:
+                lines.append(f"#define SLOT_{name} ((p.slots >> {shift}) & {mask}u)")
+            else:
+                lines.append(f"#define SLOT_{name}(i) ((p.slots >> ({shift} + "
+                             f"{ARENA_SLOT_BITS}u * uint(i))) & {mask}u)")
+            k += length or 1
+        return lines
+
+
+class Push(list):
+    """A family's push constants as Layout.pack gives them: the words, and where its operands'
+    starts (`operands`, word indices in slot order) and its `slots` word (`slots_at`) are."""
+
+    def __init__(self, words, operands, slots_at):
+        super().__init__(words)
+        self.operands, self.slots_at = operands, slots_at
 
 
 def layout_header_name(family):
@@ -285,7 +335,7 @@ LAYOUTS = {layout.family: layout for layout in [
         # OP: ELEMENTWISE_CODES; operand dtypes DT_* (DT_IMM: a scalar in the push constants)
         specs=["OP", "OUT_DT", "A_DT", "B_DT", "C_DT"]),
     Layout("gather", [
-        "uint n", "uint ndim", "uint dst_start", "uint src_start", "uint idx_start",
+        "uint n", "uint dst_start", "uint src_start", "uint idx_start",
         "uint idx_n", "int idx_scale", "uint idx_check",  # gather.comp's index check
         "int dst_strides[MAXD]", "int src_strides[MAXD]", "int idx_strides[MAXD]",
         "uint inner[MAXD - 1]", "uint magic[MAXD - 1]", "uint shifts",
@@ -356,14 +406,14 @@ LAYOUTS = {layout.family: layout for layout in [
         specs=["PHASE", "SRC_DT"]),
     Layout("random", [
         "uint n", "uint out_start", "uint a", "uint b", "uint c", "uint d",
-        "uint cursor",       # random draws: the generator's cursor
+        "uint cursor_start",  # random draws: the generator's cursor
     ],
         # OP: RANDOM_CODES
         specs=["OP", "OUT_DT"]),
     Layout("optim", [
         "uint n", "uint ndim", "uint p_start", "uint g_start",
-        "uint s[4]",         # starts (in f32 elements) of the contiguous f32 state buffers
-        "uint step_at", "uint arrive_at",  # ADAM, RMSPROP: the f32 step count, its arrivals
+        "uint s_start[4]",   # starts (in f32 elements) of the contiguous f32 state buffers
+        "uint step_start", "uint arrive_start",  # ADAM, RMSPROP: the f32 step count, its arrivals
         "uint advance",      # 0: read the step only (a split parameter's earlier parts)
         "float h[11]",       # hyper-parameters (optim.comp's table)
         "uint shape[MAXD]", "int p_strides[MAXD]", "int g_strides[MAXD]",

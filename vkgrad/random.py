@@ -189,7 +189,7 @@ def launch(backend, shape, dtype, op, a=0, b=0, c=0, d=0, cursor=None, out=None)
     if out.size:
         push = kernels.LAYOUTS["random"].pack(
             n=out.size, out_start=out.start, a=a & MASK32, b=b & MASK32, c=c & MASK32,
-            d=d & MASK32, cursor=0 if cursor is None else cursor.start)
+            d=d & MASK32, cursor_start=0 if cursor is None else cursor.start)
         backend.launch("random", "", -(-out.size // 4), push,
                        kernels.LAYOUTS["random"].spec(OP=kernels.RANDOM_CODES[op],
                                                       OUT_DT=dtype.code), writes=[out, cursor])

@@ -7,11 +7,12 @@ OpBufferCopy), as do a compiled step's contiguous argument copies. The arena sta
 chunk and grows on demand: a request that fits in no chunk gets a new one of max(request, chunk
 size) bytes, within the device-local heap (or
 VKGRAD_ARENA_MB); a tensor larger than one chunk may be (maxStorageBufferRange,
-maxMemoryAllocationSize, 512 MiB of slot addressing) is refused (TensorTooLargeError). A block
+maxMemoryAllocationSize, Kompute's 32-bit sizes) is refused (TensorTooLargeError). A block
 never spans two chunks. Operands are addressed by element offsets within their chunk in push
 constants (DeviceArray.start, a `Start` that knows its chunk); a dispatch binds the chunks its
-operands live in as an array of ARENA_SLOTS storage buffers, and launch() adds each operand's
-slot to its start (common.glsl's ARENA(w)). While the arena has at most ARENA_SLOTS chunks every
+operands live in as an array of ARENA_SLOTS storage buffers, and launch() writes each operand's
+slot into the kernel's push word `slots` (kernels.Layout; vk.Kernel code, which has none, gets
+the slot added to its start: common.glsl's ARENA(w)). While the arena has at most ARENA_SLOTS chunks every
 kernel binds them all, slot = chunk, so the combination changes only when the arena grows; past
 that a kernel binds its own operands' chunks. Each combination met is one descriptor set, made
 on first use, running the kernel's one pipeline (the patched Kompute's algorithm_sharing).
@@ -71,11 +72,10 @@ LARGE_WORDS = 1 << 18             # blocks of 1 MiB and more are cut from the to
 MAX_GROUPS = kernels.MAX_GROUPS   # the grid's cap (a module global: tests lower it)
 MAX_PENDING = 256                 # dispatches queued before they are submitted (the device starts)
 MAX_BUFFER_BYTES = (1 << 32) - (1 << 16)  # Kompute sizes buffers with 32-bit integers
-# A chunk is at most 2^ARENA_SLOT_SHIFT words (the slot bits of a start are above them); the
-# pool numbers words so that chunk c's are [c * CHUNK_SPAN, c * CHUNK_SPAN + its size): no free
-# run, and so no block, ever spans two chunks.
-MAX_CHUNK_BYTES = 4 << kernels.ARENA_SLOT_SHIFT
-CHUNK_SPAN = 2 << kernels.ARENA_SLOT_SHIFT
+# A chunk is at most one buffer; the pool numbers words so that chunk c's are [c * CHUNK_SPAN,
+# c * CHUNK_SPAN + its size): no free run, and so no block, ever spans two chunks.
+DEFAULT_CHUNK_BYTES = 512 << 20   # a new chunk's size unless VKGRAD_ARENA_CHUNK_MB says
+CHUNK_SPAN = 1 << 30              # words: more than MAX_BUFFER_BYTES holds
 ERROR_WORDS = ALIGN_WORDS         # staging's top words, kept from transfers; the last: errors
 MAX_IN_FLIGHT = 64                # submissions queued before the host waits for them
 ARENA, STAGING = 0, 1             # the arena's chunks (by pool word) and staging, for Hazards
@@ -404,15 +404,26 @@ class ArenaPool:
 class Start(int):
     """An operand's first element as kernels get it (DeviceArray.start): its index in elements
     of its dtype from the start of its chunk, the int's value, and the chunk it lives in.
-    launch() binds the chunks of a dispatch's operands at slots and adds `slot << shift` to
-    each Start it finds in the push constants (common.glsl: the slot bits sit at bit
-    ARENA_SLOT_SHIFT of a word address, log2(elements per word) higher in an element index).
-    Arithmetic on a Start gives a plain int, which launch takes as being in slot 0."""
+    launch() binds the chunks of a dispatch's operands at slots and writes each operand's slot
+    into the kernel's `slots` word (kernels.Push); for vk.Kernel code it adds `slot << shift`
+    to each Start it finds instead (common.glsl: the slot bits sit at bit ARENA_SLOT_SHIFT of a
+    word address, log2(elements per word) higher in an element index). Adding an int keeps
+    the chunk (an element further on in the same tensor); other arithmetic gives a plain int,
+    which launch takes as being in slot 0."""
 
     def __new__(cls, value, chunk, shift):
         self = super().__new__(cls, value)
         self.chunk, self.shift = chunk, shift
         return self
+
+    def __add__(self, other):
+        if isinstance(other, Start):
+            return int(self) + int(other)
+        if not isinstance(other, int):
+            return int(self) + other
+        return Start(int(self) + other, self.chunk, self.shift)
+
+    __radd__ = __add__
 
 
 _LOG2 = {1: 0, 2: 1, 4: 2}  # elements per word -> their bits in an index
@@ -531,6 +542,18 @@ def _word_span(array):
     per = array.dtype.per_word
     first, skip = divmod(array.offset, per)
     return array.block.word + first, -(-(skip + array.size) // per)
+
+
+def _legacy_start(family, start, slot):
+    """A start with its slot in its top bits, as vk.Kernel code (common.glsl's ARENA(w)) takes
+    it: such code reaches only a chunk's first 2^ARENA_SLOT_SHIFT words."""
+    if start >> start.shift:
+        raise RuntimeError(
+            f"kernel {family}: an operand starts {int(start)} elements into its arena chunk, "
+            f"beyond the 2^{kernels.ARENA_SLOT_SHIFT} words that vk.Kernel code (ARENA(w), "
+            "slot in the top bits) addresses; give it a smaller tensor, or set "
+            "VKGRAD_ARENA_CHUNK_MB to 512 or less")
+    return start + (slot << start.shift)
 
 
 def _chunks(family, push, reads, writes):
@@ -704,16 +727,17 @@ class VulkanBackend(Backend):
     def _set_arena_limits(self, info):
         """The arena's sizes: `max_chunk_bytes`, the most one chunk (so one tensor) may hold:
         what one storage-buffer binding addresses (maxStorageBufferRange), one allocation may
-        be (maxMemoryAllocationSize) and a start's slot bits leave (MAX_CHUNK_BYTES);
-        `chunk_bytes`, the size of a new chunk (VKGRAD_ARENA_CHUNK_MB, default the most);
+        be (maxMemoryAllocationSize) and Kompute sizes (MAX_BUFFER_BYTES); `chunk_bytes`,
+        the size of a new chunk (VKGRAD_ARENA_CHUNK_MB, default DEFAULT_CHUNK_BYTES, at most
+        the most one may hold; a larger tensor gets a chunk of its size);
         `arena_limit`, the most all chunks may hold together (VKGRAD_ARENA_MB, default the
         device-local heap's size). One chunk only where kernels cannot index chunks."""
-        most = min(info["max_storage_buffer_range"], MAX_CHUNK_BYTES, MAX_BUFFER_BYTES,
+        most = min(info["max_storage_buffer_range"], MAX_BUFFER_BYTES,
                    info.get("max_memory_allocation_size") or MAX_BUFFER_BYTES)
         self.max_chunk_bytes = most // (ALIGN_WORDS * 4) * (ALIGN_WORDS * 4)
         chunk_mb = os.environ.get("VKGRAD_ARENA_CHUNK_MB")
-        self.chunk_bytes = min(self.max_chunk_bytes, int(chunk_mb) << 20) if chunk_mb \
-            else self.max_chunk_bytes
+        self.chunk_bytes = min(self.max_chunk_bytes,
+                               int(chunk_mb) << 20 if chunk_mb else DEFAULT_CHUNK_BYTES)
         limit = os.environ.get("VKGRAD_ARENA_MB")
         self.arena_limit = int(limit) << 20 if limit else \
             info.get("device_local_heap_size") or self.chunk_bytes
@@ -749,8 +773,7 @@ class VulkanBackend(Backend):
                 f"one storage-buffer binding addresses on {self.info['device_name']}: at most "
                 f"{self.max_chunk_bytes} bytes (maxStorageBufferRange "
                 f"{self.info['max_storage_buffer_range']}, maxMemoryAllocationSize "
-                f"{self.info.get('max_memory_allocation_size')}, and 2^"
-                f"{kernels.ARENA_SLOT_SHIFT} words per chunk)")
+                f"{self.info.get('max_memory_allocation_size')}, and Kompute's 32-bit sizes)")
         return DeviceArray(self, self.pool.allocate(words), shape,
                            layout.contiguous_strides(shape), 0, dtype)
 
@@ -968,8 +991,9 @@ class VulkanBackend(Backend):
 
     def launch(self, family, variant, threads, push, spec=(), reads=(), writes=None):
         """Queue one dispatch of `family`/`variant` covering `threads` invocations (kernels loop
-        over the rest when the grid is capped). `push` is a list of ints, at most PUSH_WORDS
-        (operands' DeviceArray.start as they are: launch binds their chunks and adds the slots);
+        over the rest when the grid is capped). `push` is a kernels.Push (Layout.pack), or a
+        list of ints for vk.Kernel code, at most PUSH_WORDS (operands' DeviceArray.start as
+        they are: launch binds their chunks and says their slots);
         `spec` a tuple of ints, the kernel's specialization constants (constant_id 0, 1, ...).
         `writes`: the DeviceArrays the kernel writes (or reads and writes), `reads`: those it
         only reads (None entries and scalars skipped; whole blocks count). Without `writes`
@@ -980,14 +1004,22 @@ class VulkanBackend(Backend):
         constants = np.zeros(kernels.PUSH_WORDS, np.int64)
         if len(self._chunks) == 1:  # every start is in slot 0 as it is
             chunks = (0,)
-            constants[:len(push)] = push
+            constants[:len(push)] = push if isinstance(push, kernels.Push) else [
+                _legacy_start(family, v, 0) if isinstance(v, Start) else v for v in push]
         else:
             chunks = _chunks(family, push, reads, writes)
             if len(self._chunks) <= kernels.ARENA_SLOTS and not self._uses_arena(family, variant):
                 chunks = tuple(range(len(self._chunks)))  # bind them all: no new combination
             slot = {c: i for i, c in enumerate(chunks)}
-            constants[:len(push)] = [v + (slot[v.chunk] << v.shift) if isinstance(v, Start)
-                                     else v for v in push]
+            constants[:len(push)] = push
+            if isinstance(push, kernels.Push):
+                constants[push.slots_at] = sum(
+                    slot[v.chunk] << (kernels.ARENA_SLOT_BITS * k)
+                    for k, v in enumerate(push[at] for at in push.operands)
+                    if isinstance(v, Start))
+            else:
+                constants[:len(push)] = [_legacy_start(family, v, slot[v.chunk])
+                                         if isinstance(v, Start) else v for v in push]
         if reads is not None and self._views_chunks_readonly(family, variant):
             reads = reads + [(ARENA, c * CHUNK_SPAN, (c + 1) * CHUNK_SPAN) for c in chunks]
         with self._lock:

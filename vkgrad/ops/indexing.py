@@ -194,7 +194,7 @@ def _launch_copy(backend, shape, strides, starts, index_params, spec, access):
                          access)
         return
     n = prod(shape)
-    push = GATHER.pack(n=n, ndim=len(shape), dst_start=starts[0], src_start=starts[1],
+    push = GATHER.pack(n=n, dst_start=starts[0], src_start=starts[1],
                        idx_start=starts[2], idx_n=index_params[0], idx_scale=index_params[1],
                        idx_check=index_params[2], dst_strides=strides[0],
                        src_strides=strides[1], idx_strides=strides[2],

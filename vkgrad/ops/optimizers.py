@@ -213,9 +213,9 @@ def _dispatch(backend, param, grad, b0, b1, b2, master, step, arrivals, rule, fl
         return param
     counted = step is not None
     push = OPTIM.pack(n=param.size, ndim=len(shape), p_start=param.start, g_start=grad.start,
-                      s=[0 if a is None else a.start for a in (b0, b1, b2, master)],
-                      step_at=step.start if counted else 0,
-                      arrive_at=arrivals.start if counted else 0,
+                      s_start=[0 if a is None else a.start for a in (b0, b1, b2, master)],
+                      step_start=step.start if counted else 0,
+                      arrive_start=arrivals.start if counted else 0,
                       advance=int(advance) if counted else 0,
                       h=[_slot(hyper, name) for name in HYPER[rule]], shape=shape,
                       p_strides=p_strides, g_strides=g_strides)
