@@ -197,11 +197,13 @@ class Layout:
             self.fields.append((type_, name, None if written is None else
                                 self._length(written), written))
         self.fields.append(("uint", "slots", None, None))
-        self.operands, self.slots_at, at = [], 0, 0  # the starts' words; the slots word's
+        # the starts' words in slot order; each start field with its first slot; `slots`' word
+        self.operands, self._operand_fields, self.slots_at, at = [], [], 0, 0
         for type_, name, length, _ in self.fields:
             if name.endswith("_start"):
                 if type_ != "uint":
                     raise ValueError(f"{family}: operand {name} must be a uint, not {type_}")
+                self._operand_fields.append((name, length, len(self.operands)))
                 self.operands += range(at, at + (length or 1))
             self.slots_at = at
             at += length or 1
@@ -289,17 +291,14 @@ class Layout:
 
     def _slot_macros(self):
         """SLOT_<field>: the slot of each operand, from the word `slots`."""
-        mask, lines, k = (1 << ARENA_SLOT_BITS) - 1, [], 0
-        for _, name, length, _ in self.fields:
-            if not name.endswith("_start"):
-                continue
+        mask, lines = (1 << ARENA_SLOT_BITS) - 1, []
+        for name, length, k in self._operand_fields:
             shift = f"{ARENA_SLOT_BITS * k}u"
             if length is None:
                 lines.append(f"#define SLOT_{name} ((p.slots >> {shift}) & {mask}u)")
             else:
                 lines.append(f"#define SLOT_{name}(i) ((p.slots >> ({shift} + "
                              f"{ARENA_SLOT_BITS}u * uint(i))) & {mask}u)")
-            k += length or 1
         return lines
 
 

@@ -1002,24 +1002,21 @@ class VulkanBackend(Backend):
         groups = max(1, min(MAX_GROUPS, -(-threads // kernels.workgroup(family))))
         reads, writes = (None, None) if writes is None else (_ranges(reads), _ranges(writes))
         constants = np.zeros(kernels.PUSH_WORDS, np.int64)
-        if len(self._chunks) == 1:  # every start is in slot 0 as it is
-            chunks = (0,)
-            constants[:len(push)] = push if isinstance(push, kernels.Push) else [
-                _legacy_start(family, v, 0) if isinstance(v, Start) else v for v in push]
+        if len(self._chunks) == 1:  # every operand at slot 0, where pack leaves `slots`
+            chunks, slot = (0,), {0: 0}
         else:
             chunks = _chunks(family, push, reads, writes)
             if len(self._chunks) <= kernels.ARENA_SLOTS and not self._uses_arena(family, variant):
                 chunks = tuple(range(len(self._chunks)))  # bind them all: no new combination
             slot = {c: i for i, c in enumerate(chunks)}
-            constants[:len(push)] = push
-            if isinstance(push, kernels.Push):
-                constants[push.slots_at] = sum(
-                    slot[v.chunk] << (kernels.ARENA_SLOT_BITS * k)
-                    for k, v in enumerate(push[at] for at in push.operands)
-                    if isinstance(v, Start))
-            else:
-                constants[:len(push)] = [_legacy_start(family, v, slot[v.chunk])
-                                         if isinstance(v, Start) else v for v in push]
+        if not isinstance(push, kernels.Push):  # vk.Kernel code: slots in the starts' top bits
+            push = [_legacy_start(family, v, slot[v.chunk]) if isinstance(v, Start) else v
+                    for v in push]
+        constants[:len(push)] = push
+        if isinstance(push, kernels.Push) and len(self._chunks) > 1:
+            constants[push.slots_at] = sum(
+                slot[v.chunk] << (kernels.ARENA_SLOT_BITS * k)
+                for k, v in enumerate(push[at] for at in push.operands) if isinstance(v, Start))
         if reads is not None and self._views_chunks_readonly(family, variant):
             reads = reads + [(ARENA, c * CHUNK_SPAN, (c + 1) * CHUNK_SPAN) for c in chunks]
         with self._lock:
